@@ -1,0 +1,203 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Inferable (fixed-parameter) fake quantizers: the output is float32 on the quantization grid.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "qi/enums.h"
+#include "qi/kernels.h"
+#include "qi/registry.h"
+#include "qi/tensor_view.h"
+
+namespace qi {
+
+// Every parameter any inferable quantizer takes, under the names of REFERENCE.md 1.2. Each
+// quantizer reads the fields it documents and ignores the rest; JSON configs hold exactly the
+// fields of their class.
+struct QuantizerParams {
+  int64_t num_bits = 8;
+  std::vector<double> threshold;       // symmetric, POT, LUT: one per channel
+  std::vector<double> min_range;       // uniform: one per channel
+  std::vector<double> max_range;       // uniform: one per channel
+  std::vector<double> lut_values;      // LUT: integer values in the lut_values_bitwidth domain
+  bool per_channel = false;            // weights quantizers
+  std::optional<int64_t> channel_axis; // required when per_channel; negative counts from the end
+  std::optional<int64_t> input_rank;   // optional; when given, channel_axis and tensors must fit
+  bool is_signed = true;               // "signed" in JSON/Python
+  int64_t lut_values_bitwidth = 8;     // LUT
+  double eps = 1e-8;                   // LUT
+  NumericProfile profile = NumericProfile::kTorch;  // symmetric, POT, uniform
+};
+
+// Base of every quantizer that can run inference. Immutable after construction: parameters are
+// validated once in the constructor (qi::Error on any bad value) and turned into a kernel plan.
+class BaseInferableQuantizer {
+ public:
+  virtual ~BaseInferableQuantizer() = default;
+
+  const InferableQuantizerInfo& info() const { return *info_; }
+  QuantizationTarget quantization_target() const { return info_->target; }
+  QuantizationMethod quantization_method() const { return info_->method; }
+  const char* class_name() const { return info_->class_name; }
+  static constexpr const char* kIdentifier = "inferable_quantizer_id";
+
+  const QuantizerParams& params() const { return params_; }
+  int64_t num_bits() const { return params_.num_bits; }
+  bool per_channel() const { return params_.per_channel; }
+  std::optional<int64_t> channel_axis() const { return params_.channel_axis; }
+  bool is_signed() const { return params_.is_signed; }
+  // 1 for per-tensor quantizers.
+  int64_t num_channels() const { return kernels::plan_channels(plan_); }
+  const kernels::Plan& plan() const { return plan_; }
+
+  // y = Q(x) elementwise. `out` must have in's sizes; it may be the same view as `in` (in place)
+  // but must not partially overlap it. Per-channel quantizers need in.sizes[channel_axis] ==
+  // num_channels(). Throws qi::Error when the tensor does not fit the quantizer.
+  void apply(ConstTensorView in, TensorView out) const;
+  void apply_inplace(TensorView inout) const { apply(inout, inout); }
+  // Convenience: returns Q(x) for a contiguous row-major tensor of the given shape.
+  std::vector<float> apply(const std::vector<float>& x, const Shape& shape) const;
+
+  // The constructor arguments as a JSON object (keys of REFERENCE.md, plus "qi_version").
+  std::string get_config() const;
+  // {"class_name": ..., "config": get_config()}: what inferable_quantizer_from_json reads.
+  std::string to_json() const;
+
+  // The normalized channel axis for a tensor of rank `rank` (std::nullopt when per-tensor);
+  // throws qi::Error when the axis does not fit.
+  std::optional<int64_t> resolve_channel_axis(int64_t rank) const;
+
+ protected:
+  BaseInferableQuantizer(InferableQuantizerKind kind, QuantizerParams params);
+  void set_plan(kernels::Plan plan) { plan_ = std::move(plan); }
+
+ private:
+  const InferableQuantizerInfo* info_;
+  QuantizerParams params_;
+  kernels::Plan plan_;
+};
+
+// ---- weights quantizers (per-tensor or per-channel on any axis) ----
+
+// Symmetric grid: delta = t / 2^(n - s); integers [-2^(n-1), 2^(n-1)-1] when signed, else
+// [0, 2^n - 1]; zero point 0. threshold: one value per channel (or one per tensor), finite > 0.
+class WeightsSymmetricInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsSymmetricInferableQuantizer(const QuantizerParams& params);
+  WeightsSymmetricInferableQuantizer(int64_t num_bits, std::vector<double> threshold,
+                                     bool per_channel,
+                                     std::optional<int64_t> channel_axis = std::nullopt,
+                                     bool is_signed = true,
+                                     NumericProfile profile = NumericProfile::kTorch);
+ protected:
+  WeightsSymmetricInferableQuantizer(InferableQuantizerKind kind, const QuantizerParams& params);
+};
+
+// As WeightsSymmetric, and every threshold must be a power of two.
+class WeightsPOTInferableQuantizer : public WeightsSymmetricInferableQuantizer {
+ public:
+  explicit WeightsPOTInferableQuantizer(const QuantizerParams& params);
+  WeightsPOTInferableQuantizer(int64_t num_bits, std::vector<double> threshold, bool per_channel,
+                               std::optional<int64_t> channel_axis = std::nullopt,
+                               bool is_signed = true,
+                               NumericProfile profile = NumericProfile::kTorch);
+};
+
+// Uniform (asymmetric) grid over [min_range, max_range], first adjusted so that 0 is on the grid
+// (REFERENCE.md 2.1); zero point rounded. Requires min_range[i] < max_range[i].
+class WeightsUniformInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsUniformInferableQuantizer(const QuantizerParams& params);
+  WeightsUniformInferableQuantizer(int64_t num_bits, std::vector<double> min_range,
+                                   std::vector<double> max_range, bool per_channel,
+                                   std::optional<int64_t> channel_axis = std::nullopt,
+                                   NumericProfile profile = NumericProfile::kTorch);
+  // The ranges after zero adjustment, one per channel (what the kernel quantizes to).
+  std::vector<float> adjusted_min_range() const;
+  std::vector<float> adjusted_max_range() const;
+};
+
+// Non-uniform: each value maps to the nearest of lut_values (in the lut_values_bitwidth integer
+// domain, scaled by threshold / 2^(B - s)); REFERENCE.md 2.4.
+class WeightsLUTSymmetricInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsLUTSymmetricInferableQuantizer(const QuantizerParams& params);
+  WeightsLUTSymmetricInferableQuantizer(int64_t num_bits, std::vector<double> lut_values,
+                                        std::vector<double> threshold, bool per_channel,
+                                        std::optional<int64_t> channel_axis = std::nullopt,
+                                        std::optional<int64_t> input_rank = std::nullopt,
+                                        int64_t lut_values_bitwidth = 8, double eps = 1e-8);
+ protected:
+  WeightsLUTSymmetricInferableQuantizer(InferableQuantizerKind kind,
+                                        const QuantizerParams& params);
+};
+
+// As WeightsLUTSymmetric, and every threshold must be a power of two.
+class WeightsLUTPOTInferableQuantizer : public WeightsLUTSymmetricInferableQuantizer {
+ public:
+  explicit WeightsLUTPOTInferableQuantizer(const QuantizerParams& params);
+  WeightsLUTPOTInferableQuantizer(int64_t num_bits, std::vector<double> lut_values,
+                                  std::vector<double> threshold, bool per_channel,
+                                  std::optional<int64_t> channel_axis = std::nullopt,
+                                  std::optional<int64_t> input_rank = std::nullopt,
+                                  int64_t lut_values_bitwidth = 8, double eps = 1e-8);
+};
+
+// ---- activation quantizers (per-tensor) ----
+
+class ActivationSymmetricInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationSymmetricInferableQuantizer(const QuantizerParams& params);
+  ActivationSymmetricInferableQuantizer(int64_t num_bits, std::vector<double> threshold,
+                                        bool is_signed,
+                                        NumericProfile profile = NumericProfile::kTorch);
+ protected:
+  ActivationSymmetricInferableQuantizer(InferableQuantizerKind kind,
+                                        const QuantizerParams& params);
+};
+
+class ActivationPOTInferableQuantizer : public ActivationSymmetricInferableQuantizer {
+ public:
+  explicit ActivationPOTInferableQuantizer(const QuantizerParams& params);
+  ActivationPOTInferableQuantizer(int64_t num_bits, std::vector<double> threshold, bool is_signed,
+                                  NumericProfile profile = NumericProfile::kTorch);
+};
+
+class ActivationUniformInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationUniformInferableQuantizer(const QuantizerParams& params);
+  ActivationUniformInferableQuantizer(int64_t num_bits, std::vector<double> min_range,
+                                      std::vector<double> max_range,
+                                      NumericProfile profile = NumericProfile::kTorch);
+};
+
+class ActivationLutPOTInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationLutPOTInferableQuantizer(const QuantizerParams& params);
+  ActivationLutPOTInferableQuantizer(int64_t num_bits, std::vector<double> lut_values,
+                                     std::vector<double> threshold, bool is_signed,
+                                     int64_t lut_values_bitwidth = 8, double eps = 1e-8);
+};
+
+// Builds the registered class for `kind` from generic parameters (validating them).
+std::unique_ptr<BaseInferableQuantizer> make_inferable_quantizer(InferableQuantizerKind kind,
+                                                                 const QuantizerParams& params);
+std::unique_ptr<BaseInferableQuantizer> make_inferable_quantizer(QuantizationTarget target,
+                                                                 QuantizationMethod method,
+                                                                 const QuantizerParams& params);
+
+// The JSON keys a class's config holds (without "qi_version").
+const std::vector<std::string>& inferable_quantizer_config_keys(InferableQuantizerKind kind);
+
+// From get_config() text of a known class. Unknown or missing keys, wrong types and malformed
+// text throw qi::Error.
+std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_config(
+    InferableQuantizerKind kind, const std::string& config_json);
+// From to_json() text: {"class_name": ..., "config": {...}}.
+std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_json(const std::string& json);
+
+}  // namespace qi

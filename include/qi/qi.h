@@ -1,0 +1,14 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Umbrella header of the framework-free core.
+#pragma once
+
+#include "qi/configs.h"
+#include "qi/dispatcher.h"
+#include "qi/enums.h"
+#include "qi/error.h"
+#include "qi/inferable_quantizers.h"
+#include "qi/kernels.h"
+#include "qi/parallel.h"
+#include "qi/registry.h"
+#include "qi/tensor_view.h"
+#include "qi/version.h"
