@@ -1,0 +1,511 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Construction-time validation of every inferable quantizer and the choice of its kernel plan.
+// Messages follow one shape: "<class>: <argument> <rule>, got <value>".
+
+#include "qi/inferable_quantizers.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <set>
+#include <sstream>
+
+#include "kernels/plan.h"
+#include "qi/error.h"
+
+namespace qi {
+namespace {
+
+using Kind = InferableQuantizerKind;
+
+std::string fmt_shape(const Shape& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+// Validation helpers; `cls` is the class name that starts every message.
+struct Checker {
+  const char* cls;
+
+  void num_bits(int64_t n, int64_t lo, int64_t hi, const char* why = "") const {
+    QI_CHECK(n >= lo && n <= hi, cls, ": num_bits must be in [", lo, ", ", hi, "]", why,
+             ", got ", n);
+  }
+
+  void non_empty(const char* arg, const std::vector<double>& v) const {
+    QI_CHECK(!v.empty(), cls, ": ", arg, " must hold at least one value, got []");
+  }
+
+  void finite(const char* arg, const std::vector<double>& v) const {
+    for (size_t i = 0; i < v.size(); ++i)
+      QI_CHECK(std::isfinite(v[i]), cls, ": ", arg, " must be finite, got ", v[i], " at index ",
+               i);
+  }
+
+  // Positive thresholds whose float32 step t / 2^(n - s) is a normal float32.
+  void thresholds(const std::vector<double>& t, int64_t steps_log2) const {
+    non_empty("threshold", t);
+    finite("threshold", t);
+    for (size_t i = 0; i < t.size(); ++i) {
+      QI_CHECK(t[i] > 0, cls, ": threshold must be > 0, got ", t[i], " at index ", i);
+      QI_CHECK(t[i] <= FLT_MAX, cls, ": threshold must fit in float32 (<= ", FLT_MAX, "), got ",
+               t[i], " at index ", i);
+      QI_CHECK(std::ldexp(t[i], -static_cast<int>(steps_log2)) >= FLT_MIN, cls,
+               ": threshold is too small: the step threshold / 2^", steps_log2,
+               " must be a normal float32 (>= ", FLT_MIN, "), got threshold ", t[i],
+               " at index ", i);
+    }
+  }
+
+  void power_of_two(const std::vector<double>& t) const {
+    for (size_t i = 0; i < t.size(); ++i) {
+      int e = 0;
+      QI_CHECK(std::frexp(t[i], &e) == 0.5, cls,
+               ": threshold must be a power of two for POWER_OF_TWO quantization, got ", t[i],
+               " at index ", i);
+    }
+  }
+
+  void ranges(const std::vector<double>& lo, const std::vector<double>& hi,
+              int64_t num_bits) const {
+    non_empty("min_range", lo);
+    non_empty("max_range", hi);
+    QI_CHECK(lo.size() == hi.size(), cls,
+             ": min_range and max_range must have the same length, got ", lo.size(), " and ",
+             hi.size());
+    finite("min_range", lo);
+    finite("max_range", hi);
+    const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+    for (size_t i = 0; i < lo.size(); ++i) {
+      QI_CHECK(lo[i] < hi[i], cls, ": min_range must be < max_range, got min_range=", lo[i],
+               " and max_range=", hi[i], " at index ", i);
+      QI_CHECK(std::fabs(lo[i]) <= FLT_MAX && std::fabs(hi[i]) <= FLT_MAX, cls,
+               ": min_range and max_range must fit in float32, got min_range=", lo[i],
+               " and max_range=", hi[i], " at index ", i);
+      const float span = static_cast<float>(hi[i]) - static_cast<float>(lo[i]);
+      QI_CHECK(std::isfinite(span) && span / static_cast<float>(levels) >= FLT_MIN, cls,
+               ": max_range - min_range must give a finite, normal float32 step (max - min) / ",
+               levels, ", got min_range=", lo[i], " and max_range=", hi[i], " at index ", i);
+    }
+  }
+
+  // per_channel needs channel_axis; per-tensor needs exactly one value per list.
+  void layout(const QuantizerParams& p, const char* arg, size_t count) const {
+    if (p.input_rank)
+      QI_CHECK(*p.input_rank >= 1, cls, ": input_rank must be >= 1, got ", *p.input_rank);
+    if (p.per_channel) {
+      QI_CHECK(p.channel_axis.has_value(), cls,
+               ": channel_axis is required for per-channel quantization, got none");
+      if (p.input_rank) {
+        const int64_t r = *p.input_rank;
+        QI_CHECK(*p.channel_axis >= -r && *p.channel_axis < r, cls, ": channel_axis must be in [",
+                 -r, ", ", r, ") for input_rank ", r, ", got ", *p.channel_axis);
+      }
+    } else {
+      QI_CHECK(count == 1, cls, ": ", arg,
+               " must hold exactly one value for per-tensor quantization, got ", count,
+               " values");
+    }
+  }
+
+  void activation_layout(const QuantizerParams& p, const char* arg, size_t count) const {
+    QI_CHECK(!p.per_channel, cls,
+             ": per_channel must be false: activation quantization is per-tensor only, got true");
+    QI_CHECK(count == 1, cls, ": ", arg,
+             " must hold exactly one value: activation quantization is per-tensor only, got ",
+             count, " values");
+  }
+
+  void lut(const QuantizerParams& p) const {
+    const int64_t b = p.lut_values_bitwidth;
+    QI_CHECK(b >= 2 && b <= 16, cls, ": lut_values_bitwidth must be in [2, 16], got ", b);
+    num_bits(p.num_bits, 1, b, " (at most lut_values_bitwidth)");
+    QI_CHECK(std::isfinite(p.eps) && p.eps >= 0, cls, ": eps must be finite and >= 0, got ",
+             p.eps);
+    const auto& L = p.lut_values;
+    non_empty("lut_values", L);
+    finite("lut_values", L);
+    for (size_t i = 0; i < L.size(); ++i)
+      QI_CHECK(L[i] == std::floor(L[i]), cls, ": lut_values must be integers, got ", L[i],
+               " at index ", i);
+    const double lo = p.is_signed ? -std::ldexp(1.0, static_cast<int>(b - 1)) : 0.0;
+    const double hi = p.is_signed ? std::ldexp(1.0, static_cast<int>(b - 1)) - 1
+                                  : std::ldexp(1.0, static_cast<int>(b)) - 1;
+    for (size_t i = 0; i < L.size(); ++i) {
+      if (!p.is_signed)
+        QI_CHECK(L[i] >= 0, cls, ": lut_values must be >= 0 for unsigned quantization, got ",
+                 L[i], " at index ", i);
+      QI_CHECK(L[i] >= lo && L[i] <= hi, cls, ": lut_values must be in [", lo, ", ", hi,
+               "] for lut_values_bitwidth ", b, (p.is_signed ? " (signed)" : " (unsigned)"),
+               ", got ", L[i], " at index ", i);
+    }
+    const std::set<double> unique(L.begin(), L.end());
+    const double max_count = std::ldexp(1.0, static_cast<int>(p.num_bits));
+    QI_CHECK(static_cast<double>(unique.size()) <= max_count, cls,
+             ": lut_values must hold at most 2^num_bits = ", max_count,
+             " distinct values, got ", unique.size());
+  }
+};
+
+QuantizerParams threshold_params(int64_t num_bits, std::vector<double> threshold) {
+  QuantizerParams p;
+  p.num_bits = num_bits;
+  p.threshold = std::move(threshold);
+  return p;
+}
+
+int64_t steps_log2(const QuantizerParams& p) { return p.num_bits - (p.is_signed ? 1 : 0); }
+
+QuantizerParams with_defaults(QuantizerParams p, bool per_channel, std::optional<int64_t> axis,
+                              bool is_signed, NumericProfile profile) {
+  p.per_channel = per_channel;
+  p.channel_axis = axis;
+  p.is_signed = is_signed;
+  p.profile = profile;
+  return p;
+}
+
+}  // namespace
+
+// ---- base --------------------------------------------------------------------------------------
+
+BaseInferableQuantizer::BaseInferableQuantizer(InferableQuantizerKind kind, QuantizerParams params)
+    : info_(&inferable_quantizer_info(kind)), params_(std::move(params)) {}
+
+std::optional<int64_t> BaseInferableQuantizer::resolve_channel_axis(int64_t rank) const {
+  if (!params_.per_channel) return std::nullopt;
+  const int64_t axis = *params_.channel_axis;
+  QI_CHECK(axis >= -rank && axis < rank, class_name(), ": channel_axis must be in [", -rank, ", ",
+           rank, ") for a tensor of rank ", rank, ", got ", axis);
+  return axis < 0 ? axis + rank : axis;
+}
+
+void BaseInferableQuantizer::apply(ConstTensorView in, TensorView out) const {
+  const char* cls = class_name();
+  QI_CHECK(in.strides.size() == in.sizes.size(), cls, ": input has ", in.sizes.size(),
+           " sizes but ", in.strides.size(), " strides");
+  QI_CHECK(out.strides.size() == out.sizes.size(), cls, ": output has ", out.sizes.size(),
+           " sizes but ", out.strides.size(), " strides");
+  QI_CHECK(in.sizes == out.sizes, cls, ": output sizes must equal input sizes ",
+           fmt_shape(in.sizes), ", got ", fmt_shape(out.sizes));
+  for (size_t k = 0; k < in.sizes.size(); ++k) {
+    QI_CHECK(in.sizes[k] >= 0, cls, ": tensor sizes must be >= 0, got ", fmt_shape(in.sizes));
+    QI_CHECK(in.strides[k] >= 0 && out.strides[k] >= 0, cls,
+             ": strides must be >= 0, got input ", fmt_shape(in.strides), " and output ",
+             fmt_shape(out.strides));
+    QI_CHECK(out.strides[k] > 0 || out.sizes[k] <= 1, cls,
+             ": output must not have stride 0 in a dimension of size > 1, got strides ",
+             fmt_shape(out.strides));
+  }
+  if (params_.input_rank)
+    QI_CHECK(in.dim() == *params_.input_rank, cls, ": tensor rank must equal input_rank ",
+             *params_.input_rank, ", got rank ", in.dim(), " (sizes ", fmt_shape(in.sizes), ")");
+  const int64_t n = in.numel();
+  if (n == 0) {
+    resolve_channel_axis(in.dim());
+    return;
+  }
+  QI_CHECK(in.data != nullptr && out.data != nullptr, cls,
+           ": tensor data must not be null for ", n, " elements");
+  // In place means exactly the same view; any other overlap would read already written values.
+  const bool same_view = static_cast<const void*>(in.data) == static_cast<const void*>(out.data) &&
+                         in.strides == out.strides;
+  if (!same_view) {
+    int64_t in_span = 0, out_span = 0;
+    for (size_t k = 0; k < in.sizes.size(); ++k) {
+      in_span += (in.sizes[k] - 1) * in.strides[k];
+      out_span += (out.sizes[k] - 1) * out.strides[k];
+    }
+    const float* in_lo = in.data;
+    const float* in_hi = in.data + in_span;
+    const float* out_lo = out.data;
+    const float* out_hi = out.data + out_span;
+    QI_CHECK(in_hi < out_lo || out_hi < in_lo, cls,
+             ": output must be the input view itself (in place) or must not overlap it");
+  }
+  const auto axis = resolve_channel_axis(in.dim());
+  if (axis) {
+    const int64_t channels = in.sizes[*axis];
+    QI_CHECK(channels == num_channels(), cls, ": the quantizer holds ", num_channels(),
+             " per-channel values but the tensor has ", channels, " channels along channel_axis ",
+             *params_.channel_axis, " (sizes ", fmt_shape(in.sizes), ")");
+  }
+  kernels::fake_quant_forward(plan_, in, out, axis);
+}
+
+std::vector<float> BaseInferableQuantizer::apply(const std::vector<float>& x,
+                                                 const Shape& shape) const {
+  ConstTensorView in(x.data(), shape);
+  QI_CHECK(in.numel() == static_cast<int64_t>(x.size()), class_name(), ": shape ",
+           fmt_shape(shape), " holds ", in.numel(), " elements, got ", x.size(), " values");
+  std::vector<float> y(x.size());
+  apply(in, TensorView(y.data(), shape));
+  return y;
+}
+
+// ---- weights symmetric / POT -------------------------------------------------------------------
+
+WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(
+    InferableQuantizerKind kind, const QuantizerParams& p)
+    : BaseInferableQuantizer(kind, p) {
+  const Checker check{class_name()};
+  check.num_bits(p.num_bits, 2, 16);
+  check.thresholds(p.threshold, steps_log2(p));
+  check.layout(p, "threshold", p.threshold.size());
+  if (kind == Kind::WeightsPOTInferableQuantizer) check.power_of_two(p.threshold);
+  if (p.profile == NumericProfile::kTorch)
+    set_plan(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed));
+  else
+    set_plan(kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, p.per_channel));
+}
+
+WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(const QuantizerParams& p)
+    : WeightsSymmetricInferableQuantizer(Kind::WeightsSymmetricInferableQuantizer, p) {}
+
+WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(
+    int64_t num_bits, std::vector<double> threshold, bool per_channel,
+    std::optional<int64_t> channel_axis, bool is_signed, NumericProfile profile)
+    : WeightsSymmetricInferableQuantizer(
+          Kind::WeightsSymmetricInferableQuantizer,
+          with_defaults(threshold_params(num_bits, std::move(threshold)), per_channel, channel_axis,
+                        is_signed, profile)) {}
+
+WeightsPOTInferableQuantizer::WeightsPOTInferableQuantizer(const QuantizerParams& p)
+    : WeightsSymmetricInferableQuantizer(Kind::WeightsPOTInferableQuantizer, p) {}
+
+WeightsPOTInferableQuantizer::WeightsPOTInferableQuantizer(int64_t num_bits,
+                                                           std::vector<double> threshold,
+                                                           bool per_channel,
+                                                           std::optional<int64_t> channel_axis,
+                                                           bool is_signed, NumericProfile profile)
+    : WeightsSymmetricInferableQuantizer(
+          Kind::WeightsPOTInferableQuantizer,
+          with_defaults(threshold_params(num_bits, std::move(threshold)), per_channel, channel_axis,
+                        is_signed, profile)) {}
+
+// ---- weights uniform ---------------------------------------------------------------------------
+
+WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsUniformInferableQuantizer, p) {
+  const Checker check{class_name()};
+  check.num_bits(p.num_bits, 2, 16);
+  check.ranges(p.min_range, p.max_range, p.num_bits);
+  check.layout(p, "min_range", p.min_range.size());
+  if (p.profile == NumericProfile::kTorch)
+    set_plan(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, false));
+  else
+    set_plan(kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, p.per_channel));
+}
+
+WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(
+    int64_t num_bits, std::vector<double> min_range, std::vector<double> max_range,
+    bool per_channel, std::optional<int64_t> channel_axis, NumericProfile profile)
+    : WeightsUniformInferableQuantizer([&] {
+        QuantizerParams p;
+        p.num_bits = num_bits;
+        p.min_range = std::move(min_range);
+        p.max_range = std::move(max_range);
+        return with_defaults(p, per_channel, channel_axis, true, profile);
+      }()) {}
+
+std::vector<float> WeightsUniformInferableQuantizer::adjusted_min_range() const {
+  std::vector<float> out;
+  for (size_t c = 0; c < params().min_range.size(); ++c) {
+    if (params().profile == NumericProfile::kTorch) {
+      float lo, hi;
+      kernels::adjust_range_float(static_cast<float>(params().min_range[c]),
+                                  static_cast<float>(params().max_range[c]), num_bits(), &lo, &hi);
+      out.push_back(lo);
+    } else {
+      double lo, hi;
+      kernels::adjust_range_double(params().min_range[c], params().max_range[c], num_bits(), &lo,
+                                   &hi);
+      out.push_back(static_cast<float>(lo));
+    }
+  }
+  return out;
+}
+
+std::vector<float> WeightsUniformInferableQuantizer::adjusted_max_range() const {
+  std::vector<float> out;
+  for (size_t c = 0; c < params().min_range.size(); ++c) {
+    if (params().profile == NumericProfile::kTorch) {
+      float lo, hi;
+      kernels::adjust_range_float(static_cast<float>(params().min_range[c]),
+                                  static_cast<float>(params().max_range[c]), num_bits(), &lo, &hi);
+      out.push_back(hi);
+    } else {
+      double lo, hi;
+      kernels::adjust_range_double(params().min_range[c], params().max_range[c], num_bits(), &lo,
+                                   &hi);
+      out.push_back(static_cast<float>(hi));
+    }
+  }
+  return out;
+}
+
+// ---- weights LUT -------------------------------------------------------------------------------
+
+WeightsLUTSymmetricInferableQuantizer::WeightsLUTSymmetricInferableQuantizer(
+    InferableQuantizerKind kind, const QuantizerParams& p)
+    : BaseInferableQuantizer(kind, p) {
+  const Checker check{class_name()};
+  check.lut(p);
+  check.thresholds(p.threshold, 0);
+  check.layout(p, "threshold", p.threshold.size());
+  if (kind == Kind::WeightsLUTPOTInferableQuantizer) check.power_of_two(p.threshold);
+  set_plan(kernels::lut_plan(p.lut_values, p.threshold, p.is_signed, p.lut_values_bitwidth, p.eps,
+                             /*divisor_in_double=*/false));
+}
+
+namespace {
+QuantizerParams lut_params(int64_t num_bits, std::vector<double> lut_values,
+                           std::vector<double> threshold, bool per_channel,
+                           std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank,
+                           int64_t lut_values_bitwidth, double eps, bool is_signed) {
+  QuantizerParams p;
+  p.num_bits = num_bits;
+  p.lut_values = std::move(lut_values);
+  p.threshold = std::move(threshold);
+  p.per_channel = per_channel;
+  p.channel_axis = channel_axis;
+  p.input_rank = input_rank;
+  p.lut_values_bitwidth = lut_values_bitwidth;
+  p.eps = eps;
+  p.is_signed = is_signed;
+  return p;
+}
+}  // namespace
+
+WeightsLUTSymmetricInferableQuantizer::WeightsLUTSymmetricInferableQuantizer(
+    const QuantizerParams& p)
+    : WeightsLUTSymmetricInferableQuantizer(Kind::WeightsLUTSymmetricInferableQuantizer, p) {}
+
+WeightsLUTSymmetricInferableQuantizer::WeightsLUTSymmetricInferableQuantizer(
+    int64_t num_bits, std::vector<double> lut_values, std::vector<double> threshold,
+    bool per_channel, std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank,
+    int64_t lut_values_bitwidth, double eps)
+    : WeightsLUTSymmetricInferableQuantizer(
+          Kind::WeightsLUTSymmetricInferableQuantizer,
+          lut_params(num_bits, std::move(lut_values), std::move(threshold), per_channel,
+                     channel_axis, input_rank, lut_values_bitwidth, eps, true)) {}
+
+WeightsLUTPOTInferableQuantizer::WeightsLUTPOTInferableQuantizer(const QuantizerParams& p)
+    : WeightsLUTSymmetricInferableQuantizer(Kind::WeightsLUTPOTInferableQuantizer, p) {}
+
+WeightsLUTPOTInferableQuantizer::WeightsLUTPOTInferableQuantizer(
+    int64_t num_bits, std::vector<double> lut_values, std::vector<double> threshold,
+    bool per_channel, std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank,
+    int64_t lut_values_bitwidth, double eps)
+    : WeightsLUTSymmetricInferableQuantizer(
+          Kind::WeightsLUTPOTInferableQuantizer,
+          lut_params(num_bits, std::move(lut_values), std::move(threshold), per_channel,
+                     channel_axis, input_rank, lut_values_bitwidth, eps, true)) {}
+
+// ---- activations -------------------------------------------------------------------------------
+
+ActivationSymmetricInferableQuantizer::ActivationSymmetricInferableQuantizer(
+    InferableQuantizerKind kind, const QuantizerParams& p)
+    : BaseInferableQuantizer(kind, p) {
+  const Checker check{class_name()};
+  check.num_bits(p.num_bits, 2, 16);
+  check.activation_layout(p, "threshold", p.threshold.size());
+  check.thresholds(p.threshold, steps_log2(p));
+  if (kind == Kind::ActivationPOTInferableQuantizer) check.power_of_two(p.threshold);
+  if (p.profile == NumericProfile::kTorch)
+    set_plan(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed));
+  else
+    set_plan(kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, false));
+}
+
+ActivationSymmetricInferableQuantizer::ActivationSymmetricInferableQuantizer(
+    const QuantizerParams& p)
+    : ActivationSymmetricInferableQuantizer(Kind::ActivationSymmetricInferableQuantizer, p) {}
+
+ActivationSymmetricInferableQuantizer::ActivationSymmetricInferableQuantizer(
+    int64_t num_bits, std::vector<double> threshold, bool is_signed, NumericProfile profile)
+    : ActivationSymmetricInferableQuantizer(
+          Kind::ActivationSymmetricInferableQuantizer,
+          with_defaults(threshold_params(num_bits, std::move(threshold)), false, std::nullopt,
+                        is_signed, profile)) {}
+
+ActivationPOTInferableQuantizer::ActivationPOTInferableQuantizer(const QuantizerParams& p)
+    : ActivationSymmetricInferableQuantizer(Kind::ActivationPOTInferableQuantizer, p) {}
+
+ActivationPOTInferableQuantizer::ActivationPOTInferableQuantizer(int64_t num_bits,
+                                                                 std::vector<double> threshold,
+                                                                 bool is_signed,
+                                                                 NumericProfile profile)
+    : ActivationSymmetricInferableQuantizer(
+          Kind::ActivationPOTInferableQuantizer,
+          with_defaults(threshold_params(num_bits, std::move(threshold)), false, std::nullopt,
+                        is_signed, profile)) {}
+
+ActivationUniformInferableQuantizer::ActivationUniformInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationUniformInferableQuantizer, p) {
+  const Checker check{class_name()};
+  check.num_bits(p.num_bits, 2, 16);
+  check.activation_layout(p, "min_range", p.min_range.size());
+  check.activation_layout(p, "max_range", p.max_range.size());
+  check.ranges(p.min_range, p.max_range, p.num_bits);
+  if (p.profile == NumericProfile::kTorch)
+    set_plan(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, true));
+  else
+    set_plan(kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, false));
+}
+
+ActivationUniformInferableQuantizer::ActivationUniformInferableQuantizer(
+    int64_t num_bits, std::vector<double> min_range, std::vector<double> max_range,
+    NumericProfile profile)
+    : ActivationUniformInferableQuantizer([&] {
+        QuantizerParams p;
+        p.num_bits = num_bits;
+        p.min_range = std::move(min_range);
+        p.max_range = std::move(max_range);
+        return with_defaults(p, false, std::nullopt, true, profile);
+      }()) {}
+
+ActivationLutPOTInferableQuantizer::ActivationLutPOTInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationLutPOTInferableQuantizer, p) {
+  const Checker check{class_name()};
+  check.lut(p);
+  check.activation_layout(p, "threshold", p.threshold.size());
+  check.thresholds(p.threshold, 0);
+  check.power_of_two(p.threshold);
+  set_plan(kernels::lut_plan(p.lut_values, p.threshold, p.is_signed, p.lut_values_bitwidth, p.eps,
+                             /*divisor_in_double=*/true));
+}
+
+ActivationLutPOTInferableQuantizer::ActivationLutPOTInferableQuantizer(
+    int64_t num_bits, std::vector<double> lut_values, std::vector<double> threshold,
+    bool is_signed, int64_t lut_values_bitwidth, double eps)
+    : ActivationLutPOTInferableQuantizer(lut_params(num_bits, std::move(lut_values),
+                                                    std::move(threshold), false, std::nullopt,
+                                                    std::nullopt, lut_values_bitwidth, eps,
+                                                    is_signed)) {}
+
+// ---- registry-driven construction --------------------------------------------------------------
+
+std::unique_ptr<BaseInferableQuantizer> make_inferable_quantizer(InferableQuantizerKind kind,
+                                                                 const QuantizerParams& params) {
+  switch (kind) {
+#define QI_MAKE_CASE(Name, Target, Method) \
+  case Kind::Name:                         \
+    return std::make_unique<Name>(params);
+    QI_FOR_EACH_INFERABLE_QUANTIZER(QI_MAKE_CASE)
+#undef QI_MAKE_CASE
+  }
+  throw Error(str_cat("make_inferable_quantizer: invalid kind ", static_cast<int>(kind)));
+}
+
+std::unique_ptr<BaseInferableQuantizer> make_inferable_quantizer(QuantizationTarget target,
+                                                                 QuantizationMethod method,
+                                                                 const QuantizerParams& params) {
+  return make_inferable_quantizer(get_inferable_quantizer_class(target, method).kind, params);
+}
+
+}  // namespace qi

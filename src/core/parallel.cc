@@ -1,0 +1,179 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "qi/parallel.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "qi/error.h"
+
+namespace qi {
+namespace {
+
+// A small persistent pool: the caller runs chunk 0 itself and workers take the rest. One job at
+// a time (a mutex serializes concurrent callers); nested calls run inline.
+class ThreadPool {
+ public:
+  ~ThreadPool() { resize(0); }
+
+  int size() {
+    std::lock_guard<std::mutex> g(job_mutex_);
+    return static_cast<int>(workers_.size()) + 1;
+  }
+
+  void set_size(int n) {
+    std::lock_guard<std::mutex> g(job_mutex_);
+    resize(n - 1);
+  }
+
+  void run(int64_t begin, int64_t end, int64_t grain,
+           const std::function<void(int64_t, int64_t)>& fn) {
+    if (in_pool_) {  // nested: no further parallelism
+      fn(begin, end);
+      return;
+    }
+    std::unique_lock<std::mutex> job_lock(job_mutex_);
+    const int64_t n = end - begin;
+    const int64_t max_chunks = std::max<int64_t>(1, n / std::max<int64_t>(grain, 1));
+    const int64_t chunks = std::min<int64_t>(max_chunks, static_cast<int64_t>(workers_.size()) + 1);
+    if (chunks <= 1) {
+      job_lock.unlock();
+      fn(begin, end);
+      return;
+    }
+    const int64_t step = (n + chunks - 1) / chunks;
+    {
+      std::lock_guard<std::mutex> g(mutex_);
+      fn_ = &fn;
+      begin_ = begin;
+      end_ = end;
+      step_ = step;
+      next_chunk_ = 1;
+      num_chunks_ = chunks;
+      pending_ = chunks - 1;
+      error_ = nullptr;
+      ++generation_;
+    }
+    cv_.notify_all();
+    in_pool_ = true;
+    try {
+      fn(begin, std::min(end, begin + step));
+    } catch (...) {
+      std::lock_guard<std::mutex> g(mutex_);
+      if (!error_) error_ = std::current_exception();
+    }
+    in_pool_ = false;
+    std::unique_lock<std::mutex> lk(mutex_);
+    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void resize(int workers) {
+    workers = std::max(workers, 0);
+    if (static_cast<int>(workers_.size()) == workers) return;
+    {
+      std::lock_guard<std::mutex> g(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_ = false;
+    for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { worker_loop(); });
+  }
+
+  void worker_loop() {
+    in_pool_ = true;
+    uint64_t seen = generation_;
+    for (;;) {
+      std::unique_lock<std::mutex> lk(mutex_);
+      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && next_chunk_ < num_chunks_); });
+      if (stop_) return;
+      seen = generation_;
+      while (next_chunk_ < num_chunks_) {
+        const int64_t c = next_chunk_++;
+        const int64_t b = begin_ + c * step_;
+        const int64_t e = std::min(end_, b + step_);
+        const auto* fn = fn_;
+        lk.unlock();
+        try {
+          if (b < e) (*fn)(b, e);
+        } catch (...) {
+          std::lock_guard<std::mutex> g(mutex_);
+          if (!error_) error_ = std::current_exception();
+        }
+        lk.lock();
+        if (--pending_ == 0) done_cv_.notify_one();
+      }
+    }
+  }
+
+  std::mutex job_mutex_;  // one job at a time
+  std::mutex mutex_;
+  std::condition_variable cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
+  int64_t begin_ = 0, end_ = 0, step_ = 0, next_chunk_ = 0, num_chunks_ = 0, pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  static thread_local bool in_pool_;
+};
+
+thread_local bool ThreadPool::in_pool_ = false;
+
+ThreadPool& pool() {
+  static ThreadPool* p = [] {
+    auto* tp = new ThreadPool();  // leaked on purpose: no join at static destruction time
+    tp->set_size(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    return tp;
+  }();
+  return *p;
+}
+
+std::mutex& hook_mutex() {
+  static std::mutex m;
+  return m;
+}
+ParallelForFn& hook() {
+  static ParallelForFn h;
+  return h;
+}
+
+}  // namespace
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& fn) {
+  if (begin >= end) return;
+  ParallelForFn h;
+  {
+    std::lock_guard<std::mutex> g(hook_mutex());
+    h = hook();
+  }
+  if (h) {
+    h(begin, end, grain, fn);
+  } else if (end - begin <= grain) {
+    fn(begin, end);
+  } else {
+    pool().run(begin, end, grain, fn);
+  }
+}
+
+void set_parallel_for(ParallelForFn fn) {
+  std::lock_guard<std::mutex> g(hook_mutex());
+  hook() = std::move(fn);
+}
+
+void set_num_threads(int n) {
+  QI_CHECK(n >= 1, "set_num_threads: num_threads must be >= 1, got ", n);
+  pool().set_size(n);
+}
+
+int get_num_threads() { return pool().size(); }
+
+}  // namespace qi

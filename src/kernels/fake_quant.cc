@@ -1,0 +1,189 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// SIMD rows of the fake-quant kernels, compiled for every Highway target and picked at run time.
+// A "row" is a contiguous run of n elements whose channel is either fixed (params at index c0)
+// or advances with the element (vary: params at c0 + i, channel is the innermost dimension).
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/fake_quant.cc"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include "kernels/row_kernels.h"
+#include "kernels/scalar_ops.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace qi::kernels {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+template <class D, class V>
+HWY_INLINE V AffineTorchVec(D, V x, V scale, V inv, V zp, V qmin, V qmax) {
+  // nearbyint(x * inv) then + zp (ATen: zp + nearbyint(x * inv_scale)), clamp after rounding.
+  V q = hn::Add(hn::Round(hn::Mul(x, inv)), zp);
+  q = hn::Min(hn::Max(q, qmin), qmax);
+  const V y = hn::Mul(hn::Sub(q, zp), scale);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+
+void AffineTorchRow(const float* HWY_RESTRICT in, float* out, int64_t n,
+                    const AffineTorchPlan& p, int64_t c0, bool vary) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto qmin = hn::Set(d, p.qmin), qmax = hn::Set(d, p.qmax);
+  int64_t i = 0;
+  if (!vary) {
+    const auto scale = hn::Set(d, p.scale[c0]), inv = hn::Set(d, p.inv_scale[c0]);
+    const auto zp = hn::Set(d, p.zero_point[c0]);
+    for (; i + N <= n; i += N)
+      hn::StoreU(AffineTorchVec(d, hn::LoadU(d, in + i), scale, inv, zp, qmin, qmax), d, out + i);
+    for (; i < n; ++i)
+      out[i] = scalar::affine_torch(in[i], p.scale[c0], p.inv_scale[c0], p.zero_point[c0],
+                                    p.qmin, p.qmax);
+    return;
+  }
+  const float* s = p.scale.data() + c0;
+  const float* v = p.inv_scale.data() + c0;
+  const float* z = p.zero_point.data() + c0;
+  for (; i + N <= n; i += N)
+    hn::StoreU(AffineTorchVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
+                              hn::LoadU(d, z + i), qmin, qmax),
+               d, out + i);
+  for (; i < n; ++i) out[i] = scalar::affine_torch(in[i], s[i], v[i], z[i], p.qmin, p.qmax);
+}
+
+template <class D, class V>
+HWY_INLINE V AffineTfVec(D, V x, V scale, V inv, V nmin, V nmax, V qz, V half, bool use_div) {
+  // TF: inputs.cwiseMin(nudged_max).cwiseMax(nudged_min) - nudged_min, then floor(v - qz + 0.5).
+  const V c = hn::Sub(hn::Max(hn::Min(x, nmax), nmin), nmin);
+  const V v = use_div ? hn::Div(c, scale) : hn::Mul(c, inv);
+  const V y = hn::Mul(hn::Floor(hn::Add(hn::Sub(v, qz), half)), scale);
+  return hn::IfThenElse(hn::IsNaN(x), x, y);
+}
+
+void AffineTfRow(const float* HWY_RESTRICT in, float* out, int64_t n, const AffineTfPlan& p,
+                 int64_t c0, bool vary) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto half = hn::Set(d, 0.5f);
+  const bool div = p.use_division;
+  int64_t i = 0;
+  if (!vary) {
+    const auto scale = hn::Set(d, p.scale[c0]), inv = hn::Set(d, p.inv_scale[c0]);
+    const auto nmin = hn::Set(d, p.nudged_min[c0]), nmax = hn::Set(d, p.nudged_max[c0]);
+    const auto qz = hn::Set(d, p.quant_zero[c0]);
+    for (; i + N <= n; i += N)
+      hn::StoreU(AffineTfVec(d, hn::LoadU(d, in + i), scale, inv, nmin, nmax, qz, half, div), d,
+                 out + i);
+    for (; i < n; ++i)
+      out[i] = scalar::affine_tf(in[i], p.scale[c0], p.inv_scale[c0], p.nudged_min[c0],
+                                 p.nudged_max[c0], p.quant_zero[c0], div);
+    return;
+  }
+  const float* s = p.scale.data() + c0;
+  const float* v = p.inv_scale.data() + c0;
+  const float* lo = p.nudged_min.data() + c0;
+  const float* hi = p.nudged_max.data() + c0;
+  const float* qz = p.quant_zero.data() + c0;
+  for (; i + N <= n; i += N)
+    hn::StoreU(AffineTfVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
+                           hn::LoadU(d, lo + i), hn::LoadU(d, hi + i), hn::LoadU(d, qz + i), half,
+                           div),
+               d, out + i);
+  for (; i < n; ++i) out[i] = scalar::affine_tf(in[i], s[i], v[i], lo[i], hi[i], qz[i], div);
+}
+
+void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& p, int64_t c0,
+            bool vary) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToSigned<decltype(d)> di;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const size_t L = p.lut.size();
+  const auto mult = hn::Set(d, p.multiplier), lo = hn::Set(d, p.lo), hi = hn::Set(d, p.hi);
+  const float* lut = p.lut.data();
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto x = hn::LoadU(d, in + i);
+    const auto div = vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
+    // No rounding before the nearest search (REFERENCE.md 2.4); division, not reciprocal.
+    const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
+    auto best = hn::Abs(hn::Sub(v, hn::Set(d, lut[0])));
+    auto best_k = hn::Zero(di);
+    for (size_t j = 1; j < L; ++j) {
+      const auto dist = hn::Abs(hn::Sub(v, hn::Set(d, lut[j])));
+      const auto closer = hn::Lt(dist, best);  // strict: ties keep the first entry
+      best = hn::IfThenElse(closer, dist, best);
+      best_k = hn::IfThenElse(hn::RebindMask(di, closer), hn::Set(di, static_cast<int32_t>(j)),
+                              best_k);
+    }
+    const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i)) : hn::Set(di, static_cast<int32_t>(c0));
+    const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, static_cast<int32_t>(L))), best_k);
+    const auto y = hn::GatherIndex(d, p.table.data(), idx);
+    hn::StoreU(hn::IfThenElse(hn::IsNaN(x), x, y), d, out + i);
+  }
+  for (; i < n; ++i) {
+    const int64_t c = vary ? c0 + i : c0;
+    if (std::isnan(in[i])) {
+      out[i] = in[i];
+      continue;
+    }
+    const size_t k = scalar::lut_index(in[i], p.divisor[c], p.multiplier, p.lo, p.hi, lut, L);
+    out[i] = p.table[static_cast<size_t>(c) * L + k];
+  }
+}
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+// NOLINTNEXTLINE(google-readability-namespace-comments)
+}  // namespace HWY_NAMESPACE
+}  // namespace qi::kernels
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace qi::kernels {
+
+HWY_EXPORT(AffineTorchRow);
+HWY_EXPORT(AffineTfRow);
+HWY_EXPORT(LutRow);
+HWY_EXPORT(TargetName);
+
+void affine_torch_row(const float* in, float* out, int64_t n, const AffineTorchPlan& p,
+                      int64_t c0, bool vary) {
+  HWY_DYNAMIC_DISPATCH(AffineTorchRow)(in, out, n, p, c0, vary);
+}
+void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p, int64_t c0,
+                   bool vary) {
+  HWY_DYNAMIC_DISPATCH(AffineTfRow)(in, out, n, p, c0, vary);
+}
+void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary) {
+  HWY_DYNAMIC_DISPATCH(LutRow)(in, out, n, p, c0, vary);
+}
+
+std::string simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+std::vector<std::string> supported_simd_targets() {
+  std::vector<std::string> names;
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) names.emplace_back(hwy::TargetName(t));
+  return names;
+}
+
+void force_simd_target(const std::string& name) {
+  if (name.empty()) {
+    hwy::SetSupportedTargetsForTest(0);
+  } else {
+    hwy::SetSupportedTargetsForTest(0);
+    int64_t found = 0;
+    for (int64_t t : hwy::SupportedAndGeneratedTargets())
+      if (name == hwy::TargetName(t)) found = t;
+    if (found == 0) {
+      std::string all;
+      for (const auto& s : supported_simd_targets()) all += (all.empty() ? "" : ", ") + s;
+      throw Error(str_cat("force_simd_target: target \"", name,
+                          "\" is not compiled in or not supported here; available: ", all));
+    }
+    hwy::SetSupportedTargetsForTest(found);
+  }
+  hwy::GetChosenTarget().Update(hwy::SupportedTargets());
+}
+
+}  // namespace qi::kernels
+#endif  // HWY_ONCE

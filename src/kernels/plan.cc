@@ -1,0 +1,176 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "kernels/plan.h"
+
+#include <cmath>
+
+namespace qi::kernels {
+
+int64_t plan_channels(const Plan& plan) {
+  struct Visitor {
+    int64_t operator()(const AffineTorchPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
+    int64_t operator()(const AffineTfPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
+    int64_t operator()(const LutPlan& p) const { return static_cast<int64_t>(p.divisor.size()); }
+  };
+  return std::visit(Visitor{}, plan);
+}
+
+AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64_t num_bits,
+                                     bool is_signed) {
+  AffineTorchPlan p;
+  const double steps = std::ldexp(1.0, static_cast<int>(num_bits - (is_signed ? 1 : 0)));
+  p.qmin = is_signed ? static_cast<float>(-std::ldexp(1.0, static_cast<int>(num_bits - 1))) : 0.f;
+  p.qmax = is_signed ? static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits - 1)) - 1)
+                     : static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits)) - 1);
+  for (double t : threshold) {
+    // Division by a power of two is exact in double; one rounding to float32 as torch does when
+    // it builds the scales tensor from numpy float64.
+    const float scale = static_cast<float>(t / steps);
+    p.scale.push_back(scale);
+    p.inv_scale.push_back(1.0f / scale);  // ATen multiplies by the float32 reciprocal
+    p.zero_point.push_back(0.f);
+  }
+  return p;
+}
+
+void adjust_range_float(float min, float max, int64_t num_bits, float* min_adj, float* max_adj) {
+  const float levels = static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits)) - 1);
+  const float scale = (max - min) / levels;
+  const float shifted_min = scale * std::nearbyint(min / scale);
+  const float shifted_max = (max - min) + shifted_min;
+  if (min > 0) {
+    *min_adj = 0.f;
+    *max_adj = max;
+  } else if (max < 0) {
+    *min_adj = min;
+    *max_adj = 0.f;
+  } else {
+    *min_adj = shifted_min;
+    *max_adj = shifted_max;
+  }
+}
+
+void adjust_range_double(double min, double max, int64_t num_bits, double* min_adj,
+                         double* max_adj) {
+  const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+  const double scale = (max - min) / levels;
+  const double shifted_min = scale * std::nearbyint(min / scale);
+  const double shifted_max = (max - min) + shifted_min;
+  double lo = shifted_min, hi = shifted_max;
+  if (min > 0) {
+    lo = 0;
+    hi = max;
+  } else if (max < 0) {
+    lo = min;
+    hi = 0;
+  }
+  *min_adj = std::min(lo, 0.0);  // numpy variant clamps so that 0 is always inside
+  *max_adj = std::max(hi, 0.0);
+}
+
+AffineTorchPlan uniform_torch_plan(const std::vector<double>& min_range,
+                                   const std::vector<double>& max_range, int64_t num_bits,
+                                   bool scale_in_double) {
+  AffineTorchPlan p;
+  const double levels_d = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+  const float levels = static_cast<float>(levels_d);
+  p.qmin = 0.f;
+  p.qmax = levels;
+  for (size_t c = 0; c < min_range.size(); ++c) {
+    float lo, hi;
+    adjust_range_float(static_cast<float>(min_range[c]), static_cast<float>(max_range[c]),
+                       num_bits, &lo, &hi);
+    float scale;
+    float zp;
+    if (scale_in_double) {
+      const double s = (static_cast<double>(hi) - static_cast<double>(lo)) / levels_d;
+      scale = static_cast<float>(s);
+      zp = static_cast<float>(-std::nearbyint(static_cast<double>(lo) / s));
+    } else {
+      scale = (hi - lo) / levels;
+      zp = -std::nearbyint(lo / scale);
+    }
+    // Float error can push the rounded zero point one step outside the grid; keep it inside, as
+    // the fake-quant ops require.
+    zp = std::min(std::max(zp, p.qmin), p.qmax) + 0.f;
+    p.scale.push_back(scale);
+    p.inv_scale.push_back(1.0f / scale);
+    p.zero_point.push_back(zp);
+  }
+  return p;
+}
+
+AffineTfPlan tf_plan_from_ranges(const std::vector<double>& min_range,
+                                 const std::vector<double>& max_range, int64_t num_bits,
+                                 bool per_channel) {
+  AffineTfPlan p;
+  p.use_division = !per_channel;
+  const int quant_min = 0;
+  const int quant_max = (1 << num_bits) - 1;
+  const float quant_min_float = static_cast<float>(quant_min);
+  const float quant_max_float = static_cast<float>(quant_max);
+  for (size_t c = 0; c < min_range.size(); ++c) {
+    const float min = static_cast<float>(min_range[c]);
+    const float max = static_cast<float>(max_range[c]);
+    // TensorFlow's Nudge(), step by step in float32.
+    const float scale = (max - min) / (quant_max_float - quant_min_float);
+    const float inv_scale = (quant_max_float - quant_min_float) / (max - min);
+    const float zero_point_from_min = quant_min_float - min / scale;
+    uint16_t nudged_zero_point;
+    if (zero_point_from_min < quant_min_float) {
+      nudged_zero_point = static_cast<uint16_t>(quant_min);
+    } else if (zero_point_from_min > quant_max_float) {
+      nudged_zero_point = static_cast<uint16_t>(quant_max);
+    } else {
+      nudged_zero_point = static_cast<uint16_t>(std::round(zero_point_from_min));
+    }
+    const float nudged_min = (quant_min_float - nudged_zero_point) * scale;
+    const float nudged_max = (quant_max_float - nudged_zero_point) * scale;
+    p.scale.push_back(scale);
+    p.inv_scale.push_back(inv_scale);
+    p.nudged_min.push_back(nudged_min);
+    p.nudged_max.push_back(nudged_max);
+    p.quant_zero.push_back(std::floor(-nudged_min * inv_scale + 0.5f));
+  }
+  return p;
+}
+
+AffineTfPlan symmetric_tf_plan(const std::vector<double>& threshold, int64_t num_bits,
+                               bool is_signed, bool per_channel) {
+  std::vector<double> lo, hi;
+  const double steps = std::ldexp(1.0, static_cast<int>(num_bits - (is_signed ? 1 : 0)));
+  for (double t : threshold) {
+    lo.push_back(is_signed ? -t : 0.0);
+    hi.push_back(t - t / steps);
+  }
+  return uniform_tf_plan(lo, hi, num_bits, per_channel);
+}
+
+AffineTfPlan uniform_tf_plan(const std::vector<double>& min_range,
+                             const std::vector<double>& max_range, int64_t num_bits,
+                             bool per_channel) {
+  std::vector<double> lo(min_range.size()), hi(max_range.size());
+  for (size_t c = 0; c < min_range.size(); ++c)
+    adjust_range_double(min_range[c], max_range[c], num_bits, &lo[c], &hi[c]);
+  return tf_plan_from_ranges(lo, hi, num_bits, per_channel);
+}
+
+LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double>& threshold,
+                 bool is_signed, int64_t lut_values_bitwidth, double eps,
+                 bool divisor_in_double) {
+  LutPlan p;
+  const int b = static_cast<int>(lut_values_bitwidth);
+  p.multiplier = static_cast<float>(std::ldexp(1.0, b - (is_signed ? 1 : 0)));
+  p.lo = is_signed ? static_cast<float>(-std::ldexp(1.0, b - 1)) : 0.f;
+  p.hi = is_signed ? static_cast<float>(std::ldexp(1.0, b - 1) - 1)
+                   : static_cast<float>(std::ldexp(1.0, b) - 1);
+  for (double v : lut_values) p.lut.push_back(static_cast<float>(v));
+  for (double t : threshold) {
+    const float tf = static_cast<float>(t);
+    p.divisor.push_back(divisor_in_double ? static_cast<float>(t + eps)
+                                          : tf + static_cast<float>(eps));
+    for (float l : p.lut) p.table.push_back((l / p.multiplier) * tf);
+  }
+  return p;
+}
+
+}  // namespace qi::kernels

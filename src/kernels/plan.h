@@ -1,0 +1,49 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Internal: turns quantizer parameters into kernel plans, mirroring the precision of the
+// framework each profile emulates (REFERENCE.md 2.1, 2.2, 2.4, 14.2).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "qi/kernels.h"
+
+namespace qi::kernels {
+
+// Symmetric/POT grid for the torch profile: scale = float(t / 2^(n - s)), zero point 0,
+// integers [-2^(n-1), 2^(n-1)-1] (signed) or [0, 2^n - 1].
+AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64_t num_bits,
+                                     bool is_signed);
+
+// Uniform grid for the torch profile. Range adjustment in float32 without clamping (as
+// mct_quantizers' torch quantizers); zero point = -nearbyint(min_adj / scale) (rounded, not
+// truncated). scale_in_double: the activation quantizer computes the scale in double from the
+// float32 adjusted range and rounds it to float once.
+AffineTorchPlan uniform_torch_plan(const std::vector<double>& min_range,
+                                   const std::vector<double>& max_range, int64_t num_bits,
+                                   bool scale_in_double);
+
+// The float32 range adjustment of the torch profile, for one channel.
+void adjust_range_float(float min, float max, int64_t num_bits, float* min_adj, float* max_adj);
+// The float64 range adjustment with clamping of the tf profile (Keras quantizers).
+void adjust_range_double(double min, double max, int64_t num_bits, double* min_adj,
+                         double* max_adj);
+
+// TensorFlow fake quant over [min, max] per channel (already zero-adjusted in double, then cast
+// to float as Keras passes them), with TF's nudging in float32.
+AffineTfPlan tf_plan_from_ranges(const std::vector<double>& min_range,
+                                 const std::vector<double>& max_range, int64_t num_bits,
+                                 bool per_channel);
+// Keras symmetric/POT: min = -t (signed) or 0, max = t - t / 2^(n - s), then tf_plan_from_ranges.
+AffineTfPlan symmetric_tf_plan(const std::vector<double>& threshold, int64_t num_bits,
+                               bool is_signed, bool per_channel);
+AffineTfPlan uniform_tf_plan(const std::vector<double>& min_range,
+                             const std::vector<double>& max_range, int64_t num_bits,
+                             bool per_channel);
+
+// LUT plan. divisor_in_double: activation quantizers add eps to the threshold in double (a
+// Python float) and round once; weights add in float32 (a float32 tensor plus eps).
+LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double>& threshold,
+                 bool is_signed, int64_t lut_values_bitwidth, double eps, bool divisor_in_double);
+
+}  // namespace qi::kernels

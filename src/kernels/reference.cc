@@ -1,0 +1,185 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "kernels/reference.h"
+
+#include <cmath>
+#include <limits>
+
+namespace qi::reference {
+namespace {
+
+using Kind = InferableQuantizerKind;
+
+float f(double v) { return static_cast<float>(v); }
+float add(float a, float b) { return f(static_cast<double>(a) + b); }
+float sub(float a, float b) { return f(static_cast<double>(a) - b); }
+float mul(float a, float b) { return f(static_cast<double>(a) * b); }
+float div(float a, float b) { return f(static_cast<double>(a) / b); }
+double pow2(int64_t e) { return std::ldexp(1.0, static_cast<int>(e)); }
+
+struct Affine {  // torch profile
+  float scale, zp, qmin, qmax;
+  float operator()(float x) const {
+    if (std::isnan(x)) return x;
+    const float inv = div(1.f, scale);
+    const float r = f(std::nearbyint(static_cast<double>(mul(x, inv))));  // half to even
+    float q = add(zp, r);
+    q = q < qmin ? qmin : (q > qmax ? qmax : q);
+    return mul(sub(q, zp), scale);
+  }
+};
+
+struct TfFakeQuant {
+  float min, max;  // float32 values handed to TensorFlow
+  int64_t num_bits;
+  bool per_channel;
+  float operator()(float x) const {
+    if (std::isnan(x)) return x;
+    const float qmin = 0.f, qmax = f(pow2(num_bits) - 1);
+    const float scale = div(sub(max, min), sub(qmax, qmin));
+    const float inv = div(sub(qmax, qmin), sub(max, min));
+    const float zp_from_min = sub(qmin, div(min, scale));
+    float zp;
+    if (zp_from_min < qmin) zp = qmin;
+    else if (zp_from_min > qmax) zp = qmax;
+    else zp = f(std::round(static_cast<double>(zp_from_min)));  // half away from zero
+    const float nmin = mul(sub(qmin, zp), scale);
+    const float nmax = mul(sub(qmax, zp), scale);
+    const float quant_zero = f(std::floor(static_cast<double>(add(mul(-nmin, inv), 0.5f))));
+    float c = x > nmax ? nmax : x;
+    c = c < nmin ? nmin : c;
+    c = sub(c, nmin);
+    const float v = per_channel ? mul(c, inv) : div(c, scale);
+    return mul(f(std::floor(static_cast<double>(add(sub(v, quant_zero), 0.5f)))), scale);
+  }
+};
+
+// Keras' range adjustment: float64 numpy, clamped so that zero is inside.
+void adjust_double(double mn, double mx, int64_t n, double* lo, double* hi) {
+  const double scale = (mx - mn) / (pow2(n) - 1);
+  double a = scale * std::nearbyint(mn / scale), b = (mx - mn) + a;
+  if (mn > 0) {
+    a = 0;
+    b = mx;
+  } else if (mx < 0) {
+    a = mn;
+    b = 0;
+  }
+  *lo = std::fmin(a, 0.0);
+  *hi = std::fmax(b, 0.0);
+}
+
+// torch's range adjustment: float32 tensors, no clamp.
+void adjust_float(float mn, float mx, int64_t n, float* lo, float* hi) {
+  const float scale = div(sub(mx, mn), f(pow2(n) - 1));
+  float a = mul(scale, f(std::nearbyint(static_cast<double>(div(mn, scale)))));
+  float b = add(sub(mx, mn), a);
+  if (mn > 0) {
+    a = 0;
+    b = mx;
+  } else if (mx < 0) {
+    a = mn;
+    b = 0;
+  }
+  *lo = a;
+  *hi = b;
+}
+
+float lut(float x, const QuantizerParams& p, double t, bool activation) {
+  if (std::isnan(x)) return x;
+  const int64_t b = p.lut_values_bitwidth;
+  const int s = p.is_signed ? 1 : 0;
+  const float mult = f(pow2(b - s));
+  const float lo = s ? f(-pow2(b - 1)) : 0.f;
+  const float hi = s ? f(pow2(b - 1) - 1) : f(pow2(b) - 1);
+  const float divisor = activation ? f(t + p.eps) : add(f(t), f(p.eps));
+  float v = mul(div(x, divisor), mult);
+  v = v < lo ? lo : (v > hi ? hi : v);
+  size_t best = 0;
+  float best_d = std::numeric_limits<float>::infinity();
+  for (size_t j = 0; j < p.lut_values.size(); ++j) {
+    const float d = std::fabs(sub(v, f(p.lut_values[j])));
+    if (j == 0 || d < best_d) {
+      best_d = d;
+      best = j;
+    }
+  }
+  return mul(div(f(p.lut_values[best]), mult), f(t));
+}
+
+// The quantizer of channel c as a scalar function.
+float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
+  const int64_t n = p.num_bits;
+  const bool torch = p.profile == NumericProfile::kTorch;
+  const bool per_channel = p.per_channel;
+  switch (kind) {
+    case Kind::WeightsSymmetricInferableQuantizer:
+    case Kind::WeightsPOTInferableQuantizer:
+    case Kind::ActivationSymmetricInferableQuantizer:
+    case Kind::ActivationPOTInferableQuantizer: {
+      const double t = p.threshold[c];
+      const int s = p.is_signed ? 1 : 0;
+      if (torch) {
+        const float qmin = s ? f(-pow2(n - 1)) : 0.f;
+        const float qmax = s ? f(pow2(n - 1) - 1) : f(pow2(n) - 1);
+        return Affine{f(t / pow2(n - s)), 0.f, qmin, qmax}(x);
+      }
+      double lo, hi;
+      adjust_double(s ? -t : 0.0, t - t / pow2(n - s), n, &lo, &hi);
+      return TfFakeQuant{f(lo), f(hi), n, per_channel}(x);
+    }
+    case Kind::WeightsUniformInferableQuantizer:
+    case Kind::ActivationUniformInferableQuantizer: {
+      const bool activation = kind == Kind::ActivationUniformInferableQuantizer;
+      if (torch) {
+        float lo, hi;
+        adjust_float(f(p.min_range[c]), f(p.max_range[c]), n, &lo, &hi);
+        const float qmax = f(pow2(n) - 1);
+        float scale, zp;
+        if (activation) {  // Python floats: double arithmetic, one rounding
+          const double sd = (static_cast<double>(hi) - lo) / (pow2(n) - 1);
+          scale = f(sd);
+          zp = f(-std::nearbyint(lo / sd));
+        } else {
+          scale = div(sub(hi, lo), qmax);
+          zp = -f(std::nearbyint(static_cast<double>(div(lo, scale))));
+        }
+        zp = zp < 0 ? 0.f : (zp > qmax ? qmax : zp + 0.f);
+        return Affine{scale, zp, 0.f, qmax}(x);
+      }
+      double lo, hi;
+      adjust_double(p.min_range[c], p.max_range[c], n, &lo, &hi);
+      return TfFakeQuant{f(lo), f(hi), n, per_channel}(x);
+    }
+    case Kind::WeightsLUTSymmetricInferableQuantizer:
+    case Kind::WeightsLUTPOTInferableQuantizer:
+      return lut(x, p, p.threshold[c], false);
+    case Kind::ActivationLutPOTInferableQuantizer:
+      return lut(x, p, p.threshold[c], true);
+  }
+  return x;
+}
+
+}  // namespace
+
+std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams& params,
+                              ConstTensorView in) {
+  const int64_t numel = in.numel();
+  const int64_t rank = in.dim();
+  int64_t axis = -1;
+  if (params.per_channel && params.channel_axis)
+    axis = *params.channel_axis < 0 ? *params.channel_axis + rank : *params.channel_axis;
+  std::vector<float> out(static_cast<size_t>(numel));
+  for (int64_t linear = 0; linear < numel; ++linear) {
+    int64_t rem = linear, offset = 0, channel = 0;
+    for (int64_t k = rank - 1; k >= 0; --k) {
+      const int64_t i = rem % in.sizes[k];
+      rem /= in.sizes[k];
+      offset += i * in.strides[k];
+      if (k == axis) channel = i;
+    }
+    out[linear] = quantize(kind, params, channel, in.data[offset]);
+  }
+  return out;
+}
+
+}  // namespace qi::reference

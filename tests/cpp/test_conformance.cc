@@ -1,0 +1,313 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Every inferable quantizer from the registry, against the slow double-precision reference:
+// bit-exact, per-tensor and per-channel on every axis (negative included), both numeric
+// profiles, sizes around the SIMD width, strided views, in place, special values, every ISA.
+
+#include <gtest/gtest.h>
+
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/reference.h"
+#include "qi/qi.h"
+
+namespace {
+
+using qi::InferableQuantizerKind;
+using qi::NumericProfile;
+using qi::QuantizerParams;
+using qi::Shape;
+
+bool is_lut(InferableQuantizerKind k) {
+  const auto m = qi::inferable_quantizer_info(k).method;
+  return m == qi::QuantizationMethod::LUT_POT_QUANTIZER ||
+         m == qi::QuantizationMethod::LUT_SYM_QUANTIZER;
+}
+bool is_pot(InferableQuantizerKind k) {
+  const auto m = qi::inferable_quantizer_info(k).method;
+  return m == qi::QuantizationMethod::POWER_OF_TWO ||
+         m == qi::QuantizationMethod::LUT_POT_QUANTIZER;
+}
+bool is_weights(InferableQuantizerKind k) {
+  return qi::inferable_quantizer_info(k).target == qi::QuantizationTarget::Weights;
+}
+bool is_uniform(InferableQuantizerKind k) {
+  return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::UNIFORM;
+}
+
+// Parameters for `channels` channels; variety on purpose: power-of-two and arbitrary thresholds,
+// tiny and huge scales, ranges straddling zero and wholly on one side of it.
+QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile, int64_t channels,
+                            bool per_channel, std::optional<int64_t> axis, std::mt19937& rng,
+                            int64_t num_bits, bool is_signed) {
+  QuantizerParams p;
+  p.num_bits = num_bits;
+  p.profile = profile;
+  p.per_channel = per_channel;
+  p.channel_axis = axis;
+  p.is_signed = is_signed;
+  std::uniform_real_distribution<double> u(0.05, 4.0);
+  static const double kSpecial[] = {1.0, 0.5, 3.0, 1e-30, 1e30, 0.7};
+  for (int64_t c = 0; c < channels; ++c) {
+    double t = c < 6 ? kSpecial[c] : u(rng);
+    if (is_pot(kind)) t = std::exp2(std::round(std::log2(t)));
+    p.threshold.push_back(t);
+    static const double kLo[] = {-1.0, 0.25, -3.0, -1e-20, -7.0, -0.3};
+    static const double kHi[] = {1.0, 2.0, -0.5, 1e-20, 1e20, 0.9};
+    if (c < 6) {
+      p.min_range.push_back(kLo[c]);
+      p.max_range.push_back(kHi[c]);
+    } else {
+      const double a = -u(rng), b = u(rng);
+      p.min_range.push_back(a);
+      p.max_range.push_back(b);
+    }
+  }
+  if (is_lut(kind)) {
+    p.lut_values_bitwidth = 8;
+    const int64_t count = int64_t{1} << num_bits;
+    std::uniform_int_distribution<int> v(is_signed ? -128 : 0, is_signed ? 127 : 255);
+    for (int64_t j = 0; j < count; ++j) p.lut_values.push_back(v(rng));
+    p.lut_values.push_back(p.lut_values[0]);  // a duplicate: ties keep the first entry
+    if (static_cast<int64_t>(p.lut_values.size()) > count) p.lut_values.pop_back();
+  }
+  if (!is_weights(kind)) p.per_channel = false;
+  return p;
+}
+
+// Random values around the grid plus every special value of STYLE.md.
+std::vector<float> make_inputs(int64_t n, double scale, std::mt19937& rng) {
+  std::vector<float> x(static_cast<size_t>(n));
+  std::uniform_real_distribution<double> u(-1.6, 1.6);
+  const float specials[] = {0.f, -0.f, std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min(), -1e-40f, FLT_MAX, -FLT_MAX,
+                            1e30f, -1e30f};
+  std::uniform_int_distribution<int> k(-300, 300);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i % 7;
+    if (r == 0) {
+      x[i] = specials[(i / 7) % (sizeof(specials) / sizeof(float))];
+    } else if (r == 1 || r == 2) {  // exact rounding ties for power-of-two steps
+      x[i] = static_cast<float>((k(rng) + 0.5) * scale / 128.0);
+    } else {
+      x[i] = static_cast<float>(u(rng) * scale);
+    }
+  }
+  return x;
+}
+
+bool same_bits(float a, float b) {
+  if (std::isnan(a) && std::isnan(b)) return true;
+  uint32_t ua, ub;
+  std::memcpy(&ua, &a, 4);
+  std::memcpy(&ub, &b, 4);
+  return ua == ub;
+}
+
+// Runs the quantizer on a view and compares with the reference; returns mismatch count.
+int64_t compare(const qi::BaseInferableQuantizer& q, InferableQuantizerKind kind,
+                const QuantizerParams& p, const qi::ConstTensorView& in, bool in_place,
+                std::string* first) {
+  const std::vector<float> want = qi::reference::fake_quant(kind, p, in);
+  std::vector<float> got(want.size());
+  if (in_place) {
+    // Copy the view's elements to a same-layout buffer and quantize that in place.
+    int64_t span = 1;
+    for (size_t k = 0; k < in.sizes.size(); ++k) span += (in.sizes[k] - 1) * in.strides[k];
+    std::vector<float> buf(in.data, in.data + (in.numel() ? span : 0));
+    qi::TensorView v(buf.data(), in.sizes, in.strides);
+    q.apply_inplace(v);
+    // Gather in logical order.
+    const int64_t n = in.numel();
+    for (int64_t linear = 0; linear < n; ++linear) {
+      int64_t rem = linear, off = 0;
+      for (int64_t k = in.dim() - 1; k >= 0; --k) {
+        off += (rem % in.sizes[k]) * in.strides[k];
+        rem /= in.sizes[k];
+      }
+      got[linear] = buf[off];
+    }
+  } else {
+    q.apply(in, qi::TensorView(got.data(), in.sizes));
+  }
+  int64_t bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!same_bits(got[i], want[i])) {
+      if (bad == 0 && first) {
+        // Recover the input value for the message.
+        int64_t rem = static_cast<int64_t>(i), off = 0;
+        for (int64_t k = in.dim() - 1; k >= 0; --k) {
+          off += (rem % in.sizes[k]) * in.strides[k];
+          rem /= in.sizes[k];
+        }
+        *first = qi::str_cat("element ", i, ": x=", in.data[off], " got ", got[i], " want ",
+                             want[i]);
+      }
+      ++bad;
+    }
+  }
+  return bad;
+}
+
+struct ConformanceParam {
+  InferableQuantizerKind kind;
+  NumericProfile profile;
+};
+
+std::string param_name(const testing::TestParamInfo<ConformanceParam>& info) {
+  return std::string(qi::inferable_quantizer_info(info.param.kind).class_name) + "_" +
+         qi::to_string(info.param.profile);
+}
+
+std::vector<ConformanceParam> all_params() {
+  std::vector<ConformanceParam> out;
+  for (const auto& info : qi::kInferableQuantizers) {
+    out.push_back({info.kind, NumericProfile::kTorch});
+    if (!is_lut(info.kind)) out.push_back({info.kind, NumericProfile::kTf});
+  }
+  return out;
+}
+
+class Conformance : public testing::TestWithParam<ConformanceParam> {
+ protected:
+  void TearDown() override { qi::kernels::force_simd_target(""); }
+
+  // All layouts for one ISA.
+  void run_all(const std::string& isa) {
+    const auto [kind, profile] = GetParam();
+    std::mt19937 rng(1234);
+    const std::vector<bool> signs = is_uniform(kind) ? std::vector<bool>{true}
+                                                     : std::vector<bool>{true, false};
+    for (bool is_signed : signs) {
+      for (int64_t bits : {2, 4, 8}) {
+        if (is_lut(kind) && bits > 6) continue;
+        // Per-tensor: 1-D sizes around the SIMD width (16 floats on AVX-512) and a prime.
+        for (int64_t n : {0, 1, 15, 16, 17, 35, 1009}) {
+          auto p = make_params(kind, profile, 1, false, std::nullopt, rng, bits, is_signed);
+          auto q = qi::make_inferable_quantizer(kind, p);
+          auto x = make_inputs(n, p.threshold[0], rng);
+          std::string first;
+          qi::ConstTensorView v(x.data(), Shape{n});
+          EXPECT_EQ(compare(*q, kind, p, v, false, &first), 0)
+              << isa << " n=" << n << " bits=" << bits << " signed=" << is_signed << " " << first;
+          EXPECT_EQ(compare(*q, kind, p, v, true, &first), 0)
+              << isa << " in place n=" << n << " " << first;
+        }
+        if (!is_weights(kind)) continue;
+        // Per-channel on every axis of ranks 1..4, contiguous and strided.
+        const Shape base = {3, 5, 7, 19};
+        for (int64_t rank = 1; rank <= 4; ++rank) {
+          Shape sizes(base.end() - rank, base.end());
+          for (int64_t axis = -rank; axis < rank; ++axis) {
+            const int64_t a = axis < 0 ? axis + rank : axis;
+            auto p = make_params(kind, profile, sizes[a], true, axis, rng, bits, is_signed);
+            auto q = qi::make_inferable_quantizer(kind, p);
+            const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
+                                              std::multiplies<int64_t>());
+            // Twice the elements: the strided view takes every other one of the last dim.
+            auto x = make_inputs(2 * n, 1.0, rng);
+            std::string first;
+            qi::ConstTensorView contiguous(x.data(), sizes);
+            EXPECT_EQ(compare(*q, kind, p, contiguous, false, &first), 0)
+                << isa << " rank=" << rank << " axis=" << axis << " " << first;
+            Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
+            for (auto& s : strides) s *= 2;
+            qi::ConstTensorView strided(x.data(), sizes, strides);
+            EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0)
+                << isa << " strided rank=" << rank << " axis=" << axis << " " << first;
+            EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
+                << isa << " strided in place rank=" << rank << " axis=" << axis << " " << first;
+            if (rank >= 2) {  // transposed view: swap the first two dims
+              Shape ts = sizes, tst = qi::ConstTensorView::contiguous_strides(sizes);
+              std::swap(ts[0], ts[1]);
+              std::swap(tst[0], tst[1]);
+              QuantizerParams pt = p;
+              const int64_t ta = a == 0 ? 1 : (a == 1 ? 0 : a);
+              pt.channel_axis = ta;
+              auto qt = qi::make_inferable_quantizer(kind, pt);
+              EXPECT_EQ(compare(*qt, kind, pt, qi::ConstTensorView(x.data(), ts, tst), false,
+                                &first),
+                        0)
+                  << isa << " transposed rank=" << rank << " axis=" << ta << " " << first;
+            }
+          }
+        }
+      }
+    }
+  }
+};
+
+TEST_P(Conformance, BitExactAgainstReferenceOnEveryIsa) {
+  const auto targets = qi::kernels::supported_simd_targets();
+  ASSERT_FALSE(targets.empty());
+  for (const auto& isa : targets) {
+    qi::kernels::force_simd_target(isa);
+    ASSERT_EQ(qi::kernels::simd_target_name(), isa);
+    run_all(isa);
+  }
+}
+
+TEST_P(Conformance, BitExactWithThreads) {
+  // Large enough for several parallel chunks, odd sizes so chunks end mid-row.
+  const auto [kind, profile] = GetParam();
+  std::mt19937 rng(99);
+  qi::set_num_threads(2);
+  const Shape sizes = is_weights(kind) ? Shape{37, 3, 1001} : Shape{100003};
+  const int64_t channels = sizes[0];
+  auto p = make_params(kind, profile, is_weights(kind) ? channels : 1, is_weights(kind),
+                       is_weights(kind) ? std::optional<int64_t>(0) : std::nullopt, rng, 4, true);
+  auto q = qi::make_inferable_quantizer(kind, p);
+  const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
+                                    std::multiplies<int64_t>());
+  auto x = make_inputs(n, 1.0, rng);
+  std::string first;
+  EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0) << first;
+}
+
+INSTANTIATE_TEST_SUITE_P(Registry, Conformance, testing::ValuesIn(all_params()), param_name);
+
+TEST(Conformance, KnownValuesSymmetricTorch) {
+  // threshold 1, 8 bits: step 1/128; ties round to even; clamp at [-1, 127/128].
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0}, false);
+  const std::vector<float> x = {0.5f / 128, 1.5f / 128, 2.5f / 128, -0.5f / 128, 5.f, -5.f,
+                                std::numeric_limits<float>::infinity()};
+  const auto y = q.apply(x, Shape{7});
+  EXPECT_EQ(y[0], 0.f);
+  EXPECT_EQ(y[1], 2.f / 128);
+  EXPECT_EQ(y[2], 2.f / 128);
+  EXPECT_EQ(y[3], 0.f);
+  EXPECT_EQ(y[4], 127.f / 128);
+  EXPECT_EQ(y[5], -1.f);
+  EXPECT_EQ(y[6], 127.f / 128);
+}
+
+TEST(Conformance, KnownValuesSymmetricTfRoundsHalfUp) {
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0}, false, std::nullopt, true,
+                                           NumericProfile::kTf);
+  const std::vector<float> x = {0.5f / 128, 1.5f / 128, 2.5f / 128, -0.5f / 128};
+  const auto y = q.apply(x, Shape{4});
+  EXPECT_EQ(y[0], 1.f / 128);
+  EXPECT_EQ(y[1], 2.f / 128);
+  EXPECT_EQ(y[2], 3.f / 128);
+  EXPECT_EQ(y[3], 0.f);
+}
+
+TEST(Conformance, NanStaysNan) {
+  for (const auto& info : qi::kInferableQuantizers) {
+    std::mt19937 rng(5);
+    auto p = make_params(info.kind, NumericProfile::kTorch, 1, false, std::nullopt, rng, 4, true);
+    auto q = qi::make_inferable_quantizer(info.kind, p);
+    const auto y = q->apply({std::nanf("")}, Shape{1});
+    EXPECT_TRUE(std::isnan(y[0])) << info.class_name;
+  }
+}
+
+}  // namespace
