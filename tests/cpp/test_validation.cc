@@ -1,0 +1,351 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// One test per bad-input rule of the inferable quantizers: each checks that qi::Error is thrown
+// and that its message names the class, the argument, the rule and the value given.
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "qi/qi.h"
+
+namespace {
+
+using qi::NumericProfile;
+using qi::QuantizerParams;
+using qi::Shape;
+using testing::HasSubstr;
+
+// Runs fn, expects qi::Error, returns its message.
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const qi::Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    return std::string("WRONG EXCEPTION TYPE: ") + e.what();
+  }
+  return "NO ERROR";
+}
+
+#define EXPECT_ERROR(stmt, ...)                                          \
+  do {                                                                   \
+    const std::string msg_ = error_of([&] { stmt; });                    \
+    for (const char* part_ : {__VA_ARGS__}) EXPECT_THAT(msg_, HasSubstr(part_)); \
+  } while (0)
+
+const double kNan = std::numeric_limits<double>::quiet_NaN();
+const double kInf = std::numeric_limits<double>::infinity();
+
+// ---- num_bits ----
+TEST(Validation, NumBitsBelowRange) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(1, {1.0}, false),
+               "WeightsSymmetricInferableQuantizer: num_bits must be in [2, 16]", "got 1");
+}
+TEST(Validation, NumBitsAboveRange) {
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(17, {-1.0}, {1.0}),
+               "ActivationUniformInferableQuantizer: num_bits must be in [2, 16]", "got 17");
+}
+TEST(Validation, LutNumBitsAboveBitwidth) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(9, {1.0}, {1.0}, false),
+               "num_bits must be in [1, 8] (at most lut_values_bitwidth)", "got 9");
+}
+TEST(Validation, LutValuesBitwidthRange) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.0}, {1.0}, false, std::nullopt,
+                                                         std::nullopt, 17),
+               "lut_values_bitwidth must be in [2, 16]", "got 17");
+}
+TEST(Validation, LutEpsNegative) {
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {1.0}, {1.0}, true, 8, -1.0),
+               "ActivationLutPOTInferableQuantizer: eps must be finite and >= 0", "got -1");
+}
+TEST(Validation, LutEpsNan) {
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {1.0}, {1.0}, true, 8, kNan),
+               "eps must be finite and >= 0", "got nan");
+}
+
+// ---- thresholds ----
+TEST(Validation, ThresholdEmpty) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {}, true, 0),
+               "threshold must hold at least one value", "got []");
+}
+TEST(Validation, ThresholdNan) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1.0, kNan}, true, 0),
+               "threshold must be finite", "got nan at index 1");
+}
+TEST(Validation, ThresholdInf) {
+  EXPECT_ERROR(qi::ActivationSymmetricInferableQuantizer(8, {kInf}, true),
+               "threshold must be finite", "got inf at index 0");
+}
+TEST(Validation, ThresholdNotPositive) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {0.0}, false),
+               "threshold must be > 0", "got 0 at index 0");
+  EXPECT_ERROR(qi::ActivationSymmetricInferableQuantizer(8, {-2.0}, true),
+               "threshold must be > 0", "got -2 at index 0");
+}
+TEST(Validation, ThresholdBeyondFloat32) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1e39}, false),
+               "threshold must fit in float32 (<= 3.40282347e+38), got 1e+39 at index 0");
+}
+TEST(Validation, ThresholdStepSubnormal) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1e-37}, false),
+               "threshold is too small: the step threshold / 2^7 must be a normal float32",
+               "got threshold 1e-37");
+}
+TEST(Validation, ThresholdNotPowerOfTwo) {
+  EXPECT_ERROR(qi::WeightsPOTInferableQuantizer(8, {1.0, 3.0}, true, 0),
+               "WeightsPOTInferableQuantizer: threshold must be a power of two for POWER_OF_TWO "
+               "quantization, got 3 at index 1");
+  EXPECT_ERROR(qi::ActivationPOTInferableQuantizer(8, {0.3}, true), "power of two", "got 0.3");
+  EXPECT_ERROR(qi::WeightsLUTPOTInferableQuantizer(2, {1.0}, {3.0}, false), "power of two",
+               "got 3");
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {1.0}, {5.0}, true), "power of two",
+               "got 5");
+}
+
+// ---- layout ----
+TEST(Validation, PerChannelNeedsChannelAxis) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1.0, 2.0}, true),
+               "channel_axis is required for per-channel quantization, got none");
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0}, {1.0}, true),
+               "channel_axis is required");
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.0}, {1.0}, true),
+               "channel_axis is required");
+}
+TEST(Validation, PerTensorNeedsOneValue) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1.0, 2.0}, false),
+               "threshold must hold exactly one value for per-tensor quantization, got 2 values");
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0, -1.0}, {1.0, 1.0}, false),
+               "min_range must hold exactly one value for per-tensor quantization, got 2");
+}
+TEST(Validation, ActivationIsPerTensorOnly) {
+  EXPECT_ERROR(qi::ActivationSymmetricInferableQuantizer(8, {1.0, 2.0}, true),
+               "threshold must hold exactly one value: activation quantization is per-tensor "
+               "only, got 2 values");
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(8, {-1.0}, {1.0, 2.0}),
+               "max_range must hold exactly one value: activation quantization is per-tensor");
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {1.0}, {1.0, 2.0}, true),
+               "threshold must hold exactly one value");
+}
+TEST(Validation, ActivationRejectsPerChannelFlag) {
+  QuantizerParams p;
+  p.threshold = {1.0};
+  p.per_channel = true;
+  p.channel_axis = 0;
+  EXPECT_ERROR(qi::ActivationPOTInferableQuantizer{p},
+               "per_channel must be false: activation quantization is per-tensor only, got true");
+}
+TEST(Validation, InputRankPositive) {
+  QuantizerParams p;
+  p.threshold = {1.0};
+  p.input_rank = 0;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p}, "input_rank must be >= 1, got 0");
+}
+TEST(Validation, ChannelAxisWithinInputRank) {
+  QuantizerParams p;
+  p.threshold = {1.0};
+  p.per_channel = true;
+  p.channel_axis = -5;
+  p.input_rank = 4;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis must be in [-4, 4) for input_rank 4, got -5");
+}
+
+// ---- ranges ----
+TEST(Validation, RangesEmpty) {
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {}, {1.0}, true, 0),
+               "min_range must hold at least one value");
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0}, {}, true, 0),
+               "max_range must hold at least one value");
+}
+TEST(Validation, RangesLengthMismatch) {
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0, -1.0}, {1.0}, true, 0),
+               "min_range and max_range must have the same length, got 2 and 1");
+}
+TEST(Validation, RangesNotFinite) {
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-kInf}, {1.0}, false),
+               "min_range must be finite, got -inf at index 0");
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(8, {-1.0}, {kNan}),
+               "max_range must be finite, got nan");
+}
+TEST(Validation, MinNotBelowMax) {
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0, 2.0}, {1.0, 2.0}, true, 0),
+               "min_range must be < max_range, got min_range=2 and max_range=2 at index 1");
+}
+TEST(Validation, RangesBeyondFloat32) {
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(8, {-1e39}, {1.0}),
+               "min_range and max_range must fit in float32");
+}
+TEST(Validation, RangeStepNotNormal) {
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(8, {-1e-40}, {1e-40}),
+               "max_range - min_range must give a finite, normal float32 step");
+  EXPECT_ERROR(qi::ActivationUniformInferableQuantizer(8, {-3e38}, {3e38}),
+               "must give a finite, normal float32 step");
+}
+
+// ---- LUT values ----
+TEST(Validation, LutValuesEmpty) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {}, {1.0}, false),
+               "lut_values must hold at least one value");
+}
+TEST(Validation, LutValuesNotFinite) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.0, kNan}, {1.0}, false),
+               "lut_values must be finite, got nan at index 1");
+}
+TEST(Validation, LutValuesNotIntegers) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.5}, {1.0}, false),
+               "lut_values must be integers, got 1.5 at index 0");
+}
+TEST(Validation, LutValuesOutOfSignedRange) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {-129.0}, {1.0}, false),
+               "lut_values must be in [-128, 127] for lut_values_bitwidth 8 (signed), got -129");
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {128.0}, {1.0}, false),
+               "got 128 at index 0");
+}
+TEST(Validation, LutValuesOutOfUnsignedRange) {
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {256.0}, {1.0}, false),
+               "lut_values must be in [0, 255] for lut_values_bitwidth 8 (unsigned), got 256");
+}
+TEST(Validation, LutValuesNegativeWhenUnsigned) {
+  EXPECT_ERROR(qi::ActivationLutPOTInferableQuantizer(2, {-1.0}, {1.0}, false),
+               "lut_values must be >= 0 for unsigned quantization, got -1 at index 0");
+}
+TEST(Validation, LutValuesTooMany) {
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1, 2, 3, 4, 5, 5}, {1.0}, false),
+               "lut_values must hold at most 2^num_bits = 4 distinct values, got 5");
+}
+
+// ---- at apply time ----
+TEST(Validation, ApplyChannelCountMismatch) {
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0, 4.0}, true, 1);
+  std::vector<float> x(8);
+  EXPECT_ERROR(q.apply(x, Shape{2, 4}),
+               "the quantizer holds 3 per-channel values but the tensor has 4 channels along "
+               "channel_axis 1 (sizes [2, 4])");
+}
+TEST(Validation, ApplyChannelAxisOutOfRange) {
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0}, true, 2);
+  std::vector<float> x(4);
+  EXPECT_ERROR(q.apply(x, Shape{4}),
+               "channel_axis must be in [-1, 1) for a tensor of rank 1, got 2");
+}
+TEST(Validation, ApplyRankDiffersFromInputRank) {
+  qi::WeightsLUTSymmetricInferableQuantizer q(2, {1.0}, {1.0}, true, 0, 4);
+  std::vector<float> x(4);
+  EXPECT_ERROR(q.apply(x, Shape{1, 4}),
+               "tensor rank must equal input_rank 4, got rank 2 (sizes [1, 4])");
+}
+TEST(Validation, ApplyShapeMismatch) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> x(4), y(4);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(x.data(), {4}), qi::TensorView(y.data(), {2, 2})),
+               "output sizes must equal input sizes [4], got [2, 2]");
+}
+TEST(Validation, ApplyElementCountMismatch) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  EXPECT_ERROR(q.apply(std::vector<float>(3), Shape{2, 2}),
+               "shape [2, 2] holds 4 elements, got 3 values");
+}
+TEST(Validation, ApplyStridesRankMismatch) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> x(4), y(4);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(x.data(), {4}, {1, 1}), qi::TensorView(y.data(), {4})),
+               "input has 1 sizes but 2 strides");
+}
+TEST(Validation, ApplyNegativeStride) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> x(4), y(4);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(x.data() + 3, {4}, {-1}), qi::TensorView(y.data(), {4})),
+               "strides must be >= 0");
+}
+TEST(Validation, ApplyOutputBroadcastStride) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> x(4), y(4);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(x.data(), {4}), qi::TensorView(y.data(), {4}, {0})),
+               "output must not have stride 0 in a dimension of size > 1");
+}
+TEST(Validation, ApplyPartialOverlap) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> x(8);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(x.data(), {4}), qi::TensorView(x.data() + 2, {4})),
+               "output must be the input view itself (in place) or must not overlap it");
+}
+TEST(Validation, ApplyNullData) {
+  qi::ActivationPOTInferableQuantizer q(8, {1.0}, true);
+  std::vector<float> y(4);
+  EXPECT_ERROR(q.apply(qi::ConstTensorView(nullptr, {4}), qi::TensorView(y.data(), {4})),
+               "tensor data must not be null for 4 elements");
+}
+
+// ---- registry / JSON ----
+TEST(Validation, NoQuantizerForTargetAndMethod) {
+  EXPECT_ERROR(qi::get_inferable_quantizer_class(qi::QuantizationTarget::Activation,
+                                                 qi::QuantizationMethod::LUT_SYM_QUANTIZER),
+               "no inferable quantizer for target Activation and method LUT_SYM_QUANTIZER");
+}
+TEST(Validation, UnknownClassName) {
+  EXPECT_ERROR(qi::inferable_quantizer_info("WeightsFooInferableQuantizer"),
+               "class_name: unknown inferable quantizer \"WeightsFooInferableQuantizer\"");
+}
+TEST(Validation, ConfigUnknownKey) {
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::ActivationPOTInferableQuantizer,
+                   R"({"num_bits": 8, "threshold": [1.0], "signed": true, "min_range": [0]})"),
+               "ActivationPOTInferableQuantizer: unknown key \"min_range\"");
+}
+TEST(Validation, ConfigMissingKey) {
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::ActivationPOTInferableQuantizer,
+                   R"({"num_bits": 8, "threshold": [1.0]})"),
+               "missing key \"signed\"");
+}
+TEST(Validation, ConfigWrongTypes) {
+  const auto kind = qi::InferableQuantizerKind::WeightsSymmetricInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": "8", "threshold": [1.0], "per_channel": false})"),
+               "\"num_bits\" must be an integer, got string \"8\"");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 8.5, "threshold": [1.0], "per_channel": false})"),
+               "\"num_bits\" must be an integer, got number 8.5");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 8, "threshold": ["a"], "per_channel": false})"),
+               "\"threshold[0]\" must be a number, got string");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 8, "threshold": [1.0], "per_channel": 1})"),
+               "\"per_channel\" must be a boolean, got number 1");
+}
+TEST(Validation, ConfigHugeNumbers) {
+  const auto kind = qi::InferableQuantizerKind::WeightsSymmetricInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 99999999999999999999, "threshold": [1.0], "per_channel": false})"),
+               "\"num_bits\" must be an integer");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 8, "threshold": [1e400], "per_channel": false})"),
+               "malformed JSON", "number overflow parsing '1e400'");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"num_bits": 18446744073709551615, "threshold": [1.0], "per_channel": false})"),
+               "\"num_bits\" is out of the int64 range");
+}
+TEST(Validation, ConfigTruncatedText) {
+  EXPECT_ERROR(qi::inferable_quantizer_from_json(R"({"class_name": "WeightsPOTInferableQua)"),
+               "inferable_quantizer_from_json: malformed JSON");
+}
+TEST(Validation, ConfigUnknownProfile) {
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::ActivationUniformInferableQuantizer,
+                   R"({"num_bits": 8, "min_range": [-1], "max_range": [1], "profile": "onnx"})"),
+               "profile", "onnx");
+}
+TEST(Validation, SetNumThreadsPositive) {
+  EXPECT_ERROR(qi::set_num_threads(0), "set_num_threads: num_threads must be >= 1, got 0");
+}
+TEST(Validation, ForceUnknownSimdTarget) {
+  EXPECT_ERROR(qi::kernels::force_simd_target("AVX9"),
+               "force_simd_target: target \"AVX9\" is not compiled in or not supported here");
+}
+
+}  // namespace
