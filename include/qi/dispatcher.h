@@ -1,11 +1,13 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "qi/base_quantizer.h"
 #include "qi/inferable_quantizers.h"
 
 namespace qi {
@@ -15,7 +17,7 @@ namespace qi {
 // outputs after.
 class NodeQuantizationDispatcher {
  public:
-  using QuantizerPtr = std::shared_ptr<BaseInferableQuantizer>;
+  using QuantizerPtr = std::shared_ptr<BaseQuantizer>;
 
   NodeQuantizationDispatcher() = default;
   NodeQuantizationDispatcher(std::map<std::string, QuantizerPtr> weight_quantizers,

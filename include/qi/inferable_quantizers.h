@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "qi/base_quantizer.h"
 #include "qi/enums.h"
 #include "qi/kernels.h"
 #include "qi/registry.h"
@@ -35,15 +36,15 @@ struct QuantizerParams {
 
 // Base of every quantizer that can run inference. Immutable after construction: parameters are
 // validated once in the constructor (qi::Error on any bad value) and turned into a kernel plan.
-class BaseInferableQuantizer {
+class BaseInferableQuantizer : public BaseQuantizer {
  public:
-  virtual ~BaseInferableQuantizer() = default;
-
   const InferableQuantizerInfo& info() const { return *info_; }
-  QuantizationTarget quantization_target() const { return info_->target; }
-  QuantizationMethod quantization_method() const { return info_->method; }
-  const char* class_name() const { return info_->class_name; }
+  QuantizationTarget quantization_target() const override { return info_->target; }
+  QuantizationMethod quantization_method() const override { return info_->method; }
+  const char* class_name() const override { return info_->class_name; }
   static constexpr const char* kIdentifier = "inferable_quantizer_id";
+  std::string identifier() const override { return kIdentifier; }
+  bool is_trainable() const override { return false; }
 
   const QuantizerParams& params() const { return params_; }
   int64_t num_bits() const { return params_.num_bits; }
@@ -65,7 +66,7 @@ class BaseInferableQuantizer {
   // The constructor arguments as a JSON object (keys of REFERENCE.md, plus "qi_version").
   std::string get_config() const;
   // {"class_name": ..., "config": get_config()}: what inferable_quantizer_from_json reads.
-  std::string to_json() const;
+  std::string to_json() const override;
 
   // The normalized channel axis for a tensor of rank `rank` (std::nullopt when per-tensor);
   // throws qi::Error when the axis does not fit.

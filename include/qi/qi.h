@@ -2,6 +2,7 @@
 // Umbrella header of the framework-free core.
 #pragma once
 
+#include "qi/calibration.h"
 #include "qi/configs.h"
 #include "qi/dispatcher.h"
 #include "qi/enums.h"
@@ -11,4 +12,5 @@
 #include "qi/parallel.h"
 #include "qi/registry.h"
 #include "qi/tensor_view.h"
+#include "qi/trainable_math.h"
 #include "qi/version.h"

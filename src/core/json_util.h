@@ -16,10 +16,17 @@ namespace qi::json_util {
 
 using Json = nlohmann::json;
 
-// Parses text; malformed or truncated text throws qi::Error naming `what` and the position.
+// Deeper documents are rejected: dump() and other readers recurse once per level, so a few
+// hundred thousand '[' would overflow the stack. Real configs nest a handful of levels.
+inline constexpr int kMaxDepth = 256;
+
+// Parses text; malformed, truncated or too deeply nested text throws qi::Error naming `what`.
 inline Json parse(const std::string& text, const char* what) {
   try {
-    return Json::parse(text);
+    return Json::parse(text, [what](int depth, Json::parse_event_t, Json&) {
+      QI_CHECK(depth < kMaxDepth, what, ": JSON nested deeper than ", kMaxDepth, " levels");
+      return true;
+    });
   } catch (const Json::exception& e) {
     throw Error(str_cat(what, ": malformed JSON: ", e.what()));
   }

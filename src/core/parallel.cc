@@ -45,30 +45,24 @@ class ThreadPool {
       return;
     }
     const int64_t step = (n + chunks - 1) / chunks;
-    {
-      std::lock_guard<std::mutex> g(mutex_);
-      fn_ = &fn;
-      begin_ = begin;
-      end_ = end;
-      step_ = step;
-      next_chunk_ = 1;
-      num_chunks_ = chunks;
-      pending_ = chunks - 1;
-      error_ = nullptr;
-      ++generation_;
-    }
-    cv_.notify_all();
-    in_pool_ = true;
-    try {
-      fn(begin, std::min(end, begin + step));
-    } catch (...) {
-      std::lock_guard<std::mutex> g(mutex_);
-      if (!error_) error_ = std::current_exception();
-    }
-    in_pool_ = false;
     std::unique_lock<std::mutex> lk(mutex_);
+    fn_ = &fn;
+    begin_ = begin;
+    end_ = end;
+    step_ = step;
+    next_chunk_ = 0;
+    num_chunks_ = chunks;
+    pending_ = chunks;
+    error_ = nullptr;
+    cv_.notify_all();
+    // The caller works too: it takes chunks like any worker, then waits for the stragglers.
+    in_pool_ = true;
+    take_chunks(lk);
+    in_pool_ = false;
     done_cv_.wait(lk, [&] { return pending_ == 0; });
     fn_ = nullptr;
+    num_chunks_ = 0;
+    next_chunk_ = 0;
     if (error_) std::rethrow_exception(error_);
   }
 
@@ -89,27 +83,32 @@ class ThreadPool {
 
   void worker_loop() {
     in_pool_ = true;
-    uint64_t seen = generation_;
+    std::unique_lock<std::mutex> lk(mutex_);
     for (;;) {
-      std::unique_lock<std::mutex> lk(mutex_);
-      cv_.wait(lk, [&] { return stop_ || (generation_ != seen && next_chunk_ < num_chunks_); });
+      // Any chunk left of the current job is fair game; no generation bookkeeping, so a worker
+      // that starts late cannot miss a job.
+      cv_.wait(lk, [&] { return stop_ || next_chunk_ < num_chunks_; });
       if (stop_) return;
-      seen = generation_;
-      while (next_chunk_ < num_chunks_) {
-        const int64_t c = next_chunk_++;
-        const int64_t b = begin_ + c * step_;
-        const int64_t e = std::min(end_, b + step_);
-        const auto* fn = fn_;
-        lk.unlock();
-        try {
-          if (b < e) (*fn)(b, e);
-        } catch (...) {
-          std::lock_guard<std::mutex> g(mutex_);
-          if (!error_) error_ = std::current_exception();
-        }
-        lk.lock();
-        if (--pending_ == 0) done_cv_.notify_one();
+      take_chunks(lk);
+    }
+  }
+
+  // Runs chunks until none is left; `lk` holds mutex_ on entry and on exit.
+  void take_chunks(std::unique_lock<std::mutex>& lk) {
+    while (next_chunk_ < num_chunks_) {
+      const int64_t c = next_chunk_++;
+      const int64_t b = begin_ + c * step_;
+      const int64_t e = std::min(end_, b + step_);
+      const auto* fn = fn_;
+      lk.unlock();
+      try {
+        if (b < e) (*fn)(b, e);
+      } catch (...) {
+        std::lock_guard<std::mutex> g(mutex_);
+        if (!error_) error_ = std::current_exception();
       }
+      lk.lock();
+      if (--pending_ == 0) done_cv_.notify_all();
     }
   }
 
@@ -119,7 +118,6 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t begin_ = 0, end_ = 0, step_ = 0, next_chunk_ = 0, num_chunks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
   bool stop_ = false;
   std::exception_ptr error_;
   static thread_local bool in_pool_;

@@ -1,6 +1,8 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // JSON configs of inferable quantizers: exactly the keys of each class, strict on input.
 
+#include <map>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -167,6 +169,47 @@ std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_json(const std:
       json_util::get_string(json_util::get(j, "class_name", what), "class_name", what);
   const auto& info = inferable_quantizer_info(name.c_str());
   return from_config_json(info.kind, json_util::get(j, "config", what));
+}
+
+}  // namespace qi
+
+// ---- quantizers of any kind by class name ------------------------------------------------------
+
+namespace qi {
+namespace {
+
+std::mutex& factories_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::map<std::string, QuantizerFactory>& factories() {
+  static std::map<std::string, QuantizerFactory> f;
+  return f;
+}
+
+}  // namespace
+
+void register_quantizer_class(const std::string& class_name, QuantizerFactory factory) {
+  std::lock_guard<std::mutex> lock(factories_mutex());
+  factories()[class_name] = std::move(factory);
+}
+
+std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& text) {
+  const char* what = "quantizer_from_json";
+  const json_util::Json j = json_util::parse(text, what);
+  json_util::require_object(j, what);
+  json_util::reject_unknown_keys(j, std::vector<std::string>{"class_name", "config"}, what);
+  const std::string name =
+      json_util::get_string(json_util::get(j, "class_name", what), "class_name", what);
+  QuantizerFactory factory;
+  {
+    std::lock_guard<std::mutex> lock(factories_mutex());
+    auto it = factories().find(name);
+    if (it != factories().end()) factory = it->second;
+  }
+  if (factory) return factory(json_util::get(j, "config", what).dump());
+  // Inferable classes (throws naming the known classes when the name is unknown).
+  return inferable_quantizer_from_json(text);
 }
 
 }  // namespace qi

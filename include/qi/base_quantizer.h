@@ -1,0 +1,37 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "qi/enums.h"
+
+namespace qi {
+
+// The root of every quantizer a NodeQuantizationDispatcher can hold: the core's inferable
+// quantizers and the trainable quantizers of the framework layers (qi::torch, ...).
+class BaseQuantizer {
+ public:
+  virtual ~BaseQuantizer() = default;
+  virtual QuantizationTarget quantization_target() const = 0;
+  virtual QuantizationMethod quantization_method() const = 0;
+  // "inferable_quantizer_id" for inferable quantizers; the training method ("STE", "LSQ",
+  // "SoftRounding") for trainable ones.
+  virtual std::string identifier() const = 0;
+  virtual const char* class_name() const = 0;
+  virtual bool is_trainable() const = 0;
+  // {"class_name": ..., "config": {...}}: what quantizer_from_json reads back.
+  virtual std::string to_json() const = 0;
+};
+
+// Rebuilds a quantizer from to_json() text. Inferable classes are known to the core; framework
+// layers register their trainable classes with register_quantizer_class. Unknown classes and
+// malformed text throw qi::Error.
+std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& json);
+
+// config_json is the "config" object of to_json() as text.
+using QuantizerFactory = std::function<std::shared_ptr<BaseQuantizer>(const std::string& config_json)>;
+void register_quantizer_class(const std::string& class_name, QuantizerFactory factory);
+
+}  // namespace qi

@@ -1,0 +1,225 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "qi/trainable_math.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <mutex>
+
+#include "kernels/iterate.h"
+#include "qi/error.h"
+#include "qi/parallel.h"
+
+namespace qi::trainable {
+namespace {
+
+constexpr int64_t kGrain = 1 << 15;
+
+using kernels::coalesce_dims;
+using kernels::iterate_rows;
+using kernels::total_elements;
+
+}  // namespace
+
+double power_of_two_ceil(double t, double min_threshold) {
+  return std::exp2(std::ceil(std::log2(std::max(t, min_threshold))));
+}
+
+AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
+                                 ConstTensorView dy, TensorView dx,
+                                 std::optional<int64_t> channel_axis, GradMode mode) {
+  const size_t channels = plan.scale.size();
+  AffineParamGrads grads{std::vector<double>(channels, 0.0), std::vector<double>(channels, 0.0)};
+  const bool write_dx = dx.data != nullptr;
+  const Shape& dx_strides = write_dx ? dx.strides : x.strides;
+  const auto dims = coalesce_dims<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, channel_axis);
+  const int64_t total = total_elements(dims);
+  if (total == 0) return grads;
+  std::mutex merge;
+  const bool lsq = mode == GradMode::kLsq;
+  parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
+    std::vector<double> d_scale(channels, 0.0), d_offset(channels, 0.0);
+    iterate_rows(dims, begin, end,
+                 [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
+                     int64_t n, int64_t c0, bool vary) {
+                   const float* xp = x.data + off[0];
+                   const float* gp = dy.data + off[1];
+                   float* dxp = write_dx ? dx.data + off[2] : nullptr;
+                   for (int64_t i = 0; i < n; ++i) {
+                     const int64_t c = vary ? c0 + i : c0;
+                     const float g = gp[i * st[1]];
+                     // The forward's own arithmetic (torch profile): u = x * (1/scale).
+                     const float u = xp[i * st[0]] * plan.inv_scale[c];
+                     const float r = std::nearbyint(u);
+                     const float zp = plan.zero_point[c];
+                     const float q = r + zp;
+                     const bool inside = q >= plan.qmin && q <= plan.qmax;
+                     const float cl = std::fmin(std::fmax(q, plan.qmin), plan.qmax);
+                     if (lsq) {
+                       // inside: d(scale * round(u))/dscale = round(u) - u; outside the clip
+                       // holds q = scale * c + a, so dq/dscale = c and dq/da = 1.
+                       d_scale[c] += g * (inside ? static_cast<double>(r) - u
+                                                 : static_cast<double>(cl));
+                       if (!inside) d_offset[c] += g;
+                       if (dxp) dxp[i * st[2]] = inside ? g : 0.f;
+                     } else {
+                       d_scale[c] += g * (static_cast<double>(cl) - zp - u);
+                       if (dxp) dxp[i * st[2]] = g;
+                     }
+                   }
+                 });
+    std::lock_guard<std::mutex> lock(merge);
+    for (size_t c = 0; c < channels; ++c) {
+      grads.d_scale[c] += d_scale[c];
+      grads.d_offset[c] += d_offset[c];
+    }
+  });
+  return grads;
+}
+
+RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
+                                 double d_max_adj) {
+  RangeGrads g;
+  if (min > 0) {  // (0, max)
+    g.d_max = d_max_adj;
+    return g;
+  }
+  if (max < 0) {  // (min, 0)
+    g.d_min = d_min_adj;
+    return g;
+  }
+  // min_adj = s * R with s = (max - min) / L and R = round(min / s) held constant (torch.round
+  // has a zero gradient); max_adj = max - min + min_adj.
+  const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+  const float s = (max - min) / static_cast<float>(levels);
+  const double r = std::nearbyint(min / s);
+  const double dmin_adj_dmax = r / levels, dmin_adj_dmin = -r / levels;
+  g.d_min = d_min_adj * dmin_adj_dmin + d_max_adj * (-1.0 + dmin_adj_dmin);
+  g.d_max = d_min_adj * dmin_adj_dmax + d_max_adj * (1.0 + dmin_adj_dmax);
+  return g;
+}
+
+// ---- soft rounding ---------------------------------------------------------------------------
+
+float rectified_sigmoid(float alpha) {
+  const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(alpha)));
+  const double h = s * (kSoftRoundingZeta - kSoftRoundingGamma) + kSoftRoundingGamma;
+  return static_cast<float>(std::clamp(h, 0.0, 1.0));
+}
+
+float rectified_sigmoid_grad(float alpha) {
+  const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(alpha)));
+  const double h = s * (kSoftRoundingZeta - kSoftRoundingGamma) + kSoftRoundingGamma;
+  if (h <= 0.0 || h >= 1.0) return 0.f;  // the clip stops the gradient
+  return static_cast<float>(s * (1.0 - s) * (kSoftRoundingZeta - kSoftRoundingGamma));
+}
+
+float rectified_sigmoid_inverse(float r) {
+  return static_cast<float>(
+      -std::log((kSoftRoundingZeta - kSoftRoundingGamma) / (r - kSoftRoundingGamma) - 1.0));
+}
+
+namespace {
+
+// Serial elementwise walk over up to 3 views with the channel of each element.
+template <size_t K, typename Fn>
+void for_each_element(const Shape& sizes, const std::array<const Shape*, K>& strides,
+                      std::optional<int64_t> channel_axis, Fn&& fn) {
+  const auto dims = coalesce_dims<K>(sizes, strides, channel_axis);
+  const int64_t total = total_elements(dims);
+  if (total == 0) return;
+  parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
+    iterate_rows(dims, begin, end,
+                 [&](const std::array<int64_t, K>& off, const std::array<int64_t, K>& st,
+                     int64_t n, int64_t c0, bool vary) {
+                   for (int64_t i = 0; i < n; ++i) {
+                     std::array<int64_t, K> o;
+                     for (size_t v = 0; v < K; ++v) o[v] = off[v] + i * st[v];
+                     fn(o, vary ? c0 + i : c0);
+                   }
+                 });
+  });
+}
+
+}  // namespace
+
+void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
+                           TensorView q, std::optional<int64_t> channel_axis, bool training) {
+  for_each_element<3>(w.sizes, {&w.strides, &alpha.strides, &q.strides}, channel_axis,
+                      [&](const std::array<int64_t, 3>& o, int64_t c) {
+                        const float d = plan.delta[c];
+                        const float off = plan.offset[c];
+                        float a = rectified_sigmoid(alpha.data[o[1]]);
+                        if (!training) a = a >= 0.5f ? 1.f : 0.f;
+                        const float w_int = std::floor((w.data[o[0]] - off) / d);
+                        const float v = std::fmin(std::fmax(w_int + a, plan.qmin), plan.qmax);
+                        q.data[o[2]] = (v - plan.zero_point[c]) * d;
+                      });
+}
+
+void soft_rounding_backward(const SoftRoundingPlan& plan, ConstTensorView alpha,
+                            ConstTensorView dq, TensorView d_alpha,
+                            std::optional<int64_t> channel_axis) {
+  for_each_element<3>(alpha.sizes, {&alpha.strides, &dq.strides, &d_alpha.strides}, channel_axis,
+                      [&](const std::array<int64_t, 3>& o, int64_t c) {
+                        d_alpha.data[o[2]] =
+                            dq.data[o[1]] * plan.delta[c] * rectified_sigmoid_grad(alpha.data[o[0]]);
+                      });
+}
+
+void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, TensorView alpha,
+                              std::optional<int64_t> channel_axis) {
+  for_each_element<2>(w.sizes, {&w.strides, &alpha.strides}, channel_axis,
+                      [&](const std::array<int64_t, 2>& o, int64_t c) {
+                        float v = (w.data[o[0]] - plan.offset[c]) / plan.delta[c];
+                        v = std::fmin(std::fmax(v, plan.qmin), plan.qmax);
+                        alpha.data[o[1]] = rectified_sigmoid_inverse(v - std::floor(v));
+                      });
+}
+
+double soft_rounding_regularization(ConstTensorView alpha, double beta) {
+  const auto dims = coalesce_dims<1>(alpha.sizes, {&alpha.strides}, std::nullopt);
+  double total = 0;
+  iterate_rows(dims, 0, total_elements(dims),
+               [&](const std::array<int64_t, 1>& off, const std::array<int64_t, 1>& st, int64_t n,
+                   int64_t, bool) {
+                 for (int64_t i = 0; i < n; ++i) {
+                   const double h = rectified_sigmoid(alpha.data[off[0] + i * st[0]]);
+                   total += 1.0 - std::pow(std::fabs(2.0 * (h - 0.5)), beta);
+                 }
+               });
+  return total;
+}
+
+void soft_rounding_regularization_backward(ConstTensorView alpha, double beta, double d_reg,
+                                           TensorView d_alpha) {
+  for_each_element<2>(alpha.sizes, {&alpha.strides, &d_alpha.strides}, std::nullopt,
+                      [&](const std::array<int64_t, 2>& o, int64_t) {
+                        const float a = alpha.data[o[0]];
+                        const double h = rectified_sigmoid(a);
+                        const double z = 2.0 * (h - 0.5);
+                        const double az = std::fabs(z);
+                        // d/dh (1 - |z|^beta) = -beta |z|^(beta-1) sign(z) * 2
+                        const double dh = az == 0.0 ? 0.0
+                                                    : -beta * std::pow(az, beta - 1.0) *
+                                                          (z > 0 ? 1.0 : -1.0) * 2.0;
+                        d_alpha.data[o[1]] =
+                            static_cast<float>(d_reg * dh * rectified_sigmoid_grad(a));
+                      });
+}
+
+LinearAnnealing::LinearAnnealing(int64_t t_start, int64_t t_end, double initial_value,
+                                 double target_value)
+    : t_start_(t_start), t_end_(t_end), initial_(initial_value), target_(target_value) {
+  QI_CHECK(t_start >= 0 && t_start < t_end,
+           "LinearAnnealing: expected 0 <= t_start < t_end, got t_start=", t_start,
+           " and t_end=", t_end);
+}
+
+double LinearAnnealing::operator()(int64_t t) const {
+  const double f = std::clamp(static_cast<double>(t - t_start_) / static_cast<double>(t_end_ - t_start_),
+                              0.0, 1.0);
+  return initial_ + f * (target_ - initial_);
+}
+
+}  // namespace qi::trainable

@@ -1,0 +1,253 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// CPU kernels of the qi ops: check arguments, build the core plan, call the core.
+#include <cmath>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "kernels/plan.h"
+#include "ops/common.h"
+#include "qi/inferable_quantizers.h"
+
+namespace qi::torch {
+namespace {
+
+using namespace detail;
+
+// Parsed quantizers by their JSON text: parsing happens once per distinct quantizer.
+std::shared_ptr<const BaseInferableQuantizer> cached_quantizer(const std::string& json) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::shared_ptr<const BaseInferableQuantizer>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(json);
+  if (it != cache.end()) return it->second;
+  std::shared_ptr<const BaseInferableQuantizer> q =
+      translate_errors([&] { return inferable_quantizer_from_json(json); });
+  if (cache.size() > 4096) cache.clear();  // bound memory for programs that make many
+  cache.emplace(json, q);
+  return q;
+}
+
+at::Tensor fake_quant_cpu(const at::Tensor& x, c10::string_view quantizer) {
+  check_float_cpu(x, "qi::fake_quant", "x");
+  const auto q = cached_quantizer(std::string(quantizer));
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  translate_errors([&] { q->apply(const_view(x), mutable_view(y)); });
+  return y;
+}
+
+void check_bits(int64_t n, const char* op) {
+  TORCH_CHECK(n >= 2 && n <= 16, op, ": num_bits must be in [2, 16], got ", n);
+}
+
+kernels::AffineTorchPlan symmetric_plan(const std::vector<double>& t, int64_t n, bool s,
+                                        const char* op) {
+  for (size_t i = 0; i < t.size(); ++i)
+    TORCH_CHECK(std::isfinite(t[i]) && t[i] > 0, op,
+                ": threshold must be finite and > 0, got ", t[i], " at index ", i);
+  return kernels::symmetric_torch_plan(t, n, s);
+}
+
+kernels::AffineTorchPlan uniform_plan(const std::vector<double>& lo, const std::vector<double>& hi,
+                                      int64_t n, bool activation, const char* op) {
+  TORCH_CHECK(lo.size() == hi.size(), op, ": min_range and max_range must have the same size, got ",
+              lo.size(), " and ", hi.size());
+  for (size_t i = 0; i < lo.size(); ++i)
+    TORCH_CHECK(std::isfinite(lo[i]) && std::isfinite(hi[i]) && lo[i] < hi[i], op,
+                ": min_range must be < max_range and both finite, got min_range=", lo[i],
+                " and max_range=", hi[i], " at index ", i);
+  return kernels::uniform_torch_plan(lo, hi, n, activation);
+}
+
+at::Tensor run_affine(const at::Tensor& x, const kernels::AffineTorchPlan& plan,
+                      std::optional<int64_t> axis) {
+  at::Tensor y = at::empty(x.sizes(), x.options());
+  kernels::fake_quant_forward(plan, const_view(x), mutable_view(y), axis);
+  return y;
+}
+
+at::Tensor symmetric_quant_cpu(const at::Tensor& x, const at::Tensor& threshold, int64_t n,
+                               bool is_signed, std::optional<int64_t> channel_axis,
+                               c10::string_view mode, double grad_scale) {
+  const char* op = "qi::symmetric_quant";
+  check_float_cpu(x, op, "x");
+  check_bits(n, op);
+  grad_mode_of(std::string(mode), op);
+  const auto t = values_of(threshold, op, "threshold");
+  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(t.size()), op, "threshold");
+  return run_affine(x, symmetric_plan(t, n, is_signed, op), axis);
+}
+
+std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& threshold, int64_t n,
+    bool is_signed, std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
+    bool need_x, bool need_threshold) {
+  const char* op = "qi::_symmetric_quant_backward";
+  check_float_cpu(grad, op, "grad");
+  check_float_cpu(x, op, "x");
+  TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
+              x.sizes());
+  const auto t = values_of(threshold, op, "threshold");
+  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(t.size()), op, "threshold");
+  const auto plan = symmetric_plan(t, n, is_signed, op);
+  at::Tensor dx = need_x ? at::empty(x.sizes(), x.options()) : at::Tensor();
+  TensorView dx_view = need_x ? mutable_view(dx) : TensorView();
+  const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
+                                            grad_mode_of(std::string(mode), op));
+  at::Tensor dt;
+  if (need_threshold) {
+    // delta = t / 2^(n - s): dL/dt = grad_scale * dL/ddelta / 2^(n - s).
+    const double steps = std::ldexp(1.0, static_cast<int>(n - (is_signed ? 1 : 0)));
+    dt = at::empty({static_cast<int64_t>(t.size())}, threshold.options().dtype(at::kDouble));
+    double* p = dt.mutable_data_ptr<double>();
+    for (size_t c = 0; c < t.size(); ++c) p[c] = grad_scale * g.d_scale[c] / steps;
+    dt = dt.to(threshold.scalar_type()).reshape(threshold.sizes());
+  }
+  return {dx, dt};
+}
+
+at::Tensor uniform_quant_cpu(const at::Tensor& x, const at::Tensor& min_range,
+                             const at::Tensor& max_range, int64_t n,
+                             std::optional<int64_t> channel_axis, c10::string_view mode,
+                             double grad_scale, bool activation) {
+  const char* op = "qi::uniform_quant";
+  check_float_cpu(x, op, "x");
+  check_bits(n, op);
+  grad_mode_of(std::string(mode), op);
+  const auto lo = values_of(min_range, op, "min_range");
+  const auto hi = values_of(max_range, op, "max_range");
+  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(lo.size()), op, "min_range");
+  return run_affine(x, uniform_plan(lo, hi, n, activation, op), axis);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& min_range,
+    const at::Tensor& max_range, int64_t n, std::optional<int64_t> channel_axis,
+    c10::string_view mode, double grad_scale, bool activation, bool need_x, bool need_range) {
+  const char* op = "qi::_uniform_quant_backward";
+  check_float_cpu(grad, op, "grad");
+  check_float_cpu(x, op, "x");
+  TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
+              x.sizes());
+  const auto lo = values_of(min_range, op, "min_range");
+  const auto hi = values_of(max_range, op, "max_range");
+  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(lo.size()), op, "min_range");
+  const auto plan = uniform_plan(lo, hi, n, activation, op);
+  at::Tensor dx = need_x ? at::empty(x.sizes(), x.options()) : at::Tensor();
+  TensorView dx_view = need_x ? mutable_view(dx) : TensorView();
+  const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
+                                            grad_mode_of(std::string(mode), op));
+  at::Tensor dmin, dmax;
+  if (need_range) {
+    const double levels = std::ldexp(1.0, static_cast<int>(n)) - 1;
+    const int64_t c_count = static_cast<int64_t>(lo.size());
+    at::Tensor a = at::empty({c_count}, min_range.options().dtype(at::kDouble));
+    at::Tensor b = at::empty({c_count}, max_range.options().dtype(at::kDouble));
+    double* pa = a.mutable_data_ptr<double>();
+    double* pb = b.mutable_data_ptr<double>();
+    for (int64_t c = 0; c < c_count; ++c) {
+      // scale = (max_adj - min_adj) / L (grad-scaled); offset = min_adj.
+      const double ds = grad_scale * g.d_scale[c];
+      const auto r = trainable::adjust_range_backward(static_cast<float>(lo[c]),
+                                                      static_cast<float>(hi[c]), n,
+                                                      g.d_offset[c] - ds / levels, ds / levels);
+      pa[c] = r.d_min;
+      pb[c] = r.d_max;
+    }
+    dmin = a.to(min_range.scalar_type()).reshape(min_range.sizes());
+    dmax = b.to(max_range.scalar_type()).reshape(max_range.sizes());
+  }
+  return {dx, dmin, dmax};
+}
+
+trainable::SoftRoundingPlan soft_plan(const at::Tensor& delta, const at::Tensor& offset,
+                                      double qmin, double qmax, const char* op) {
+  trainable::SoftRoundingPlan p;
+  for (double d : values_of(delta, op, "delta")) {
+    TORCH_CHECK(std::isfinite(d) && d > 0, op, ": delta must be finite and > 0, got ", d);
+    p.delta.push_back(static_cast<float>(d));
+  }
+  if (offset.defined() && offset.numel() > 0) {
+    for (double o : values_of(offset, op, "offset")) p.offset.push_back(static_cast<float>(o));
+    TORCH_CHECK(p.offset.size() == p.delta.size(), op, ": offset must have as many values as delta (",
+                p.delta.size(), "), got ", p.offset.size());
+  } else {
+    p.offset.assign(p.delta.size(), 0.f);
+  }
+  p.qmin = static_cast<float>(qmin);
+  p.qmax = static_cast<float>(qmax);
+  for (size_t c = 0; c < p.delta.size(); ++c) {
+    // As uniform_torch_plan: rounded zero point, kept on the grid.
+    const float zp = -std::nearbyint(p.offset[c] / p.delta[c]);
+    p.zero_point.push_back(std::min(std::max(zp, std::min(p.qmin, 0.f)), std::max(p.qmax, 0.f)) + 0.f);
+  }
+  TORCH_CHECK(p.qmin < p.qmax, op, ": qmin must be < qmax, got ", qmin, " and ", qmax);
+  return p;
+}
+
+at::Tensor soft_round_cpu(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
+                          const at::Tensor& offset, double qmin, double qmax,
+                          std::optional<int64_t> channel_axis, bool training) {
+  const char* op = "qi::soft_round";
+  check_float_cpu(w, op, "w");
+  check_float_cpu(alpha, op, "alpha");
+  TORCH_CHECK(alpha.sizes() == w.sizes(), op, ": alpha sizes ", alpha.sizes(),
+              " must equal w sizes ", w.sizes());
+  const auto plan = soft_plan(delta, offset, qmin, qmax, op);
+  const auto axis =
+      resolve_axis(w, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
+  at::Tensor q = at::empty(w.sizes(), w.options());
+  trainable::soft_rounding_forward(plan, const_view(w), const_view(alpha), mutable_view(q), axis,
+                                   training);
+  return q;
+}
+
+at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
+                                   const at::Tensor& delta, std::optional<int64_t> channel_axis) {
+  const char* op = "qi::_soft_round_backward";
+  check_float_cpu(grad, op, "grad");
+  check_float_cpu(alpha, op, "alpha");
+  const auto plan = soft_plan(delta, at::Tensor(), 0, 1, op);
+  const auto axis =
+      resolve_axis(alpha, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
+  at::Tensor d = at::empty(alpha.sizes(), alpha.options());
+  trainable::soft_rounding_backward(plan, const_view(alpha), const_view(grad), mutable_view(d),
+                                    axis);
+  return d;
+}
+
+at::Tensor soft_round_regularization_cpu(const at::Tensor& alpha, double beta) {
+  check_float_cpu(alpha, "qi::soft_round_regularization", "alpha");
+  return at::scalar_tensor(trainable::soft_rounding_regularization(const_view(alpha), beta),
+                           alpha.options());
+}
+
+at::Tensor soft_round_regularization_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
+                                                  double beta) {
+  check_float_cpu(alpha, "qi::_soft_round_regularization_backward", "alpha");
+  at::Tensor d = at::empty(alpha.sizes(), alpha.options());
+  trainable::soft_rounding_regularization_backward(const_view(alpha), beta,
+                                                   grad.item<double>(), mutable_view(d));
+  return d;
+}
+
+}  // namespace
+
+
+}  // namespace qi::torch
+
+TORCH_LIBRARY_IMPL(qi, CPU, m) {
+  m.impl("fake_quant", &qi::torch::fake_quant_cpu);
+  m.impl("symmetric_quant", &qi::torch::symmetric_quant_cpu);
+  m.impl("_symmetric_quant_backward", &qi::torch::symmetric_quant_backward_cpu);
+  m.impl("uniform_quant", &qi::torch::uniform_quant_cpu);
+  m.impl("_uniform_quant_backward", &qi::torch::uniform_quant_backward_cpu);
+  m.impl("soft_round", &qi::torch::soft_round_cpu);
+  m.impl("_soft_round_backward", &qi::torch::soft_round_backward_cpu);
+  m.impl("soft_round_regularization", &qi::torch::soft_round_regularization_cpu);
+  m.impl("_soft_round_regularization_backward", &qi::torch::soft_round_regularization_backward_cpu);
+}

@@ -1,0 +1,74 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// The C++ entry points of include/qi/torch/ops.h: typed calls through the dispatcher, so that
+// C++ and Python users go through the same kernels and autograd.
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include "qi/parallel.h"
+#include "qi/torch/ops.h"
+
+namespace qi::torch {
+namespace {
+
+template <typename Sig>
+c10::TypedOperatorHandle<Sig> op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
+
+// qi's kernels take their threads from ATen's pool, so torch.set_num_threads applies.
+const bool kParallelHookInstalled = [] {
+  qi::set_parallel_for([](int64_t begin, int64_t end, int64_t grain,
+                          const std::function<void(int64_t, int64_t)>& fn) {
+    at::parallel_for(begin, end, grain, fn);
+  });
+  return true;
+}();
+
+}  // namespace
+
+void init() { (void)kParallelHookInstalled; }
+
+at::Tensor fake_quant(const at::Tensor& x, const std::string& quantizer_json) {
+  static auto h = op<at::Tensor(const at::Tensor&, c10::string_view)>("qi::fake_quant");
+  return h.call(x, quantizer_json);
+}
+
+at::Tensor fake_quant(const at::Tensor& x, const BaseInferableQuantizer& quantizer) {
+  return fake_quant(x, quantizer.to_json());
+}
+
+at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int64_t num_bits,
+                           bool is_signed, std::optional<int64_t> channel_axis,
+                           const std::string& mode, double grad_scale) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
+                                std::optional<int64_t>, c10::string_view, double)>(
+      "qi::symmetric_quant");
+  return h.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale);
+}
+
+at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
+                         const at::Tensor& max_range, int64_t num_bits,
+                         std::optional<int64_t> channel_axis, const std::string& mode,
+                         double grad_scale, bool activation) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                std::optional<int64_t>, c10::string_view, double, bool)>(
+      "qi::uniform_quant");
+  return h.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation);
+}
+
+at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
+                      const at::Tensor& offset, double qmin, double qmax,
+                      std::optional<int64_t> channel_axis, bool training) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                const at::Tensor&, double, double, std::optional<int64_t>, bool)>(
+      "qi::soft_round");
+  return h.call(w, alpha, delta, offset, qmin, qmax, channel_axis, training);
+}
+
+at::Tensor soft_round_regularization(const at::Tensor& alpha, double beta) {
+  static auto h =
+      op<at::Tensor(const at::Tensor&, double)>("qi::soft_round_regularization");
+  return h.call(alpha, beta);
+}
+
+}  // namespace qi::torch

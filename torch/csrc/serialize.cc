@@ -1,0 +1,123 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "qi/torch/serialize.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include <nlohmann/json.hpp>
+#include <torch/serialize.h>
+#include <torch/torch.h>
+
+#include "qi/error.h"
+#include "qi/version.h"
+#include "qi/torch/wrapper.h"
+
+namespace qi::torch {
+namespace {
+
+constexpr const char* kQuantizersKey = "qi_quantizers";
+constexpr const char* kFormat = "qi.torch.model/1";
+
+nlohmann::json quantizers_of(::torch::nn::Module& model) {
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["qi_version"] = kVersion;
+  j["wrappers"] = nlohmann::json::object();
+  j["holders"] = nlohmann::json::object();
+  for (auto& [name, w] : find_wrappers(model))
+    j["wrappers"][name] = nlohmann::json::parse(w->dispatcher().get_config());
+  for (auto& [name, h] : find_holders(model))
+    j["holders"][name] = nlohmann::json::parse(h->quantizer()->to_json());
+  return j;
+}
+
+}  // namespace
+
+void save(::torch::nn::Module& model, const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string tmp = path + ".tmp-qi";
+  try {
+    ::torch::serialize::OutputArchive archive;
+    model.save(archive);
+    archive.write(kQuantizersKey, c10::IValue(quantizers_of(model).dump()));
+    archive.save_to(tmp);
+  } catch (const c10::Error& e) {
+    std::remove(tmp.c_str());
+    throw Error(str_cat("qi::torch::save: cannot write \"", path, "\": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    throw Error(str_cat("qi::torch::save: cannot write \"", path, "\": ", e.what()));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw Error(str_cat("qi::torch::save: cannot rename the temporary file to \"", path,
+                        "\": ", ec.message()));
+  }
+}
+
+void load(::torch::nn::Module& model, const std::string& path) {
+  const std::string what = str_cat("qi::torch::load: \"", path, "\"");
+  {
+    std::ifstream f(path, std::ios::binary);
+    QI_CHECK(f.good(), what, ": cannot open the file");
+  }
+  ::torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw Error(str_cat(what, " is not a readable model file (truncated or corrupt?): ",
+                        e.what_without_backtrace()));
+  }
+  c10::IValue text;
+  bool found = false;
+  try {
+    found = archive.try_read(kQuantizersKey, text);
+  } catch (const c10::Error& e) {
+    throw Error(str_cat(what, ": corrupt quantizer record: ", e.what_without_backtrace()));
+  }
+  QI_CHECK(found && text.isString(), what, ": no qi quantizer record; was it written by qi::torch::save?");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text.toStringRef());
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(str_cat(what, ": corrupt quantizer record: ", e.what()));
+  }
+  QI_CHECK(j.is_object() && j.value("format", "") == kFormat && j.contains("wrappers") &&
+               j["wrappers"].is_object() && j.contains("holders") && j["holders"].is_object(),
+           what, ": unknown quantizer record format");
+
+  // Same wrappers and holders, by name.
+  auto wrappers = find_wrappers(model);
+  auto holders = find_holders(model);
+  std::set<std::string> in_model, in_file;
+  for (auto& [name, w] : wrappers) in_model.insert(name);
+  for (auto it = j["wrappers"].begin(); it != j["wrappers"].end(); ++it) in_file.insert(it.key());
+  for (const auto& n : in_file)
+    QI_CHECK(in_model.count(n), what, ": mismatched architecture: the file has a wrapper \"", n,
+             "\" that the model lacks");
+  for (const auto& n : in_model)
+    QI_CHECK(in_file.count(n), what, ": mismatched architecture: the model has a wrapper \"", n,
+             "\" that the file lacks");
+  for (auto& [name, h] : holders)
+    QI_CHECK(j["holders"].contains(name), what,
+             ": mismatched architecture: the model has a holder \"", name, "\" that the file lacks");
+  QI_CHECK(j["holders"].size() == holders.size(), what,
+           ": mismatched architecture: the file has ", j["holders"].size(),
+           " activation holders, the model ", holders.size());
+
+  for (auto& [name, w] : wrappers)
+    w->set_dispatcher(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
+  for (auto& [name, h] : holders) h->set_quantizer(quantizer_from_json(j["holders"][name].dump()));
+  try {
+    model.load(archive);
+  } catch (const c10::Error& e) {
+    throw Error(str_cat(what, ": mismatched architecture or corrupt tensors: ",
+                        e.what_without_backtrace()));
+  }
+}
+
+}  // namespace qi::torch
