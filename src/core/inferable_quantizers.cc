@@ -98,8 +98,11 @@ struct Checker {
     if (p.input_rank)
       QI_CHECK(*p.input_rank >= 1, cls, ": input_rank must be >= 1, got ", *p.input_rank);
     if (p.per_channel) {
-      QI_CHECK(p.channel_axis.has_value(), cls,
-               ": channel_axis is required for per-channel quantization, got none");
+      // One value applies to every channel, wherever they lie (the seed writes
+      // per_channel=True, threshold=2); more values need to know their axis.
+      QI_CHECK(p.channel_axis.has_value() || count == 1, cls,
+               ": channel_axis is required for per-channel quantization with ", count,
+               " values, got none");
       if (p.input_rank) {
         const int64_t r = *p.input_rank;
         QI_CHECK(*p.channel_axis >= -r && *p.channel_axis < r, cls, ": channel_axis must be in [",
@@ -177,7 +180,7 @@ BaseInferableQuantizer::BaseInferableQuantizer(InferableQuantizerKind kind, Quan
     : info_(&inferable_quantizer_info(kind)), params_(std::move(params)) {}
 
 std::optional<int64_t> BaseInferableQuantizer::resolve_channel_axis(int64_t rank) const {
-  if (!params_.per_channel) return std::nullopt;
+  if (!params_.per_channel || !params_.channel_axis) return std::nullopt;
   const int64_t axis = *params_.channel_axis;
   QI_CHECK(axis >= -rank && axis < rank, class_name(), ": channel_axis must be in [", -rank, ", ",
            rank, ") for a tensor of rank ", rank, ", got ", axis);
@@ -192,6 +195,19 @@ void BaseInferableQuantizer::apply(ConstTensorView in, TensorView out) const {
            " sizes but ", out.strides.size(), " strides");
   QI_CHECK(in.sizes == out.sizes, cls, ": output sizes must equal input sizes ",
            fmt_shape(in.sizes), ", got ", fmt_shape(out.sizes));
+  if (params_.input_rank)
+    QI_CHECK(in.dim() == *params_.input_rank, cls, ": tensor rank must equal input_rank ",
+             *params_.input_rank, ", got rank ", in.dim(), " (sizes ", fmt_shape(in.sizes), ")");
+  const int64_t n = in.numel();
+  // A single per-channel value broadcasts over every channel: per-tensor arithmetic.
+  const auto axis = num_channels() == 1 ? std::nullopt : resolve_channel_axis(in.dim());
+  if (axis) {
+    const int64_t channels = in.sizes[*axis];
+    QI_CHECK(channels == num_channels(), cls, ": the quantizer holds ", num_channels(),
+             " per-channel values but the tensor has ", channels, " channels along channel_axis ",
+             *params_.channel_axis, " (sizes ", fmt_shape(in.sizes), ")");
+  }
+  if (n == 0) return;  // nothing to read or write; strides of empty tensors carry no meaning
   for (size_t k = 0; k < in.sizes.size(); ++k) {
     QI_CHECK(in.sizes[k] >= 0, cls, ": tensor sizes must be >= 0, got ", fmt_shape(in.sizes));
     QI_CHECK(in.strides[k] >= 0 && out.strides[k] >= 0, cls,
@@ -200,14 +216,6 @@ void BaseInferableQuantizer::apply(ConstTensorView in, TensorView out) const {
     QI_CHECK(out.strides[k] > 0 || out.sizes[k] <= 1, cls,
              ": output must not have stride 0 in a dimension of size > 1, got strides ",
              fmt_shape(out.strides));
-  }
-  if (params_.input_rank)
-    QI_CHECK(in.dim() == *params_.input_rank, cls, ": tensor rank must equal input_rank ",
-             *params_.input_rank, ", got rank ", in.dim(), " (sizes ", fmt_shape(in.sizes), ")");
-  const int64_t n = in.numel();
-  if (n == 0) {
-    resolve_channel_axis(in.dim());
-    return;
   }
   QI_CHECK(in.data != nullptr && out.data != nullptr, cls,
            ": tensor data must not be null for ", n, " elements");
@@ -226,13 +234,6 @@ void BaseInferableQuantizer::apply(ConstTensorView in, TensorView out) const {
     const float* out_hi = out.data + out_span;
     QI_CHECK(in_hi < out_lo || out_hi < in_lo, cls,
              ": output must be the input view itself (in place) or must not overlap it");
-  }
-  const auto axis = resolve_channel_axis(in.dim());
-  if (axis) {
-    const int64_t channels = in.sizes[*axis];
-    QI_CHECK(channels == num_channels(), cls, ": the quantizer holds ", num_channels(),
-             " per-channel values but the tensor has ", channels, " channels along channel_axis ",
-             *params_.channel_axis, " (sizes ", fmt_shape(in.sizes), ")");
   }
   kernels::fake_quant_forward(plan_, in, out, axis);
 }

@@ -1,6 +1,7 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #include "kernels/reference.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -177,7 +178,8 @@ std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams
       offset += i * in.strides[k];
       if (k == axis) channel = i;
     }
-    out[linear] = quantize(kind, params, channel, in.data[offset]);
+    const size_t values = std::max({params.threshold.size(), params.min_range.size()});
+    out[linear] = quantize(kind, params, values == 1 ? 0 : channel, in.data[offset]);
   }
   return out;
 }

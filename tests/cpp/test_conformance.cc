@@ -311,3 +311,28 @@ TEST(Conformance, NanStaysNan) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Conformance, EmptyTensorsOfAnyShape) {
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0, 4.0}, true, 0);
+  std::vector<float> none;
+  EXPECT_TRUE(q.apply(none, Shape{3, 0}).empty());
+  EXPECT_THROW(q.apply(none, Shape{0, 3}), qi::Error);  // 3 values, 0 channels
+  qi::ActivationPOTInferableQuantizer a(8, {1.0}, true);
+  EXPECT_TRUE(a.apply(none, Shape{0, 5, 0}).empty());
+}
+
+TEST(Conformance, SeedExampleOneThresholdPerChannelBroadcasts) {
+  // The seed: per_channel=True with one threshold and no channel_axis.
+  qi::WeightsSymmetricInferableQuantizer q(8, {2.0}, /*per_channel=*/true);
+  qi::WeightsSymmetricInferableQuantizer per_tensor(8, {2.0}, /*per_channel=*/false);
+  std::vector<float> x(6 * 7);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.37f * static_cast<float>(i) - 7.f;
+  EXPECT_EQ(q.apply(x, Shape{6, 7}), per_tensor.apply(x, Shape{6, 7}));
+  // With an axis, one value still covers every channel.
+  qi::WeightsSymmetricInferableQuantizer with_axis(8, {2.0}, true, 1);
+  EXPECT_EQ(with_axis.apply(x, Shape{6, 7}), per_tensor.apply(x, Shape{6, 7}));
+}
+
+}  // namespace

@@ -110,10 +110,10 @@ TEST(Validation, ThresholdNotPowerOfTwo) {
 // ---- layout ----
 TEST(Validation, PerChannelNeedsChannelAxis) {
   EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(8, {1.0, 2.0}, true),
-               "channel_axis is required for per-channel quantization, got none");
-  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0}, {1.0}, true),
+               "channel_axis is required for per-channel quantization with 2 values, got none");
+  EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {-1.0, -2.0}, {1.0, 2.0}, true),
                "channel_axis is required");
-  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.0}, {1.0}, true),
+  EXPECT_ERROR(qi::WeightsLUTSymmetricInferableQuantizer(2, {1.0}, {1.0, 2.0}, true),
                "channel_axis is required");
 }
 TEST(Validation, PerTensorNeedsOneValue) {
@@ -228,7 +228,7 @@ TEST(Validation, ApplyChannelCountMismatch) {
                "channel_axis 1 (sizes [2, 4])");
 }
 TEST(Validation, ApplyChannelAxisOutOfRange) {
-  qi::WeightsSymmetricInferableQuantizer q(8, {1.0}, true, 2);
+  qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0}, true, 2);
   std::vector<float> x(4);
   EXPECT_ERROR(q.apply(x, Shape{4}),
                "channel_axis must be in [-1, 1) for a tensor of rank 1, got 2");

@@ -1,0 +1,422 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// qi-demo: the whole stack from C++ alone. A small CNN is trained in float on Fashion-MNIST,
+// then quantized: PTQ at 8 bits (MSE-calibrated thresholds), QAT with 4-bit weights (STE and
+// LSQ) and 2-bit weights (LSQ) with 8-bit activations; trainable quantizers are converted to
+// inferable ones, the model is saved, reloaded and compared bit for bit. Prints one table and,
+// with --json PATH, writes it as JSON.
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "fashion_mnist.h"
+#include "progress.h"
+#include "qi/torch/qi_torch.h"
+
+namespace nn = torch::nn;
+using qi::torch::ActivationQuantizationHolder;
+using qi::torch::QuantizationWrapper;
+
+namespace {
+
+struct Options {
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string json_path;
+  std::string model_path;
+  int float_epochs = 4;
+  int qat_epochs = 1;
+  int qat2_epochs = 2;
+  int64_t train_limit = 0;  // 0: all 60000
+  int threads = 0;          // 0: all cores
+  uint64_t seed = 0;
+};
+
+void usage() {
+  std::printf(
+      "usage: qi-demo [--json PATH] [--data DIR] [--epochs N] [--qat-epochs N] [--qat2-epochs N]\n"
+      "               [--train-limit N] [--threads N] [--model PATH] [--seed N]\n");
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "qi-demo: %s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--json") o.json_path = next();
+    else if (a == "--data") o.data_dir = next();
+    else if (a == "--epochs") o.float_epochs = std::stoi(next());
+    else if (a == "--qat-epochs") o.qat_epochs = std::stoi(next());
+    else if (a == "--qat2-epochs") o.qat2_epochs = std::stoi(next());
+    else if (a == "--train-limit") o.train_limit = std::stoll(next());
+    else if (a == "--threads") o.threads = std::stoi(next());
+    else if (a == "--model") o.model_path = next();
+    else if (a == "--seed") o.seed = std::stoull(next());
+    else if (a == "-h" || a == "--help") {
+      usage();
+      std::exit(0);
+    } else {
+      std::fprintf(stderr, "qi-demo: unknown argument %s\n", a.c_str());
+      usage();
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+// ---- the float model ---------------------------------------------------------------------------
+
+struct NetImpl : nn::Module {
+  NetImpl() {
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(1, 16, 3).padding(1)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(16, 32, 3).padding(1)));
+    fc1 = register_module("fc1", nn::Linear(32 * 7 * 7, 128));
+    fc2 = register_module("fc2", nn::Linear(128, 10));
+  }
+  torch::Tensor forward(torch::Tensor x) {
+    x = torch::max_pool2d(torch::relu(conv1(x)), 2);
+    x = torch::max_pool2d(torch::relu(conv2(x)), 2);
+    x = torch::relu(fc1(x.flatten(1)));
+    return fc2(x);
+  }
+  // Inputs of the points where the quantized model quantizes activations.
+  std::vector<torch::Tensor> activations(torch::Tensor x) {
+    std::vector<torch::Tensor> out{x};
+    x = torch::max_pool2d(torch::relu(conv1(x)), 2);
+    out.push_back(x);
+    x = torch::max_pool2d(torch::relu(conv2(x)), 2);
+    out.push_back(x);
+    x = torch::relu(fc1(x.flatten(1)));
+    out.push_back(x);
+    return out;
+  }
+  nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(Net);
+
+// ---- the quantized model: same graph, layers wrapped, activations held --------------------------
+
+struct QuantSpec {
+  std::string name;
+  int64_t weight_bits;
+  int64_t act_bits;
+  // empty: inferable (PTQ); else the trainable method
+  std::optional<qi::TrainingMethod> method;
+};
+
+struct Calibration {
+  std::map<std::string, std::vector<double>> weight_thresholds;  // per layer, per channel
+  std::vector<double> act_thresholds;                            // per activation point
+};
+
+struct QNetImpl : nn::Module {
+  QNetImpl(Net& net, const QuantSpec& spec, const Calibration& cal) {
+    const char* names[] = {"conv1", "conv2", "fc1", "fc2"};
+    std::vector<std::shared_ptr<nn::Module>> layers = {net->conv1.ptr(), net->conv2.ptr(),
+                                                       net->fc1.ptr(), net->fc2.ptr()};
+    for (int i = 0; i < 4; ++i) {
+      auto w = make_weights_quantizer(*layers[i], names[i], spec, cal);
+      qi::NodeQuantizationDispatcher d({{"weight", w}}, {});
+      nn::AnyModule any = i < 2 ? nn::AnyModule(nn::Conv2d(std::dynamic_pointer_cast<nn::Conv2dImpl>(layers[i]->clone())))
+                                : nn::AnyModule(nn::Linear(std::dynamic_pointer_cast<nn::LinearImpl>(layers[i]->clone())));
+      wrappers.push_back(register_module(names[i], QuantizationWrapper(std::move(any), d)));
+    }
+    const char* act_names[] = {"input_q", "act1_q", "act2_q", "act3_q"};
+    for (int i = 0; i < 4; ++i)
+      holders.push_back(register_module(
+          act_names[i], ActivationQuantizationHolder(make_activation_quantizer(i, spec, cal))));
+  }
+
+  torch::Tensor forward(torch::Tensor x) {
+    x = holders[0](x);
+    x = holders[1](torch::max_pool2d(torch::relu(wrappers[0](x)), 2));
+    x = holders[2](torch::max_pool2d(torch::relu(wrappers[1](x)), 2));
+    x = holders[3](torch::relu(wrappers[2](x.flatten(1))));
+    return wrappers[3](x);
+  }
+
+  void convert_to_inferable_quantizers() {
+    for (auto& w : wrappers) w->convert_to_inferable_quantizers();
+    for (auto& h : holders) h->convert_to_inferable_quantizers();
+  }
+
+  static std::shared_ptr<qi::BaseQuantizer> make_weights_quantizer(nn::Module& layer,
+                                                                   const std::string& name,
+                                                                   const QuantSpec& spec,
+                                                                   const Calibration& cal) {
+    const int64_t axis = qi::torch::weight_channel_axis(layer);
+    const auto& t = cal.weight_thresholds.at(name);
+    if (!spec.method)
+      return std::make_shared<qi::WeightsSymmetricInferableQuantizer>(spec.weight_bits, t, true, axis);
+    qi::TrainableQuantizerWeightsConfig cfg;
+    cfg.weights_quantization_method = qi::QuantizationMethod::SYMMETRIC;
+    cfg.weights_n_bits = spec.weight_bits;
+    cfg.weights_quantization_params["threshold"] = qi::ParamArray{{static_cast<int64_t>(t.size())}, t};
+    cfg.weights_channels_axis = axis;
+    cfg.weights_per_channel_threshold = true;
+    return qi::torch::make_trainable_quantizer(*spec.method, cfg);
+  }
+
+  static std::shared_ptr<qi::BaseQuantizer> make_activation_quantizer(int point,
+                                                                      const QuantSpec& spec,
+                                                                      const Calibration& cal) {
+    const bool is_signed = point == 0;  // the normalized input; the others follow a ReLU
+    const double t = cal.act_thresholds.at(point);
+    if (!spec.method)
+      return std::make_shared<qi::ActivationSymmetricInferableQuantizer>(spec.act_bits,
+                                                                         std::vector<double>{t},
+                                                                         is_signed);
+    qi::TrainableQuantizerActivationConfig cfg;
+    cfg.activation_quantization_method = qi::QuantizationMethod::SYMMETRIC;
+    cfg.activation_n_bits = spec.act_bits;
+    cfg.activation_quantization_params["threshold"] = t;
+    cfg.activation_quantization_params["is_signed"] = is_signed;
+    return qi::torch::make_trainable_quantizer(*spec.method, cfg);
+  }
+
+  std::vector<QuantizationWrapper> wrappers;
+  std::vector<ActivationQuantizationHolder> holders;
+};
+TORCH_MODULE(QNet);
+
+// ---- training and evaluation -------------------------------------------------------------------
+
+template <typename Model>
+double evaluate(Model& model, const qi_demo::Dataset& test) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  int64_t correct = 0;
+  const int64_t n = test.images.size(0);
+  for (int64_t b = 0; b < n; b += 1000) {
+    const auto x = test.images.slice(0, b, std::min(n, b + 1000));
+    const auto y = test.labels.slice(0, b, std::min(n, b + 1000));
+    correct += model->forward(x).argmax(1).eq(y).sum().template item<int64_t>();
+  }
+  return static_cast<double>(correct) / static_cast<double>(n);
+}
+
+template <typename Model>
+void train(Model& model, const qi_demo::Dataset& train_set, int epochs, double lr,
+           const std::string& label, uint64_t seed) {
+  std::vector<torch::Tensor> params;
+  for (auto& p : model->parameters())
+    if (p.requires_grad() && p.is_leaf()) params.push_back(p);
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(lr));
+  const int64_t n = train_set.images.size(0), batch = 128;
+  const int64_t steps_per_epoch = (n + batch - 1) / batch;
+  torch::manual_seed(seed);
+  for (int e = 0; e < epochs; ++e) {
+    model->train();
+    qi_demo::Progress bar(label + " epoch " + std::to_string(e + 1) + "/" + std::to_string(epochs),
+                          steps_per_epoch);
+    const auto perm = torch::randperm(n, torch::kLong);
+    double running = 0;
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const auto idx = perm.slice(0, s * batch, std::min(n, (s + 1) * batch));
+      const auto x = train_set.images.index_select(0, idx);
+      const auto y = train_set.labels.index_select(0, idx);
+      opt.zero_grad();
+      const auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+      loss.backward();
+      opt.step();
+      running = s == 0 ? loss.template item<double>() : 0.98 * running + 0.02 * loss.template item<double>();
+      char extra[64];
+      std::snprintf(extra, sizeof(extra), "loss %.3f", running);
+      bar.update(s + 1, extra);
+    }
+    char extra[64];
+    std::snprintf(extra, sizeof(extra), "loss %.3f", running);
+    bar.finish(extra);
+  }
+}
+
+// Weight thresholds minimize the weight quantization MSE per output channel; activation
+// thresholds minimize it per tensor over 512 training images.
+Calibration calibrate(Net& net, const qi_demo::Dataset& train_set, int64_t weight_bits,
+                      int64_t act_bits) {
+  static std::map<int64_t, std::vector<double>> act_cache;  // by activation bits
+  Calibration cal;
+  const std::pair<const char*, nn::Module*> layers[] = {
+      {"conv1", net->conv1.get()}, {"conv2", net->conv2.get()}, {"fc1", net->fc1.get()},
+      {"fc2", net->fc2.get()}};
+  for (const auto& [name, layer] : layers) {
+    const auto w = layer->named_parameters()["weight"].detach().contiguous();
+    const int64_t axis = qi::torch::weight_channel_axis(*layer);
+    cal.weight_thresholds[name] = qi::calibration::threshold_mse(
+        qi::ConstTensorView(w.const_data_ptr<float>(), w.sizes().vec()), axis, weight_bits,
+        /*is_signed=*/true, /*power_of_two=*/false);
+  }
+  auto cached = act_cache.find(act_bits);
+  if (cached != act_cache.end()) {
+    cal.act_thresholds = cached->second;
+    return cal;
+  }
+  torch::NoGradGuard no_grad;
+  net->eval();
+  const auto acts = net->activations(train_set.images.slice(0, 0, 512));
+  for (size_t i = 0; i < acts.size(); ++i) {
+    const auto a = acts[i].contiguous();
+    cal.act_thresholds.push_back(qi::calibration::threshold_mse(
+        qi::ConstTensorView(a.const_data_ptr<float>(), a.sizes().vec()), std::nullopt, act_bits,
+        /*is_signed=*/i == 0, /*power_of_two=*/false)[0]);
+  }
+  act_cache[act_bits] = cal.act_thresholds;
+  return cal;
+}
+
+// Relative L2 error of each layer's quantized weight.
+std::map<std::string, double> weight_errors(QNet& q) {
+  std::map<std::string, double> out;
+  for (auto& [name, w] : qi::torch::find_wrappers(*q)) {
+    const auto fw = w->float_weight("weight").detach();
+    const auto qw = w->get_quantized_weights().at("weight");
+    out[name] = ((qw - fw).norm() / fw.norm()).item<double>();
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options opt = parse(argc, argv);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (opt.threads > 0) torch::set_num_threads(opt.threads);
+  qi::torch::init();
+  torch::manual_seed(static_cast<int64_t>(opt.seed));
+
+  qi_demo::Dataset train_set, test_set;
+  try {
+    train_set = qi_demo::load_fashion_mnist(opt.data_dir, "train");
+    test_set = qi_demo::load_fashion_mnist(opt.data_dir, "t10k");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "qi-demo: %s\n", e.what());
+    return 1;
+  }
+  if (opt.train_limit > 0 && opt.train_limit < train_set.images.size(0)) {
+    train_set.images = train_set.images.slice(0, 0, opt.train_limit);
+    train_set.labels = train_set.labels.slice(0, 0, opt.train_limit);
+  }
+  std::printf("qi-demo: Fashion-MNIST %lld train / %lld test images, %d threads, SIMD %s\n",
+              static_cast<long long>(train_set.images.size(0)),
+              static_cast<long long>(test_set.images.size(0)), torch::get_num_threads(),
+              qi::kernels::simd_target_name().c_str());
+
+  nlohmann::json report;
+  std::map<std::string, double> seconds;
+  auto timed = [&](const std::string& key, auto&& fn) {
+    const auto s = std::chrono::steady_clock::now();
+    fn();
+    seconds[key] = std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
+  };
+
+  // 1. float
+  Net net;
+  timed("float", [&] { train(net, train_set, opt.float_epochs, 1e-3, "float", opt.seed); });
+  report["float"] = evaluate(net, test_set);
+  std::printf("  float accuracy        %.4f\n", report["float"].get<double>());
+
+  // 2. PTQ, 8 bits
+  std::map<std::string, std::map<std::string, double>> layer_errors;
+  QNet ptq{nullptr};
+  timed("ptq8", [&] {
+    const Calibration cal8 = calibrate(net, train_set, 8, 8);
+    ptq = QNet(net, QuantSpec{"ptq8", 8, 8, std::nullopt}, cal8);
+    report["ptq8"] = evaluate(ptq, test_set);
+  });
+  layer_errors["ptq8"] = weight_errors(ptq);
+  std::printf("  ptq8 accuracy         %.4f\n", report["ptq8"].get<double>());
+
+  // 3. QAT: fine-tune from the float model, then convert to inferable quantizers.
+  struct Run {
+    const char* key;
+    int64_t bits;
+    qi::TrainingMethod method;
+    int epochs;
+  };
+  const Run runs[] = {{"qat4_ste", 4, qi::TrainingMethod::STE, opt.qat_epochs},
+                      {"qat4_lsq", 4, qi::TrainingMethod::LSQ, opt.qat_epochs},
+                      {"qat2_lsq", 2, qi::TrainingMethod::LSQ, opt.qat2_epochs}};
+  std::map<std::string, QNet> converted;
+  std::map<std::string, double> trained_acc;
+  for (const auto& r : runs) {
+    timed(r.key, [&] {
+      const Calibration cal = calibrate(net, train_set, r.bits, 8);
+      QNet q(net, QuantSpec{r.key, r.bits, 8, r.method}, cal);
+      train(q, train_set, r.epochs, 1e-4, r.key, opt.seed + 1);
+      trained_acc[r.key] = evaluate(q, test_set);
+      q->convert_to_inferable_quantizers();
+      report[r.key] = evaluate(q, test_set);
+      converted.emplace(r.key, q);
+    });
+    layer_errors[r.key] = weight_errors(converted.at(r.key));
+    std::printf("  %-9s accuracy      %.4f (trainable, eval mode %.4f)\n", r.key,
+                report[r.key].get<double>(), trained_acc[r.key]);
+  }
+
+  // 4. Save the converted QAT4-LSQ model, reload it into a fresh model, compare bit for bit.
+  const std::string path = opt.model_path.empty()
+                               ? (std::filesystem::temp_directory_path() / "qi-demo-qat4-lsq.pt").string()
+                               : opt.model_path;
+  bool identical = false;
+  timed("save_reload", [&] {
+    QNet& saved = converted.at("qat4_lsq");
+    qi::torch::save(*saved, path);
+    // A fresh model of the same architecture; load() rebuilds every quantizer from the file.
+    QNet fresh(net, QuantSpec{"fresh", 8, 8, std::nullopt}, calibrate(net, train_set, 8, 8));
+    qi::torch::load(*fresh, path);
+    torch::NoGradGuard no_grad;
+    saved->eval();
+    fresh->eval();
+    identical = torch::equal(saved->forward(test_set.images), fresh->forward(test_set.images));
+  });
+  report["reload_identical"] = identical;
+
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report["wall_time_s"] = wall;
+  report["seconds"] = seconds;
+  report["layer_weight_error"] = layer_errors;
+  report["model_path"] = path;
+
+  const double f = report["float"].get<double>();
+  std::printf("\n%-10s %9s %9s %9s\n", "model", "accuracy", "vs float", "seconds");
+  for (const char* k : {"float", "ptq8", "qat4_ste", "qat4_lsq", "qat2_lsq"})
+    std::printf("%-10s %9.4f %+9.4f %9.1f\n", k, report[k].get<double>(),
+                report[k].get<double>() - f, seconds[k]);
+  std::printf("\nper-layer relative weight error ||Q(W) - W|| / ||W||\n%-8s", "layer");
+  for (const auto& [k, v] : layer_errors) std::printf(" %9s", k.c_str());
+  std::printf("\n");
+  for (const auto& [layer, e] : layer_errors.begin()->second) {
+    (void)e;
+    std::printf("%-8s", layer.c_str());
+    for (const auto& [k, v] : layer_errors) std::printf(" %9.4f", v.at(layer));
+    std::printf("\n");
+  }
+  std::printf("\nsaved %s; reloaded outputs identical: %s\nwall time %.1f s\n", path.c_str(),
+              identical ? "true" : "false", wall);
+
+  if (!opt.json_path.empty()) {
+    std::ofstream out(opt.json_path);
+    out << report.dump(2) << "\n";
+    if (!out) {
+      std::fprintf(stderr, "qi-demo: cannot write %s\n", opt.json_path.c_str());
+      return 1;
+    }
+  }
+  return identical ? 0 : 1;
+}

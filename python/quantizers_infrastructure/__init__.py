@@ -1,0 +1,70 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""quantizers_infrastructure: fake quantizers for model optimization over qi's C++ core.
+
+    import quantizers_infrastructure as qi
+    q = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[2.0], per_channel=False)
+    y = q(x)  # x: float32 numpy array
+
+Quantizer objects are framework-neutral; importing this package imports neither torch nor
+TensorFlow.
+"""
+
+import importlib.util as _importlib_util
+
+if _importlib_util.find_spec("quantizers_infrastructure._core") is None:  # pragma: no cover
+    raise ImportError(
+        "quantizers_infrastructure._core is not built. Build it with: cmake -S <repo> -B <build> "
+        "-DPython_EXECUTABLE=<python> && cmake --build <build> --target _core")
+from quantizers_infrastructure import _core  # noqa: E402  (a load error is shown as it is)
+
+del _importlib_util
+
+from quantizers_infrastructure.common import constants
+from quantizers_infrastructure.common.base_inferable_quantizer import (
+    BaseInferableQuantizer, mark_quantizer, register_input_type, register_lazy_frontend)
+from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
+                                                    QuantizerID, TrainingMethod)
+from quantizers_infrastructure.common.inferable_quantizers import (
+    INFERABLE_QUANTIZER_CLASSES, InferableQuantizer, get_inferable_quantizer_class,
+    quantizer_from_json)
+from quantizers_infrastructure.common.inferable_quantizers import (  # noqa: F401 (generated)
+    ActivationLutPOTInferableQuantizer, ActivationPOTInferableQuantizer,
+    ActivationSymmetricInferableQuantizer, ActivationUniformInferableQuantizer,
+    WeightsLUTPOTInferableQuantizer, WeightsLUTSymmetricInferableQuantizer,
+    WeightsPOTInferableQuantizer, WeightsSymmetricInferableQuantizer,
+    WeightsUniformInferableQuantizer)
+from quantizers_infrastructure.common.node_quantization_dispatcher import \
+    NodeQuantizationDispatcher
+from quantizers_infrastructure import keras_inferable_quantizers, pytorch_inferable_quantizers
+
+__version__ = _core.kVersion
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the number of threads of qi's own pool used by the kernels (n >= 1)."""
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads of qi's own pool."""
+    return _core.get_num_threads()
+
+
+def simd_target_name() -> str:
+    """The SIMD target the kernels run on this machine (e.g. "AVX2")."""
+    return _core.simd_target_name()
+
+
+def supported_simd_targets():
+    """SIMD targets compiled in and supported on this machine."""
+    return _core.supported_simd_targets()
+
+
+__all__ = [
+    "BaseInferableQuantizer", "InferableQuantizer", "mark_quantizer", "QuantizationMethod",
+    "QuantizationTarget", "QuantizerID", "TrainingMethod", "NodeQuantizationDispatcher",
+    "get_inferable_quantizer_class", "quantizer_from_json", "INFERABLE_QUANTIZER_CLASSES",
+    "register_input_type", "register_lazy_frontend", "set_num_threads", "get_num_threads",
+    "simd_target_name", "supported_simd_targets", "constants", "keras_inferable_quantizers",
+    "pytorch_inferable_quantizers", "__version__",
+] + list(INFERABLE_QUANTIZER_CLASSES)

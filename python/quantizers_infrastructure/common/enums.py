@@ -1,0 +1,38 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""Enums with MCT Quantizers' names and values (REFERENCE.md 1.1). The C++ core uses the same
+names; tests check that both sides agree."""
+
+from enum import Enum
+
+
+class QuantizationMethod(Enum):
+    """How a quantizer maps values to its grid (mct_quantizers >= 1.5 values)."""
+
+    POWER_OF_TWO = 0
+    LUT_POT_QUANTIZER = 1
+    SYMMETRIC = 2
+    UNIFORM = 3
+    LUT_SYM_QUANTIZER = 4
+
+
+class QuantizationTarget(Enum):
+    """Whether a quantizer applies to a layer's weights or to its outputs."""
+
+    Activation = "Activation"
+    Weights = "Weights"
+
+
+class TrainingMethod(Enum):
+    """How a trainable quantizer learns. MCT's STE and DQA values are 1-tuples (a trailing-comma
+    accident, REFERENCE.md 1.1); here every value is its name, which is what the C++ core reads."""
+
+    STE = "STE"
+    DQA = "DQA"
+    LSQ = "LSQ"
+    SoftRounding = "SoftRounding"
+
+
+class QuantizerID(Enum):
+    """Identifier of every inferable quantizer class."""
+
+    INFERABLE = "inferable_quantizer_id"

@@ -1,0 +1,340 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""The inferable quantizer classes, generated from the C++ registry (one class per entry of
+QI_FOR_EACH_INFERABLE_QUANTIZER). Each class turns its keyword arguments into the JSON config of
+its C++ twin; the C++ core validates it (ValueError with the core's message) and runs the
+kernels. Quantizers are framework-neutral: `q(x)` dispatches on the type of x."""
+
+import inspect
+import json
+import math
+from numbers import Number
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from quantizers_infrastructure import _core
+from quantizers_infrastructure.common import constants as C
+from quantizers_infrastructure.common.base_inferable_quantizer import (
+    BaseInferableQuantizer, find_input_handler, mark_quantizer, register_input_type,
+    supported_input_types)
+from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
+                                                    QuantizerID)
+
+# Keys that hold one value per channel. A scalar given for one of them means [scalar].
+_LIST_KEYS = (C.THRESHOLD, C.MIN_RANGE, C.MAX_RANGE, C.LUT_VALUES)
+
+# Positional order of the constructor arguments: MCT Quantizers' order for every class (e.g.
+# (num_bits, threshold, per_channel, channel_axis, input_rank), (num_bits, lut_values, threshold,
+# signed, lut_values_bitwidth, eps)). Keys of a class's config missing here follow, in the C++
+# order; `profile` is keyword-only.
+_ARG_ORDER = (C.NUM_BITS, C.LUT_VALUES, C.MIN_RANGE, C.MAX_RANGE, C.THRESHOLD, C.PER_CHANNEL,
+              C.CHANNEL_AXIS, C.INPUT_RANK, C.SIGNED, C.LUT_VALUES_BITWIDTH, C.EPS_KEY)
+_KEYWORD_ONLY = (C.PROFILE,)
+
+# Defaults of optional arguments (the others are required, as in MCT Quantizers). `signed` is
+# optional for weights quantizers only (weights are signed; activations must say).
+_DEFAULTS = {
+    C.CHANNEL_AXIS: None,
+    C.INPUT_RANK: None,
+    C.LUT_VALUES_BITWIDTH: C.LUT_VALUES_BITWIDTH_DEFAULT,
+    C.EPS_KEY: C.EPS,
+    C.PROFILE: "torch",
+}
+_WEIGHTS_DEFAULTS = {C.SIGNED: True}
+
+_ARG_DOCS = {
+    C.NUM_BITS: "bit width n of the integer grid",
+    C.THRESHOLD: "threshold t > 0, a scalar or a list (one per channel when per_channel)",
+    C.MIN_RANGE: "lower end of the range, a scalar or a list (one per channel)",
+    C.MAX_RANGE: "upper end of the range, a scalar or a list (one per channel)",
+    C.LUT_VALUES: "the look-up table: integers in the lut_values_bitwidth domain",
+    C.PER_CHANNEL: "one parameter per slice along channel_axis (else one per tensor)",
+    C.CHANNEL_AXIS: "the channel axis (negative counts from the end); required when per_channel",
+    C.INPUT_RANK: "rank of the tensors this quantizer will see (optional check)",
+    C.SIGNED: "signed grid (else unsigned, from 0)",
+    C.LUT_VALUES_BITWIDTH: "bit width B of the LUT's integer domain",
+    C.EPS_KEY: "added to the threshold before dividing",
+    C.PROFILE: "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
+               "fake_quant: nudged zero point, round half up)",
+}
+
+_METHOD_DOCS = {
+    QuantizationMethod.SYMMETRIC:
+        "y = (clamp(round(x / d), qmin, qmax)) * d with d = threshold / 2^(num_bits - signed); "
+        "integers [-2^(n-1), 2^(n-1)-1] when signed, else [0, 2^n - 1].",
+    QuantizationMethod.POWER_OF_TWO:
+        "As SYMMETRIC, and every threshold must be a power of two.",
+    QuantizationMethod.UNIFORM:
+        "Uniform grid of 2^num_bits levels over [min_range, max_range], first adjusted so that 0 "
+        "is on the grid; y = (clamp(zp + round(x / scale), 0, 2^n - 1) - zp) * scale.",
+    QuantizationMethod.LUT_SYM_QUANTIZER:
+        "v = clamp(x / (threshold + eps) * 2^(B - signed), lo, hi) (no rounding); "
+        "y = L[k] / 2^(B - signed) * threshold with L[k] the first nearest LUT value to v.",
+    QuantizationMethod.LUT_POT_QUANTIZER:
+        "As LUT_SYM_QUANTIZER, and every threshold must be a power of two.",
+}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, tuples -> lists, arrays (numpy, torch, TF) -> lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if not isinstance(value, (str, bytes)) and hasattr(value, "tolist"):
+        return _plain(value.tolist())
+    if not isinstance(value, (str, bytes)) and hasattr(value, "numpy"):  # TensorFlow tensors
+        return _plain(value.numpy())
+    return value
+
+
+def _config_value(class_name: str, key: str, value: Any) -> Any:
+    """The JSON value of one constructor argument. Type and range rules are the core's; only
+    what JSON cannot carry is rejected here: non-finite numbers and non-JSON objects."""
+    value = _plain(value)
+    if key in _LIST_KEYS and (isinstance(value, Number) and not isinstance(value, bool)):
+        value = [value]
+    # Worded as the core's own finiteness check ("... must be finite, got inf at index 1").
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"{class_name}: {key} must be finite, got {item} at index {i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{class_name}: {key} must be finite, got {value}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise TypeError(f"{class_name}: {key} must be a number, a bool, None or a list of "
+                        f"numbers, got {type(value).__name__} {value!r}") from None
+    return value
+
+
+def _numpy_call(quantizer: "InferableQuantizer", inputs: np.ndarray) -> np.ndarray:
+    return quantizer.core_quantizer.apply(inputs)
+
+
+register_input_type(np.ndarray, _numpy_call)
+
+
+class InferableQuantizer(BaseInferableQuantizer):
+    """Base of the registered inferable quantizers: a framework-neutral handle on a validated
+    C++ quantizer. Immutable; `q(x)` returns the fake-quantized x (float32) for every supported
+    input type."""
+
+    _class_name: str = ""
+    _config_keys: tuple = ()
+    _signature: Optional[inspect.Signature] = None
+
+    def __init__(self, *args, **kwargs):
+        cls = type(self)
+        bound = cls._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        config = {k: _config_value(cls._class_name, k, v) for k, v in bound.arguments.items()}
+        self._set_core(_core.make_quantizer(cls._class_name, json.dumps(config, allow_nan=False)))
+
+    def _set_core(self, core_quantizer) -> None:
+        super().__init__()
+        self._core = core_quantizer
+        self._config = json.loads(core_quantizer.get_config())
+
+    # ---- calling ----
+    def __call__(self, inputs):
+        """Returns Q(inputs), a new tensor of the same kind and shape (numpy: float32 ndarray of
+        any strides; other float dtypes raise ValueError). Raises TypeError for input types no
+        front end handles."""
+        handler = find_input_handler(type(inputs))
+        if handler is None:
+            raise TypeError(f"{self._class_name}: cannot quantize an input of type "
+                            f"{type(inputs).__module__}.{type(inputs).__qualname__}; supported: "
+                            f"{', '.join(supported_input_types())}")
+        return handler(self, inputs)
+
+    def apply_(self, inputs: np.ndarray) -> np.ndarray:
+        """Quantizes a writeable float32 ndarray in place (any strides) and returns it."""
+        return self._core.apply_(inputs)
+
+    # ---- serialization ----
+    def get_config(self) -> Dict[str, Any]:
+        """The constructor arguments as a dict (the C++ config: keys of REFERENCE.md, the
+        numeric profile and "qi_version"); from_config(get_config()) rebuilds an identical
+        quantizer."""
+        return json.loads(self._core.get_config())
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "InferableQuantizer":
+        """Rebuilds a quantizer from get_config() output (validated by the core)."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{cls._class_name}: config must be a dict, got "
+                             f"{type(config).__name__}")
+        config = {k: _config_value(cls._class_name, k, v) for k, v in config.items()}
+        obj = cls.__new__(cls)
+        obj._set_core(_core.make_quantizer(cls._class_name, json.dumps(config, allow_nan=False)))
+        return obj
+
+    def to_json(self) -> str:
+        """JSON text {"class_name": ..., "config": get_config()}; see quantizer_from_json."""
+        return self._core.to_json()
+
+    def __reduce__(self):
+        return (_from_config_of, (type(self), self.get_config()))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={self._config[k]!r}" for k in self._config_keys if k in self._config)
+        return f"{self._class_name}({args})"
+
+    # ---- derived properties ----
+    @property
+    def core_quantizer(self):
+        """The C++ quantizer (quantizers_infrastructure._core._Quantizer); front ends call it."""
+        return self._core
+
+    @property
+    def num_channels(self) -> int:
+        """Number of channels (1 for per-tensor quantizers)."""
+        return self._core.num_channels
+
+    @property
+    def plan(self) -> Dict[str, Any]:
+        """The kernel plan: per-channel float32 parameters (read-only arrays) the kernels use,
+        e.g. {"kind": "affine_torch", "scale", "inv_scale", "zero_point", "qmin", "qmax"}."""
+        return self._core.plan
+
+    @property
+    def scale(self) -> Optional[np.ndarray]:
+        """Per-channel float32 step of an affine (symmetric, POT, uniform) quantizer; None for
+        LUT quantizers."""
+        return self._core.plan.get("scale")
+
+    @property
+    def zero_point(self) -> Optional[np.ndarray]:
+        """Per-channel zero point (float32 holding integers) of the torch profile; None
+        otherwise."""
+        return self._core.plan.get("zero_point")
+
+    @property
+    def adjusted_min_range(self) -> Optional[np.ndarray]:
+        """WeightsUniform: the per-channel min_range after zero adjustment; None otherwise."""
+        return self._core.adjusted_min_range
+
+    @property
+    def adjusted_max_range(self) -> Optional[np.ndarray]:
+        """WeightsUniform: the per-channel max_range after zero adjustment; None otherwise."""
+        return self._core.adjusted_max_range
+
+
+def _from_config_of(cls, config):
+    return cls.from_config(config)
+
+
+def _config_property(key: str) -> property:
+    def getter(self):
+        value = self._config.get(key)
+        return list(value) if isinstance(value, list) else value
+
+    getter.__doc__ = f"{key}: {_ARG_DOCS.get(key, 'as configured')} (read-only)."
+    return property(getter)
+
+
+def _make_signature(target: QuantizationTarget, keys: List[str]) -> inspect.Signature:
+    ordered = [k for k in _ARG_ORDER if k in keys]
+    ordered += [k for k in keys if k not in ordered and k not in _KEYWORD_ONLY]
+    defaults = dict(_DEFAULTS)
+    if target == QuantizationTarget.Weights:
+        defaults.update(_WEIGHTS_DEFAULTS)
+    params = []
+    seen_default = False
+    for k in ordered:
+        if k in defaults:
+            seen_default = True
+            params.append(inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=defaults[k]))
+        else:
+            # A required argument after an optional one can only be given by keyword.
+            kind = (inspect.Parameter.KEYWORD_ONLY if seen_default
+                    else inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            params.append(inspect.Parameter(k, kind))
+    keyword_only = [k for k in keys if k in _KEYWORD_ONLY]
+    params.sort(key=lambda p: p.kind)  # keyword-only after positional, stable otherwise
+    for k in keyword_only:
+        params.append(inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY,
+                                        default=defaults.get(k, inspect.Parameter.empty)))
+    return inspect.Signature(params)
+
+
+def _make_class(entry: Dict[str, Any]) -> type:
+    name = entry["class_name"]
+    target = QuantizationTarget(entry["target"])
+    method = QuantizationMethod[entry["method"]]
+    keys = list(entry["config_keys"])
+    signature = _make_signature(target, keys)
+
+    def __init__(self, *args, **kwargs):
+        InferableQuantizer.__init__(self, *args, **kwargs)
+
+    __init__.__signature__ = signature.replace(
+        parameters=[inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)]
+        + list(signature.parameters.values()))
+    __init__.__qualname__ = f"{name}.__init__"
+    __init__.__doc__ = (f"Builds a {name}: the arguments go to the C++ core as a JSON config "
+                        f"and are validated there (ValueError with the core's message).")
+
+    args_doc = "\n".join(f"    {k}: {_ARG_DOCS.get(k, '')}" for k in signature.parameters)
+    doc = (f"Inferable {target.value.lower()} quantizer, QuantizationMethod.{method.name} "
+           f"(C++ qi::{name}).\n\n{_METHOD_DOCS[method]}\n\nArgs:\n{args_doc}\n\n"
+           f"Bad arguments raise ValueError with the C++ core's message.")
+    namespace = {
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": name,
+        "__doc__": doc,
+        "_class_name": name,
+        "_config_keys": tuple(keys),
+        "_signature": signature,
+    }
+    for k in keys:
+        if k not in namespace and not hasattr(InferableQuantizer, k):
+            namespace[k] = _config_property(k)
+    cls = type(name, (InferableQuantizer,), namespace)
+    return mark_quantizer(target, [method], QuantizerID.INFERABLE)(cls)
+
+
+_REGISTRY = _core.inferable_quantizers()
+INFERABLE_QUANTIZER_CLASSES: Dict[str, type] = {}
+for _entry in _REGISTRY:
+    INFERABLE_QUANTIZER_CLASSES[_entry["class_name"]] = globals()[_entry["class_name"]] = \
+        _make_class(_entry)
+del _entry
+
+__all__ = ["InferableQuantizer", "INFERABLE_QUANTIZER_CLASSES", "get_inferable_quantizer_class",
+           "quantizer_from_json"] + list(INFERABLE_QUANTIZER_CLASSES)
+
+
+def get_inferable_quantizer_class(quant_target: QuantizationTarget,
+                                  quant_method: QuantizationMethod,
+                                  quantizer_base_class: Optional[type] = None) -> type:
+    """The inferable quantizer class registered for (quant_target, quant_method) (REFERENCE.md
+    1.4); ValueError (the core's message) when none is, e.g. (Activation, LUT_SYM_QUANTIZER).
+    quantizer_base_class, when given, must be a base of the class found."""
+    if not isinstance(quant_target, QuantizationTarget):
+        raise ValueError(f"get_inferable_quantizer_class: quant_target must be a "
+                         f"QuantizationTarget, got {quant_target!r}")
+    if not isinstance(quant_method, QuantizationMethod):
+        raise ValueError(f"get_inferable_quantizer_class: quant_method must be a "
+                         f"QuantizationMethod, got {quant_method!r}")
+    cls = INFERABLE_QUANTIZER_CLASSES[_core.inferable_class_name(quant_target.value,
+                                                                 quant_method.name)]
+    if quantizer_base_class is not None and not issubclass(cls, quantizer_base_class):
+        raise ValueError(f"get_inferable_quantizer_class: {cls.__name__} does not inherit from "
+                         f"{quantizer_base_class.__name__}")
+    return cls
+
+
+def quantizer_from_json(text: str) -> InferableQuantizer:
+    """Rebuilds a quantizer of the right class from to_json() text."""
+    core_quantizer = _core.quantizer_from_json(text)
+    cls = INFERABLE_QUANTIZER_CLASSES[core_quantizer.class_name]
+    obj = cls.__new__(cls)
+    obj._set_core(core_quantizer)
+    return obj

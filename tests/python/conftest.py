@@ -1,0 +1,30 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""Shared fixtures: a parity counter whose totals are printed at the end of the run."""
+
+import collections
+
+import pytest
+
+_PARITY = collections.OrderedDict()  # suite -> [inputs compared, mismatches]
+
+
+class ParityStats:
+    """Counts compared elements and bit mismatches per parity suite."""
+
+    def add(self, suite: str, compared: int, mismatches: int) -> None:
+        totals = _PARITY.setdefault(suite, [0, 0])
+        totals[0] += int(compared)
+        totals[1] += int(mismatches)
+
+
+@pytest.fixture(scope="session")
+def parity_stats():
+    return ParityStats()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _PARITY:
+        return
+    terminalreporter.section("qi parity totals")
+    for suite, (compared, mismatches) in _PARITY.items():
+        terminalreporter.write_line(f"{suite}: {compared} inputs compared, {mismatches} mismatches")
