@@ -39,6 +39,9 @@ from quantizers_infrastructure import keras_inferable_quantizers, pytorch_infera
 
 __version__ = _core.kVersion
 
+# Torch tensors are handled by the PyTorch front end, imported on first use.
+register_lazy_frontend("torch", "quantizers_infrastructure.pytorch")
+
 
 def set_num_threads(n: int) -> None:
     """Sets the number of threads of qi's own pool used by the kernels (n >= 1)."""

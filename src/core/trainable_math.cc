@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "kernels/iterate.h"
+#include "kernels/row_kernels.h"
 #include "qi/error.h"
 #include "qi/parallel.h"
 
@@ -45,6 +46,11 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
                    const float* xp = x.data + off[0];
                    const float* gp = dy.data + off[1];
                    float* dxp = write_dx ? dx.data + off[2] : nullptr;
+                   if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
+                     kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
+                                                  &d_offset[c0]);
+                     return;
+                   }
                    for (int64_t i = 0; i < n; ++i) {
                      const int64_t c = vary ? c0 + i : c0;
                      const float g = gp[i * st[1]];

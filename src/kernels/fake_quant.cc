@@ -131,6 +131,60 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
   }
 }
 
+// Fused backward of the affine fake quantizer over a row of one channel (trainable_math.h):
+// dx (skipped when null) and the row's sums of dy * dq/dscale and dy * dq/da, accumulated in
+// float vectors and flushed to double every kFlush vectors so long rows keep their precision.
+void AffineBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                       float* HWY_RESTRICT dx, int64_t n, const AffineTorchPlan& p, int64_t c,
+                       bool lsq, double* d_scale, double* d_offset) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  constexpr int64_t kFlush = 64;
+  const auto inv = hn::Set(d, p.inv_scale[c]), zp = hn::Set(d, p.zero_point[c]);
+  const auto qmin = hn::Set(d, p.qmin), qmax = hn::Set(d, p.qmax);
+  double sum_s = 0, sum_o = 0;
+  int64_t i = 0;
+  while (i + N <= n) {
+    auto acc_s = hn::Zero(d), acc_o = hn::Zero(d);
+    for (int64_t k = 0; k < kFlush && i + N <= n; ++k, i += N) {
+      const auto g = hn::LoadU(d, dy + i);
+      const auto u = hn::Mul(hn::LoadU(d, x + i), inv);
+      const auto r = hn::Round(u);
+      const auto q = hn::Add(r, zp);
+      const auto inside = hn::And(hn::Ge(q, qmin), hn::Le(q, qmax));
+      const auto cl = hn::Min(hn::Max(q, qmin), qmax);
+      if (lsq) {
+        acc_s = hn::Add(acc_s, hn::Mul(g, hn::IfThenElse(inside, hn::Sub(r, u), cl)));
+        acc_o = hn::Add(acc_o, hn::IfThenZeroElse(inside, g));
+        if (dx) hn::StoreU(hn::IfThenElseZero(inside, g), d, dx + i);
+      } else {
+        acc_s = hn::Add(acc_s, hn::Mul(g, hn::Sub(hn::Sub(cl, zp), u)));
+        if (dx) hn::StoreU(g, d, dx + i);
+      }
+    }
+    sum_s += hn::GetLane(hn::SumOfLanes(d, acc_s));
+    sum_o += hn::GetLane(hn::SumOfLanes(d, acc_o));
+  }
+  for (; i < n; ++i) {
+    const float g = dy[i];
+    const float u = x[i] * p.inv_scale[c];
+    const float r = std::nearbyint(u);
+    const float q = r + p.zero_point[c];
+    const bool inside = q >= p.qmin && q <= p.qmax;
+    const float cl = std::fmin(std::fmax(q, p.qmin), p.qmax);
+    if (lsq) {
+      sum_s += g * (inside ? static_cast<double>(r) - u : static_cast<double>(cl));
+      if (!inside) sum_o += g;
+      if (dx) dx[i] = inside ? g : 0.f;
+    } else {
+      sum_s += g * (static_cast<double>(cl) - p.zero_point[c] - u);
+      if (dx) dx[i] = g;
+    }
+  }
+  *d_scale += sum_s;
+  *d_offset += sum_o;
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
@@ -145,6 +199,13 @@ HWY_EXPORT(AffineTorchRow);
 HWY_EXPORT(AffineTfRow);
 HWY_EXPORT(LutRow);
 HWY_EXPORT(TargetName);
+HWY_EXPORT(AffineBackwardRow);
+
+void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                         const AffineTorchPlan& p, int64_t c, bool lsq, double* d_scale,
+                         double* d_offset) {
+  HWY_DYNAMIC_DISPATCH(AffineBackwardRow)(x, dy, dx, n, p, c, lsq, d_scale, d_offset);
+}
 
 void affine_torch_row(const float* in, float* out, int64_t n, const AffineTorchPlan& p,
                       int64_t c0, bool vary) {

@@ -18,4 +18,10 @@ void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p
                    bool vary);
 void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary);
 
+// Backward of the affine fake quantizer over n contiguous elements of channel c: writes dx
+// (unless null) and adds the row's sums of dy * dq/dscale and dy * dq/da (trainable_math.h).
+void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                         const AffineTorchPlan& p, int64_t c, bool lsq, double* d_scale,
+                         double* d_offset);
+
 }  // namespace qi::kernels

@@ -33,6 +33,31 @@ nlohmann::json quantizers_of(::torch::nn::Module& model) {
   return j;
 }
 
+// Every parameter and buffer of `module` must be in `archive` with the same sizes and dtype
+// (Module::load would silently take other sizes). Walks the archive as Module::load does.
+void check_tensors(::torch::nn::Module& module, ::torch::serialize::InputArchive& archive,
+                   const std::string& prefix, const std::string& what) {
+  auto check = [&](const std::string& key, const at::Tensor& expected, bool is_buffer) {
+    const std::string name = prefix + key;
+    const char* kind = is_buffer ? "buffer" : "parameter";
+    at::Tensor stored;
+    QI_CHECK(archive.try_read(key, stored, is_buffer), what, ": mismatched architecture: the file has no ",
+             kind, " \"", name, "\"");
+    QI_CHECK(stored.sizes() == expected.sizes() && stored.scalar_type() == expected.scalar_type(),
+             what, ": mismatched architecture: ", kind, " \"", name, "\" is ",
+             expected.scalar_type(), expected.sizes(), " in the model but ", stored.scalar_type(),
+             stored.sizes(), " in the file");
+  };
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
+  for (const auto& child : module.named_children()) {
+    ::torch::serialize::InputArchive child_archive;
+    QI_CHECK(archive.try_read(child.key(), child_archive), what,
+             ": mismatched architecture: the file has no module \"", prefix + child.key(), "\"");
+    check_tensors(*child.value(), child_archive, prefix + child.key() + ".", what);
+  }
+}
+
 }  // namespace
 
 void save(::torch::nn::Module& model, const std::string& path) {
@@ -109,10 +134,17 @@ void load(::torch::nn::Module& model, const std::string& path) {
            ": mismatched architecture: the file has ", j["holders"].size(),
            " activation holders, the model ", holders.size());
 
-  for (auto& [name, w] : wrappers)
-    w->set_dispatcher(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
-  for (auto& [name, h] : holders) h->set_quantizer(quantizer_from_json(j["holders"][name].dump()));
   try {
+    for (auto& [name, w] : wrappers)
+      w->set_dispatcher(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
+    for (auto& [name, h] : holders)
+      h->set_quantizer(quantizer_from_json(j["holders"][name].dump()));
+  } catch (const Error& e) {
+    throw Error(str_cat(what, ": the file's quantizers do not fit the model (mismatched "
+                        "architecture?): ", e.what()));
+  }
+  try {
+    check_tensors(model, archive, "", what);
     model.load(archive);
   } catch (const c10::Error& e) {
     throw Error(str_cat(what, ": mismatched architecture or corrupt tensors: ",

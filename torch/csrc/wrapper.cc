@@ -3,7 +3,8 @@
 // its own parameter tensor P (its forward reads that very tensor object); before each forward
 // P takes the values of Q(W) (set_data) and Q(W)'s autograd edge, so the layer's backward flows
 // into the quantizer and on to the float weight W that the wrapper owns. P keeps that edge
-// until the next forward, which is what a saved tensor of the layer's graph expects.
+// until the next forward, which is what a saved tensor of the layer's graph expects. P is no
+// longer registered as a parameter of the layer (it is not a leaf once it carries that edge).
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
@@ -22,6 +23,29 @@ std::string param_key(const std::string& attribute) {
   return s;
 }
 
+// torch::nn::Module has no unregister_parameter; its parameter dict is protected, reachable
+// through a member pointer formed in a derived class.
+struct ParameterDict : ::torch::nn::Module {
+  static ::torch::OrderedDict<std::string, at::Tensor>& of(::torch::nn::Module& m) {
+    return m.*(&ParameterDict::parameters_);
+  }
+};
+
+// Takes the layer's tensor `attribute` ("weight", "sub.weight") off the layer's parameter list:
+// it becomes a plain tensor that the layer still reads (as MCT's wrapper makes it, REFERENCE.md
+// 5.3), so that the model's parameters are the wrapper's float weights, all of them leaves that
+// optimizers can take, and a saved model holds each weight once.
+void unregister_layer_parameter(::torch::nn::Module& layer, const std::string& attribute) {
+  const size_t dot = attribute.rfind('.');
+  ::torch::nn::Module* owner = &layer;
+  std::shared_ptr<::torch::nn::Module> holder;
+  if (dot != std::string::npos) {
+    holder = layer.named_modules("", /*include_self=*/false)[attribute.substr(0, dot)];
+    owner = holder.get();
+  }
+  ParameterDict::of(*owner).erase(dot == std::string::npos ? attribute : attribute.substr(dot + 1));
+}
+
 // Points the layer's tensor at `value`: same values, same autograd edge.
 void inject(at::Tensor& layer_param, const at::Tensor& value) {
   {
@@ -30,7 +54,7 @@ void inject(at::Tensor& layer_param, const at::Tensor& value) {
   }
   if (value.requires_grad())
     ::torch::autograd::impl::set_gradient_edge(layer_param,
-                                               {value.grad_fn(), value.output_nr()});
+                                               {value.grad_fn(), static_cast<uint32_t>(value.output_nr())});
   else
     ::torch::autograd::impl::set_gradient_edge(layer_param, {});
 }
@@ -52,9 +76,11 @@ void QuantizationWrapperImpl::initialize_quantizers() {
            dispatcher_.num_act_quantizers());
   const auto layer_params = layer_.ptr()->named_parameters(/*recurse=*/true);
   for (const auto& [attribute, quantizer] : dispatcher_.weight_quantizers()) {
+    // Attributes already wrapped are no longer parameters of the layer.
     const at::Tensor* p = layer_params.find(attribute);
-    if (p == nullptr) {
+    if (p == nullptr && !float_weights_.count(attribute)) {
       std::string names;
+      for (const auto& [a, w] : float_weights_) names += (names.empty() ? "" : ", ") + a;
       for (const auto& item : layer_params) names += (names.empty() ? "" : ", ") + item.key();
       throw Error(str_cat("QuantizationWrapper: the layer has no parameter \"", attribute,
                           "\"; it has: ", names.empty() ? "(none)" : names));
@@ -69,6 +95,7 @@ void QuantizationWrapperImpl::initialize_quantizers() {
           register_parameter(key, layer_param.detach().clone(), layer_param.requires_grad());
       layer_param.set_requires_grad(false);
       layer_params_[attribute] = layer_param;
+      unregister_layer_parameter(*layer_.ptr(), attribute);
     }
     if (quantizer->is_trainable()) {
       auto& t = dynamic_cast<BaseTrainableQuantizer&>(*quantizer);

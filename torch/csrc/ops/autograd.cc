@@ -167,7 +167,10 @@ at::Tensor uniform_quant_autograd(const at::Tensor& x, const at::Tensor& min_ran
 at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& delta, const at::Tensor& offset, double qmin,
                                double qmax, std::optional<int64_t> channel_axis, bool training) {
-  return SoftRoundFunction::apply(w, alpha, delta, offset, qmin, qmax, channel_axis, training);
+  // The CPU kernel reads an undefined or empty offset as 0, but autograd::Function records every
+  // tensor input and cannot take an undefined one: pass an empty tensor instead.
+  const at::Tensor off = offset.defined() ? offset : at::empty({0}, delta.options());
+  return SoftRoundFunction::apply(w, alpha, delta, off, qmin, qmax, channel_axis, training);
 }
 at::Tensor soft_round_regularization_autograd(const at::Tensor& alpha, double beta) {
   return SoftRoundRegFunction::apply(alpha, beta);

@@ -40,6 +40,16 @@ at::Tensor fake_quant_cpu(const at::Tensor& x, c10::string_view quantizer) {
   return y;
 }
 
+at::Tensor& fake_quant_out_cpu(const at::Tensor& x, c10::string_view quantizer, at::Tensor& out) {
+  check_float_cpu(x, "qi::fake_quant.out", "x");
+  check_float_cpu(out, "qi::fake_quant.out", "out");
+  TORCH_CHECK(out.sizes() == x.sizes(), "qi::fake_quant.out: out sizes ", out.sizes(),
+              " must equal x sizes ", x.sizes());
+  const auto q = cached_quantizer(std::string(quantizer));
+  translate_errors([&] { q->apply(const_view(x), mutable_view(out)); });
+  return out;
+}
+
 void check_bits(int64_t n, const char* op) {
   TORCH_CHECK(n >= 2 && n <= 16, op, ": num_bits must be in [2, 16], got ", n);
 }
@@ -94,10 +104,14 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
   const auto t = values_of(threshold, op, "threshold");
   const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(t.size()), op, "threshold");
   const auto plan = symmetric_plan(t, n, is_signed, op);
-  at::Tensor dx = need_x ? at::empty(x.sizes(), x.options()) : at::Tensor();
-  TensorView dx_view = need_x ? mutable_view(dx) : TensorView();
+  const auto grad_mode = grad_mode_of(std::string(mode), op);
+  // STE passes dy through unchanged: no pass over x unless the threshold needs its gradient.
+  const bool ste = grad_mode == trainable::GradMode::kSte;
+  at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
+  if (ste && !need_threshold) return {dx, at::Tensor()};
+  TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
   const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                            grad_mode_of(std::string(mode), op));
+                                            grad_mode);
   at::Tensor dt;
   if (need_threshold) {
     // delta = t / 2^(n - s): dL/dt = grad_scale * dL/ddelta / 2^(n - s).
@@ -137,10 +151,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
   const auto hi = values_of(max_range, op, "max_range");
   const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(lo.size()), op, "min_range");
   const auto plan = uniform_plan(lo, hi, n, activation, op);
-  at::Tensor dx = need_x ? at::empty(x.sizes(), x.options()) : at::Tensor();
-  TensorView dx_view = need_x ? mutable_view(dx) : TensorView();
+  const auto grad_mode = grad_mode_of(std::string(mode), op);
+  const bool ste = grad_mode == trainable::GradMode::kSte;
+  at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
+  if (ste && !need_range) return {dx, at::Tensor(), at::Tensor()};
+  TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
   const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                            grad_mode_of(std::string(mode), op));
+                                            grad_mode);
   at::Tensor dmin, dmax;
   if (need_range) {
     const double levels = std::ldexp(1.0, static_cast<int>(n)) - 1;
@@ -242,6 +259,7 @@ at::Tensor soft_round_regularization_backward_cpu(const at::Tensor& grad, const 
 
 TORCH_LIBRARY_IMPL(qi, CPU, m) {
   m.impl("fake_quant", &qi::torch::fake_quant_cpu);
+  m.impl("fake_quant.out", &qi::torch::fake_quant_out_cpu);
   m.impl("symmetric_quant", &qi::torch::symmetric_quant_cpu);
   m.impl("_symmetric_quant_backward", &qi::torch::symmetric_quant_backward_cpu);
   m.impl("uniform_quant", &qi::torch::uniform_quant_cpu);

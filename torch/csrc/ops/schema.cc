@@ -4,6 +4,8 @@
 
 TORCH_LIBRARY(qi, m) {
   m.def("fake_quant(Tensor x, str quantizer) -> Tensor");
+  // Into a preallocated tensor (may be x itself: in place). No autograd.
+  m.def("fake_quant.out(Tensor x, str quantizer, *, Tensor(a!) out) -> Tensor(a!)");
   m.def(
       "symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed, int? channel_axis, "
       "str mode, float grad_scale) -> Tensor");

@@ -42,7 +42,8 @@ at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
 // qi::soft_round(Tensor w, Tensor alpha, Tensor delta, Tensor offset, float qmin, float qmax,
 //                int? channel_axis, bool training) -> Tensor
 // q = delta * clamp(floor((w - offset) / delta) + h(alpha), qmin, qmax) + offset, with
-// h(alpha) hardened to {0, 1} when not training. Gradient for alpha only.
+// h(alpha) hardened to {0, 1} when not training. Gradient for alpha only. An undefined or empty
+// offset means 0.
 at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
                       const at::Tensor& offset, double qmin, double qmax,
                       std::optional<int64_t> channel_axis, bool training);

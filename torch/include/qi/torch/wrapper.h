@@ -29,8 +29,9 @@ class QuantizationWrapperImpl : public ::torch::nn::Module {
   // `dispatcher` names a parameter of the layer ("weight", "bias", or a dotted path); the
   // wrapper keeps that parameter's float values as its own parameter (named with '.' -> '_')
   // and feeds the layer the quantized values at each forward, gradients flowing to the float
-  // values and to the quantizers' variables. Throws qi::Error for unknown parameter names and
-  // more than one activation quantizer.
+  // values and to the quantizers' variables. The layer's own tensor stays what its forward
+  // reads but is no longer one of its parameters (as in MCT). Throws qi::Error for unknown
+  // parameter names and more than one activation quantizer.
   QuantizationWrapperImpl(::torch::nn::AnyModule layer, NodeQuantizationDispatcher dispatcher);
 
   // y = A(layer(x; W_q)) with W_q = Q_w(W): training-time quantizers in train() mode.
