@@ -34,11 +34,16 @@ struct AffineTfPlan {
 
 // LUT (non-uniform) quantizer, per channel c (REFERENCE.md 2.4):
 //   v = clamp((x / divisor[c]) * multiplier, lo, hi)      divisor = threshold + eps
-//   k = first argmin_j |v - lut[j]|
-//   y = table[c * lut.size() + k]                         table = (lut[j] / multiplier) * threshold[c]
+//   j = first argmin_j |v - lut[j]|   (float32 distances, ties to the first entry)
+//   y = (lut[j] / multiplier) * threshold[c]
+// The argmin is a monotone step function of v, so it is evaluated as k = the number of
+// `boundaries` <= v, an index into the distinct LUT values in ascending order; the boundaries
+// are found once, by bisection over float32 values with the brute-force search itself, so the
+// result is the brute force's bit for bit. table[c * (boundaries.size() + 1) + k] is the output.
 struct LutPlan {
   std::vector<float> divisor;
-  std::vector<float> lut;
+  std::vector<float> lut;         // as given
+  std::vector<float> boundaries;  // ascending
   std::vector<float> table;
   float multiplier = 1.f, lo = 0.f, hi = 0.f;
 };

@@ -97,26 +97,22 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
   const hn::ScalableTag<float> d;
   const hn::RebindToSigned<decltype(d)> di;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
-  const size_t L = p.lut.size();
+  const size_t B = p.boundaries.size();
+  const int32_t M = static_cast<int32_t>(B + 1);  // distinct LUT values
   const auto mult = hn::Set(d, p.multiplier), lo = hn::Set(d, p.lo), hi = hn::Set(d, p.hi);
-  const float* lut = p.lut.data();
+  const float* bounds = p.boundaries.data();
   int64_t i = 0;
   for (; i + N <= n; i += N) {
     const auto x = hn::LoadU(d, in + i);
     const auto div = vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
     // No rounding before the nearest search (REFERENCE.md 2.4); division, not reciprocal.
     const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
-    auto best = hn::Abs(hn::Sub(v, hn::Set(d, lut[0])));
-    auto best_k = hn::Zero(di);
-    for (size_t j = 1; j < L; ++j) {
-      const auto dist = hn::Abs(hn::Sub(v, hn::Set(d, lut[j])));
-      const auto closer = hn::Lt(dist, best);  // strict: ties keep the first entry
-      best = hn::IfThenElse(closer, dist, best);
-      best_k = hn::IfThenElse(hn::RebindMask(di, closer), hn::Set(di, static_cast<int32_t>(j)),
-                              best_k);
-    }
-    const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i)) : hn::Set(di, static_cast<int32_t>(c0));
-    const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, static_cast<int32_t>(L))), best_k);
+    auto k = hn::Zero(di);
+    for (size_t j = 0; j < B; ++j)  // k += (v >= boundary): a true mask is -1
+      k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, hn::Set(d, bounds[j])))));
+    const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i))
+                         : hn::Set(di, static_cast<int32_t>(c0));
+    const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, M)), k);
     const auto y = hn::GatherIndex(d, p.table.data(), idx);
     hn::StoreU(hn::IfThenElse(hn::IsNaN(x), x, y), d, out + i);
   }
@@ -126,8 +122,8 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
       out[i] = in[i];
       continue;
     }
-    const size_t k = scalar::lut_index(in[i], p.divisor[c], p.multiplier, p.lo, p.hi, lut, L);
-    out[i] = p.table[static_cast<size_t>(c) * L + k];
+    const float v = scalar::lut_value(in[i], p.divisor[c], p.multiplier, p.lo, p.hi);
+    out[i] = p.table[static_cast<size_t>(c) * M + scalar::lut_step(v, bounds, B)];
   }
 }
 

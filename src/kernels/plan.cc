@@ -1,6 +1,11 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #include "kernels/plan.h"
 
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/scalar_ops.h"
+
 #include <cmath>
 
 namespace qi::kernels {
@@ -164,11 +169,41 @@ LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double
   p.hi = is_signed ? static_cast<float>(std::ldexp(1.0, b - 1) - 1)
                    : static_cast<float>(std::ldexp(1.0, b) - 1);
   for (double v : lut_values) p.lut.push_back(static_cast<float>(v));
+  // Distinct values ascending; the entry the brute force picks for v.
+  std::vector<float> sorted = p.lut;
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  auto picked = [&](float v) {
+    return p.lut[scalar::lut_index_of_value(v, p.lut.data(), p.lut.size())];
+  };
+  // Ordered integer keys of floats, so that bisection walks float32 values in order.
+  auto key = [](float f) {
+    int32_t i;
+    std::memcpy(&i, &f, 4);
+    return i >= 0 ? static_cast<int64_t>(i) : -static_cast<int64_t>(i & 0x7fffffff);
+  };
+  auto value = [](int64_t k) {
+    const uint32_t bits = k >= 0 ? static_cast<uint32_t>(k)
+                                 : (static_cast<uint32_t>(-k) | 0x80000000u);
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  };
+  for (size_t j = 0; j + 1 < sorted.size(); ++j) {
+    // Smallest v in (sorted[j], sorted[j + 1]] whose pick is above sorted[j].
+    int64_t lo = key(sorted[j]), hi = key(sorted[j + 1]);
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (picked(value(mid)) > sorted[j]) hi = mid;
+      else lo = mid;
+    }
+    p.boundaries.push_back(value(hi));
+  }
   for (double t : threshold) {
     const float tf = static_cast<float>(t);
     p.divisor.push_back(divisor_in_double ? static_cast<float>(t + eps)
                                           : tf + static_cast<float>(eps));
-    for (float l : p.lut) p.table.push_back((l / p.multiplier) * tf);
+    for (float l : sorted) p.table.push_back((l / p.multiplier) * tf);
   }
   return p;
 }

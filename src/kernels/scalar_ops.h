@@ -25,10 +25,8 @@ inline float affine_tf(float x, float scale, float inv_scale, float nmin, float 
   return std::floor(v - quant_zero + 0.5f) * scale;  // round half up, as TF
 }
 
-// Index of the first LUT entry nearest to the clamped int-domain value of x.
-inline size_t lut_index(float x, float divisor, float multiplier, float lo, float hi,
-                        const float* lut, size_t n) {
-  const float v = std::fmin(std::fmax((x / divisor) * multiplier, lo), hi);
+// Index of the first LUT entry nearest to v (the brute force the LUT plan's boundaries encode).
+inline size_t lut_index_of_value(float v, const float* lut, size_t n) {
   size_t best = 0;
   float best_d = std::fabs(v - lut[0]);
   for (size_t j = 1; j < n; ++j) {
@@ -39,6 +37,18 @@ inline size_t lut_index(float x, float divisor, float multiplier, float lo, floa
     }
   }
   return best;
+}
+
+// The LUT plan's int-domain value of x: clamp((x / divisor) * multiplier, lo, hi).
+inline float lut_value(float x, float divisor, float multiplier, float lo, float hi) {
+  return std::fmin(std::fmax((x / divisor) * multiplier, lo), hi);
+}
+
+// Number of boundaries <= v: the position of the picked value among the distinct LUT values.
+inline size_t lut_step(float v, const float* boundaries, size_t n) {
+  size_t k = 0;
+  for (size_t j = 0; j < n; ++j) k += v >= boundaries[j] ? 1 : 0;
+  return k;
 }
 
 }  // namespace qi::kernels::scalar
