@@ -41,9 +41,12 @@ double median_step_seconds(Model& model, int steps) {
 int main(int argc, char** argv) {
   bool json = false;
   int steps = 30;
+  std::vector<int> thread_counts = {1, 2};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--json") == 0) json = true;
     else if (std::strcmp(argv[i], "--steps") == 0 && i + 1 < argc) steps = std::stoi(argv[++i]);
+    else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+      thread_counts = {std::stoi(argv[++i])};
   }
   qi::torch::init();
   torch::manual_seed(0);
@@ -57,7 +60,7 @@ int main(int argc, char** argv) {
   cal.act_thresholds = {4.0, 4.0, 4.0, 4.0};
   qi_demo::QNet qat(net, qi_demo::QuantSpec{"qat4_lsq", 4, 8, qi::TrainingMethod::LSQ}, cal);
   std::string out = "[";
-  for (int threads : {1, 2}) {
+  for (int threads : thread_counts) {
     torch::set_num_threads(threads);
     const double f = median_step_seconds(net, steps);
     const double q = median_step_seconds(qat, steps);
@@ -68,7 +71,7 @@ int main(int argc, char** argv) {
                   "%s{\"case\": \"qi-demo CNN step (base: float)\", \"quantizer\": \"QAT4 LSQ "
                   "step\", \"threads\": %d, \"qi_s\": %.9g, \"copy_s\": %.9g, \"torch_s\": null, "
                   "\"mct_s\": null}",
-                  threads == 1 ? "" : ", ", threads, q, f);
+                  out.size() == 1 ? "" : ", ", threads, q, f);
     out += row;
   }
   out += "]";
