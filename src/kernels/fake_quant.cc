@@ -8,6 +8,8 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <limits>
+
 #include "kernels/row_kernels.h"
 #include "kernels/scalar_ops.h"
 
@@ -102,6 +104,32 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
   const auto mult = hn::Set(d, p.multiplier), lo = hn::Set(d, p.lo), hi = hn::Set(d, p.hi);
   const float* bounds = p.boundaries.data();
   int64_t i = 0;
+  if (!vary && M <= N) {
+    // All distinct values fit one vector: binary search over the boundaries and the output
+    // through in-register table lookups instead of a scan and a gather.
+    constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
+    HWY_ALIGN float bt[kMaxLanes], tt[kMaxLanes];
+    for (int64_t j = 0; j < N; ++j) {
+      bt[j] = j < static_cast<int64_t>(B) ? bounds[j] : std::numeric_limits<float>::infinity();
+      tt[j] = j < M ? p.table[static_cast<size_t>(c0) * M + j] : 0.f;
+    }
+    const auto bvec = hn::Load(d, bt), tvec = hn::Load(d, tt);
+    const auto div = hn::Set(d, p.divisor[c0]);
+    int32_t top = 1;
+    while (top < M) top *= 2;
+    for (; i + N <= n; i += N) {
+      const auto x = hn::LoadU(d, in + i);
+      const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
+      auto k = hn::Zero(di);  // k = number of boundaries <= v
+      for (int32_t step = top / 2; step >= 1; step /= 2) {
+        const auto cand = hn::Add(k, hn::Set(di, step));
+        const auto b = hn::TableLookupLanes(bvec, hn::IndicesFromVec(d, hn::Sub(cand, hn::Set(di, 1))));
+        k = hn::IfThenElse(hn::RebindMask(di, hn::Ge(v, b)), cand, k);
+      }
+      const auto y = hn::TableLookupLanes(tvec, hn::IndicesFromVec(d, k));
+      hn::StoreU(hn::IfThenElse(hn::IsNaN(x), x, y), d, out + i);
+    }
+  }
   for (; i + N <= n; i += N) {
     const auto x = hn::LoadU(d, in + i);
     const auto div = vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
