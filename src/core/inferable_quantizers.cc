@@ -313,39 +313,32 @@ WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(
         return with_defaults(p, per_channel, channel_axis, true, profile);
       }()) {}
 
+namespace {
+// The zero-adjusted range of channel c with the arithmetic of the quantizer's profile.
+std::pair<float, float> adjusted_range(const QuantizerParams& p, size_t c) {
+  if (p.profile == NumericProfile::kTorch) {
+    float lo, hi;
+    kernels::adjust_range_float(static_cast<float>(p.min_range[c]),
+                                static_cast<float>(p.max_range[c]), p.num_bits, &lo, &hi);
+    return {lo, hi};
+  }
+  double lo, hi;
+  kernels::adjust_range_double(p.min_range[c], p.max_range[c], p.num_bits, &lo, &hi);
+  return {static_cast<float>(lo), static_cast<float>(hi)};
+}
+}  // namespace
+
 std::vector<float> WeightsUniformInferableQuantizer::adjusted_min_range() const {
   std::vector<float> out;
-  for (size_t c = 0; c < params().min_range.size(); ++c) {
-    if (params().profile == NumericProfile::kTorch) {
-      float lo, hi;
-      kernels::adjust_range_float(static_cast<float>(params().min_range[c]),
-                                  static_cast<float>(params().max_range[c]), num_bits(), &lo, &hi);
-      out.push_back(lo);
-    } else {
-      double lo, hi;
-      kernels::adjust_range_double(params().min_range[c], params().max_range[c], num_bits(), &lo,
-                                   &hi);
-      out.push_back(static_cast<float>(lo));
-    }
-  }
+  for (size_t c = 0; c < params().min_range.size(); ++c)
+    out.push_back(adjusted_range(params(), c).first);
   return out;
 }
 
 std::vector<float> WeightsUniformInferableQuantizer::adjusted_max_range() const {
   std::vector<float> out;
-  for (size_t c = 0; c < params().min_range.size(); ++c) {
-    if (params().profile == NumericProfile::kTorch) {
-      float lo, hi;
-      kernels::adjust_range_float(static_cast<float>(params().min_range[c]),
-                                  static_cast<float>(params().max_range[c]), num_bits(), &lo, &hi);
-      out.push_back(hi);
-    } else {
-      double lo, hi;
-      kernels::adjust_range_double(params().min_range[c], params().max_range[c], num_bits(), &lo,
-                                   &hi);
-      out.push_back(static_cast<float>(hi));
-    }
-  }
+  for (size_t c = 0; c < params().min_range.size(); ++c)
+    out.push_back(adjusted_range(params(), c).second);
   return out;
 }
 
