@@ -31,7 +31,9 @@ struct QuantizerParams {
   bool is_signed = true;               // "signed" in JSON/Python
   int64_t lut_values_bitwidth = 8;     // LUT
   double eps = 1e-8;                   // LUT
-  NumericProfile profile = NumericProfile::kTorch;  // symmetric, POT, uniform
+  // symmetric, POT, uniform: the rounding convention; weights LUT: kTf adds eps to the
+  // threshold in double (Keras), kTorch in float32 (torch)
+  NumericProfile profile = NumericProfile::kTorch;
 };
 
 // Base of every quantizer that can run inference. Immutable after construction: parameters are

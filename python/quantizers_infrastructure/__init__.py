@@ -23,7 +23,10 @@ from quantizers_infrastructure.common import constants
 from quantizers_infrastructure.common.base_inferable_quantizer import (
     BaseInferableQuantizer, mark_quantizer, register_input_type, register_lazy_frontend)
 from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
-                                                    QuantizerID, TrainingMethod)
+                                                    QuantizerID, TrainingMethod, VariableGroup)
+from quantizers_infrastructure.common.trainable_configs import (
+    TrainableQuantizerActivationConfig, TrainableQuantizerCandidateConfig,
+    TrainableQuantizerWeightsConfig)
 from quantizers_infrastructure.common.inferable_quantizers import (
     INFERABLE_QUANTIZER_CLASSES, InferableQuantizer, get_inferable_quantizer_class,
     quantizer_from_json)
@@ -41,6 +44,31 @@ __version__ = _core.kVersion
 
 # Torch tensors are handled by the PyTorch front end, imported on first use.
 register_lazy_frontend("torch", "quantizers_infrastructure.pytorch")
+# TensorFlow tensors by the Keras front end (qi's TF ops), imported on first use.
+register_lazy_frontend("tensorflow", "quantizers_infrastructure.keras")
+
+# Names served by a framework front end, imported on first access so that `import
+# quantizers_infrastructure` imports neither torch nor TensorFlow: name -> module.
+_LAZY_ATTRIBUTES = {
+    name: "quantizers_infrastructure.pytorch"
+    for name in ("PytorchNodeQuantizationDispatcher", "PytorchQuantizationWrapper",
+                 "PytorchActivationQuantizationHolder",
+                 "PytorchPreservingActivationQuantizationHolder",
+                 "PytorchFLNActivationQuantizationHolder")
+}
+_LAZY_ATTRIBUTES.update({
+    name: "quantizers_infrastructure.keras"
+    for name in ("KerasQuantizationWrapper", "KerasNodeQuantizationDispatcher",
+                 "KerasActivationQuantizationHolder", "keras_load_quantized_model")
+})
+
+
+def __getattr__(name):
+    module = _LAZY_ATTRIBUTES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'quantizers_infrastructure' has no attribute {name!r}")
+    import importlib
+    return getattr(importlib.import_module(module), name)
 
 
 def set_num_threads(n: int) -> None:
@@ -65,7 +93,9 @@ def supported_simd_targets():
 
 __all__ = [
     "BaseInferableQuantizer", "InferableQuantizer", "mark_quantizer", "QuantizationMethod",
-    "QuantizationTarget", "QuantizerID", "TrainingMethod", "NodeQuantizationDispatcher",
+    "QuantizationTarget", "QuantizerID", "TrainingMethod", "VariableGroup",
+    "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
+    "TrainableQuantizerCandidateConfig", "NodeQuantizationDispatcher",
     "get_inferable_quantizer_class", "quantizer_from_json", "INFERABLE_QUANTIZER_CLASSES",
     "register_input_type", "register_lazy_frontend", "set_num_threads", "get_num_threads",
     "simd_target_name", "supported_simd_targets", "constants", "keras_inferable_quantizers",

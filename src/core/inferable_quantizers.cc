@@ -352,8 +352,9 @@ WeightsLUTSymmetricInferableQuantizer::WeightsLUTSymmetricInferableQuantizer(
   check.thresholds(p.threshold, 0);
   check.layout(p, "threshold", p.threshold.size());
   if (kind == Kind::WeightsLUTPOTInferableQuantizer) check.power_of_two(p.threshold);
+  // torch adds eps to a float32 threshold tensor; Keras adds it in float64 before TF casts.
   set_plan(kernels::lut_plan(p.lut_values, p.threshold, p.is_signed, p.lut_values_bitwidth, p.eps,
-                             /*divisor_in_double=*/false));
+                             /*divisor_in_double=*/p.profile == NumericProfile::kTf));
 }
 
 namespace {

@@ -23,7 +23,7 @@ const std::vector<std::string>& keys_of(Kind kind) {
       "num_bits", "min_range", "max_range", "per_channel", "channel_axis", "input_rank", "profile"};
   static const std::vector<std::string> lut_w = {
       "num_bits",   "lut_values", "threshold",           "per_channel", "channel_axis",
-      "input_rank", "signed",     "lut_values_bitwidth", "eps"};
+      "input_rank", "signed",     "lut_values_bitwidth", "eps",         "profile"};
   static const std::vector<std::string> symmetric_a = {"num_bits", "threshold", "signed",
                                                        "profile"};
   static const std::vector<std::string> uniform_a = {"num_bits", "min_range", "max_range",

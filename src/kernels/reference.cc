@@ -85,14 +85,14 @@ void adjust_float(float mn, float mx, int64_t n, float* lo, float* hi) {
   *hi = b;
 }
 
-float lut(float x, const QuantizerParams& p, double t, bool activation) {
+float lut(float x, const QuantizerParams& p, double t, bool divisor_in_double) {
   if (std::isnan(x)) return x;
   const int64_t b = p.lut_values_bitwidth;
   const int s = p.is_signed ? 1 : 0;
   const float mult = f(pow2(b - s));
   const float lo = s ? f(-pow2(b - 1)) : 0.f;
   const float hi = s ? f(pow2(b - 1) - 1) : f(pow2(b) - 1);
-  const float divisor = activation ? f(t + p.eps) : add(f(t), f(p.eps));
+  const float divisor = divisor_in_double ? f(t + p.eps) : add(f(t), f(p.eps));
   float v = mul(div(x, divisor), mult);
   v = v < lo ? lo : (v > hi ? hi : v);
   size_t best = 0;
@@ -153,7 +153,7 @@ float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
     }
     case Kind::WeightsLUTSymmetricInferableQuantizer:
     case Kind::WeightsLUTPOTInferableQuantizer:
-      return lut(x, p, p.threshold[c], false);
+      return lut(x, p, p.threshold[c], /*divisor_in_double=*/p.profile == NumericProfile::kTf);
     case Kind::ActivationLutPOTInferableQuantizer:
       return lut(x, p, p.threshold[c], true);
   }

@@ -171,7 +171,8 @@ std::vector<ConformanceParam> all_params() {
   std::vector<ConformanceParam> out;
   for (const auto& info : qi::kInferableQuantizers) {
     out.push_back({info.kind, NumericProfile::kTorch});
-    if (!is_lut(info.kind)) out.push_back({info.kind, NumericProfile::kTf});
+    if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer)
+      out.push_back({info.kind, NumericProfile::kTf});
   }
   return out;
 }

@@ -36,3 +36,12 @@ class QuantizerID(Enum):
     """Identifier of every inferable quantizer class."""
 
     INFERABLE = "inferable_quantizer_id"
+
+
+class VariableGroup(Enum):
+    """Which optimizer a trainable quantizer's variable belongs to (MCT values): WEIGHTS for
+    variables that stand for the weights (soft-rounding auxiliaries), QPARAMS for quantization
+    parameters (thresholds, ranges)."""
+
+    WEIGHTS = 0
+    QPARAMS = 1

@@ -29,19 +29,50 @@ def value_error_from(e: RuntimeError) -> ValueError:
     return ValueError(message)
 
 
-def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
-    if inputs.dtype != torch.float32:
-        raise ValueError(f"{type(quantizer).__name__}: inputs must be float32, got {inputs.dtype}")
+def _quantizer_json(quantizer) -> str:
     text = quantizer.__dict__.get("_qi_json")
     if text is None:  # quantizers are immutable: serialize once
         text = quantizer.to_json()
         quantizer.__dict__["_qi_json"] = text
+    return text
+
+
+def _proxy_call(quantizer, inputs):
+    """torch.fx.symbolic_trace: the quantizer becomes one torch.ops.qi.fake_quant node."""
+    return torch.ops.qi.fake_quant(inputs, _quantizer_json(quantizer))
+
+
+def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
+    if inputs.dtype != torch.float32:
+        raise ValueError(f"{type(quantizer).__name__}: inputs must be float32, got {inputs.dtype}")
     try:
-        return torch.ops.qi.fake_quant(inputs, text)
+        return torch.ops.qi.fake_quant(inputs, _quantizer_json(quantizer))
     except RuntimeError as e:
         raise value_error_from(e) from None
 
 
 register_input_type(torch.Tensor, _torch_call)
+register_input_type(torch.fx.Proxy, _proxy_call)
 
-__all__ = ["library_path", "value_error_from"]
+# The front end proper (imported after the op library is loaded).
+from quantizers_infrastructure.common.enums import VariableGroup  # noqa: E402
+from quantizers_infrastructure.common.trainable_configs import (  # noqa: E402
+    TrainableQuantizerActivationConfig, TrainableQuantizerCandidateConfig,
+    TrainableQuantizerWeightsConfig)
+from quantizers_infrastructure.common.base_trainable_quantizer import \
+    BaseTrainableQuantizer  # noqa: E402
+from quantizers_infrastructure.pytorch.trainable_quantizers import *  # noqa: E402,F401,F403
+from quantizers_infrastructure.pytorch.trainable_quantizers import \
+    __all__ as _trainable_names  # noqa: E402
+from quantizers_infrastructure.pytorch.wrapper import (  # noqa: E402
+    PytorchNodeQuantizationDispatcher, PytorchQuantizationWrapper, quantizer_from_json)
+from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
+    PytorchActivationQuantizationHolder, PytorchFLNActivationQuantizationHolder,
+    PytorchPreservingActivationQuantizationHolder)
+
+__all__ = ["library_path", "value_error_from", "VariableGroup", "BaseTrainableQuantizer",
+           "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
+           "TrainableQuantizerCandidateConfig", "PytorchNodeQuantizationDispatcher",
+           "PytorchQuantizationWrapper", "quantizer_from_json",
+           "PytorchActivationQuantizationHolder", "PytorchPreservingActivationQuantizationHolder",
+           "PytorchFLNActivationQuantizationHolder"] + list(_trainable_names)
