@@ -486,11 +486,6 @@ class SoftRoundingQuantizer : public BaseTrainableQuantizer {
 
 // ---- registry ----------------------------------------------------------------------------------
 
-template <typename Q, typename Cfg>
-std::shared_ptr<BaseTrainableQuantizer> unsupported(const Cfg&, bool) {
-  throw Error("make_trainable_quantizer: wrong config kind for this quantizer");
-}
-
 #define QI_WEIGHTS_CLASS(Name, Impl, TM, ...)                                                  \
   TrainableQuantizerClass {                                                                    \
     #Name, QuantizationTarget::Weights, TrainingMethod::TM, {__VA_ARGS__},                     \
@@ -570,10 +565,6 @@ const std::vector<TrainableQuantizerClass>& trainable_quantizer_classes() {
         QI_WEIGHTS_CLASS(SymmetricSoftRoundingGPTQ, SoftRoundingAdapter, SoftRounding, kPot, kSym),
         QI_WEIGHTS_CLASS(UniformSoftRoundingGPTQ, SoftRoundingAdapter, SoftRounding, kUni),
     };
-    for (const auto& c : v) {
-      const TrainableQuantizerClass* cls = &c;  // v lives as long as the program
-      (void)cls;
-    }
     return v;
   }();
   static const bool registered = [] {
