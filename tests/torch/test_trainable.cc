@@ -488,3 +488,31 @@ TEST(SoftRoundingRegularization, SumsTheSoftQuantizersWithAnnealedBeta) {
 }
 
 }  // namespace
+
+namespace {
+
+// A saved config whose method the class does not serve is refused on load (REFERENCE.md 4.5).
+TEST(TrainableRegistry, FromJsonRejectsAMethodTheClassDoesNotServe) {
+  qi::TrainableQuantizerWeightsConfig cfg;
+  cfg.weights_quantization_method = qi::QuantizationMethod::SYMMETRIC;
+  cfg.weights_n_bits = 4;
+  cfg.weights_quantization_params["threshold"] = 1.0;
+  const auto q = qi::torch::make_trainable_quantizer(qi::TrainingMethod::STE, cfg);
+  std::string text = q->to_json();
+  const std::string from = "\"weights_quantization_method\":\"SYMMETRIC\"";
+  const auto at = text.find(from);
+  ASSERT_NE(at, std::string::npos) << text;
+  text.replace(at, from.size(), "\"weights_quantization_method\":\"UNIFORM\"");
+  try {
+    qi::quantizer_from_json(text);
+    FAIL() << "no error";
+  } catch (const qi::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "STEWeightQATQuantizer: quantization method mismatch: expected one of "
+                  "[POWER_OF_TWO, SYMMETRIC], received UNIFORM"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+}  // namespace

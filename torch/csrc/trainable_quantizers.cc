@@ -2,6 +2,7 @@
 // The trainable quantizers of the torch layer (REFERENCE.md 8, 9.2). Each keeps its parameters
 // as module parameters, runs its forward through the qi ops, and converts to an inferable
 // quantizer whose output equals its eval-mode output bit for bit.
+#include <algorithm>
 #include <cmath>
 #include <variant>
 
@@ -32,11 +33,12 @@ std::vector<double> param_values(const QuantizationParams& params, const char* k
   throw Error(str_cat(cls, ": \"", key, "\" must be a number or an array, got a boolean"));
 }
 
-bool param_bool(const QuantizationParams& params, const char* key, bool fallback) {
+bool param_bool(const QuantizationParams& params, const char* key, bool fallback,
+                const char* cls) {
   auto it = params.find(key);
   if (it == params.end()) return fallback;
   if (const auto* b = std::get_if<bool>(&it->second)) return *b;
-  throw Error(str_cat("quantization params: \"", key, "\" must be a boolean"));
+  throw Error(str_cat(cls, ": quantization params: \"", key, "\" must be a boolean"));
 }
 
 at::Tensor to_tensor(const std::vector<double>& v) {
@@ -236,7 +238,7 @@ class SymmetricActivationQuantizer : public BaseTrainableQuantizer {
     const auto t = param_values(cfg.activation_quantization_params, "threshold", cls);
     QI_CHECK(t.size() == 1, cls, ": activation \"threshold\" must hold one value, got ", t.size());
     threshold_ = t[0];
-    signed_ = param_bool(cfg.activation_quantization_params, "is_signed", true);
+    signed_ = param_bool(cfg.activation_quantization_params, "is_signed", true, cls);
   }
   const char* class_name() const override { return cls_; }
 
@@ -540,9 +542,22 @@ std::shared_ptr<BaseQuantizer> from_config(const TrainableQuantizerClass& cls,
            cls.class_name, ": \"freeze_quant_params\" must be a boolean");
   const bool freeze = j.value("freeze_quant_params", false);
   const std::string cfg = j["quantization_config"].dump();
-  if (cls.target == QuantizationTarget::Weights)
-    return cls.make_weights(TrainableQuantizerWeightsConfig::from_config(cfg), freeze);
-  return cls.make_activation(TrainableQuantizerActivationConfig::from_config(cfg), freeze);
+  // The class must serve the config's method (REFERENCE.md 4.5).
+  auto check_method = [&](QuantizationMethod m) {
+    std::string expected;
+    for (auto e : cls.methods) expected += (expected.empty() ? "" : ", ") + to_string(e);
+    QI_CHECK(std::find(cls.methods.begin(), cls.methods.end(), m) != cls.methods.end(),
+             cls.class_name, ": quantization method mismatch: expected one of [", expected,
+             "], received ", to_string(m));
+  };
+  if (cls.target == QuantizationTarget::Weights) {
+    const auto c = TrainableQuantizerWeightsConfig::from_config(cfg);
+    check_method(c.weights_quantization_method);
+    return cls.make_weights(c, freeze);
+  }
+  const auto c = TrainableQuantizerActivationConfig::from_config(cfg);
+  check_method(c.activation_quantization_method);
+  return cls.make_activation(c, freeze);
 }
 
 }  // namespace
