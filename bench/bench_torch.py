@@ -10,8 +10,17 @@ Every figure is the median of --repeats timed runs after a warm-up; the table pr
 import argparse
 import json
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # mct-quantizers imports TensorFlow
+# Large tensors: let PyTorch's CPU allocator use transparent huge pages (its own switch), so that
+# first-touch page faults of fresh 64 MB outputs (2 us per 4 KB page here) do not drown what is
+# measured. It applies to every allocation in the run, torch's baselines included. --no-thp
+# measures without it.
+if "--no-thp" in sys.argv:
+    sys.argv.remove("--no-thp")
+else:
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import platform
 import statistics
 import subprocess
@@ -233,7 +242,8 @@ def main():
     rows += qat_step_rows(args.build_dir)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
-          f"torch {torch.__version__}; qi SIMD {qi._core.simd_target_name()}")
+          f"torch {torch.__version__}; qi SIMD {qi._core.simd_target_name()}; "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
     print("qi/base: qi's time over the baseline's (copy into a preallocated tensor; for the QAT "
           "step, the float step); torch/qi and mct/qi: how many times faster qi is")
     print(f"{'case':31} {'quantizer':26} {'thr':>3} {'qi ms':>9} {'qi/base':>8} "
