@@ -24,7 +24,6 @@ else:
 import platform
 import statistics
 import subprocess
-import sys
 import time
 
 import numpy as np
