@@ -69,6 +69,8 @@ from quantizers_infrastructure.pytorch.wrapper import (  # noqa: E402
 from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
     PytorchActivationQuantizationHolder, PytorchFLNActivationQuantizationHolder,
     PytorchPreservingActivationQuantizationHolder)
+# ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
+from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
 
 __all__ = ["library_path", "value_error_from", "VariableGroup", "BaseTrainableQuantizer",
            "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",

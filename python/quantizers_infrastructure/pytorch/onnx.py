@@ -1,0 +1,371 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""ONNX export of qi quantizers (REFERENCE.md 6.1, 6.2) and their onnxruntime kernels.
+
+Export: `torch.onnx.export(model, ..., dynamo=False)` of a model holding qi quantizers (wrapped
+layers, activation holders) records one `qi::fake_quant(x, quantizer_json)` per quantizer; the
+symbolic function registered here for that op (registered when the PyTorch front end is
+imported) turns each into
+
+* a QuantizeLinear/DequantizeLinear pair with the quantizer's exact scale and zero point (the C++
+  plan's) when the grid fits a standard 8-bit type: torch profile, affine (symmetric, POT,
+  uniform), qmin..qmax = -128..127 (int8) or 0..255 (uint8), per tensor or per channel;
+* otherwise (LUT quantizers, other bit widths, the tf profile) one custom node of the domain
+  `mct_quantizers` with MCT Quantizers' op type, Constant inputs and attributes (REFERENCE.md 6.1),
+  plus qi's extensions: an informational string attribute `profile` on every node ("torch" /
+  "tf"; the kernels do not read it, so nodes exported by MCT Quantizers, which lack it, run
+  unchanged); the tf profile, which MCT's PyTorch quantizers do not have, exports as the op type
+  `<OpType>_tf` (same inputs and attributes); and the op `ActivationLutPOTQuantizer` (inputs
+  lut_values, threshold; attributes num_bits, signed, lut_values_bitwidth, eps, mctq_version),
+  which MCT Quantizers does not export (it has no custom op for that quantizer).
+
+`use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
+custom op, as MCT Quantizers' `enable_custom_impl()` does.
+
+Run: `onnxruntime.InferenceSession(path, get_ort_session_options())` — the custom ops are
+onnxruntime-extensions Python kernels that rebuild the qi quantizer from the node's attributes
+and inputs and run qi's C++ core on the numpy input, so the numbers are qi's own.
+
+Range inputs: WeightsUniform carries the adjusted ranges in the torch profile (adjusting them
+again is the identity there) and the configured ranges in the tf profile (whose float32
+adjustment is not idempotent); ActivationUniform carries the configured ranges (the kernel
+adjusts them, as MCT's does). Thresholds, ranges and eps travel as float32 (ONNX FLOAT), so a
+quantizer configured with values that float32 does not represent exactly exports its nearest
+float32 values."""
+
+import contextlib
+import json
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.onnx
+from torch.onnx import symbolic_helper
+
+DOMAIN = "mct_quantizers"
+OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel `axis`; registered for >= 13
+PROFILE_ATTR = "profile"
+TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
+
+_state = {"custom_ops": False}
+
+
+def use_custom_ops(enabled: bool = True) -> None:
+    """Export every quantizer as its custom op (True) or QDQ where it fits (False, default)."""
+    _state["custom_ops"] = bool(enabled)
+
+
+@contextlib.contextmanager
+def custom_ops(enabled: bool = True):
+    """Context manager form of use_custom_ops."""
+    old = _state["custom_ops"]
+    _state["custom_ops"] = bool(enabled)
+    try:
+        yield
+    finally:
+        _state["custom_ops"] = old
+
+
+def _version() -> str:
+    from quantizers_infrastructure import __version__
+    return __version__
+
+
+# ---- deciding: QDQ or custom op ----
+
+_OP_TYPES = {
+    "WeightsSymmetricInferableQuantizer": "WeightsSymmetricQuantizer",
+    "WeightsPOTInferableQuantizer": "WeightsPOTQuantizer",
+    "WeightsUniformInferableQuantizer": "WeightsUniformQuantizer",
+    "WeightsLUTSymmetricInferableQuantizer": "WeightsLUTSymmetricQuantizer",
+    "WeightsLUTPOTInferableQuantizer": "WeightsLUTPOTQuantizer",
+    "ActivationSymmetricInferableQuantizer": "ActivationSymmetricQuantizer",
+    "ActivationPOTInferableQuantizer": "ActivationPOTQuantizer",
+    "ActivationUniformInferableQuantizer": "ActivationUniformQuantizer",
+    "ActivationLutPOTInferableQuantizer": "ActivationLutPOTQuantizer",  # qi extension
+}
+
+
+def _quantizer(text: str):
+    from quantizers_infrastructure.pytorch.wrapper import quantizer_from_json
+    q = quantizer_from_json(text)
+    if type(q).__name__ not in _OP_TYPES:
+        raise ValueError(f"qi ONNX export: {type(q).__name__} cannot be exported (only inferable "
+                         f"quantizers; call convert_to_inferable_quantizers() first)")
+    return q
+
+
+def qdq_parameters(q) -> Optional[Dict[str, Any]]:
+    """{"scale", "zero_point" (int array), "dtype" (np.int8/np.uint8), "per_channel",
+    "channel_axis"} when q's grid is exactly a QuantizeLinear/DequantizeLinear pair; else None."""
+    plan = q.plan
+    if plan.get("kind") != "affine_torch":
+        return None  # LUT, or the tf profile (nudged zero point, round half up)
+    qmin, qmax = float(plan["qmin"]), float(plan["qmax"])
+    if (qmin, qmax) == (-128.0, 127.0):
+        dtype = np.int8
+    elif (qmin, qmax) == (0.0, 255.0):
+        dtype = np.uint8
+    else:
+        return None  # fewer (or more) bits: QuantizeLinear cannot clamp to the narrower range
+    scale = np.asarray(plan["scale"], dtype=np.float32)
+    zp = np.asarray(plan["zero_point"], dtype=np.float64)
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(zp == np.round(zp))
+            and np.all(zp >= qmin) and np.all(zp <= qmax)):
+        return None
+    config = q.get_config()
+    per_channel = bool(config.get("per_channel", False)) and scale.size > 1
+    return {"scale": scale, "zero_point": zp.astype(dtype), "dtype": dtype,
+            "per_channel": per_channel,
+            "channel_axis": config.get("channel_axis") if per_channel else None}
+
+
+def export_kind(q) -> str:
+    """"qdq" or "custom": how q exports (with the current use_custom_ops setting)."""
+    if _state["custom_ops"] or qdq_parameters(q) is None:
+        return "custom"
+    return "qdq"
+
+
+# ---- the symbolic function ----
+
+def _const(g, array, dtype):
+    return g.op("Constant", value_t=torch.tensor(np.asarray(array, dtype=dtype)))
+
+
+def _f32(values):
+    return np.asarray(values, dtype=np.float32).reshape(-1)
+
+
+def _emit_qdq(g, x, p):
+    if p["per_channel"]:
+        axis = int(p["channel_axis"])
+        rank = symbolic_helper._get_tensor_rank(x)
+        if axis < 0 and rank is not None:
+            axis += rank
+        scale = _const(g, p["scale"], np.float32)
+        zp = _const(g, p["zero_point"], p["dtype"])
+        q = g.op("QuantizeLinear", x, scale, zp, axis_i=axis)
+        return g.op("DequantizeLinear", q, scale, zp, axis_i=axis)
+    scale = _const(g, p["scale"].reshape(-1)[0], np.float32)  # 0-d: per tensor
+    zp = _const(g, p["zero_point"].reshape(-1)[0], p["dtype"])
+    q = g.op("QuantizeLinear", x, scale, zp)
+    return g.op("DequantizeLinear", q, scale, zp)
+
+
+def custom_op_spec(q, input_rank: Optional[int] = None):
+    """(op_type, [float32 input arrays], {attribute: value}) of q's custom node (REFERENCE.md
+    6.1 plus qi's `profile` attribute). Attribute values are Python int/float/str."""
+    name = type(q).__name__
+    op_type = _OP_TYPES[name]
+    c = q.get_config()
+    profile = c.get("profile", "torch")
+    attrs: Dict[str, Any] = {}
+    if name.startswith("Weights"):
+        per_channel = bool(c["per_channel"])
+        axis = c.get("channel_axis")
+        attrs.update(num_bits=int(c["num_bits"]), per_channel=int(per_channel),
+                     channel_axis=int(axis) if (per_channel and axis is not None) else 0)
+        if "LUT" in name:
+            rank = c.get("input_rank")
+            if rank is None:
+                rank = input_rank if (per_channel and input_rank is not None) else 4
+            attrs.update(input_rank=int(rank), lut_values_bitwidth=int(c["lut_values_bitwidth"]),
+                         eps=float(c["eps"]))
+            inputs = [_f32(c["lut_values"]), _f32(c["threshold"])]
+        elif "Uniform" in name:
+            if profile == "torch":
+                inputs = [_f32(q.adjusted_min_range), _f32(q.adjusted_max_range)]
+            else:
+                inputs = [_f32(c["min_range"]), _f32(c["max_range"])]
+        else:
+            inputs = [_f32(c["threshold"])]
+        attrs["signed"] = 1
+    elif name == "ActivationLutPOTInferableQuantizer":
+        attrs.update(num_bits=int(c["num_bits"]), signed=int(bool(c["signed"])),
+                     lut_values_bitwidth=int(c["lut_values_bitwidth"]), eps=float(c["eps"]))
+        inputs = [_f32(c["lut_values"]), _f32(c["threshold"])]
+    elif "Uniform" in name:
+        attrs.update(min_range=float(np.float32(c["min_range"][0])),
+                     max_range=float(np.float32(c["max_range"][0])), num_bits=int(c["num_bits"]))
+        inputs = []
+    else:  # activation symmetric / POT
+        attrs.update(threshold=float(np.float32(c["threshold"][0])),
+                     signed=int(bool(c["signed"])), num_bits=int(c["num_bits"]))
+        inputs = []
+    attrs["mctq_version"] = _version()
+    attrs[PROFILE_ATTR] = profile
+    if profile != "torch":
+        op_type += TF_SUFFIX
+    return op_type, inputs, attrs
+
+
+_SUFFIX = {int: "_i", float: "_f", str: "_s"}
+
+
+def _emit_custom(g, x, q):
+    op_type, inputs, attrs = custom_op_spec(q, symbolic_helper._get_tensor_rank(x))
+    kwargs = {k + _SUFFIX[type(v)]: v for k, v in attrs.items()}
+    consts = [_const(g, a, np.float32) for a in inputs]
+    out = g.op(f"{DOMAIN}::{op_type}", x, *consts, **kwargs)
+    out.setType(x.type())
+    return out
+
+
+def fake_quant_symbolic(g, x, quantizer):
+    """Symbolic of qi::fake_quant(Tensor x, str quantizer) for the TorchScript ONNX exporter."""
+    text = symbolic_helper._maybe_get_const(quantizer, "s")
+    if not isinstance(text, str):
+        raise ValueError("qi ONNX export: the quantizer of qi::fake_quant must be a constant "
+                         "string in the traced graph")
+    json.loads(text)  # a clear error for a malformed constant
+    q = _quantizer(text)
+    if not _state["custom_ops"]:
+        p = qdq_parameters(q)
+        if p is not None:
+            return _emit_qdq(g, x, p)
+    return _emit_custom(g, x, q)
+
+
+def register(opset: int = OPSET) -> None:
+    """Registers the symbolic of qi::fake_quant for opset >= `opset` (done on import)."""
+    torch.onnx.register_custom_op_symbolic("qi::fake_quant", fake_quant_symbolic, opset)
+
+
+register()
+
+
+# ---- onnxruntime kernels (onnxruntime-extensions Python custom ops) ----
+
+_KERNELS_REGISTERED = False
+
+
+def _bool(v) -> bool:
+    return bool(int(v))
+
+
+def _lut_num_bits(lut: np.ndarray, attrs) -> int:
+    """LUT kernels do not read num_bits (MCT's declare no such attribute and the LUT formula
+    does not use it): the smallest width that holds the table, which the core accepts."""
+    unique = max(1, len(np.unique(lut)))
+    return min(int(attrs["lut_values_bitwidth"]), max(1, int(np.ceil(np.log2(unique)))))
+
+
+def _weights_kernel(class_name: str, kind: str, profile: str):
+    def kernel(x, *tensors, **attrs):
+        from quantizers_infrastructure.common.inferable_quantizers import \
+            INFERABLE_QUANTIZER_CLASSES
+        cls = INFERABLE_QUANTIZER_CLASSES[class_name]
+        per_channel = _bool(attrs["per_channel"])
+        axis = int(attrs["channel_axis"]) if per_channel else None
+        if kind == "lut":
+            lut, threshold = tensors
+            q = cls(num_bits=_lut_num_bits(lut, attrs), lut_values=lut.reshape(-1).tolist(),
+                    threshold=threshold.reshape(-1).tolist(), per_channel=per_channel,
+                    channel_axis=axis,
+                    input_rank=int(attrs["input_rank"]) if per_channel else None,
+                    lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
+                    eps=float(np.float32(attrs["eps"])), profile=profile)
+        elif kind == "uniform":
+            mn, mx = tensors
+            q = cls(num_bits=int(attrs["num_bits"]), min_range=mn.reshape(-1).tolist(),
+                    max_range=mx.reshape(-1).tolist(), per_channel=per_channel,
+                    channel_axis=axis, profile=profile)
+        else:
+            (threshold,) = tensors
+            q = cls(num_bits=int(attrs["num_bits"]), threshold=threshold.reshape(-1).tolist(),
+                    per_channel=per_channel, channel_axis=axis, profile=profile)
+        return q(np.ascontiguousarray(x, dtype=np.float32))
+    return kernel
+
+
+def _activation_kernel(class_name: str, kind: str, profile: str):
+    def kernel(x, *tensors, **attrs):
+        from quantizers_infrastructure.common.inferable_quantizers import \
+            INFERABLE_QUANTIZER_CLASSES
+        cls = INFERABLE_QUANTIZER_CLASSES[class_name]
+        if kind == "lut":
+            lut, threshold = tensors
+            q = cls(num_bits=int(attrs["num_bits"]), lut_values=lut.reshape(-1).tolist(),
+                    threshold=threshold.reshape(-1).tolist(), signed=_bool(attrs["signed"]),
+                    lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
+                    eps=float(np.float32(attrs["eps"])))
+        elif kind == "uniform":
+            q = cls(num_bits=int(attrs["num_bits"]),
+                    min_range=[float(np.float32(attrs["min_range"]))],
+                    max_range=[float(np.float32(attrs["max_range"]))], profile=profile)
+        else:
+            q = cls(num_bits=int(attrs["num_bits"]),
+                    threshold=[float(np.float32(attrs["threshold"]))],
+                    signed=_bool(attrs["signed"]), profile=profile)
+        return q(np.ascontiguousarray(x, dtype=np.float32))
+    return kernel
+
+
+def register_ort_kernels() -> None:
+    """Registers qi's kernels of the mct_quantizers custom ops with onnxruntime-extensions
+    (once). Each kernel declares the attributes it reads (others on the node are ignored), the
+    same sets as MCT Quantizers' kernels. onnxruntime-extensions cannot hold two kernels of one
+    op type: when MCT Quantizers' PyTorch quantizers were imported first (they register their
+    kernels on import), qi's computations replace theirs in those registrations. Importing
+    them after this ran makes onnxruntime reject the session ("Conflicting with a registered
+    kernel")."""
+    global _KERNELS_REGISTERED
+    if _KERNELS_REGISTERED:
+        return
+    from onnxruntime_extensions import PyCustomOpDef, onnx_op
+    from onnxruntime_extensions._ocos import Opdef
+    existing = {}
+    for opdef in list(Opdef._odlist.values()):
+        existing.setdefault(opdef.op_type, []).append(opdef)
+    F, I = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64
+    weights = {"num_bits": I, "per_channel": I, "channel_axis": I}
+    lut = {"lut_values_bitwidth": I, "eps": F, "per_channel": I, "channel_axis": I,
+           "input_rank": I}
+    specs = [
+        ("WeightsSymmetricInferableQuantizer", _weights_kernel, "sym", 2, weights),
+        ("WeightsPOTInferableQuantizer", _weights_kernel, "sym", 2, weights),
+        ("WeightsUniformInferableQuantizer", _weights_kernel, "uniform", 3, weights),
+        ("WeightsLUTSymmetricInferableQuantizer", _weights_kernel, "lut", 3, lut),
+        ("WeightsLUTPOTInferableQuantizer", _weights_kernel, "lut", 3, lut),
+        ("ActivationSymmetricInferableQuantizer", _activation_kernel, "sym", 1,
+         {"threshold": F, "signed": I, "num_bits": I}),
+        ("ActivationPOTInferableQuantizer", _activation_kernel, "sym", 1,
+         {"threshold": F, "signed": I, "num_bits": I}),
+        ("ActivationUniformInferableQuantizer", _activation_kernel, "uniform", 1,
+         {"min_range": F, "max_range": F, "num_bits": I}),
+        ("ActivationLutPOTInferableQuantizer", _activation_kernel, "lut", 3,
+         {"num_bits": I, "signed": I, "lut_values_bitwidth": I, "eps": F}),
+    ]
+    for class_name, make, kind, n_inputs, attrs in specs:
+        profiles = ("torch",) if class_name == "ActivationLutPOTInferableQuantizer" else (
+            "torch", "tf")
+        for profile in profiles:
+            op_type = f"{DOMAIN}::{_OP_TYPES[class_name]}" + (
+                "" if profile == "torch" else TF_SUFFIX)
+            kernel = make(class_name, kind, profile)
+            if op_type in existing:
+                for opdef in existing[op_type]:
+                    if set(opdef._nativedef.attrs) != set(attrs):
+                        raise RuntimeError(f"qi: {op_type} is already registered with "
+                                           f"onnxruntime-extensions with other attributes")
+                    opdef.body = kernel
+            else:
+                onnx_op(op_type=op_type, inputs=[F] * n_inputs, outputs=[F],
+                        attrs=dict(attrs))(kernel)
+    _KERNELS_REGISTERED = True
+
+
+def get_ort_session_options():
+    """An onnxruntime.SessionOptions with qi's custom-op kernels registered (onnxruntime-
+    extensions), for models holding mct_quantizers custom nodes."""
+    import onnxruntime as ort
+    from onnxruntime_extensions import get_library_path
+    register_ort_kernels()
+    options = ort.SessionOptions()
+    options.register_custom_ops_library(get_library_path())
+    return options
+
+
+__all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
+           "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
+           "get_ort_session_options"]
