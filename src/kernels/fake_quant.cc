@@ -6,6 +6,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/fake_quant.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <limits>
@@ -18,6 +19,26 @@ namespace qi::kernels {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The loop every row shares: whole vectors from vf(i), the remainder from the scalar twin sf(i)
+// (same bits). With `stream`, full vectors are written with non-temporal stores once the output
+// is vector-aligned (large outputs: no read-for-ownership of lines that are overwritten anyway,
+// as memcpy does), followed by a store fence.
+template <class D, class VecFn, class ScalarFn>
+HWY_INLINE void RowLoop(D d, float* HWY_RESTRICT out, int64_t n, bool stream, VecFn vf,
+                        ScalarFn sf) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  if (stream) {
+    const uintptr_t align = static_cast<uintptr_t>(N) * sizeof(float);
+    for (; i < n && reinterpret_cast<uintptr_t>(out + i) % align != 0; ++i) out[i] = sf(i);
+    for (; i + N <= n; i += N) hn::Stream(vf(i), d, out + i);
+  } else {
+    for (; i + N <= n; i += N) hn::StoreU(vf(i), d, out + i);
+  }
+  for (; i < n; ++i) out[i] = sf(i);
+  if (stream) hwy::FlushStream();
+}
+
 template <class D, class V>
 HWY_INLINE V AffineTorchVec(D, V x, V scale, V inv, V zp, V qmin, V qmax) {
   // nearbyint(x * inv) then + zp (ATen: zp + nearbyint(x * inv_scale)), clamp after rounding.
@@ -28,29 +49,31 @@ HWY_INLINE V AffineTorchVec(D, V x, V scale, V inv, V zp, V qmin, V qmax) {
 }
 
 void AffineTorchRow(const float* HWY_RESTRICT in, float* out, int64_t n,
-                    const AffineTorchPlan& p, int64_t c0, bool vary) {
+                    const AffineTorchPlan& p, int64_t c0, bool vary, bool stream) {
   const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const auto qmin = hn::Set(d, p.qmin), qmax = hn::Set(d, p.qmax);
-  int64_t i = 0;
   if (!vary) {
     const auto scale = hn::Set(d, p.scale[c0]), inv = hn::Set(d, p.inv_scale[c0]);
     const auto zp = hn::Set(d, p.zero_point[c0]);
-    for (; i + N <= n; i += N)
-      hn::StoreU(AffineTorchVec(d, hn::LoadU(d, in + i), scale, inv, zp, qmin, qmax), d, out + i);
-    for (; i < n; ++i)
-      out[i] = scalar::affine_torch(in[i], p.scale[c0], p.inv_scale[c0], p.zero_point[c0],
-                                    p.qmin, p.qmax);
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) { return AffineTorchVec(d, hn::LoadU(d, in + i), scale, inv, zp, qmin, qmax); },
+        [&](int64_t i) {
+          return scalar::affine_torch(in[i], p.scale[c0], p.inv_scale[c0], p.zero_point[c0],
+                                      p.qmin, p.qmax);
+        });
     return;
   }
   const float* s = p.scale.data() + c0;
   const float* v = p.inv_scale.data() + c0;
   const float* z = p.zero_point.data() + c0;
-  for (; i + N <= n; i += N)
-    hn::StoreU(AffineTorchVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
-                              hn::LoadU(d, z + i), qmin, qmax),
-               d, out + i);
-  for (; i < n; ++i) out[i] = scalar::affine_torch(in[i], s[i], v[i], z[i], p.qmin, p.qmax);
+  RowLoop(
+      d, out, n, stream,
+      [&](int64_t i) {
+        return AffineTorchVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
+                              hn::LoadU(d, z + i), qmin, qmax);
+      },
+      [&](int64_t i) { return scalar::affine_torch(in[i], s[i], v[i], z[i], p.qmin, p.qmax); });
 }
 
 template <class D, class V>
@@ -63,22 +86,23 @@ HWY_INLINE V AffineTfVec(D, V x, V scale, V inv, V nmin, V nmax, V qz, V half, b
 }
 
 void AffineTfRow(const float* HWY_RESTRICT in, float* out, int64_t n, const AffineTfPlan& p,
-                 int64_t c0, bool vary) {
+                 int64_t c0, bool vary, bool stream) {
   const hn::ScalableTag<float> d;
-  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const auto half = hn::Set(d, 0.5f);
   const bool div = p.use_division;
-  int64_t i = 0;
   if (!vary) {
     const auto scale = hn::Set(d, p.scale[c0]), inv = hn::Set(d, p.inv_scale[c0]);
     const auto nmin = hn::Set(d, p.nudged_min[c0]), nmax = hn::Set(d, p.nudged_max[c0]);
     const auto qz = hn::Set(d, p.quant_zero[c0]);
-    for (; i + N <= n; i += N)
-      hn::StoreU(AffineTfVec(d, hn::LoadU(d, in + i), scale, inv, nmin, nmax, qz, half, div), d,
-                 out + i);
-    for (; i < n; ++i)
-      out[i] = scalar::affine_tf(in[i], p.scale[c0], p.inv_scale[c0], p.nudged_min[c0],
-                                 p.nudged_max[c0], p.quant_zero[c0], div);
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) {
+          return AffineTfVec(d, hn::LoadU(d, in + i), scale, inv, nmin, nmax, qz, half, div);
+        },
+        [&](int64_t i) {
+          return scalar::affine_tf(in[i], p.scale[c0], p.inv_scale[c0], p.nudged_min[c0],
+                                   p.nudged_max[c0], p.quant_zero[c0], div);
+        });
     return;
   }
   const float* s = p.scale.data() + c0;
@@ -86,16 +110,18 @@ void AffineTfRow(const float* HWY_RESTRICT in, float* out, int64_t n, const Affi
   const float* lo = p.nudged_min.data() + c0;
   const float* hi = p.nudged_max.data() + c0;
   const float* qz = p.quant_zero.data() + c0;
-  for (; i + N <= n; i += N)
-    hn::StoreU(AffineTfVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
+  RowLoop(
+      d, out, n, stream,
+      [&](int64_t i) {
+        return AffineTfVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), hn::LoadU(d, v + i),
                            hn::LoadU(d, lo + i), hn::LoadU(d, hi + i), hn::LoadU(d, qz + i), half,
-                           div),
-               d, out + i);
-  for (; i < n; ++i) out[i] = scalar::affine_tf(in[i], s[i], v[i], lo[i], hi[i], qz[i], div);
+                           div);
+      },
+      [&](int64_t i) { return scalar::affine_tf(in[i], s[i], v[i], lo[i], hi[i], qz[i], div); });
 }
 
 void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& p, int64_t c0,
-            bool vary) {
+            bool vary, bool stream) {
   const hn::ScalableTag<float> d;
   const hn::RebindToSigned<decltype(d)> di;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
@@ -103,7 +129,12 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
   const int32_t M = static_cast<int32_t>(B + 1);  // distinct LUT values
   const auto mult = hn::Set(d, p.multiplier), lo = hn::Set(d, p.lo), hi = hn::Set(d, p.hi);
   const float* bounds = p.boundaries.data();
-  int64_t i = 0;
+  auto scalar_at = [&](int64_t i) {
+    const int64_t c = vary ? c0 + i : c0;
+    if (std::isnan(in[i])) return in[i];
+    const float v = scalar::lut_value(in[i], p.divisor[c], p.multiplier, p.lo, p.hi);
+    return p.table[static_cast<size_t>(c) * M + scalar::lut_step(v, bounds, B)];
+  };
   if (!vary && M <= N) {
     // All distinct values fit one vector: binary search over the boundaries and the output
     // through in-register table lookups instead of a scan and a gather.
@@ -117,42 +148,42 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
     const auto div = hn::Set(d, p.divisor[c0]);
     int32_t top = 1;
     while (top < M) top *= 2;
-    for (; i + N <= n; i += N) {
-      const auto x = hn::LoadU(d, in + i);
-      const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
-      auto k = hn::Zero(di);  // k = number of boundaries <= v
-      for (int32_t step = top / 2; step >= 1; step /= 2) {
-        const auto cand = hn::Add(k, hn::Set(di, step));
-        const auto b = hn::TableLookupLanes(bvec, hn::IndicesFromVec(d, hn::Sub(cand, hn::Set(di, 1))));
-        k = hn::IfThenElse(hn::RebindMask(di, hn::Ge(v, b)), cand, k);
-      }
-      const auto y = hn::TableLookupLanes(tvec, hn::IndicesFromVec(d, k));
-      hn::StoreU(hn::IfThenElse(hn::IsNaN(x), x, y), d, out + i);
-    }
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) {
+          const auto x = hn::LoadU(d, in + i);
+          const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
+          auto k = hn::Zero(di);  // k = number of boundaries <= v
+          for (int32_t step = top / 2; step >= 1; step /= 2) {
+            const auto cand = hn::Add(k, hn::Set(di, step));
+            const auto b =
+                hn::TableLookupLanes(bvec, hn::IndicesFromVec(d, hn::Sub(cand, hn::Set(di, 1))));
+            k = hn::IfThenElse(hn::RebindMask(di, hn::Ge(v, b)), cand, k);
+          }
+          const auto y = hn::TableLookupLanes(tvec, hn::IndicesFromVec(d, k));
+          return hn::IfThenElse(hn::IsNaN(x), x, y);
+        },
+        scalar_at);
+    return;
   }
-  for (; i + N <= n; i += N) {
-    const auto x = hn::LoadU(d, in + i);
-    const auto div = vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
-    // No rounding before the nearest search (REFERENCE.md 2.4); division, not reciprocal.
-    const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
-    auto k = hn::Zero(di);
-    for (size_t j = 0; j < B; ++j)  // k += (v >= boundary): a true mask is -1
-      k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, hn::Set(d, bounds[j])))));
-    const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i))
-                         : hn::Set(di, static_cast<int32_t>(c0));
-    const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, M)), k);
-    const auto y = hn::GatherIndex(d, p.table.data(), idx);
-    hn::StoreU(hn::IfThenElse(hn::IsNaN(x), x, y), d, out + i);
-  }
-  for (; i < n; ++i) {
-    const int64_t c = vary ? c0 + i : c0;
-    if (std::isnan(in[i])) {
-      out[i] = in[i];
-      continue;
-    }
-    const float v = scalar::lut_value(in[i], p.divisor[c], p.multiplier, p.lo, p.hi);
-    out[i] = p.table[static_cast<size_t>(c) * M + scalar::lut_step(v, bounds, B)];
-  }
+  RowLoop(
+      d, out, n, stream,
+      [&](int64_t i) {
+        const auto x = hn::LoadU(d, in + i);
+        const auto div =
+            vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
+        // No rounding before the nearest search (REFERENCE.md 2.4); division, not reciprocal.
+        const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
+        auto k = hn::Zero(di);
+        for (size_t j = 0; j < B; ++j)  // k += (v >= boundary): a true mask is -1
+          k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, hn::Set(d, bounds[j])))));
+        const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i))
+                             : hn::Set(di, static_cast<int32_t>(c0));
+        const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, M)), k);
+        const auto y = hn::GatherIndex(d, p.table.data(), idx);
+        return hn::IfThenElse(hn::IsNaN(x), x, y);
+      },
+      scalar_at);
 }
 
 // Fused backward of the affine fake quantizer over a row of one channel (trainable_math.h):
@@ -232,15 +263,16 @@ void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
 }
 
 void affine_torch_row(const float* in, float* out, int64_t n, const AffineTorchPlan& p,
-                      int64_t c0, bool vary) {
-  HWY_DYNAMIC_DISPATCH(AffineTorchRow)(in, out, n, p, c0, vary);
+                      int64_t c0, bool vary, bool stream) {
+  HWY_DYNAMIC_DISPATCH(AffineTorchRow)(in, out, n, p, c0, vary, stream);
 }
 void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p, int64_t c0,
-                   bool vary) {
-  HWY_DYNAMIC_DISPATCH(AffineTfRow)(in, out, n, p, c0, vary);
+                   bool vary, bool stream) {
+  HWY_DYNAMIC_DISPATCH(AffineTfRow)(in, out, n, p, c0, vary, stream);
 }
-void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary) {
-  HWY_DYNAMIC_DISPATCH(LutRow)(in, out, n, p, c0, vary);
+void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
+             bool stream) {
+  HWY_DYNAMIC_DISPATCH(LutRow)(in, out, n, p, c0, vary, stream);
 }
 
 std::string simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

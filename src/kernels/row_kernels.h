@@ -12,11 +12,13 @@
 namespace qi::kernels {
 
 // out[i] = Q(in[i]) for i in [0, n); channel c0 for every element, or c0 + i when `vary`.
+// `stream`: non-temporal stores for outputs too large to stay in cache.
 void affine_torch_row(const float* in, float* out, int64_t n, const AffineTorchPlan& p,
-                      int64_t c0, bool vary);
+                      int64_t c0, bool vary, bool stream);
 void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p, int64_t c0,
-                   bool vary);
-void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary);
+                   bool vary, bool stream);
+void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
+             bool stream);
 
 // Backward of the affine fake quantizer over n contiguous elements of channel c: writes dx
 // (unless null) and adds the row's sums of dy * dq/dscale and dy * dq/da (trainable_math.h).
