@@ -6,7 +6,6 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/fake_quant.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
-#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <limits>
@@ -22,7 +21,7 @@ namespace hn = hwy::HWY_NAMESPACE;
 // The loop every row shares: whole vectors from vf(i), the remainder from the scalar twin sf(i)
 // (same bits). With `stream`, full vectors are written with non-temporal stores once the output
 // is vector-aligned (large outputs: no read-for-ownership of lines that are overwritten anyway,
-// as memcpy does), followed by a store fence.
+// as memcpy does); the driver fences once per chunk.
 template <class D, class VecFn, class ScalarFn>
 HWY_INLINE void RowLoop(D d, float* HWY_RESTRICT out, int64_t n, bool stream, VecFn vf,
                         ScalarFn sf) {
@@ -36,7 +35,6 @@ HWY_INLINE void RowLoop(D d, float* HWY_RESTRICT out, int64_t n, bool stream, Ve
     for (; i + N <= n; i += N) hn::StoreU(vf(i), d, out + i);
   }
   for (; i < n; ++i) out[i] = sf(i);
-  if (stream) hwy::FlushStream();
 }
 
 template <class D, class V>

@@ -344,7 +344,7 @@ namespace {
 // per tensor, per channel on the outer axis and on the innermost axis (varying parameters).
 TEST(Conformance, LargeOutputsStreamedBitExact) {
   std::mt19937 rng(21);
-  const int64_t n = (int64_t{1} << 22) + 13;  // > 16 MB of float32, odd tail
+  const int64_t n = (int64_t{1} << 22) + 13;  // > 16 MB of float32, odd tail, long rows
   auto x = make_inputs(n, 1.0, rng);
   x[0] = 0.3f;  // misaligned output start below exercises the scalar head
   struct Case {
