@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace qi {
@@ -20,7 +21,7 @@ struct BasicTensorView {
   BasicTensorView(T* d, Shape s, Shape st) : data(d), sizes(std::move(s)), strides(std::move(st)) {}
   // Contiguous (row-major) view.
   BasicTensorView(T* d, Shape s) : data(d), sizes(std::move(s)), strides(contiguous_strides(sizes)) {}
-  template <typename U>
+  template <typename U, typename = std::enable_if_t<std::is_convertible_v<U*, T*>>>
   BasicTensorView(const BasicTensorView<U>& other)  // NOLINT: float view -> const float view
       : data(other.data), sizes(other.sizes), strides(other.strides) {}
 

@@ -72,9 +72,16 @@ struct SoftRoundingPlan {
 };
 void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
                            TensorView q, std::optional<int64_t> channel_axis, bool training);
+// The same in float64 (for gradient checks; float32 is what the layers train with).
+void soft_rounding_forward(const SoftRoundingPlan& plan, BasicTensorView<const double> w,
+                           BasicTensorView<const double> alpha, BasicTensorView<double> q,
+                           std::optional<int64_t> channel_axis, bool training);
 // d alpha = dq * delta * dh/dalpha (ste_clip: the clip passes the gradient).
 void soft_rounding_backward(const SoftRoundingPlan& plan, ConstTensorView alpha,
                             ConstTensorView dq, TensorView d_alpha,
+                            std::optional<int64_t> channel_axis);
+void soft_rounding_backward(const SoftRoundingPlan& plan, BasicTensorView<const double> alpha,
+                            BasicTensorView<const double> dq, BasicTensorView<double> d_alpha,
                             std::optional<int64_t> channel_axis);
 // alpha such that h(alpha) = frac(clip((w - offset) / delta, qmin, qmax)).
 void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, TensorView alpha,
@@ -82,8 +89,11 @@ void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, T
 
 // Regularizer sum(1 - |2 (h(alpha) - 0.5)|^beta) over all elements, and its gradient.
 double soft_rounding_regularization(ConstTensorView alpha, double beta);
+double soft_rounding_regularization(BasicTensorView<const double> alpha, double beta);
 void soft_rounding_regularization_backward(ConstTensorView alpha, double beta, double d_reg,
                                            TensorView d_alpha);
+void soft_rounding_regularization_backward(BasicTensorView<const double> alpha, double beta,
+                                           double d_reg, BasicTensorView<double> d_alpha);
 
 // MCT's linear annealing: initial + clip((t - t_start) / (t_end - t_start), 0, 1) * (target -
 // initial). Requires 0 <= t_start < t_end (qi::Error otherwise).

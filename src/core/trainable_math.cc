@@ -149,28 +149,102 @@ void for_each_element(const Shape& sizes, const std::array<const Shape*, K>& str
 
 }  // namespace
 
-void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
-                           TensorView q, std::optional<int64_t> channel_axis, bool training) {
+namespace {
+
+// h(alpha) and dh/dalpha in double, for either element type.
+double rect_h(double alpha) {
+  const double s = 1.0 / (1.0 + std::exp(-alpha));
+  return std::clamp(s * (kSoftRoundingZeta - kSoftRoundingGamma) + kSoftRoundingGamma, 0.0, 1.0);
+}
+double rect_dh(double alpha) {
+  const double s = 1.0 / (1.0 + std::exp(-alpha));
+  const double h = s * (kSoftRoundingZeta - kSoftRoundingGamma) + kSoftRoundingGamma;
+  if (h <= 0.0 || h >= 1.0) return 0.0;  // the clip stops the gradient
+  return s * (1.0 - s) * (kSoftRoundingZeta - kSoftRoundingGamma);
+}
+
+// T = float: the arithmetic of the torch layer's kernels (float32 steps); T = double: the same
+// formulas in double, for gradient checks in float64.
+template <typename T>
+void soft_forward(const SoftRoundingPlan& plan, BasicTensorView<const T> w,
+                  BasicTensorView<const T> alpha, BasicTensorView<T> q,
+                  std::optional<int64_t> channel_axis, bool training) {
   for_each_element<3>(w.sizes, {&w.strides, &alpha.strides, &q.strides}, channel_axis,
                       [&](const std::array<int64_t, 3>& o, int64_t c) {
-                        const float d = plan.delta[c];
-                        const float off = plan.offset[c];
-                        float a = rectified_sigmoid(alpha.data[o[1]]);
-                        if (!training) a = a >= 0.5f ? 1.f : 0.f;
-                        const float w_int = std::floor((w.data[o[0]] - off) / d);
-                        const float v = std::fmin(std::fmax(w_int + a, plan.qmin), plan.qmax);
-                        q.data[o[2]] = (v - plan.zero_point[c]) * d;
+                        const T d = plan.delta[c];
+                        const T off = plan.offset[c];
+                        T a = static_cast<T>(rect_h(alpha.data[o[1]]));
+                        if (!training) a = a >= T(0.5) ? T(1) : T(0);
+                        const T w_int = std::floor((w.data[o[0]] - off) / d);
+                        const T v = std::fmin(std::fmax(w_int + a, T(plan.qmin)), T(plan.qmax));
+                        q.data[o[2]] = (v - T(plan.zero_point[c])) * d;
                       });
+}
+
+template <typename T>
+void soft_backward(const SoftRoundingPlan& plan, BasicTensorView<const T> alpha,
+                   BasicTensorView<const T> dq, BasicTensorView<T> d_alpha,
+                   std::optional<int64_t> channel_axis) {
+  for_each_element<3>(alpha.sizes, {&alpha.strides, &dq.strides, &d_alpha.strides}, channel_axis,
+                      [&](const std::array<int64_t, 3>& o, int64_t c) {
+                        d_alpha.data[o[2]] = static_cast<T>(
+                            dq.data[o[1]] * static_cast<double>(plan.delta[c]) *
+                            static_cast<T>(rect_dh(alpha.data[o[0]])));
+                      });
+}
+
+template <typename T>
+double soft_regularization(BasicTensorView<const T> alpha, double beta) {
+  const auto dims = coalesce_dims<1>(alpha.sizes, {&alpha.strides}, std::nullopt);
+  double total = 0;
+  iterate_rows(dims, 0, total_elements(dims),
+               [&](const std::array<int64_t, 1>& off, const std::array<int64_t, 1>& st, int64_t n,
+                   int64_t, bool) {
+                 for (int64_t i = 0; i < n; ++i) {
+                   const double h = rect_h(alpha.data[off[0] + i * st[0]]);
+                   total += 1.0 - std::pow(std::fabs(2.0 * (h - 0.5)), beta);
+                 }
+               });
+  return total;
+}
+
+template <typename T>
+void soft_regularization_backward(BasicTensorView<const T> alpha, double beta, double d_reg,
+                                  BasicTensorView<T> d_alpha) {
+  for_each_element<2>(alpha.sizes, {&alpha.strides, &d_alpha.strides}, std::nullopt,
+                      [&](const std::array<int64_t, 2>& o, int64_t) {
+                        const double a = alpha.data[o[0]];
+                        const double z = 2.0 * (rect_h(a) - 0.5);
+                        const double az = std::fabs(z);
+                        // d/dh (1 - |z|^beta) = -beta |z|^(beta-1) sign(z) * 2
+                        const double dh = az == 0.0 ? 0.0
+                                                    : -beta * std::pow(az, beta - 1.0) *
+                                                          (z > 0 ? 1.0 : -1.0) * 2.0;
+                        d_alpha.data[o[1]] = static_cast<T>(d_reg * dh * rect_dh(a));
+                      });
+}
+
+}  // namespace
+
+void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
+                           TensorView q, std::optional<int64_t> channel_axis, bool training) {
+  soft_forward<float>(plan, w, alpha, q, channel_axis, training);
+}
+void soft_rounding_forward(const SoftRoundingPlan& plan, BasicTensorView<const double> w,
+                           BasicTensorView<const double> alpha, BasicTensorView<double> q,
+                           std::optional<int64_t> channel_axis, bool training) {
+  soft_forward<double>(plan, w, alpha, q, channel_axis, training);
 }
 
 void soft_rounding_backward(const SoftRoundingPlan& plan, ConstTensorView alpha,
                             ConstTensorView dq, TensorView d_alpha,
                             std::optional<int64_t> channel_axis) {
-  for_each_element<3>(alpha.sizes, {&alpha.strides, &dq.strides, &d_alpha.strides}, channel_axis,
-                      [&](const std::array<int64_t, 3>& o, int64_t c) {
-                        d_alpha.data[o[2]] =
-                            dq.data[o[1]] * plan.delta[c] * rectified_sigmoid_grad(alpha.data[o[0]]);
-                      });
+  soft_backward<float>(plan, alpha, dq, d_alpha, channel_axis);
+}
+void soft_rounding_backward(const SoftRoundingPlan& plan, BasicTensorView<const double> alpha,
+                            BasicTensorView<const double> dq, BasicTensorView<double> d_alpha,
+                            std::optional<int64_t> channel_axis) {
+  soft_backward<double>(plan, alpha, dq, d_alpha, channel_axis);
 }
 
 void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, TensorView alpha,
@@ -184,34 +258,19 @@ void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, T
 }
 
 double soft_rounding_regularization(ConstTensorView alpha, double beta) {
-  const auto dims = coalesce_dims<1>(alpha.sizes, {&alpha.strides}, std::nullopt);
-  double total = 0;
-  iterate_rows(dims, 0, total_elements(dims),
-               [&](const std::array<int64_t, 1>& off, const std::array<int64_t, 1>& st, int64_t n,
-                   int64_t, bool) {
-                 for (int64_t i = 0; i < n; ++i) {
-                   const double h = rectified_sigmoid(alpha.data[off[0] + i * st[0]]);
-                   total += 1.0 - std::pow(std::fabs(2.0 * (h - 0.5)), beta);
-                 }
-               });
-  return total;
+  return soft_regularization<float>(alpha, beta);
+}
+double soft_rounding_regularization(BasicTensorView<const double> alpha, double beta) {
+  return soft_regularization<double>(alpha, beta);
 }
 
 void soft_rounding_regularization_backward(ConstTensorView alpha, double beta, double d_reg,
                                            TensorView d_alpha) {
-  for_each_element<2>(alpha.sizes, {&alpha.strides, &d_alpha.strides}, std::nullopt,
-                      [&](const std::array<int64_t, 2>& o, int64_t) {
-                        const float a = alpha.data[o[0]];
-                        const double h = rectified_sigmoid(a);
-                        const double z = 2.0 * (h - 0.5);
-                        const double az = std::fabs(z);
-                        // d/dh (1 - |z|^beta) = -beta |z|^(beta-1) sign(z) * 2
-                        const double dh = az == 0.0 ? 0.0
-                                                    : -beta * std::pow(az, beta - 1.0) *
-                                                          (z > 0 ? 1.0 : -1.0) * 2.0;
-                        d_alpha.data[o[1]] =
-                            static_cast<float>(d_reg * dh * rectified_sigmoid_grad(a));
-                      });
+  soft_regularization_backward<float>(alpha, beta, d_reg, d_alpha);
+}
+void soft_rounding_regularization_backward(BasicTensorView<const double> alpha, double beta,
+                                           double d_reg, BasicTensorView<double> d_alpha) {
+  soft_regularization_backward<double>(alpha, beta, d_reg, d_alpha);
 }
 
 LinearAnnealing::LinearAnnealing(int64_t t_start, int64_t t_end, double initial_value,

@@ -294,3 +294,45 @@ def test_config_errors():
         W.from_config(A().get_config())
     with pytest.raises(ValueError, match="unknown key"):
         W.from_config(dict(W().get_config(), extra=1))
+
+
+# ---- float64 gradcheck of the smooth gradients --------------------------------------------------
+# STE and LSQ gradients are surrogates of a staircase, so a numerical gradcheck is not defined
+# for them (they are compared with plain-torch references instead); soft rounding's alpha
+# gradient and its regularizer are smooth and pass torch.autograd.gradcheck in float64.
+
+def test_gradcheck_soft_round_alpha_float64():
+    import torch
+    torch.manual_seed(0)
+    # |w / delta| < 7: inside the grid, where the clip does not bind (MCT's ste_clip passes the
+    # gradient through the clip, a surrogate a numerical check cannot confirm).
+    w = torch.empty(3, 5, dtype=torch.float64).uniform_(-0.3, 0.3)
+    alpha = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    delta = torch.tensor([0.1, 0.05, 0.2], dtype=torch.float32)
+    offset = torch.zeros(3, dtype=torch.float32)
+
+    def f(a):
+        return torch.ops.qi.soft_round(w, a, delta, offset, -8.0, 7.0, 0, True)
+
+    assert torch.autograd.gradcheck(f, (alpha,), eps=1e-6, atol=1e-5)
+
+
+def test_gradcheck_soft_round_regularization_float64():
+    import torch
+    torch.manual_seed(1)
+    # Away from h(alpha) in {0, 0.5, 1}, where |2(h - 0.5)|^beta has a kink or the clip binds.
+    alpha = (torch.rand(4, 6, dtype=torch.float64) * 1.5 + 0.3)
+    alpha = (alpha * torch.where(torch.rand(4, 6) > 0.5, 1.0, -1.0).double()).requires_grad_()
+    for beta in (2.0, 5.5, 20.0):
+        assert torch.autograd.gradcheck(
+            lambda a: torch.ops.qi.soft_round_regularization(a, beta), (alpha,), eps=1e-6,
+            atol=1e-5)
+
+
+def test_soft_round_rejects_mixed_dtypes():
+    import torch
+    w = torch.randn(2, 3, dtype=torch.float64)
+    alpha = torch.randn(2, 3)
+    with pytest.raises(RuntimeError, match="alpha must have dtype Double, got Float"):
+        torch.ops.qi.soft_round(w, alpha, torch.tensor([0.1]), torch.zeros(1), -8.0, 7.0, None,
+                                True)

@@ -206,49 +206,85 @@ trainable::SoftRoundingPlan soft_plan(const at::Tensor& delta, const at::Tensor&
   return p;
 }
 
+// Soft rounding runs in float32 (training) or float64 (gradient checks); w, alpha and the
+// gradient share one dtype.
+void check_soft_dtype(const at::Tensor& t, const at::Tensor& like, const char* op,
+                      const char* arg) {
+  TORCH_CHECK(t.defined() && t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor");
+  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", arg,
+              " must be float32 or float64, got ", t.scalar_type());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", arg, " must have dtype ",
+              like.scalar_type(), ", got ", t.scalar_type());
+}
+
+template <typename T>
+BasicTensorView<const T> cview(const at::Tensor& t) {
+  return BasicTensorView<const T>(t.const_data_ptr<T>(), t.sizes().vec(), t.strides().vec());
+}
+template <typename T>
+BasicTensorView<T> mview(at::Tensor& t) {
+  return BasicTensorView<T>(t.mutable_data_ptr<T>(), t.sizes().vec(), t.strides().vec());
+}
+
 at::Tensor soft_round_cpu(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
                           const at::Tensor& offset, double qmin, double qmax,
                           std::optional<int64_t> channel_axis, bool training) {
   const char* op = "qi::soft_round";
-  check_float_cpu(w, op, "w");
-  check_float_cpu(alpha, op, "alpha");
+  check_soft_dtype(w, w, op, "w");
+  check_soft_dtype(alpha, w, op, "alpha");
   TORCH_CHECK(alpha.sizes() == w.sizes(), op, ": alpha sizes ", alpha.sizes(),
               " must equal w sizes ", w.sizes());
   const auto plan = soft_plan(delta, offset, qmin, qmax, op);
   const auto axis =
       resolve_axis(w, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
   at::Tensor q = at::empty(w.sizes(), w.options());
-  trainable::soft_rounding_forward(plan, const_view(w), const_view(alpha), mutable_view(q), axis,
-                                   training);
+  if (w.scalar_type() == at::kDouble)
+    trainable::soft_rounding_forward(plan, cview<double>(w), cview<double>(alpha),
+                                     mview<double>(q), axis, training);
+  else
+    trainable::soft_rounding_forward(plan, const_view(w), const_view(alpha), mutable_view(q),
+                                     axis, training);
   return q;
 }
 
 at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
                                    const at::Tensor& delta, std::optional<int64_t> channel_axis) {
   const char* op = "qi::_soft_round_backward";
-  check_float_cpu(grad, op, "grad");
-  check_float_cpu(alpha, op, "alpha");
+  check_soft_dtype(alpha, alpha, op, "alpha");
+  const at::Tensor g = grad.to(alpha.scalar_type());
   const auto plan = soft_plan(delta, at::Tensor(), 0, 1, op);
   const auto axis =
       resolve_axis(alpha, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
   at::Tensor d = at::empty(alpha.sizes(), alpha.options());
-  trainable::soft_rounding_backward(plan, const_view(alpha), const_view(grad), mutable_view(d),
-                                    axis);
+  if (alpha.scalar_type() == at::kDouble)
+    trainable::soft_rounding_backward(plan, cview<double>(alpha), cview<double>(g),
+                                      mview<double>(d), axis);
+  else
+    trainable::soft_rounding_backward(plan, const_view(alpha), const_view(g), mutable_view(d),
+                                      axis);
   return d;
 }
 
 at::Tensor soft_round_regularization_cpu(const at::Tensor& alpha, double beta) {
-  check_float_cpu(alpha, "qi::soft_round_regularization", "alpha");
-  return at::scalar_tensor(trainable::soft_rounding_regularization(const_view(alpha), beta),
-                           alpha.options());
+  const char* op = "qi::soft_round_regularization";
+  check_soft_dtype(alpha, alpha, op, "alpha");
+  const double r = alpha.scalar_type() == at::kDouble
+                       ? trainable::soft_rounding_regularization(cview<double>(alpha), beta)
+                       : trainable::soft_rounding_regularization(const_view(alpha), beta);
+  return at::scalar_tensor(r, alpha.options());
 }
 
 at::Tensor soft_round_regularization_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
                                                   double beta) {
-  check_float_cpu(alpha, "qi::_soft_round_regularization_backward", "alpha");
+  const char* op = "qi::_soft_round_regularization_backward";
+  check_soft_dtype(alpha, alpha, op, "alpha");
   at::Tensor d = at::empty(alpha.sizes(), alpha.options());
-  trainable::soft_rounding_regularization_backward(const_view(alpha), beta,
-                                                   grad.item<double>(), mutable_view(d));
+  if (alpha.scalar_type() == at::kDouble)
+    trainable::soft_rounding_regularization_backward(cview<double>(alpha), beta,
+                                                     grad.item<double>(), mview<double>(d));
+  else
+    trainable::soft_rounding_regularization_backward(const_view(alpha), beta,
+                                                     grad.item<double>(), mutable_view(d));
   return d;
 }
 
