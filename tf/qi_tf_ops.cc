@@ -336,13 +336,11 @@ class QiSymmetricQuantGradOp : public OpKernel {
       g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
                                      attrs_.mode);
     }));
-    // delta = t / 2^(n - s): dL/dt = grad_scale * dL/ddelta / 2^(n - s).
-    const double steps = std::ldexp(1.0, static_cast<int>(attrs_.num_bits - (is_signed_ ? 1 : 0)));
+    const auto dts = trainable::symmetric_threshold_grad(g, attrs_.num_bits, is_signed_, grad_scale);
     Tensor* dt = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, threshold.shape(), &dt));
     auto flat = dt->flat<float>();
-    for (int64_t c = 0; c < flat.size(); ++c)
-      flat(c) = static_cast<float>(grad_scale * g.d_scale[static_cast<size_t>(c)] / steps);
+    for (int64_t c = 0; c < flat.size(); ++c) flat(c) = static_cast<float>(dts[static_cast<size_t>(c)]);
   }
 
  private:
@@ -456,15 +454,10 @@ class QiUniformQuantGradOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, max_range.shape(), &dmax));
     auto a = dmin->flat<float>();
     auto b = dmax->flat<float>();
-    const double levels = std::ldexp(1.0, static_cast<int>(attrs_.num_bits)) - 1;
-    for (size_t c = 0; c < lo.size(); ++c) {
-      // scale = (max_adj - min_adj) / L (grad-scaled); offset = min_adj.
-      const double ds = grad_scale * g.d_scale[c];
-      const auto r = trainable::adjust_range_backward(static_cast<float>(lo[c]),
-                                                      static_cast<float>(hi[c]), attrs_.num_bits,
-                                                      g.d_offset[c] - ds / levels, ds / levels);
-      a(static_cast<int64_t>(c)) = static_cast<float>(r.d_min);
-      b(static_cast<int64_t>(c)) = static_cast<float>(r.d_max);
+    const auto r = trainable::uniform_range_grads(g, lo, hi, attrs_.num_bits, grad_scale);
+    for (size_t c = 0; c < r.size(); ++c) {
+      a(static_cast<int64_t>(c)) = static_cast<float>(r[c].d_min);
+      b(static_cast<int64_t>(c)) = static_cast<float>(r[c].d_max);
     }
   }
 
@@ -479,29 +472,10 @@ REGISTER_KERNEL_BUILDER(Name("QiUniformQuantGrad").Device(::tensorflow::DEVICE_C
 
 Status soft_plan(const char* op, const Tensor& delta, const Tensor* offset, float qmin, float qmax,
                  trainable::SoftRoundingPlan* p) {
-  for (double d : values_of(delta)) {
-    if (!(std::isfinite(d) && d > 0))
-      return invalid(str_cat(op, ": delta must be finite and > 0, got ", d));
-    p->delta.push_back(static_cast<float>(d));
-  }
-  if (offset != nullptr && offset->NumElements() > 0) {
-    for (double o : values_of(*offset)) p->offset.push_back(static_cast<float>(o));
-    if (p->offset.size() != p->delta.size())
-      return invalid(str_cat(op, ": offset must have as many values as delta (", p->delta.size(),
-                             "), got ", p->offset.size()));
-  } else {
-    p->offset.assign(p->delta.size(), 0.f);
-  }
-  if (!(qmin < qmax))
-    return invalid(str_cat(op, ": qmin must be < qmax, got ", qmin, " and ", qmax));
-  p->qmin = qmin;
-  p->qmax = qmax;
-  for (size_t c = 0; c < p->delta.size(); ++c) {
-    // As uniform_torch_plan: rounded zero point, kept on the grid.
-    const float zp = -std::nearbyint(p->offset[c] / p->delta[c]);
-    p->zero_point.push_back(std::min(std::max(zp, std::min(qmin, 0.f)), std::max(qmax, 0.f)) + 0.f);
-  }
-  return Status();
+  const auto d = values_of(delta);
+  const auto o = offset != nullptr && offset->NumElements() > 0 ? values_of(*offset)
+                                                                : std::vector<double>{};
+  return guarded([&] { *p = trainable::soft_rounding_plan(d, o, qmin, qmax); });
 }
 
 REGISTER_OP("QiSoftRound")

@@ -47,6 +47,18 @@ struct RangeGrads {
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
                                  double d_max_adj);
 
+// The parameter gradients of the symmetric and uniform trainable ops, from affine_backward's
+// per-channel sums (one place for both framework layers):
+// delta = t / 2^(n - s), so dL/dt = grad_scale * dL/ddelta / 2^(n - s);
+std::vector<double> symmetric_threshold_grad(const AffineParamGrads& grads, int64_t num_bits,
+                                             bool is_signed, double grad_scale);
+// scale = (max_adj - min_adj) / (2^n - 1) (grad-scaled) and offset = min_adj, then back through
+// the range adjustment to dL/dmin and dL/dmax.
+std::vector<RangeGrads> uniform_range_grads(const AffineParamGrads& grads,
+                                            const std::vector<double>& min_range,
+                                            const std::vector<double>& max_range,
+                                            int64_t num_bits, double grad_scale);
+
 // ---- soft rounding (REFERENCE.md 9.2, 9.3) ----
 
 inline constexpr double kSoftRoundingGamma = -0.1;
@@ -70,6 +82,11 @@ struct SoftRoundingPlan {
   std::vector<float> delta, offset, zero_point;
   float qmin = 0, qmax = 0;
 };
+// The plan for per-channel delta and offset (empty offset: 0), with the zero point rounded and
+// kept on the grid as kernels::uniform_torch_plan does. Throws qi::Error for a non-positive or
+// non-finite delta, an offset count that differs from delta's, or qmin >= qmax.
+SoftRoundingPlan soft_rounding_plan(const std::vector<double>& delta,
+                                    const std::vector<double>& offset, double qmin, double qmax);
 void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
                            TensorView q, std::optional<int64_t> channel_axis, bool training);
 // The same in float64 (for gradient checks; float32 is what the layers train with).

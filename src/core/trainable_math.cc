@@ -105,7 +105,55 @@ RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double 
   return g;
 }
 
+std::vector<double> symmetric_threshold_grad(const AffineParamGrads& grads, int64_t num_bits,
+                                             bool is_signed, double grad_scale) {
+  const double steps = std::ldexp(1.0, static_cast<int>(num_bits - (is_signed ? 1 : 0)));
+  std::vector<double> out;
+  for (double ds : grads.d_scale) out.push_back(grad_scale * ds / steps);
+  return out;
+}
+
+std::vector<RangeGrads> uniform_range_grads(const AffineParamGrads& grads,
+                                            const std::vector<double>& min_range,
+                                            const std::vector<double>& max_range,
+                                            int64_t num_bits, double grad_scale) {
+  const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+  std::vector<RangeGrads> out;
+  for (size_t c = 0; c < min_range.size(); ++c) {
+    const double ds = grad_scale * grads.d_scale[c];
+    out.push_back(adjust_range_backward(static_cast<float>(min_range[c]),
+                                        static_cast<float>(max_range[c]), num_bits,
+                                        grads.d_offset[c] - ds / levels, ds / levels));
+  }
+  return out;
+}
+
 // ---- soft rounding ---------------------------------------------------------------------------
+
+SoftRoundingPlan soft_rounding_plan(const std::vector<double>& delta,
+                                    const std::vector<double>& offset, double qmin, double qmax) {
+  SoftRoundingPlan p;
+  for (size_t c = 0; c < delta.size(); ++c) {
+    QI_CHECK(std::isfinite(delta[c]) && delta[c] > 0,
+             "soft rounding: delta must be finite and > 0, got ", delta[c], " at index ", c);
+    p.delta.push_back(static_cast<float>(delta[c]));
+  }
+  QI_CHECK(offset.empty() || offset.size() == delta.size(),
+           "soft rounding: offset must have as many values as delta (", delta.size(), "), got ",
+           offset.size());
+  for (size_t c = 0; c < delta.size(); ++c)
+    p.offset.push_back(offset.empty() ? 0.f : static_cast<float>(offset[c]));
+  QI_CHECK(qmin < qmax, "soft rounding: qmin must be < qmax, got ", qmin, " and ", qmax);
+  p.qmin = static_cast<float>(qmin);
+  p.qmax = static_cast<float>(qmax);
+  for (size_t c = 0; c < p.delta.size(); ++c) {
+    // As uniform_torch_plan: rounded zero point, kept on the grid.
+    const float zp = -std::nearbyint(p.offset[c] / p.delta[c]);
+    p.zero_point.push_back(std::min(std::max(zp, std::min(p.qmin, 0.f)), std::max(p.qmax, 0.f)) +
+                           0.f);
+  }
+  return p;
+}
 
 float rectified_sigmoid(float alpha) {
   const double s = 1.0 / (1.0 + std::exp(-static_cast<double>(alpha)));

@@ -114,11 +114,9 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
                                             grad_mode);
   at::Tensor dt;
   if (need_threshold) {
-    // delta = t / 2^(n - s): dL/dt = grad_scale * dL/ddelta / 2^(n - s).
-    const double steps = std::ldexp(1.0, static_cast<int>(n - (is_signed ? 1 : 0)));
-    dt = at::empty({static_cast<int64_t>(t.size())}, threshold.options().dtype(at::kDouble));
-    double* p = dt.mutable_data_ptr<double>();
-    for (size_t c = 0; c < t.size(); ++c) p[c] = grad_scale * g.d_scale[c] / steps;
+    const auto dts = trainable::symmetric_threshold_grad(g, n, is_signed, grad_scale);
+    dt = at::empty({static_cast<int64_t>(dts.size())}, threshold.options().dtype(at::kDouble));
+    std::copy(dts.begin(), dts.end(), dt.mutable_data_ptr<double>());
     dt = dt.to(threshold.scalar_type()).reshape(threshold.sizes());
   }
   return {dx, dt};
@@ -160,20 +158,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
                                             grad_mode);
   at::Tensor dmin, dmax;
   if (need_range) {
-    const double levels = std::ldexp(1.0, static_cast<int>(n)) - 1;
-    const int64_t c_count = static_cast<int64_t>(lo.size());
+    const auto r = trainable::uniform_range_grads(g, lo, hi, n, grad_scale);
+    const int64_t c_count = static_cast<int64_t>(r.size());
     at::Tensor a = at::empty({c_count}, min_range.options().dtype(at::kDouble));
     at::Tensor b = at::empty({c_count}, max_range.options().dtype(at::kDouble));
-    double* pa = a.mutable_data_ptr<double>();
-    double* pb = b.mutable_data_ptr<double>();
     for (int64_t c = 0; c < c_count; ++c) {
-      // scale = (max_adj - min_adj) / L (grad-scaled); offset = min_adj.
-      const double ds = grad_scale * g.d_scale[c];
-      const auto r = trainable::adjust_range_backward(static_cast<float>(lo[c]),
-                                                      static_cast<float>(hi[c]), n,
-                                                      g.d_offset[c] - ds / levels, ds / levels);
-      pa[c] = r.d_min;
-      pb[c] = r.d_max;
+      a.mutable_data_ptr<double>()[c] = r[c].d_min;
+      b.mutable_data_ptr<double>()[c] = r[c].d_max;
     }
     dmin = a.to(min_range.scalar_type()).reshape(min_range.sizes());
     dmax = b.to(max_range.scalar_type()).reshape(max_range.sizes());
@@ -183,27 +174,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
 
 trainable::SoftRoundingPlan soft_plan(const at::Tensor& delta, const at::Tensor& offset,
                                       double qmin, double qmax, const char* op) {
-  trainable::SoftRoundingPlan p;
-  for (double d : values_of(delta, op, "delta")) {
-    TORCH_CHECK(std::isfinite(d) && d > 0, op, ": delta must be finite and > 0, got ", d);
-    p.delta.push_back(static_cast<float>(d));
-  }
-  if (offset.defined() && offset.numel() > 0) {
-    for (double o : values_of(offset, op, "offset")) p.offset.push_back(static_cast<float>(o));
-    TORCH_CHECK(p.offset.size() == p.delta.size(), op, ": offset must have as many values as delta (",
-                p.delta.size(), "), got ", p.offset.size());
-  } else {
-    p.offset.assign(p.delta.size(), 0.f);
-  }
-  p.qmin = static_cast<float>(qmin);
-  p.qmax = static_cast<float>(qmax);
-  for (size_t c = 0; c < p.delta.size(); ++c) {
-    // As uniform_torch_plan: rounded zero point, kept on the grid.
-    const float zp = -std::nearbyint(p.offset[c] / p.delta[c]);
-    p.zero_point.push_back(std::min(std::max(zp, std::min(p.qmin, 0.f)), std::max(p.qmax, 0.f)) + 0.f);
-  }
-  TORCH_CHECK(p.qmin < p.qmax, op, ": qmin must be < qmax, got ", qmin, " and ", qmax);
-  return p;
+  const auto d = values_of(delta, op, "delta");
+  const auto o = offset.defined() && offset.numel() > 0 ? values_of(offset, op, "offset")
+                                                        : std::vector<double>{};
+  return translate_errors([&] { return trainable::soft_rounding_plan(d, o, qmin, qmax); });
 }
 
 // Soft rounding runs in float32 (training) or float64 (gradient checks); w, alpha and the
