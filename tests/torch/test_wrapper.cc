@@ -674,6 +674,26 @@ TEST_F(SaveLoad, DifferentArchitectureRaises) {
   expect_qi_error([&] { qi::torch::load(*b, path("small.pt")); }, "mismatched architecture");
 }
 
+// A load that fails part-way (quantizers rebuilt, then a tensor does not fit) leaves the model
+// as it was: same quantizers, same parameters, same outputs.
+TEST_F(SaveLoad, FailedLoadLeavesTheModelUnchanged) {
+  Net trained = make_net(Kind::kTrainable, 1);
+  qi::torch::save(*trained, path("trained.pt"));
+  Net wide = make_net(Kind::kTrainable, 2, 8);
+  // Change a learned value so that a silent reset to the config's initial values would show.
+  {
+    at::NoGradGuard guard;
+    for (auto& p : wide->parameters()) p.add_(0.01);
+  }
+  wide->eval();
+  const at::Tensor x = ::torch::randn({2, 2, 4, 4});
+  const at::Tensor before = wide->forward(x).detach().clone();
+  const std::string conv_before = wide->conv->dispatcher().get_config();
+  expect_qi_error([&] { qi::torch::load(*wide, path("trained.pt")); }, "mismatched architecture");
+  EXPECT_EQ(wide->conv->dispatcher().get_config(), conv_before);
+  EXPECT_TRUE(::torch::equal(wide->forward(x), before));
+}
+
 TEST_F(SaveLoad, FailedSaveRaisesAndLeavesNoFile) {
   Net a = make_net(Kind::kInferable, 1);
   const std::string target = (dir_ / "no_such_dir" / "model.pt").string();

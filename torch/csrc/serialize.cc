@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 #include <torch/serialize.h>
@@ -134,19 +135,46 @@ void load(::torch::nn::Module& model, const std::string& path) {
            ": mismatched architecture: the file has ", j["holders"].size(),
            " activation holders, the model ", holders.size());
 
+  // Parse every quantizer before touching the model, and keep the model's state: a load that
+  // fails part-way restores the quantizers and tensors the model had.
+  std::vector<NodeQuantizationDispatcher> new_dispatchers;
+  std::vector<std::shared_ptr<BaseQuantizer>> new_holders;
   try {
     for (auto& [name, w] : wrappers)
-      w->set_dispatcher(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
+      new_dispatchers.push_back(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
     for (auto& [name, h] : holders)
-      h->set_quantizer(quantizer_from_json(j["holders"][name].dump()));
+      new_holders.push_back(quantizer_from_json(j["holders"][name].dump()));
   } catch (const Error& e) {
-    throw Error(str_cat(what, ": the file's quantizers do not fit the model (mismatched "
-                        "architecture?): ", e.what()));
+    throw Error(str_cat(what, ": the file's quantizers do not fit the model: ", e.what()));
   }
+  std::vector<NodeQuantizationDispatcher> old_dispatchers;
+  std::vector<std::shared_ptr<BaseQuantizer>> old_holders;
+  for (auto& [name, w] : wrappers) old_dispatchers.push_back(w->dispatcher());
+  for (auto& [name, h] : holders) old_holders.push_back(h->quantizer());
+  std::stringstream saved_state;
+  {
+    ::torch::serialize::OutputArchive state;
+    model.save(state);
+    state.save_to(saved_state);
+  }
+  auto restore = [&] {
+    for (size_t i = 0; i < wrappers.size(); ++i) wrappers[i].second->set_dispatcher(old_dispatchers[i]);
+    for (size_t i = 0; i < holders.size(); ++i) holders[i].second->set_quantizer(old_holders[i]);
+    ::torch::serialize::InputArchive state;
+    state.load_from(saved_state);
+    model.load(state);
+  };
   try {
+    for (size_t i = 0; i < wrappers.size(); ++i) wrappers[i].second->set_dispatcher(new_dispatchers[i]);
+    for (size_t i = 0; i < holders.size(); ++i) holders[i].second->set_quantizer(new_holders[i]);
     check_tensors(model, archive, "", what);
     model.load(archive);
+  } catch (const Error& e) {
+    restore();
+    throw Error(str_cat(what, ": the file's quantizers do not fit the model (mismatched "
+                        "architecture?): ", e.what()));
   } catch (const c10::Error& e) {
+    restore();
     throw Error(str_cat(what, ": mismatched architecture or corrupt tensors: ",
                         e.what_without_backtrace()));
   }
