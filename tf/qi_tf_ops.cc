@@ -211,25 +211,12 @@ struct AffineAttrs : AxisAttrs {
 
 Status symmetric_plan(const char* op, const std::vector<double>& t, int64_t n, bool s,
                       kernels::AffineTorchPlan* plan) {
-  for (size_t i = 0; i < t.size(); ++i)
-    if (!(std::isfinite(t[i]) && t[i] > 0))
-      return invalid(
-          str_cat(op, ": threshold must be finite and > 0, got ", t[i], " at index ", i));
-  *plan = kernels::symmetric_torch_plan(t, n, s);
-  return Status();
+  return guarded([&] { *plan = trainable::checked_symmetric_plan(op, t, n, s); });
 }
 
 Status uniform_plan(const char* op, const std::vector<double>& lo, const std::vector<double>& hi,
                     int64_t n, bool activation, kernels::AffineTorchPlan* plan) {
-  if (lo.size() != hi.size())
-    return invalid(str_cat(op, ": min_range and max_range must have the same size, got ",
-                           lo.size(), " and ", hi.size()));
-  for (size_t i = 0; i < lo.size(); ++i)
-    if (!(std::isfinite(lo[i]) && std::isfinite(hi[i]) && lo[i] < hi[i]))
-      return invalid(str_cat(op, ": min_range must be < max_range and both finite, got min_range=",
-                             lo[i], " and max_range=", hi[i], " at index ", i));
-  *plan = kernels::uniform_torch_plan(lo, hi, n, activation);
-  return Status();
+  return guarded([&] { *plan = trainable::checked_uniform_plan(op, lo, hi, n, activation); });
 }
 
 // Output shape = input 0's shape.

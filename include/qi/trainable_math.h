@@ -47,6 +47,16 @@ struct RangeGrads {
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
                                  double d_max_adj);
 
+// The forward plans of the symmetric and uniform trainable ops (torch-profile grids), after
+// checking their parameters, which training may have moved anywhere: thresholds finite and
+// > 0; ranges of equal length, finite, min < max. qi::Error messages start with `op`.
+kernels::AffineTorchPlan checked_symmetric_plan(const char* op,
+                                                const std::vector<double>& threshold,
+                                                int64_t num_bits, bool is_signed);
+kernels::AffineTorchPlan checked_uniform_plan(const char* op, const std::vector<double>& min_range,
+                                              const std::vector<double>& max_range,
+                                              int64_t num_bits, bool activation);
+
 // The parameter gradients of the symmetric and uniform trainable ops, from affine_backward's
 // per-channel sums (one place for both framework layers):
 // delta = t / 2^(n - s), so dL/dt = grad_scale * dL/ddelta / 2^(n - s);

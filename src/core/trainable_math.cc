@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "kernels/iterate.h"
+#include "kernels/plan.h"
 #include "kernels/row_kernels.h"
 #include "qi/error.h"
 #include "qi/parallel.h"
@@ -103,6 +104,29 @@ RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double 
   g.d_min = d_min_adj * dmin_adj_dmin + d_max_adj * (-1.0 + dmin_adj_dmin);
   g.d_max = d_min_adj * dmin_adj_dmax + d_max_adj * (1.0 + dmin_adj_dmax);
   return g;
+}
+
+kernels::AffineTorchPlan checked_symmetric_plan(const char* op,
+                                                const std::vector<double>& threshold,
+                                                int64_t num_bits, bool is_signed) {
+  for (size_t i = 0; i < threshold.size(); ++i)
+    QI_CHECK(std::isfinite(threshold[i]) && threshold[i] > 0, op,
+             ": threshold must be finite and > 0, got ", threshold[i], " at index ", i);
+  return kernels::symmetric_torch_plan(threshold, num_bits, is_signed);
+}
+
+kernels::AffineTorchPlan checked_uniform_plan(const char* op, const std::vector<double>& min_range,
+                                              const std::vector<double>& max_range,
+                                              int64_t num_bits, bool activation) {
+  QI_CHECK(min_range.size() == max_range.size(), op,
+           ": min_range and max_range must have the same size, got ", min_range.size(), " and ",
+           max_range.size());
+  for (size_t i = 0; i < min_range.size(); ++i)
+    QI_CHECK(std::isfinite(min_range[i]) && std::isfinite(max_range[i]) &&
+                 min_range[i] < max_range[i],
+             op, ": min_range must be < max_range and both finite, got min_range=", min_range[i],
+             " and max_range=", max_range[i], " at index ", i);
+  return kernels::uniform_torch_plan(min_range, max_range, num_bits, activation);
 }
 
 std::vector<double> symmetric_threshold_grad(const AffineParamGrads& grads, int64_t num_bits,

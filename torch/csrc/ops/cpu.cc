@@ -56,21 +56,12 @@ void check_bits(int64_t n, const char* op) {
 
 kernels::AffineTorchPlan symmetric_plan(const std::vector<double>& t, int64_t n, bool s,
                                         const char* op) {
-  for (size_t i = 0; i < t.size(); ++i)
-    TORCH_CHECK(std::isfinite(t[i]) && t[i] > 0, op,
-                ": threshold must be finite and > 0, got ", t[i], " at index ", i);
-  return kernels::symmetric_torch_plan(t, n, s);
+  return translate_errors([&] { return trainable::checked_symmetric_plan(op, t, n, s); });
 }
 
 kernels::AffineTorchPlan uniform_plan(const std::vector<double>& lo, const std::vector<double>& hi,
                                       int64_t n, bool activation, const char* op) {
-  TORCH_CHECK(lo.size() == hi.size(), op, ": min_range and max_range must have the same size, got ",
-              lo.size(), " and ", hi.size());
-  for (size_t i = 0; i < lo.size(); ++i)
-    TORCH_CHECK(std::isfinite(lo[i]) && std::isfinite(hi[i]) && lo[i] < hi[i], op,
-                ": min_range must be < max_range and both finite, got min_range=", lo[i],
-                " and max_range=", hi[i], " at index ", i);
-  return kernels::uniform_torch_plan(lo, hi, n, activation);
+  return translate_errors([&] { return trainable::checked_uniform_plan(op, lo, hi, n, activation); });
 }
 
 at::Tensor run_affine(const at::Tensor& x, const kernels::AffineTorchPlan& plan,
