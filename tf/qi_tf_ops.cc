@@ -6,16 +6,13 @@
 // models) reports them as ValueError.
 //
 //   QiFakeQuant(x; quantizer)                      inferable quantizer from its to_json() text
-//   QiSymmetricQuant(x, threshold; ...)            trainable symmetric/POT (STE or LSQ)
-//   QiUniformQuant(x, min_range, max_range; ...)   trainable uniform (STE or LSQ)
-//   QiSoftRound(w, alpha, delta, offset; ...)      soft rounding (AdaRound-style)
-//   QiSoftRoundInitAlpha, QiSoftRoundRegularization and the *Grad ops.
-#include <cmath>
+//   QiSymmetricQuant(x, threshold, ...)            trainable symmetric/POT (STE or LSQ)
+//   QiUniformQuant(x, min_range, max_range, ...)   trainable uniform (STE or LSQ)
+//   QiSoftRound(w, alpha, threshold_or_min, ...)   soft rounding (AdaRound-style)
+//   QiSoftRoundRegularization and the *Grad ops.
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
@@ -23,7 +20,6 @@
 #include "tensorflow/core/framework/shape_inference.h"
 #include "tensorflow/core/framework/tensor.h"
 
-#include "kernels/plan.h"
 #include "qi/error.h"
 #include "qi/inferable_quantizers.h"
 #include "qi/tensor_view.h"
@@ -75,18 +71,6 @@ std::vector<double> values_of(const Tensor& t) {
 
 // ---- inferable quantizers -------------------------------------------------------------------
 
-// Parsed quantizers by their JSON text: parsing happens once per distinct quantizer.
-std::shared_ptr<const BaseInferableQuantizer> cached_quantizer(const std::string& json) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::shared_ptr<const BaseInferableQuantizer>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(json);
-  if (it != cache.end()) return it->second;
-  std::shared_ptr<const BaseInferableQuantizer> q = inferable_quantizer_from_json(json);
-  if (cache.size() > 4096) cache.clear();  // bound memory for programs that make many
-  cache.emplace(json, q);
-  return q;
-}
 
 // The core's own checks of a tensor against a quantizer (rank, channel axis, channel count), run
 // at graph construction so that they surface as ValueError with the core's message. The view has
@@ -124,7 +108,7 @@ REGISTER_OP("QiFakeQuant")
       std::string json;
       TF_RETURN_IF_ERROR(c->GetAttr("quantizer", &json));
       std::shared_ptr<const BaseInferableQuantizer> q;
-      TF_RETURN_IF_ERROR(guarded([&] { q = cached_quantizer(json); }));
+      TF_RETURN_IF_ERROR(guarded([&] { q = cached_inferable_quantizer(json); }));
       TF_RETURN_IF_ERROR(check_shape(c, *q, c->input(0)));
       c->set_output(0, c->input(0));
       return Status();
@@ -136,7 +120,7 @@ class QiFakeQuantOp : public OpKernel {
   explicit QiFakeQuantOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     std::string json;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("quantizer", &json));
-    OP_REQUIRES_OK(ctx, guarded([&] { quantizer_ = cached_quantizer(json); }));
+    OP_REQUIRES_OK(ctx, guarded([&] { quantizer_ = cached_inferable_quantizer(json); }));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -151,136 +135,153 @@ class QiFakeQuantOp : public OpKernel {
 };
 REGISTER_KERNEL_BUILDER(Name("QiFakeQuant").Device(::tensorflow::DEVICE_CPU), QiFakeQuantOp);
 
-// ---- trainable affine quantizers --------------------------------------------------------------
+// ---- trainable quantizers ----------------------------------------------------------------------
+// Bindings of the core's trainable ops (qi/trainable_math.h): attributes in, core call, tensors
+// out. Optional integers are a has_<name> flag and a value. Doubles (grad_scale, min_threshold)
+// are float64 inputs because TensorFlow's float attributes are 32-bit; forwards do not need
+// grad_scale but take it so that forward and gradient ops have the same inputs.
 
-// Attributes shared by the trainable ops: the channel axis (has_channel_axis false: per tensor)
-// and, for the affine ones, num_bits, the gradient mode and the LSQ gradient scale.
-struct AxisAttrs {
-  bool has_axis = false;
-  int64_t axis = 0;
-
-  Status read(OpKernelConstruction* ctx) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("has_channel_axis", &has_axis));
-    return ctx->GetAttr("channel_axis", &axis);
-  }
-  // The normalized axis for a tensor of `sizes`, checking the parameter count; a single value
-  // broadcasts over every channel (per-tensor arithmetic).
-  Status resolve(const char* op, const Shape& sizes, int64_t count, const char* arg,
-                 std::optional<int64_t>* out) const {
-    *out = std::nullopt;
-    if (!has_axis) {
-      if (count != 1)
-        return invalid(str_cat(op, ": ", arg,
-                               " must hold one value when channel_axis is None, got ", count));
-      return Status();
-    }
-    const int64_t r = static_cast<int64_t>(sizes.size());
-    if (axis < -r || axis >= r)
-      return invalid(str_cat(op, ": channel_axis must be in [", -r, ", ", r,
-                             ") for a tensor of rank ", r, ", got ", axis));
-    const int64_t a = axis < 0 ? axis + r : axis;
-    if (count != 1 && count != sizes[static_cast<size_t>(a)])
-      return invalid(str_cat(op, ": ", arg, " holds ", count, " values but the tensor has ",
-                             sizes[static_cast<size_t>(a)], " channels along channel_axis ", axis));
-    if (count != 1) *out = a;
-    return Status();
-  }
-};
-
-struct AffineAttrs : AxisAttrs {
-  int64_t num_bits = 8;
-  trainable::GradMode mode = trainable::GradMode::kSte;
-
-  Status read(OpKernelConstruction* ctx, const char* op) {
-    TF_RETURN_IF_ERROR(AxisAttrs::read(ctx));
-    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &num_bits));
-    if (num_bits < 2 || num_bits > 16)
-      return invalid(str_cat(op, ": num_bits must be in [2, 16], got ", num_bits));
-    std::string m;
-    TF_RETURN_IF_ERROR(ctx->GetAttr("mode", &m));
-    if (m == "ste") {
-      mode = trainable::GradMode::kSte;
-    } else if (m == "lsq") {
-      mode = trainable::GradMode::kLsq;
-    } else {
-      return invalid(str_cat(op, ": mode must be \"ste\" or \"lsq\", got \"", m, "\""));
-    }
-    return Status();
-  }
-};
-
-Status symmetric_plan(const char* op, const std::vector<double>& t, int64_t n, bool s,
-                      kernels::AffineTorchPlan* plan) {
-  return guarded([&] { *plan = trainable::checked_symmetric_plan(op, t, n, s); });
-}
-
-Status uniform_plan(const char* op, const std::vector<double>& lo, const std::vector<double>& hi,
-                    int64_t n, bool activation, kernels::AffineTorchPlan* plan) {
-  return guarded([&] { *plan = trainable::checked_uniform_plan(op, lo, hi, n, activation); });
-}
-
-// Output shape = input 0's shape.
-Status same_as_first(InferenceContext* c) {
-  c->set_output(0, c->input(0));
+Status optional_int(OpKernelConstruction* ctx, const char* name, std::optional<int64_t>* out) {
+  bool has = false;
+  int64_t value = 0;
+  TF_RETURN_IF_ERROR(ctx->GetAttr(str_cat("has_", name), &has));
+  TF_RETURN_IF_ERROR(ctx->GetAttr(name, &value));
+  *out = has ? std::optional<int64_t>(value) : std::nullopt;
   return Status();
 }
 
-#define QI_AFFINE_ATTRS                                                                         \
-  Attr("num_bits: int").Attr("has_channel_axis: bool = false").Attr("channel_axis: int = 0")    \
-      .Attr("mode: string = 'ste'")
+Status grad_mode(OpKernelConstruction* ctx, const char* op, trainable::GradMode* mode) {
+  std::string m;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("mode", &m));
+  if (m != "ste" && m != "lsq")
+    return invalid(str_cat(op, ": mode must be \"ste\" or \"lsq\", got \"", m, "\""));
+  *mode = m == "lsq" ? trainable::GradMode::kLsq : trainable::GradMode::kSte;
+  return Status();
+}
 
-// grad_scale (LSQ's gradient scale of the threshold, a float64 scalar) is an input rather than an
-// attribute because TensorFlow's float attributes are 32-bit; the forward does not read it.
+Status double_scalar(OpKernelContext* ctx, int index, const char* op, const char* name,
+                     double* out) {
+  if (ctx->input(index).NumElements() != 1)
+    return invalid(str_cat(op, ": ", name, " must be a scalar"));
+  *out = ctx->input(index).flat<double>()(0);
+  return Status();
+}
+
+Status same_shape(const Tensor& a, const Tensor& b, const char* op, const char* a_name,
+                  const char* b_name) {
+  if (a.shape() == b.shape()) return Status();
+  return invalid(str_cat(op, ": ", a_name, " shape ", a.shape().DebugString(), " must equal ",
+                         b_name, " shape ", b.shape().DebugString()));
+}
+
+// Output i shaped as input j.
+template <int... kPairs>
+Status shapes_of_inputs(InferenceContext* c) {
+  constexpr int pairs[] = {kPairs...};
+  for (size_t k = 0; k + 1 < sizeof(pairs) / sizeof(int); k += 2)
+    c->set_output(pairs[k], c->input(pairs[k + 1]));
+  return Status();
+}
+
+// Per-parameter gradients into a float32 output shaped like the parameter.
+Status write_param_grad(OpKernelContext* ctx, int index, const TensorShape& shape,
+                        const std::vector<double>& g) {
+  Tensor* out = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(index, shape, &out));
+  auto flat = out->flat<float>();
+  for (int64_t c = 0; c < flat.size(); ++c) flat(c) = static_cast<float>(g[static_cast<size_t>(c)]);
+  return Status();
+}
+
+// dx of an affine backward: dy itself for STE (ste_round and ste_clip), else a new tensor.
+Status affine_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode mode,
+                 TensorView* dx_view) {
+  if (mode == trainable::GradMode::kSte) {
+    ctx->set_output(0, grad);
+    return Status();
+  }
+  Tensor* dx = nullptr;
+  TF_RETURN_IF_ERROR(ctx->allocate_output(0, grad.shape(), &dx));
+  *dx_view = mutable_view(dx);
+  return Status();
+}
+
+#define QI_AFFINE_ATTRS                                                                          \
+  Attr("num_bits: int")                                                                          \
+      .Attr("has_channel_axis: bool = false")                                                    \
+      .Attr("channel_axis: int = 0")                                                             \
+      .Attr("mode: string = 'ste'")                                                              \
+      .Attr("has_grad_scale_axis: bool = false")                                                 \
+      .Attr("grad_scale_axis: int = 0")
+
+struct SymmetricAttrs {
+  trainable::SymmetricQuantArgs args;
+  Status read(OpKernelConstruction* ctx, const char* op) {
+    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args.num_bits));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("is_signed", &args.is_signed));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("power_of_two", &args.power_of_two));
+    TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args.channel_axis));
+    TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args.grad_scale_axis));
+    return grad_mode(ctx, op, &args.mode);
+  }
+  // Inputs first_scalar and first_scalar + 1: grad_scale and min_threshold.
+  Status call(OpKernelContext* ctx, const char* op, const Tensor& x, const Tensor& threshold,
+              int first_scalar, trainable::SymmetricQuantArgs* a, std::vector<double>* t,
+              trainable::AffineCall* out) const {
+    *a = args;
+    TF_RETURN_IF_ERROR(double_scalar(ctx, first_scalar, op, "grad_scale", &a->grad_scale));
+    TF_RETURN_IF_ERROR(double_scalar(ctx, first_scalar + 1, op, "min_threshold", &a->min_threshold));
+    *t = values_of(threshold);
+    return guarded([&] { *out = trainable::symmetric_quant_call(op, sizes_of(x), *t, *a); });
+  }
+};
+
 REGISTER_OP("QiSymmetricQuant")
     .Input("x: float")
     .Input("threshold: float")
     .Input("grad_scale: double")
+    .Input("min_threshold: double")
     .Output("y: float")
     .Attr("is_signed: bool = true")
+    .Attr("power_of_two: bool = false")
     .QI_AFFINE_ATTRS
-    .SetShapeFn(same_as_first)
-    .Doc("Trainable symmetric fake quantizer (torch-profile numerics): delta = t / 2^(n - s).");
+    .SetShapeFn(shapes_of_inputs<0, 0>)
+    .Doc("Trainable symmetric fake quantizer (qi::trainable::symmetric_quant_call).");
 
 REGISTER_OP("QiSymmetricQuantGrad")
     .Input("grad: float")
     .Input("x: float")
     .Input("threshold: float")
     .Input("grad_scale: double")
+    .Input("min_threshold: double")
     .Output("dx: float")
     .Output("dthreshold: float")
     .Attr("is_signed: bool = true")
+    .Attr("power_of_two: bool = false")
     .QI_AFFINE_ATTRS
-    .SetShapeFn([](InferenceContext* c) -> Status {
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      return Status();
-    });
+    .SetShapeFn(shapes_of_inputs<0, 1, 1, 2>);
 
 class QiSymmetricQuantOp : public OpKernel {
  public:
   explicit QiSymmetricQuantOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiSymmetricQuant"));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("is_signed", &is_signed_));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiSymmetricQuant";
     const Tensor& x = ctx->input(0);
-    const auto t = values_of(ctx->input(1));
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, attrs_.resolve(op, sizes_of(x), static_cast<int64_t>(t.size()),
-                                       "threshold", &axis));
-    kernels::AffineTorchPlan plan;
-    OP_REQUIRES_OK(ctx, symmetric_plan(op, t, attrs_.num_bits, is_signed_, &plan));
+    trainable::SymmetricQuantArgs args;
+    std::vector<double> t;
+    trainable::AffineCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, ctx->input(1), 2, &args, &t, &call));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, guarded([&] {
-      kernels::fake_quant_forward(plan, const_view(x), mutable_view(y), axis);
+      trainable::affine_quant_forward(call, const_view(x), mutable_view(y));
     }));
   }
 
  private:
-  AffineAttrs attrs_;
-  bool is_signed_ = true;
+  SymmetricAttrs attrs_;
 };
 REGISTER_KERNEL_BUILDER(Name("QiSymmetricQuant").Device(::tensorflow::DEVICE_CPU),
                         QiSymmetricQuantOp);
@@ -289,53 +290,51 @@ class QiSymmetricQuantGradOp : public OpKernel {
  public:
   explicit QiSymmetricQuantGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiSymmetricQuantGrad"));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("is_signed", &is_signed_));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiSymmetricQuantGrad";
     const Tensor& grad = ctx->input(0);
     const Tensor& x = ctx->input(1);
-    const Tensor& threshold = ctx->input(2);
-    OP_REQUIRES(ctx, ctx->input(3).NumElements() == 1,
-                invalid(str_cat(op, ": grad_scale must be a scalar")));
-    const double grad_scale = ctx->input(3).flat<double>()(0);
-    OP_REQUIRES(ctx, grad.shape() == x.shape(),
-                invalid(str_cat(op, ": grad shape ", grad.shape().DebugString(),
-                                " must equal x shape ", x.shape().DebugString())));
-    const auto t = values_of(threshold);
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, attrs_.resolve(op, sizes_of(x), static_cast<int64_t>(t.size()),
-                                       "threshold", &axis));
-    kernels::AffineTorchPlan plan;
-    OP_REQUIRES_OK(ctx, symmetric_plan(op, t, attrs_.num_bits, is_signed_, &plan));
-    const bool ste = attrs_.mode == trainable::GradMode::kSte;
-    // STE passes dy through unchanged (ste_round and ste_clip).
+    OP_REQUIRES_OK(ctx, same_shape(grad, x, op, "grad", "x"));
+    trainable::SymmetricQuantArgs args;
+    std::vector<double> t;
+    trainable::AffineCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, ctx->input(2), 3, &args, &t, &call));
     TensorView dx_view;
-    if (ste) {
-      ctx->set_output(0, grad);
-    } else {
-      Tensor* dx = nullptr;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-      dx_view = mutable_view(dx);
-    }
-    trainable::AffineParamGrads g;
+    OP_REQUIRES_OK(ctx, affine_dx(ctx, grad, args.mode, &dx_view));
+    std::vector<double> dt;
     OP_REQUIRES_OK(ctx, guarded([&] {
-      g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                     attrs_.mode);
+      dt = trainable::symmetric_quant_backward(call, t, args, const_view(x), const_view(grad),
+                                               dx_view);
     }));
-    const auto dts = trainable::symmetric_threshold_grad(g, attrs_.num_bits, is_signed_, grad_scale);
-    Tensor* dt = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, threshold.shape(), &dt));
-    auto flat = dt->flat<float>();
-    for (int64_t c = 0; c < flat.size(); ++c) flat(c) = static_cast<float>(dts[static_cast<size_t>(c)]);
+    OP_REQUIRES_OK(ctx, write_param_grad(ctx, 1, ctx->input(2).shape(), dt));
   }
 
  private:
-  AffineAttrs attrs_;
-  bool is_signed_ = true;
+  SymmetricAttrs attrs_;
 };
 REGISTER_KERNEL_BUILDER(Name("QiSymmetricQuantGrad").Device(::tensorflow::DEVICE_CPU),
                         QiSymmetricQuantGradOp);
+
+struct UniformAttrs {
+  trainable::UniformQuantArgs args;
+  Status read(OpKernelConstruction* ctx, const char* op) {
+    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args.num_bits));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("activation", &args.activation));
+    TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args.channel_axis));
+    TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args.grad_scale_axis));
+    return grad_mode(ctx, op, &args.mode);
+  }
+  Status call(OpKernelContext* ctx, const char* op, const Tensor& x, int first_param,
+              trainable::UniformQuantArgs* a, std::vector<double>* lo, std::vector<double>* hi,
+              trainable::AffineCall* out) const {
+    *a = args;
+    TF_RETURN_IF_ERROR(double_scalar(ctx, first_param + 2, op, "grad_scale", &a->grad_scale));
+    *lo = values_of(ctx->input(first_param));
+    *hi = values_of(ctx->input(first_param + 1));
+    return guarded([&] { *out = trainable::uniform_quant_call(op, sizes_of(x), *lo, *hi, *a); });
+  }
+};
 
 REGISTER_OP("QiUniformQuant")
     .Input("x: float")
@@ -345,9 +344,8 @@ REGISTER_OP("QiUniformQuant")
     .Output("y: float")
     .Attr("activation: bool = false")
     .QI_AFFINE_ATTRS
-    .SetShapeFn(same_as_first)
-    .Doc("Trainable uniform fake quantizer (torch-profile numerics, non-clamping range "
-         "adjustment).");
+    .SetShapeFn(shapes_of_inputs<0, 0>)
+    .Doc("Trainable uniform fake quantizer (qi::trainable::uniform_quant_call).");
 
 REGISTER_OP("QiUniformQuantGrad")
     .Input("grad: float")
@@ -360,39 +358,29 @@ REGISTER_OP("QiUniformQuantGrad")
     .Output("dmax: float")
     .Attr("activation: bool = false")
     .QI_AFFINE_ATTRS
-    .SetShapeFn([](InferenceContext* c) -> Status {
-      c->set_output(0, c->input(1));
-      c->set_output(1, c->input(2));
-      c->set_output(2, c->input(3));
-      return Status();
-    });
+    .SetShapeFn(shapes_of_inputs<0, 1, 1, 2, 2, 3>);
 
 class QiUniformQuantOp : public OpKernel {
  public:
   explicit QiUniformQuantOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiUniformQuant"));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation_));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiUniformQuant";
     const Tensor& x = ctx->input(0);
-    const auto lo = values_of(ctx->input(1));
-    const auto hi = values_of(ctx->input(2));
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, attrs_.resolve(op, sizes_of(x), static_cast<int64_t>(lo.size()),
-                                       "min_range", &axis));
-    kernels::AffineTorchPlan plan;
-    OP_REQUIRES_OK(ctx, uniform_plan(op, lo, hi, attrs_.num_bits, activation_, &plan));
+    trainable::UniformQuantArgs args;
+    std::vector<double> lo, hi;
+    trainable::AffineCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, 1, &args, &lo, &hi, &call));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
     OP_REQUIRES_OK(ctx, guarded([&] {
-      kernels::fake_quant_forward(plan, const_view(x), mutable_view(y), axis);
+      trainable::affine_quant_forward(call, const_view(x), mutable_view(y));
     }));
   }
 
  private:
-  AffineAttrs attrs_;
-  bool activation_ = false;
+  UniformAttrs attrs_;
 };
 REGISTER_KERNEL_BUILDER(Name("QiUniformQuant").Device(::tensorflow::DEVICE_CPU), QiUniformQuantOp);
 
@@ -400,141 +388,110 @@ class QiUniformQuantGradOp : public OpKernel {
  public:
   explicit QiUniformQuantGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiUniformQuantGrad"));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation_));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiUniformQuantGrad";
     const Tensor& grad = ctx->input(0);
     const Tensor& x = ctx->input(1);
-    const Tensor& min_range = ctx->input(2);
-    const Tensor& max_range = ctx->input(3);
-    OP_REQUIRES(ctx, ctx->input(4).NumElements() == 1,
-                invalid(str_cat(op, ": grad_scale must be a scalar")));
-    const double grad_scale = ctx->input(4).flat<double>()(0);
-    OP_REQUIRES(ctx, grad.shape() == x.shape(),
-                invalid(str_cat(op, ": grad shape ", grad.shape().DebugString(),
-                                " must equal x shape ", x.shape().DebugString())));
-    const auto lo = values_of(min_range);
-    const auto hi = values_of(max_range);
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, attrs_.resolve(op, sizes_of(x), static_cast<int64_t>(lo.size()),
-                                       "min_range", &axis));
-    kernels::AffineTorchPlan plan;
-    OP_REQUIRES_OK(ctx, uniform_plan(op, lo, hi, attrs_.num_bits, activation_, &plan));
-    const bool ste = attrs_.mode == trainable::GradMode::kSte;
+    OP_REQUIRES_OK(ctx, same_shape(grad, x, op, "grad", "x"));
+    trainable::UniformQuantArgs args;
+    std::vector<double> lo, hi;
+    trainable::AffineCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, 2, &args, &lo, &hi, &call));
     TensorView dx_view;
-    if (ste) {
-      ctx->set_output(0, grad);
-    } else {
-      Tensor* dx = nullptr;
-      OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &dx));
-      dx_view = mutable_view(dx);
-    }
-    trainable::AffineParamGrads g;
+    OP_REQUIRES_OK(ctx, affine_dx(ctx, grad, args.mode, &dx_view));
+    std::vector<trainable::RangeGrads> r;
     OP_REQUIRES_OK(ctx, guarded([&] {
-      g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                     attrs_.mode);
+      r = trainable::uniform_quant_backward(call, lo, hi, args, const_view(x), const_view(grad),
+                                            dx_view);
     }));
-    Tensor* dmin = nullptr;
-    Tensor* dmax = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, min_range.shape(), &dmin));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(2, max_range.shape(), &dmax));
-    auto a = dmin->flat<float>();
-    auto b = dmax->flat<float>();
-    const auto r = trainable::uniform_range_grads(g, lo, hi, attrs_.num_bits, grad_scale);
-    for (size_t c = 0; c < r.size(); ++c) {
-      a(static_cast<int64_t>(c)) = static_cast<float>(r[c].d_min);
-      b(static_cast<int64_t>(c)) = static_cast<float>(r[c].d_max);
+    std::vector<double> dmin, dmax;
+    for (const auto& g : r) {
+      dmin.push_back(g.d_min);
+      dmax.push_back(g.d_max);
     }
+    OP_REQUIRES_OK(ctx, write_param_grad(ctx, 1, ctx->input(2).shape(), dmin));
+    OP_REQUIRES_OK(ctx, write_param_grad(ctx, 2, ctx->input(3).shape(), dmax));
   }
 
  private:
-  AffineAttrs attrs_;
-  bool activation_ = false;
+  UniformAttrs attrs_;
 };
 REGISTER_KERNEL_BUILDER(Name("QiUniformQuantGrad").Device(::tensorflow::DEVICE_CPU),
                         QiUniformQuantGradOp);
 
 // ---- soft rounding ------------------------------------------------------------------------------
 
-Status soft_plan(const char* op, const Tensor& delta, const Tensor* offset, float qmin, float qmax,
-                 trainable::SoftRoundingPlan* p) {
-  const auto d = values_of(delta);
-  const auto o = offset != nullptr && offset->NumElements() > 0 ? values_of(*offset)
-                                                                : std::vector<double>{};
-  return guarded([&] { *p = trainable::soft_rounding_plan(d, o, qmin, qmax); });
-}
+// uniform: inputs (threshold_or_min, max_range) are a range, else max_range is ignored.
+struct SoftRoundAttrs {
+  trainable::SoftRoundArgs args;
+  bool uniform = false;
+  Status read(OpKernelConstruction* ctx) {
+    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args.num_bits));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("power_of_two", &args.power_of_two));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("uniform", &uniform));
+    return optional_int(ctx, "channel_axis", &args.channel_axis);
+  }
+  Status call(OpKernelContext* ctx, const char* op, const Tensor& w, int first_param,
+              trainable::SoftRoundCall* out) const {
+    const auto p = values_of(ctx->input(first_param));
+    std::optional<std::vector<double>> hi;
+    if (uniform) hi = values_of(ctx->input(first_param + 1));
+    return guarded([&] { *out = trainable::soft_round_call(op, sizes_of(w), p, hi, args); });
+  }
+};
+
+#define QI_SOFT_ROUND_ATTRS                                                                      \
+  Attr("num_bits: int")                                                                          \
+      .Attr("power_of_two: bool = false")                                                        \
+      .Attr("uniform: bool = false")                                                             \
+      .Attr("has_channel_axis: bool = false")                                                    \
+      .Attr("channel_axis: int = 0")
 
 REGISTER_OP("QiSoftRound")
     .Input("w: float")
     .Input("alpha: float")
-    .Input("delta: float")
-    .Input("offset: float")
+    .Input("threshold_or_min: float")
+    .Input("max_range: float")
     .Output("q: float")
-    .Attr("qmin: float")
-    .Attr("qmax: float")
-    .Attr("has_channel_axis: bool = false")
-    .Attr("channel_axis: int = 0")
     .Attr("training: bool = true")
-    .SetShapeFn(same_as_first)
-    .Doc("Soft rounding: q = delta * (clip(floor((w - offset) / delta) + h(alpha), qmin, qmax) - "
-         "zero_point); h(alpha) >= 0.5 when not training. offset may be empty (zeros).");
+    .QI_SOFT_ROUND_ATTRS
+    .SetShapeFn(shapes_of_inputs<0, 0>)
+    .Doc("Soft rounding on the grid of the symmetric or uniform inferable quantizer "
+         "(qi::trainable::soft_round_call); h(alpha) >= 0.5 when not training.");
 
 REGISTER_OP("QiSoftRoundGrad")
     .Input("grad: float")
     .Input("alpha: float")
-    .Input("delta: float")
+    .Input("threshold_or_min: float")
+    .Input("max_range: float")
     .Output("dalpha: float")
-    .Attr("has_channel_axis: bool = false")
-    .Attr("channel_axis: int = 0")
-    .SetShapeFn([](InferenceContext* c) -> Status {
-      c->set_output(0, c->input(1));
-      return Status();
-    });
-
-REGISTER_OP("QiSoftRoundInitAlpha")
-    .Input("w: float")
-    .Input("delta: float")
-    .Input("offset: float")
-    .Output("alpha: float")
-    .Attr("qmin: float")
-    .Attr("qmax: float")
-    .Attr("has_channel_axis: bool = false")
-    .Attr("channel_axis: int = 0")
-    .SetShapeFn(same_as_first)
-    .Doc("alpha with h(alpha) = frac(clip((w - offset) / delta, qmin, qmax)).");
+    .QI_SOFT_ROUND_ATTRS
+    .SetShapeFn(shapes_of_inputs<0, 1>);
 
 class QiSoftRoundOp : public OpKernel {
  public:
   explicit QiSoftRoundOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, axis_.read(ctx));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("qmin", &qmin_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("qmax", &qmax_));
+    OP_REQUIRES_OK(ctx, attrs_.read(ctx));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("training", &training_));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiSoftRound";
     const Tensor& w = ctx->input(0);
     const Tensor& alpha = ctx->input(1);
-    OP_REQUIRES(ctx, alpha.shape() == w.shape(),
-                invalid(str_cat(op, ": alpha shape ", alpha.shape().DebugString(),
-                                " must equal w shape ", w.shape().DebugString())));
-    trainable::SoftRoundingPlan plan;
-    OP_REQUIRES_OK(ctx, soft_plan(op, ctx->input(2), &ctx->input(3), qmin_, qmax_, &plan));
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, axis_.resolve(op, sizes_of(w), static_cast<int64_t>(plan.delta.size()),
-                                      "delta", &axis));
+    OP_REQUIRES_OK(ctx, same_shape(alpha, w, op, "alpha", "w"));
+    trainable::SoftRoundCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, w, 2, &call));
     Tensor* q = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &q));
     OP_REQUIRES_OK(ctx, guarded([&] {
-      trainable::soft_rounding_forward(plan, const_view(w), const_view(alpha), mutable_view(q),
-                                       axis, training_);
+      trainable::soft_rounding_forward(call.plan, const_view(w), const_view(alpha),
+                                       mutable_view(q), call.axis, training_);
     }));
   }
 
  private:
-  AxisAttrs axis_;
-  float qmin_ = 0, qmax_ = 0;
+  SoftRoundAttrs attrs_;
   bool training_ = true;
 };
 REGISTER_KERNEL_BUILDER(Name("QiSoftRound").Device(::tensorflow::DEVICE_CPU), QiSoftRoundOp);
@@ -542,62 +499,28 @@ REGISTER_KERNEL_BUILDER(Name("QiSoftRound").Device(::tensorflow::DEVICE_CPU), Qi
 class QiSoftRoundGradOp : public OpKernel {
  public:
   explicit QiSoftRoundGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, axis_.read(ctx));
+    OP_REQUIRES_OK(ctx, attrs_.read(ctx));
   }
   void Compute(OpKernelContext* ctx) override {
     const char* op = "QiSoftRoundGrad";
     const Tensor& grad = ctx->input(0);
     const Tensor& alpha = ctx->input(1);
-    OP_REQUIRES(ctx, grad.shape() == alpha.shape(),
-                invalid(str_cat(op, ": grad shape ", grad.shape().DebugString(),
-                                " must equal alpha shape ", alpha.shape().DebugString())));
-    trainable::SoftRoundingPlan plan;
-    OP_REQUIRES_OK(ctx, soft_plan(op, ctx->input(2), nullptr, 0.f, 1.f, &plan));
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, axis_.resolve(op, sizes_of(alpha), static_cast<int64_t>(plan.delta.size()),
-                                      "delta", &axis));
+    OP_REQUIRES_OK(ctx, same_shape(grad, alpha, op, "grad", "alpha"));
+    trainable::SoftRoundCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, alpha, 2, &call));
     Tensor* d = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, alpha.shape(), &d));
     OP_REQUIRES_OK(ctx, guarded([&] {
-      trainable::soft_rounding_backward(plan, const_view(alpha), const_view(grad), mutable_view(d),
-                                        axis);
+      trainable::soft_rounding_backward(call.plan, const_view(alpha), const_view(grad),
+                                        mutable_view(d), call.axis);
     }));
   }
 
  private:
-  AxisAttrs axis_;
+  SoftRoundAttrs attrs_;
 };
 REGISTER_KERNEL_BUILDER(Name("QiSoftRoundGrad").Device(::tensorflow::DEVICE_CPU),
                         QiSoftRoundGradOp);
-
-class QiSoftRoundInitAlphaOp : public OpKernel {
- public:
-  explicit QiSoftRoundInitAlphaOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, axis_.read(ctx));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("qmin", &qmin_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("qmax", &qmax_));
-  }
-  void Compute(OpKernelContext* ctx) override {
-    const char* op = "QiSoftRoundInitAlpha";
-    const Tensor& w = ctx->input(0);
-    trainable::SoftRoundingPlan plan;
-    OP_REQUIRES_OK(ctx, soft_plan(op, ctx->input(1), &ctx->input(2), qmin_, qmax_, &plan));
-    std::optional<int64_t> axis;
-    OP_REQUIRES_OK(ctx, axis_.resolve(op, sizes_of(w), static_cast<int64_t>(plan.delta.size()),
-                                      "delta", &axis));
-    Tensor* alpha = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, w.shape(), &alpha));
-    OP_REQUIRES_OK(ctx, guarded([&] {
-      trainable::soft_rounding_init_alpha(plan, const_view(w), mutable_view(alpha), axis);
-    }));
-  }
-
- private:
-  AxisAttrs axis_;
-  float qmin_ = 0, qmax_ = 0;
-};
-REGISTER_KERNEL_BUILDER(Name("QiSoftRoundInitAlpha").Device(::tensorflow::DEVICE_CPU),
-                        QiSoftRoundInitAlphaOp);
 
 REGISTER_OP("QiSoftRoundRegularization")
     .Input("alpha: float")

@@ -1,7 +1,6 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
 
@@ -25,13 +24,9 @@ class BaseQuantizer {
   virtual std::string to_json() const = 0;
 };
 
-// Rebuilds a quantizer from to_json() text. Inferable classes are known to the core; framework
-// layers register their trainable classes with register_quantizer_class. Unknown classes and
-// malformed text throw qi::Error.
+// Rebuilds a quantizer from to_json() text: an inferable quantizer, or a trainable quantizer's
+// policy (qi::TrainableQuantizer, which framework front ends bind to their variables). Unknown
+// classes and malformed text throw qi::Error.
 std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& json);
-
-// config_json is the "config" object of to_json() as text.
-using QuantizerFactory = std::function<std::shared_ptr<BaseQuantizer>(const std::string& config_json)>;
-void register_quantizer_class(const std::string& class_name, QuantizerFactory factory);
 
 }  // namespace qi

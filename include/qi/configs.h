@@ -44,7 +44,8 @@ struct TrainableQuantizerWeightsConfig {
   std::optional<std::vector<TrainableQuantizerCandidateConfig>> weights_bits_candidates;
 
   bool operator==(const TrainableQuantizerWeightsConfig& o) const;
-  // Checks ranges (n_bits in [1, 32], finite min_threshold >= 0, ...); throws qi::Error.
+  // Checks ranges (n_bits as the quantizers of the method take it: [2, 16], LUT [1, 16]; finite
+  // min_threshold >= 0, finite parameters, ...); throws qi::Error.
   void validate() const;
   // JSON object: every field above by name (the method by name, e.g. "SYMMETRIC"), plus
   // "is_weights": true, "is_activations": false and "qi_version".

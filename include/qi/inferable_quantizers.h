@@ -202,5 +202,8 @@ std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_config(
     InferableQuantizerKind kind, const std::string& config_json);
 // From to_json() text: {"class_name": ..., "config": {...}}.
 std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_json(const std::string& json);
+// The same, parsed once per distinct text and shared (a process-wide cache of bounded size,
+// used by the framework ops that carry a quantizer as its JSON text). Thread safe.
+std::shared_ptr<const BaseInferableQuantizer> cached_inferable_quantizer(const std::string& json);
 
 }  // namespace qi

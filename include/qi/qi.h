@@ -13,4 +13,5 @@
 #include "qi/registry.h"
 #include "qi/tensor_view.h"
 #include "qi/trainable_math.h"
+#include "qi/trainable_quantizers.h"
 #include "qi/version.h"

@@ -47,27 +47,73 @@ struct RangeGrads {
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
                                  double d_max_adj);
 
-// The forward plans of the symmetric and uniform trainable ops (torch-profile grids), after
-// checking their parameters, which training may have moved anywhere: thresholds finite and
-// > 0; ranges of equal length, finite, min < max. qi::Error messages start with `op`.
-kernels::AffineTorchPlan checked_symmetric_plan(const char* op,
-                                                const std::vector<double>& threshold,
-                                                int64_t num_bits, bool is_signed);
-kernels::AffineTorchPlan checked_uniform_plan(const char* op, const std::vector<double>& min_range,
-                                              const std::vector<double>& max_range,
-                                              int64_t num_bits, bool activation);
+// ---- the trainable ops, as the framework layers call them ----------------------------------
+// qi::symmetric_quant / uniform_quant / soft_round (torch) and QiSymmetricQuant / QiUniformQuant
+// / QiSoftRound (TensorFlow) are thin bindings of the functions below. Training may move the
+// parameters anywhere, so every call checks them (finite, normal float32 step, ordered ranges)
+// with a qi::Error whose message starts with `op`.
 
-// The parameter gradients of the symmetric and uniform trainable ops, from affine_backward's
-// per-channel sums (one place for both framework layers):
-// delta = t / 2^(n - s), so dL/dt = grad_scale * dL/ddelta / 2^(n - s);
-std::vector<double> symmetric_threshold_grad(const AffineParamGrads& grads, int64_t num_bits,
-                                             bool is_signed, double grad_scale);
-// scale = (max_adj - min_adj) / (2^n - 1) (grad-scaled) and offset = min_adj, then back through
-// the range adjustment to dL/dmin and dL/dmax.
-std::vector<RangeGrads> uniform_range_grads(const AffineParamGrads& grads,
-                                            const std::vector<double>& min_range,
-                                            const std::vector<double>& max_range,
-                                            int64_t num_bits, double grad_scale);
+// Static arguments of the symmetric op: y = delta * clamp(nearbyint(x / delta), qmin, qmax),
+// delta = t' / 2^(n - s) with the effective threshold
+//   t' = power_of_two ? 2^ceil(log2(max(t, min_threshold))) : max(t, min_threshold).
+// LSQ's gradient scale: g = grad_scale, divided by sqrt(x.size(grad_scale_axis)) when that axis
+// is given (the channel count of an activation, known only at the call).
+struct SymmetricQuantArgs {
+  int64_t num_bits = 8;
+  bool is_signed = true;
+  std::optional<int64_t> channel_axis;
+  GradMode mode = GradMode::kSte;
+  double grad_scale = 1.0;
+  std::optional<int64_t> grad_scale_axis;
+  double min_threshold = 0.0;
+  bool power_of_two = false;
+};
+
+// Static arguments of the uniform op: the torch-profile grid over [min, max] adjusted so that 0
+// is on the grid (float32, not clamped; rounded zero point). activation: the scale is computed as
+// ActivationUniformInferableQuantizer does (double, then float).
+struct UniformQuantArgs {
+  int64_t num_bits = 8;
+  std::optional<int64_t> channel_axis;
+  GradMode mode = GradMode::kSte;
+  double grad_scale = 1.0;
+  std::optional<int64_t> grad_scale_axis;
+  bool activation = false;
+};
+
+// A checked call of an affine op on an input of given sizes: the forward plan, the normalized
+// channel axis (nullopt: per tensor, also when one value covers every channel) and the effective
+// LSQ gradient scale.
+struct AffineCall {
+  kernels::AffineTorchPlan plan;
+  std::optional<int64_t> axis;
+  double grad_scale = 1.0;
+};
+
+// threshold: one value, or one per slice of x along channel_axis.
+AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
+                                const std::vector<double>& threshold,
+                                const SymmetricQuantArgs& args);
+// min_range, max_range: one value each, or one per slice of x along channel_axis.
+AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
+                              const std::vector<double>& min_range,
+                              const std::vector<double>& max_range, const UniformQuantArgs& args);
+// y = Q(x) (y may be x itself).
+void affine_quant_forward(const AffineCall& call, ConstTensorView x, TensorView y);
+
+// The fused backwards: dx is written unless dx.data is null (kSte: dx = dy, which callers may
+// alias instead); the returned values are dL/dthreshold (zero where t < min_threshold; the
+// power-of-two rounding passes the gradient straight through) or dL/dmin and dL/dmax, one per
+// parameter value.
+std::vector<double> symmetric_quant_backward(const AffineCall& call,
+                                             const std::vector<double>& threshold,
+                                             const SymmetricQuantArgs& args, ConstTensorView x,
+                                             ConstTensorView dy, TensorView dx);
+std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
+                                               const std::vector<double>& min_range,
+                                               const std::vector<double>& max_range,
+                                               const UniformQuantArgs& args, ConstTensorView x,
+                                               ConstTensorView dy, TensorView dx);
 
 // ---- soft rounding (REFERENCE.md 9.2, 9.3) ----
 
@@ -92,11 +138,32 @@ struct SoftRoundingPlan {
   std::vector<float> delta, offset, zero_point;
   float qmin = 0, qmax = 0;
 };
-// The plan for per-channel delta and offset (empty offset: 0), with the zero point rounded and
-// kept on the grid as kernels::uniform_torch_plan does. Throws qi::Error for a non-positive or
-// non-finite delta, an offset count that differs from delta's, or qmin >= qmax.
-SoftRoundingPlan soft_rounding_plan(const std::vector<double>& delta,
-                                    const std::vector<double>& offset, double qmin, double qmax);
+
+// Static arguments of the soft rounding op. The grid comes from the quantizer's parameters:
+//  symmetric (threshold t): delta = t' / 2^(n-1) with t' = max(t, kMinThreshold), rounded up
+//    to a power of two when power_of_two; offset 0, [qmin, qmax] = [-2^(n-1), 2^(n-1)-1];
+//  uniform (min_range, max_range): the grid of WeightsUniformInferableQuantizer: delta its
+//    scale, offset the zero-adjusted min, its zero point, [0, 2^n - 1].
+struct SoftRoundArgs {
+  int64_t num_bits = 8;
+  bool power_of_two = false;
+  std::optional<int64_t> channel_axis;
+};
+struct SoftRoundCall {
+  SoftRoundingPlan plan;
+  std::optional<int64_t> axis;  // normalized; nullopt when one value covers the tensor
+};
+// The checked call on a weight of sizes w_sizes: max_range empty means symmetric with
+// `threshold_or_min` the thresholds, else uniform with `threshold_or_min` the minimums.
+SoftRoundCall soft_round_call(const char* op, const Shape& w_sizes,
+                              const std::vector<double>& threshold_or_min,
+                              const std::optional<std::vector<double>>& max_range,
+                              const SoftRoundArgs& args);
+// The grid alpha is initialized on (as MCT): the thresholds as given (no power-of-two rounding),
+// or the un-adjusted range with delta = (max - min) / (2^n - 1), offset = min, zero point 0.
+SoftRoundingPlan soft_rounding_init_plan(const std::vector<double>& threshold_or_min,
+                                         const std::optional<std::vector<double>>& max_range,
+                                         int64_t num_bits);
 void soft_rounding_forward(const SoftRoundingPlan& plan, ConstTensorView w, ConstTensorView alpha,
                            TensorView q, std::optional<int64_t> channel_axis, bool training);
 // The same in float64 (for gradient checks; float32 is what the layers train with).
@@ -132,6 +199,19 @@ class LinearAnnealing {
  private:
   int64_t t_start_, t_end_;
   double initial_, target_;
+};
+
+// The soft rounding regularizer's beta schedule (MCT's): beta anneals linearly from beta_start
+// to beta_end between int(warmup_fraction * total_steps) and total_steps. Requires
+// total_steps > 0, 0 <= warmup_fraction < 1 and finite betas (qi::Error otherwise).
+class SoftRoundingSchedule {
+ public:
+  explicit SoftRoundingSchedule(int64_t total_steps, double warmup_fraction = 0.2,
+                                double beta_start = 20.0, double beta_end = 2.0);
+  double beta(int64_t step) const;
+
+ private:
+  LinearAnnealing annealing_;
 };
 
 }  // namespace qi::trainable

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "qi/qi.h"
+#include "qi/dispatcher.h"
 
 namespace py = pybind11;
 
@@ -183,6 +184,302 @@ const qi::InferableQuantizerInfo& info_by_name(const std::string& class_name) {
   return qi::inferable_quantizer_info(class_name.c_str());
 }
 
+
+// ---- trainable quantizers ----
+
+py::dict args_dict(const qi::TrainableQuantizer::Forward& f) {
+  py::dict d;
+  auto mode = [](qi::trainable::GradMode m) {
+    return m == qi::trainable::GradMode::kLsq ? "lsq" : "ste";
+  };
+  switch (f.op) {
+    case qi::TrainableOp::kSymmetricQuant: {
+      const auto& a = f.symmetric;
+      d["num_bits"] = a.num_bits;
+      d["is_signed"] = a.is_signed;
+      d["channel_axis"] = a.channel_axis;
+      d["mode"] = mode(a.mode);
+      d["grad_scale"] = a.grad_scale;
+      d["grad_scale_axis"] = a.grad_scale_axis;
+      d["min_threshold"] = a.min_threshold;
+      d["power_of_two"] = a.power_of_two;
+      break;
+    }
+    case qi::TrainableOp::kUniformQuant: {
+      const auto& a = f.uniform;
+      d["num_bits"] = a.num_bits;
+      d["channel_axis"] = a.channel_axis;
+      d["mode"] = mode(a.mode);
+      d["grad_scale"] = a.grad_scale;
+      d["activation"] = a.activation;
+      d["grad_scale_axis"] = a.grad_scale_axis;
+      break;
+    }
+    case qi::TrainableOp::kSoftRound: {
+      const auto& a = f.soft_round;
+      d["num_bits"] = a.num_bits;
+      d["power_of_two"] = a.power_of_two;
+      d["channel_axis"] = a.channel_axis;
+      d["training"] = f.training;
+      break;
+    }
+  }
+  return d;
+}
+
+using TrainablePtr = std::shared_ptr<qi::TrainableQuantizer>;
+
+py::list variables_of(const qi::TrainableQuantizer& q, const std::vector<int64_t>& shape,
+                      const py::object& weight) {
+  std::vector<qi::TrainableQuantizer::Variable> vars;
+  if (weight.is_none()) {
+    vars = q.variables(shape);
+  } else {
+    auto w = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(weight);
+    if (!w) throw py::value_error(qi::str_cat(q.class_name(), ": the weight must be an array"));
+    qi::Shape wshape(w.shape(), w.shape() + w.ndim());
+    if (wshape != shape)
+      throw py::value_error(qi::str_cat(q.class_name(), ": the weight's shape differs from the "
+                                        "tensor shape given"));
+    vars = q.variables(shape, w.data());
+  }
+  py::list out;
+  for (const auto& v : vars) {
+    py::dict d;
+    d["name"] = v.name;
+    d["shape"] = py::tuple(py::cast(v.shape));
+    py::array_t<float> init(std::vector<py::ssize_t>(v.shape.begin(), v.shape.end()));
+    std::copy(v.initial.begin(), v.initial.end(), init.mutable_data());
+    d["initial"] = init;
+    d["trainable"] = v.trainable;
+    d["group"] = static_cast<int>(v.group);
+    out.append(d);
+  }
+  return out;
+}
+
+py::dict forward_of(const qi::TrainableQuantizer& q, bool training,
+                    const std::vector<int64_t>& shape, int64_t activation_axis) {
+  const auto f = q.forward(training, shape, activation_axis);
+  py::dict d;
+  d["op"] = qi::to_string(f.op);
+  py::list inputs;
+  for (const auto& [argument, name] : f.inputs) inputs.append(py::make_tuple(argument, name));
+  d["inputs"] = inputs;
+  d["requires_grad"] = f.variables_require_grad;
+  d["kwargs"] = args_dict(f);
+  return d;
+}
+
+std::shared_ptr<qi::BaseInferableQuantizer> convert_of(const qi::TrainableQuantizer& q,
+                                                      const py::dict& values) {
+  qi::TrainableQuantizer::VariableValues v;
+  for (const auto& [key, value] : values) {
+    auto a = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(value);
+    if (!a) throw py::value_error(qi::str_cat(q.class_name(), ": variable values must be arrays"));
+    v[py::cast<std::string>(key)].assign(a.data(), a.data() + a.size());
+  }
+  return q.convert(v);
+}
+
+
+// ---- configs: Python fields <-> the core's config structs ----
+
+std::string type_and_repr(const py::handle& v) {
+  return qi::str_cat(std::string(py::str(py::type::of(v).attr("__name__"))), " ",
+                     std::string(py::repr(v)));
+}
+
+bool is_bool(const py::handle& v) {
+  return py::isinstance<py::bool_>(v) ||
+         py::isinstance(v, py::module_::import("numpy").attr("bool_"));
+}
+
+int64_t field_int(const py::handle& v, const char* what, const std::string& name) {
+  if (is_bool(v) || !py::isinstance(v, py::module_::import("numbers").attr("Integral")))
+    throw qi::Error(qi::str_cat(what, ": ", name, " must be an integer, got ", type_and_repr(v)));
+  return py::cast<int64_t>(py::int_(py::reinterpret_borrow<py::object>(v)));
+}
+
+bool field_bool(const py::handle& v, const char* what, const std::string& name) {
+  if (!is_bool(v))
+    throw qi::Error(qi::str_cat(what, ": ", name, " must be a boolean, got ", type_and_repr(v)));
+  return py::cast<bool>(py::bool_(py::reinterpret_borrow<py::object>(v)));
+}
+
+double field_double(const py::handle& v, const char* what, const std::string& name) {
+  if (is_bool(v) || !py::isinstance(v, py::module_::import("numbers").attr("Real")))
+    throw qi::Error(qi::str_cat(what, ": ", name, " must be a number, got ", type_and_repr(v)));
+  return py::cast<double>(py::float_(py::reinterpret_borrow<py::object>(v)));
+}
+
+// A QuantizationMethod given as the Python enum, its name or MCT's integer value.
+qi::QuantizationMethod field_method(const py::handle& v, const char* what,
+                                    const std::string& name) {
+  try {
+    if (py::hasattr(v, "name") && !py::isinstance<py::str>(v))
+      return qi::quantization_method_from_string(py::cast<std::string>(v.attr("name")));
+    if (py::isinstance<py::str>(v)) return qi::quantization_method_from_string(py::cast<std::string>(v));
+    if (!is_bool(v) && py::isinstance(v, py::module_::import("numbers").attr("Integral")))
+      return qi::quantization_method_from_value(py::cast<int64_t>(py::int_(py::reinterpret_borrow<py::object>(v))));
+  } catch (const qi::Error& e) {
+    throw qi::Error(qi::str_cat(what, ": ", name, ": ", e.what()));
+  }
+  throw qi::Error(qi::str_cat(what, ": ", name,
+                              " must be a QuantizationMethod, a method name or MCT's integer "
+                              "value, got ", type_and_repr(v)));
+}
+
+// {key: bool | number | array-like (numpy, torch, TensorFlow, nested lists)}.
+qi::QuantizationParams field_params(const py::handle& v, const char* what,
+                                    const std::string& name) {
+  if (v.is_none()) return {};
+  if (!py::isinstance<py::dict>(v))
+    throw qi::Error(qi::str_cat(what, ": ", name, " must be a dict, got ", type_and_repr(v)));
+  const auto np = py::module_::import("numpy");
+  qi::QuantizationParams out;
+  for (const auto& [key, value] : py::reinterpret_borrow<py::dict>(v)) {
+    const std::string k = py::cast<std::string>(py::str(key));
+    const std::string entry = qi::str_cat(name, "[\"", k, "\"]");
+    if (is_bool(value)) {
+      out[k] = py::cast<bool>(py::bool_(py::reinterpret_borrow<py::object>(value)));
+      continue;
+    }
+    if (py::isinstance(value, py::module_::import("numbers").attr("Real"))) {
+      out[k] = py::cast<double>(py::float_(py::reinterpret_borrow<py::object>(value)));
+      continue;
+    }
+    py::object obj = py::reinterpret_borrow<py::object>(value);
+    if (py::hasattr(obj, "detach")) obj = obj.attr("detach")().attr("cpu")().attr("numpy")();
+    else if (py::hasattr(obj, "numpy") && !py::isinstance<py::array>(obj)) obj = obj.attr("numpy")();
+    py::array_t<double, py::array::c_style | py::array::forcecast> a;
+    try {
+      a = np.attr("asarray")(obj, py::arg("dtype") = "float64");
+    } catch (const py::error_already_set&) {
+      throw qi::Error(qi::str_cat(what, ": ", entry, " must be a boolean, a number or an array of "
+                                  "numbers, got ", type_and_repr(value)));
+    }
+    qi::ParamArray pa;
+    pa.shape.assign(a.shape(), a.shape() + a.ndim());
+    pa.values.assign(a.data(), a.data() + a.size());
+    out[k] = std::move(pa);
+  }
+  return out;
+}
+
+std::optional<std::vector<qi::TrainableQuantizerCandidateConfig>> field_candidates(
+    const py::handle& v, const char* what, const std::string& name) {
+  if (v.is_none()) return std::nullopt;
+  if (!py::isinstance<py::list>(v) && !py::isinstance<py::tuple>(v))
+    throw qi::Error(qi::str_cat(what, ": ", name, " must be a list or None, got ", type_and_repr(v)));
+  std::vector<qi::TrainableQuantizerCandidateConfig> out;
+  size_t i = 0;
+  for (const auto& c : v) {
+    const std::string entry = qi::str_cat(name, "[", i++, "]");
+    py::object n_bits, params;
+    if (py::isinstance<py::dict>(c)) {
+      auto d = py::reinterpret_borrow<py::dict>(c);
+      n_bits = d.contains("n_bits") ? py::object(d["n_bits"]) : py::object(py::none());
+      params = d.contains("quantization_params") ? py::object(d["quantization_params"])
+                                                 : py::object(py::none());
+    } else if (py::hasattr(c, "n_bits")) {
+      n_bits = c.attr("n_bits");
+      params = py::getattr(c, "quantization_params", py::none());
+    } else {
+      throw qi::Error(qi::str_cat(what, ": ", entry, " must be a TrainableQuantizerCandidateConfig, "
+                                  "got ", type_and_repr(c)));
+    }
+    qi::TrainableQuantizerCandidateConfig cand;
+    cand.n_bits = field_int(n_bits, what, entry + ".n_bits");
+    cand.quantization_params = field_params(params, what, entry + ".quantization_params");
+    out.push_back(std::move(cand));
+  }
+  return out;
+}
+
+py::object param_to_py(const qi::QuantizationParam& p) {
+  if (const bool* b = std::get_if<bool>(&p)) return py::bool_(*b);
+  if (const double* d = std::get_if<double>(&p)) return py::float_(*d);
+  const auto& a = std::get<qi::ParamArray>(p);
+  py::array_t<double> out(std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
+  std::copy(a.values.begin(), a.values.end(), out.mutable_data());
+  return std::move(out);
+}
+
+py::dict params_to_py(const qi::QuantizationParams& params) {
+  py::dict d;
+  for (const auto& [k, v] : params) d[py::str(k)] = param_to_py(v);
+  return d;
+}
+
+py::object candidates_to_py(
+    const std::optional<std::vector<qi::TrainableQuantizerCandidateConfig>>& cands) {
+  if (!cands) return py::none();
+  py::list out;
+  for (const auto& c : *cands) {
+    py::dict d;
+    d["n_bits"] = c.n_bits;
+    d["quantization_params"] = params_to_py(c.quantization_params);
+    out.append(d);
+  }
+  return std::move(out);
+}
+
+constexpr const char* kWeightsWhat = "TrainableQuantizerWeightsConfig";
+constexpr const char* kActivationWhat = "TrainableQuantizerActivationConfig";
+
+qi::TrainableQuantizerWeightsConfig weights_config_of(const py::dict& f) {
+  const char* w = kWeightsWhat;
+  qi::TrainableQuantizerWeightsConfig c;
+  c.weights_quantization_method = field_method(f["weights_quantization_method"], w, "weights_quantization_method");
+  c.weights_n_bits = field_int(f["weights_n_bits"], w, "weights_n_bits");
+  c.weights_quantization_params = field_params(f["weights_quantization_params"], w, "weights_quantization_params");
+  c.enable_weights_quantization = field_bool(f["enable_weights_quantization"], w, "enable_weights_quantization");
+  c.weights_channels_axis = field_int(f["weights_channels_axis"], w, "weights_channels_axis");
+  c.weights_per_channel_threshold = field_bool(f["weights_per_channel_threshold"], w, "weights_per_channel_threshold");
+  c.min_threshold = field_double(f["min_threshold"], w, "min_threshold");
+  c.weights_bits_candidates = field_candidates(f["weights_bits_candidates"], w, "weights_bits_candidates");
+  c.validate();
+  return c;
+}
+
+qi::TrainableQuantizerActivationConfig activation_config_of(const py::dict& f) {
+  const char* w = kActivationWhat;
+  qi::TrainableQuantizerActivationConfig c;
+  c.activation_quantization_method = field_method(f["activation_quantization_method"], w, "activation_quantization_method");
+  c.activation_n_bits = field_int(f["activation_n_bits"], w, "activation_n_bits");
+  c.activation_quantization_params = field_params(f["activation_quantization_params"], w, "activation_quantization_params");
+  c.enable_activation_quantization = field_bool(f["enable_activation_quantization"], w, "enable_activation_quantization");
+  c.min_threshold = field_double(f["min_threshold"], w, "min_threshold");
+  c.activation_bits_candidates = field_candidates(f["activation_bits_candidates"], w, "activation_bits_candidates");
+  c.validate();
+  return c;
+}
+
+py::dict fields_of(const qi::TrainableQuantizerWeightsConfig& c) {
+  py::dict d;
+  d["weights_quantization_method"] = qi::to_string(c.weights_quantization_method);
+  d["weights_n_bits"] = c.weights_n_bits;
+  d["weights_quantization_params"] = params_to_py(c.weights_quantization_params);
+  d["enable_weights_quantization"] = c.enable_weights_quantization;
+  d["weights_channels_axis"] = c.weights_channels_axis;
+  d["weights_per_channel_threshold"] = c.weights_per_channel_threshold;
+  d["min_threshold"] = c.min_threshold;
+  d["weights_bits_candidates"] = candidates_to_py(c.weights_bits_candidates);
+  return d;
+}
+
+py::dict fields_of(const qi::TrainableQuantizerActivationConfig& c) {
+  py::dict d;
+  d["activation_quantization_method"] = qi::to_string(c.activation_quantization_method);
+  d["activation_n_bits"] = c.activation_n_bits;
+  d["activation_quantization_params"] = params_to_py(c.activation_quantization_params);
+  d["enable_activation_quantization"] = c.enable_activation_quantization;
+  d["min_threshold"] = c.min_threshold;
+  d["activation_bits_candidates"] = candidates_to_py(c.activation_bits_candidates);
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -302,4 +599,97 @@ PYBIND11_MODULE(_core, m) {
         return qi::inferable_quantizer_from_json(json);
       },
       py::arg("json"), "Builds a quantizer from to_json() text ({class_name, config}).");
+
+  // ---- trainable quantizers: registry and policy ----
+  m.def(
+      "trainable_quantizers",
+      []() {
+        py::list out;
+        for (const auto& info : qi::kTrainableQuantizers) {
+          py::dict d;
+          d["class_name"] = info.class_name;
+          d["target"] = qi::to_string(info.target);
+          d["training_method"] = qi::to_string(info.training_method);
+          py::list methods;
+          for (auto m : info.methods()) methods.append(qi::to_string(m));
+          d["methods"] = methods;
+          d["doc"] = info.doc;
+          d["replaces_weight"] = info.training_method == qi::TrainingMethod::SoftRounding;
+          out.append(d);
+        }
+        return out;
+      },
+      "The registry of trainable quantizers: a list of dicts with class_name, target, "
+      "training_method, methods (names), doc and replaces_weight.");
+  m.def(
+      "trainable_class_name",
+      [](const std::string& target, const std::string& method, const std::string& tm) {
+        return std::string(qi::get_trainable_quantizer_class(
+                               qi::quantization_target_from_string(target),
+                               qi::quantization_method_from_string(method),
+                               qi::training_method_from_string(tm))
+                               .class_name);
+      },
+      py::arg("target"), py::arg("method"), py::arg("training_method"),
+      "Class name registered for (target, method, training method); ValueError unless exactly "
+      "one matches.");
+  py::class_<qi::TrainableQuantizer, TrainablePtr>(
+      m, "_TrainableQuantizer", "A trainable quantizer's policy (variables, forward, conversion).")
+      .def(py::init([](const std::string& class_name, const std::string& config_json) {
+             return qi::TrainableQuantizer::from_config(
+                 qi::trainable_quantizer_info(class_name).kind, config_json);
+           }),
+           py::arg("class_name"), py::arg("config_json"),
+           "From the class name and the JSON of {quantization_config, freeze_quant_params}.")
+      .def_property_readonly("class_name", [](const qi::TrainableQuantizer& q) { return q.class_name(); })
+      .def_property_readonly("freeze_quant_params", &qi::TrainableQuantizer::freeze_quant_params)
+      .def_property_readonly("replaces_weight", &qi::TrainableQuantizer::replaces_weight)
+      .def("frozen", [](const qi::TrainableQuantizer& q) -> TrainablePtr { return q.frozen(); })
+      .def("config_json", &qi::TrainableQuantizer::config_json)
+      .def("to_json", &qi::TrainableQuantizer::to_json)
+      .def("variables", &variables_of, py::arg("shape"), py::arg("weight") = py::none(),
+           "The variables to create: dicts with name, shape, initial (float32 array), "
+           "trainable and group (VariableGroup value).")
+      .def("forward", &forward_of, py::arg("training"), py::arg("shape"),
+           py::arg("activation_axis"),
+           "The forward: dict with op, inputs [(op argument, variable name)], requires_grad "
+           "and kwargs (the op's static arguments).")
+      .def("convert", &convert_of, py::arg("values"),
+           "The inferable quantizer (a _Quantizer) from {variable name: values}.")
+      .def("check_frozen", &qi::TrainableQuantizer::check_frozen, py::arg("trainable_qparams"));
+
+  // ---- configs: one validation and one JSON form, the core's ----
+  m.def(
+      "config_json",
+      [](bool weights, const py::dict& fields) {
+        return weights ? weights_config_of(fields).get_config()
+                       : activation_config_of(fields).get_config();
+      },
+      py::arg("weights"), py::arg("fields"),
+      "Validates a trainable quantizer config given as its constructor fields (Python objects: "
+      "enums, numbers, arrays) and returns the core's JSON text.");
+  m.def(
+      "config_fields",
+      [](bool weights, const std::string& json) -> py::dict {
+        if (weights) return fields_of(qi::TrainableQuantizerWeightsConfig::from_config(json));
+        return fields_of(qi::TrainableQuantizerActivationConfig::from_config(json));
+      },
+      py::arg("weights"), py::arg("json"),
+      "Reads a config's JSON (the core's or MCT's) into its constructor fields: the method by "
+      "name, parameter arrays as float64 ndarrays.");
+  m.def(
+      "dispatcher_config",
+      [](const std::string& json) { return qi::NodeQuantizationDispatcher::from_config(json).get_config(); },
+      py::arg("json"),
+      "Validates a NodeQuantizationDispatcher JSON (quantizers included); returns its normal form.");
+
+  py::class_<qi::trainable::SoftRoundingSchedule>(m, "SoftRoundingSchedule",
+                                                 "The soft rounding regularizer's beta schedule.")
+      .def(py::init<int64_t, double, double, double>(), py::arg("total_steps"),
+           py::arg("warmup_fraction") = 0.2, py::arg("beta_start") = 20.0,
+           py::arg("beta_end") = 2.0)
+      .def("beta", &qi::trainable::SoftRoundingSchedule::beta, py::arg("step"));
+  m.attr("kMinThreshold") = qi::trainable::kMinThreshold;
+  m.attr("kSoftRoundingGamma") = qi::trainable::kSoftRoundingGamma;
+  m.attr("kSoftRoundingZeta") = qi::trainable::kSoftRoundingZeta;
 }

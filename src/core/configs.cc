@@ -16,14 +16,17 @@ using Json = ju::Json;
 
 constexpr const char* kWeightsWhat = "TrainableQuantizerWeightsConfig";
 constexpr const char* kActivationWhat = "TrainableQuantizerActivationConfig";
-constexpr int64_t kMinBits = 1;
-constexpr int64_t kMaxBits = 32;
 
 // ---- validation -------------------------------------------------------------------------------
 
-void check_n_bits(int64_t n_bits, const std::string& name, const char* what) {
-  QI_CHECK(n_bits >= kMinBits && n_bits <= kMaxBits, what, ": ", name, " must be in [", kMinBits,
-           ", ", kMaxBits, "], got ", n_bits);
+// The bit widths the quantizers of `method` take: LUT quantizers 1..16, the others 2..16.
+void check_n_bits(QuantizationMethod method, int64_t n_bits, const std::string& name,
+                  const char* what) {
+  const bool lut = method == QuantizationMethod::LUT_POT_QUANTIZER ||
+                   method == QuantizationMethod::LUT_SYM_QUANTIZER;
+  const int64_t lo = lut ? 1 : 2, hi = 16;
+  QI_CHECK(n_bits >= lo && n_bits <= hi, what, ": ", name, " must be in [", lo, ", ", hi,
+           "] for ", to_string(method), " quantization, got ", n_bits);
 }
 
 void check_min_threshold(double min_threshold, const char* what) {
@@ -73,12 +76,13 @@ void check_params(const QuantizationParams& params, const std::string& name, con
   }
 }
 
-void check_candidates(const std::optional<std::vector<TrainableQuantizerCandidateConfig>>& cands,
+void check_candidates(QuantizationMethod method,
+                      const std::optional<std::vector<TrainableQuantizerCandidateConfig>>& cands,
                       const std::string& name, const char* what) {
   if (!cands) return;
   for (size_t i = 0; i < cands->size(); ++i) {
     const std::string entry = str_cat(name, "[", i, "]");
-    check_n_bits((*cands)[i].n_bits, entry + ".n_bits", what);
+    check_n_bits(method, (*cands)[i].n_bits, entry + ".n_bits", what);
     check_params((*cands)[i].quantization_params, entry + ".quantization_params", what);
   }
 }
@@ -258,10 +262,11 @@ bool TrainableQuantizerWeightsConfig::operator==(const TrainableQuantizerWeights
 
 void TrainableQuantizerWeightsConfig::validate() const {
   to_string(weights_quantization_method);  // throws for a value outside the enum
-  check_n_bits(weights_n_bits, "weights_n_bits", kWeightsWhat);
+  check_n_bits(weights_quantization_method, weights_n_bits, "weights_n_bits", kWeightsWhat);
   check_min_threshold(min_threshold, kWeightsWhat);
   check_params(weights_quantization_params, "weights_quantization_params", kWeightsWhat);
-  check_candidates(weights_bits_candidates, "weights_bits_candidates", kWeightsWhat);
+  check_candidates(weights_quantization_method, weights_bits_candidates, "weights_bits_candidates",
+                   kWeightsWhat);
 }
 
 std::string TrainableQuantizerWeightsConfig::get_config() const {
@@ -327,10 +332,12 @@ bool TrainableQuantizerActivationConfig::operator==(
 
 void TrainableQuantizerActivationConfig::validate() const {
   to_string(activation_quantization_method);
-  check_n_bits(activation_n_bits, "activation_n_bits", kActivationWhat);
+  check_n_bits(activation_quantization_method, activation_n_bits, "activation_n_bits",
+               kActivationWhat);
   check_min_threshold(min_threshold, kActivationWhat);
   check_params(activation_quantization_params, "activation_quantization_params", kActivationWhat);
-  check_candidates(activation_bits_candidates, "activation_bits_candidates", kActivationWhat);
+  check_candidates(activation_quantization_method, activation_bits_candidates,
+                   "activation_bits_candidates", kActivationWhat);
 }
 
 std::string TrainableQuantizerActivationConfig::get_config() const {

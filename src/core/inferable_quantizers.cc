@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/param_rules.h"
 #include "kernels/plan.h"
 #include "qi/error.h"
 
@@ -32,33 +33,20 @@ struct Checker {
   const char* cls;
 
   void num_bits(int64_t n, int64_t lo, int64_t hi, const char* why = "") const {
-    QI_CHECK(n >= lo && n <= hi, cls, ": num_bits must be in [", lo, ", ", hi, "]", why,
-             ", got ", n);
+    rules::num_bits(cls, n, lo, hi, why);
   }
 
   void non_empty(const char* arg, const std::vector<double>& v) const {
     QI_CHECK(!v.empty(), cls, ": ", arg, " must hold at least one value, got []");
   }
 
-  void finite(const char* arg, const std::vector<double>& v) const {
-    for (size_t i = 0; i < v.size(); ++i)
-      QI_CHECK(std::isfinite(v[i]), cls, ": ", arg, " must be finite, got ", v[i], " at index ",
-               i);
-  }
+  void finite(const char* arg, const std::vector<double>& v) const { rules::finite(cls, arg, v); }
 
   // Positive thresholds whose float32 step t / 2^(n - s) is a normal float32.
   void thresholds(const std::vector<double>& t, int64_t steps_log2) const {
     non_empty("threshold", t);
     finite("threshold", t);
-    for (size_t i = 0; i < t.size(); ++i) {
-      QI_CHECK(t[i] > 0, cls, ": threshold must be > 0, got ", t[i], " at index ", i);
-      QI_CHECK(t[i] <= FLT_MAX, cls, ": threshold must fit in float32 (<= ", FLT_MAX, "), got ",
-               t[i], " at index ", i);
-      QI_CHECK(std::ldexp(t[i], -static_cast<int>(steps_log2)) >= FLT_MIN, cls,
-               ": threshold is too small: the step threshold / 2^", steps_log2,
-               " must be a normal float32 (>= ", FLT_MIN, "), got threshold ", t[i],
-               " at index ", i);
-    }
+    for (size_t i = 0; i < t.size(); ++i) rules::threshold(cls, t[i], steps_log2, i);
   }
 
   void power_of_two(const std::vector<double>& t) const {
@@ -79,18 +67,7 @@ struct Checker {
              hi.size());
     finite("min_range", lo);
     finite("max_range", hi);
-    const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
-    for (size_t i = 0; i < lo.size(); ++i) {
-      QI_CHECK(lo[i] < hi[i], cls, ": min_range must be < max_range, got min_range=", lo[i],
-               " and max_range=", hi[i], " at index ", i);
-      QI_CHECK(std::fabs(lo[i]) <= FLT_MAX && std::fabs(hi[i]) <= FLT_MAX, cls,
-               ": min_range and max_range must fit in float32, got min_range=", lo[i],
-               " and max_range=", hi[i], " at index ", i);
-      const float span = static_cast<float>(hi[i]) - static_cast<float>(lo[i]);
-      QI_CHECK(std::isfinite(span) && span / static_cast<float>(levels) >= FLT_MIN, cls,
-               ": max_range - min_range must give a finite, normal float32 step (max - min) / ",
-               levels, ", got min_range=", lo[i], " and max_range=", hi[i], " at index ", i);
-    }
+    for (size_t i = 0; i < lo.size(); ++i) rules::range(cls, lo[i], hi[i], num_bits, i);
   }
 
   // per_channel needs channel_axis; per-tensor needs exactly one value per list.
@@ -103,7 +80,7 @@ struct Checker {
       QI_CHECK(p.channel_axis.has_value() || count == 1, cls,
                ": channel_axis is required for per-channel quantization with ", count,
                " values, got none");
-      if (p.input_rank) {
+      if (p.input_rank && p.channel_axis) {
         const int64_t r = *p.input_rank;
         QI_CHECK(*p.channel_axis >= -r && *p.channel_axis < r, cls, ": channel_axis must be in [",
                  -r, ", ", r, ") for input_rank ", r, ", got ", *p.channel_axis);

@@ -1,13 +1,14 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // JSON configs of inferable quantizers: exactly the keys of each class, strict on input.
 
-#include <map>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/json_util.h"
 #include "qi/inferable_quantizers.h"
+#include "qi/trainable_quantizers.h"
 #include "qi/version.h"
 
 namespace qi {
@@ -171,28 +172,21 @@ std::unique_ptr<BaseInferableQuantizer> inferable_quantizer_from_json(const std:
   return from_config_json(info.kind, json_util::get(j, "config", what));
 }
 
-}  // namespace qi
+std::shared_ptr<const BaseInferableQuantizer> cached_inferable_quantizer(const std::string& json) {
+  static std::mutex mutex;
+  static std::unordered_map<std::string, std::shared_ptr<const BaseInferableQuantizer>> cache;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (auto it = cache.find(json); it != cache.end()) return it->second;
+  }
+  std::shared_ptr<const BaseInferableQuantizer> q = inferable_quantizer_from_json(json);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() >= 4096) cache.clear();  // bounds memory for programs that make many
+  cache.emplace(json, q);
+  return q;
+}
 
 // ---- quantizers of any kind by class name ------------------------------------------------------
-
-namespace qi {
-namespace {
-
-std::mutex& factories_mutex() {
-  static std::mutex m;
-  return m;
-}
-std::map<std::string, QuantizerFactory>& factories() {
-  static std::map<std::string, QuantizerFactory> f;
-  return f;
-}
-
-}  // namespace
-
-void register_quantizer_class(const std::string& class_name, QuantizerFactory factory) {
-  std::lock_guard<std::mutex> lock(factories_mutex());
-  factories()[class_name] = std::move(factory);
-}
 
 std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& text) {
   const char* what = "quantizer_from_json";
@@ -201,14 +195,16 @@ std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& text) {
   json_util::reject_unknown_keys(j, std::vector<std::string>{"class_name", "config"}, what);
   const std::string name =
       json_util::get_string(json_util::get(j, "class_name", what), "class_name", what);
-  QuantizerFactory factory;
-  {
-    std::lock_guard<std::mutex> lock(factories_mutex());
-    auto it = factories().find(name);
-    if (it != factories().end()) factory = it->second;
+  if (is_trainable_quantizer_class(name)) return TrainableQuantizer::from_json(text);
+  bool inferable = false;
+  for (const auto& info : kInferableQuantizers) inferable = inferable || name == info.class_name;
+  if (!inferable) {
+    std::string names;
+    for (const auto& info : kInferableQuantizers) names += str_cat(", ", info.class_name);
+    for (const auto& info : kTrainableQuantizers) names += str_cat(", ", info.class_name);
+    throw Error(str_cat("class_name: unknown quantizer class \"", name, "\"; expected one of ",
+                        names.substr(2)));
   }
-  if (factory) return factory(json_util::get(j, "config", what).dump());
-  // Inferable classes (throws naming the known classes when the name is unknown).
   return inferable_quantizer_from_json(text);
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "core/param_rules.h"
 #include "kernels/iterate.h"
 #include "kernels/plan.h"
 #include "kernels/row_kernels.h"
@@ -106,76 +107,199 @@ RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double 
   return g;
 }
 
-kernels::AffineTorchPlan checked_symmetric_plan(const char* op,
-                                                const std::vector<double>& threshold,
-                                                int64_t num_bits, bool is_signed) {
-  for (size_t i = 0; i < threshold.size(); ++i)
-    QI_CHECK(std::isfinite(threshold[i]) && threshold[i] > 0, op,
-             ": threshold must be finite and > 0, got ", threshold[i], " at index ", i);
-  return kernels::symmetric_torch_plan(threshold, num_bits, is_signed);
+// ---- the trainable ops ------------------------------------------------------------------------
+
+namespace {
+
+// The normalized axis of `count` parameter values over a tensor of sizes x; nullopt when one
+// value covers the whole tensor.
+std::optional<int64_t> resolve_axis(const char* op, const Shape& x, std::optional<int64_t> axis,
+                                    size_t count, const char* arg) {
+  QI_CHECK(count >= 1, op, ": ", arg, " must hold at least one value, got none");
+  if (!axis) {
+    QI_CHECK(count == 1, op, ": ", arg, " must hold one value when channel_axis is None, got ",
+             count);
+    return std::nullopt;
+  }
+  const int64_t r = static_cast<int64_t>(x.size());
+  QI_CHECK(*axis >= -r && *axis < r, op, ": channel_axis must be in [", -r, ", ", r,
+           ") for a tensor of rank ", r, ", got ", *axis);
+  const int64_t a = *axis < 0 ? *axis + r : *axis;
+  QI_CHECK(count == 1 || static_cast<int64_t>(count) == x[static_cast<size_t>(a)], op, ": ", arg,
+           " holds ", count, " values but the tensor has ", x[static_cast<size_t>(a)],
+           " channels along channel_axis ", *axis);
+  return count == 1 ? std::nullopt : std::optional<int64_t>(a);
 }
 
-kernels::AffineTorchPlan checked_uniform_plan(const char* op, const std::vector<double>& min_range,
-                                              const std::vector<double>& max_range,
-                                              int64_t num_bits, bool activation) {
+double effective_grad_scale(const char* op, const Shape& x, double grad_scale,
+                            std::optional<int64_t> axis) {
+  QI_CHECK(std::isfinite(grad_scale), op, ": grad_scale must be finite, got ", grad_scale);
+  const int64_t r = static_cast<int64_t>(x.size());
+  if (!axis || r < 2) return grad_scale;
+  QI_CHECK(*axis >= -r && *axis < r, op, ": grad_scale_axis must be in [", -r, ", ", r,
+           ") for a tensor of rank ", r, ", got ", *axis);
+  const int64_t channels = x[static_cast<size_t>(*axis < 0 ? *axis + r : *axis)];
+  return channels > 0 ? grad_scale / std::sqrt(static_cast<double>(channels)) : grad_scale;
+}
+
+GradMode checked_mode(const char* op, GradMode mode) {
+  QI_CHECK(mode == GradMode::kSte || mode == GradMode::kLsq, op, ": invalid gradient mode ",
+           static_cast<int>(mode));
+  return mode;
+}
+
+// The effective thresholds of the symmetric op (see SymmetricQuantArgs), checked.
+std::vector<double> effective_thresholds(const char* op, const std::vector<double>& threshold,
+                                         int64_t steps_log2, double min_threshold,
+                                         bool power_of_two) {
+  std::vector<double> t(threshold.size());
+  for (size_t i = 0; i < t.size(); ++i) {
+    QI_CHECK(std::isfinite(threshold[i]), op, ": threshold must be finite, got ", threshold[i],
+             " at index ", i);
+    t[i] = power_of_two ? power_of_two_ceil(threshold[i], min_threshold)
+                        : std::max(threshold[i], min_threshold);
+    QI_CHECK(t[i] > 0, op, ": threshold must be > 0, got ", threshold[i], " at index ", i);
+    rules::threshold(op, t[i], steps_log2, i);
+  }
+  return t;
+}
+
+int64_t steps_log2(int64_t num_bits, bool is_signed) { return num_bits - (is_signed ? 1 : 0); }
+
+}  // namespace
+
+AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
+                                const std::vector<double>& threshold,
+                                const SymmetricQuantArgs& args) {
+  rules::num_bits(op, args.num_bits, 2, 16);
+  checked_mode(op, args.mode);
+  QI_CHECK(std::isfinite(args.min_threshold) && args.min_threshold >= 0, op,
+           ": min_threshold must be finite and >= 0, got ", args.min_threshold);
+  AffineCall call;
+  call.axis = resolve_axis(op, x_sizes, args.channel_axis, threshold.size(), "threshold");
+  call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  call.plan = kernels::symmetric_torch_plan(
+      effective_thresholds(op, threshold, steps_log2(args.num_bits, args.is_signed),
+                           args.min_threshold, args.power_of_two),
+      args.num_bits, args.is_signed);
+  return call;
+}
+
+AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
+                              const std::vector<double>& min_range,
+                              const std::vector<double>& max_range, const UniformQuantArgs& args) {
+  rules::num_bits(op, args.num_bits, 2, 16);
+  checked_mode(op, args.mode);
   QI_CHECK(min_range.size() == max_range.size(), op,
            ": min_range and max_range must have the same size, got ", min_range.size(), " and ",
            max_range.size());
+  AffineCall call;
+  call.axis = resolve_axis(op, x_sizes, args.channel_axis, min_range.size(), "min_range");
+  call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
   for (size_t i = 0; i < min_range.size(); ++i)
-    QI_CHECK(std::isfinite(min_range[i]) && std::isfinite(max_range[i]) &&
-                 min_range[i] < max_range[i],
-             op, ": min_range must be < max_range and both finite, got min_range=", min_range[i],
-             " and max_range=", max_range[i], " at index ", i);
-  return kernels::uniform_torch_plan(min_range, max_range, num_bits, activation);
+    rules::range(op, min_range[i], max_range[i], args.num_bits, i);
+  call.plan = kernels::uniform_torch_plan(min_range, max_range, args.num_bits, args.activation);
+  return call;
 }
 
-std::vector<double> symmetric_threshold_grad(const AffineParamGrads& grads, int64_t num_bits,
-                                             bool is_signed, double grad_scale) {
-  const double steps = std::ldexp(1.0, static_cast<int>(num_bits - (is_signed ? 1 : 0)));
-  std::vector<double> out;
-  for (double ds : grads.d_scale) out.push_back(grad_scale * ds / steps);
+void affine_quant_forward(const AffineCall& call, ConstTensorView x, TensorView y) {
+  kernels::fake_quant_forward(call.plan, x, y, call.axis);
+}
+
+std::vector<double> symmetric_quant_backward(const AffineCall& call,
+                                             const std::vector<double>& threshold,
+                                             const SymmetricQuantArgs& args, ConstTensorView x,
+                                             ConstTensorView dy, TensorView dx) {
+  const auto g = affine_backward(call.plan, x, dy, dx, call.axis, args.mode);
+  // delta = t' / 2^(n - s): dL/dt = g * dL/ddelta / 2^(n - s), where t passes the clamp.
+  const double steps = std::ldexp(1.0, static_cast<int>(steps_log2(args.num_bits, args.is_signed)));
+  std::vector<double> out(threshold.size());
+  for (size_t c = 0; c < out.size(); ++c)
+    out[c] = threshold[c] < args.min_threshold ? 0.0 : call.grad_scale * g.d_scale[c] / steps;
   return out;
 }
 
-std::vector<RangeGrads> uniform_range_grads(const AffineParamGrads& grads,
-                                            const std::vector<double>& min_range,
-                                            const std::vector<double>& max_range,
-                                            int64_t num_bits, double grad_scale) {
-  const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
+std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
+                                               const std::vector<double>& min_range,
+                                               const std::vector<double>& max_range,
+                                               const UniformQuantArgs& args, ConstTensorView x,
+                                               ConstTensorView dy, TensorView dx) {
+  const auto g = affine_backward(call.plan, x, dy, dx, call.axis, args.mode);
+  // scale = (max_adj - min_adj) / (2^n - 1) (grad-scaled) and offset = min_adj, then back
+  // through the range adjustment to dL/dmin and dL/dmax.
+  const double levels = std::ldexp(1.0, static_cast<int>(args.num_bits)) - 1;
   std::vector<RangeGrads> out;
   for (size_t c = 0; c < min_range.size(); ++c) {
-    const double ds = grad_scale * grads.d_scale[c];
+    const double ds = call.grad_scale * g.d_scale[c];
     out.push_back(adjust_range_backward(static_cast<float>(min_range[c]),
-                                        static_cast<float>(max_range[c]), num_bits,
-                                        grads.d_offset[c] - ds / levels, ds / levels));
+                                        static_cast<float>(max_range[c]), args.num_bits,
+                                        g.d_offset[c] - ds / levels, ds / levels));
   }
   return out;
 }
 
 // ---- soft rounding ---------------------------------------------------------------------------
 
-SoftRoundingPlan soft_rounding_plan(const std::vector<double>& delta,
-                                    const std::vector<double>& offset, double qmin, double qmax) {
+SoftRoundCall soft_round_call(const char* op, const Shape& w_sizes,
+                              const std::vector<double>& threshold_or_min,
+                              const std::optional<std::vector<double>>& max_range,
+                              const SoftRoundArgs& args) {
+  rules::num_bits(op, args.num_bits, 2, 16);
+  const int64_t n = args.num_bits;
+  SoftRoundCall call;
+  call.axis = resolve_axis(op, w_sizes, args.channel_axis, threshold_or_min.size(),
+                           max_range ? "min_range" : "threshold");
+  SoftRoundingPlan& p = call.plan;
+  if (max_range) {
+    const auto& lo = threshold_or_min;
+    const auto& hi = *max_range;
+    QI_CHECK(lo.size() == hi.size(), op, ": min_range and max_range must have the same size, got ",
+             lo.size(), " and ", hi.size());
+    for (size_t i = 0; i < lo.size(); ++i) rules::range(op, lo[i], hi[i], n, i);
+    // The inferable quantizer's own grid: the same scale and zero point bits.
+    const auto plan = kernels::uniform_torch_plan(lo, hi, n, false);
+    p.delta = plan.scale;
+    p.zero_point = plan.zero_point;
+    for (size_t c = 0; c < lo.size(); ++c) {
+      float a = 0, b = 0;
+      kernels::adjust_range_float(static_cast<float>(lo[c]), static_cast<float>(hi[c]), n, &a, &b);
+      p.offset.push_back(a);
+    }
+    p.qmin = plan.qmin;
+    p.qmax = plan.qmax;
+  } else {
+    const auto t =
+        effective_thresholds(op, threshold_or_min, n - 1, kMinThreshold, args.power_of_two);
+    const auto plan = kernels::symmetric_torch_plan(t, n, true);
+    p.delta = plan.scale;
+    p.offset.assign(t.size(), 0.f);
+    p.zero_point.assign(t.size(), 0.f);
+    p.qmin = plan.qmin;
+    p.qmax = plan.qmax;
+  }
+  return call;
+}
+
+SoftRoundingPlan soft_rounding_init_plan(const std::vector<double>& threshold_or_min,
+                                         const std::optional<std::vector<double>>& max_range,
+                                         int64_t num_bits) {
   SoftRoundingPlan p;
-  for (size_t c = 0; c < delta.size(); ++c) {
-    QI_CHECK(std::isfinite(delta[c]) && delta[c] > 0,
-             "soft rounding: delta must be finite and > 0, got ", delta[c], " at index ", c);
-    p.delta.push_back(static_cast<float>(delta[c]));
+  if (max_range) {
+    p.qmin = 0.f;
+    p.qmax = static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits)) - 1);
+    for (size_t c = 0; c < threshold_or_min.size(); ++c) {
+      p.delta.push_back(static_cast<float>(((*max_range)[c] - threshold_or_min[c]) / p.qmax));
+      p.offset.push_back(static_cast<float>(threshold_or_min[c]));
+      p.zero_point.push_back(0.f);
+    }
+    return p;
   }
-  QI_CHECK(offset.empty() || offset.size() == delta.size(),
-           "soft rounding: offset must have as many values as delta (", delta.size(), "), got ",
-           offset.size());
-  for (size_t c = 0; c < delta.size(); ++c)
-    p.offset.push_back(offset.empty() ? 0.f : static_cast<float>(offset[c]));
-  QI_CHECK(qmin < qmax, "soft rounding: qmin must be < qmax, got ", qmin, " and ", qmax);
-  p.qmin = static_cast<float>(qmin);
-  p.qmax = static_cast<float>(qmax);
-  for (size_t c = 0; c < p.delta.size(); ++c) {
-    // As uniform_torch_plan: rounded zero point, kept on the grid.
-    const float zp = -std::nearbyint(p.offset[c] / p.delta[c]);
-    p.zero_point.push_back(std::min(std::max(zp, std::min(p.qmin, 0.f)), std::max(p.qmax, 0.f)) +
-                           0.f);
-  }
+  const auto plan = kernels::symmetric_torch_plan(threshold_or_min, num_bits, true);
+  p.delta = plan.scale;
+  p.offset.assign(threshold_or_min.size(), 0.f);
+  p.zero_point.assign(threshold_or_min.size(), 0.f);
+  p.qmin = plan.qmin;
+  p.qmax = plan.qmax;
   return p;
 }
 
@@ -358,5 +482,26 @@ double LinearAnnealing::operator()(int64_t t) const {
                               0.0, 1.0);
   return initial_ + f * (target_ - initial_);
 }
+
+namespace {
+LinearAnnealing schedule_annealing(int64_t total_steps, double warmup_fraction, double beta_start,
+                                   double beta_end) {
+  QI_CHECK(total_steps > 0, "SoftRoundingRegularization: total_steps must be > 0, got ",
+           total_steps);
+  QI_CHECK(warmup_fraction >= 0 && warmup_fraction < 1,
+           "SoftRoundingRegularization: warmup_fraction must be in [0, 1), got ", warmup_fraction);
+  QI_CHECK(std::isfinite(beta_start) && std::isfinite(beta_end),
+           "SoftRoundingRegularization: beta_start and beta_end must be finite, got ", beta_start,
+           " and ", beta_end);
+  return LinearAnnealing(static_cast<int64_t>(warmup_fraction * static_cast<double>(total_steps)),
+                         total_steps, beta_start, beta_end);
+}
+}  // namespace
+
+SoftRoundingSchedule::SoftRoundingSchedule(int64_t total_steps, double warmup_fraction,
+                                           double beta_start, double beta_end)
+    : annealing_(schedule_annealing(total_steps, warmup_fraction, beta_start, beta_end)) {}
+
+double SoftRoundingSchedule::beta(int64_t step) const { return annealing_(step); }
 
 }  // namespace qi::trainable

@@ -287,7 +287,8 @@ TEST(TrainableConfigTest, FromConfigReadsPlainNumbersAndNestedLists) {
 // ---- validate(): every range rule -------------------------------------------------------------
 
 TEST(TrainableConfigTest, ValidateNBitsRange) {
-  for (int64_t bits : {int64_t{1}, int64_t{32}}) {
+  // The limits of the quantizers of each method: 2..16, LUT 1..16.
+  for (int64_t bits : {int64_t{2}, int64_t{16}}) {
     TrainableQuantizerWeightsConfig w;
     w.weights_n_bits = bits;
     EXPECT_NO_THROW(w.validate());
@@ -295,17 +296,24 @@ TEST(TrainableConfigTest, ValidateNBitsRange) {
     a.activation_n_bits = bits;
     EXPECT_NO_THROW(a.validate());
   }
-  for (int64_t bits : {int64_t{0}, int64_t{33}, int64_t{-8}, INT64_MAX}) {
+  TrainableQuantizerWeightsConfig lut;
+  lut.weights_quantization_method = QuantizationMethod::LUT_POT_QUANTIZER;
+  lut.weights_n_bits = 1;
+  EXPECT_NO_THROW(lut.validate());
+  lut.weights_n_bits = 17;
+  expect_error([&] { lut.validate(); },
+               "weights_n_bits must be in [1, 16] for LUT_POT_QUANTIZER quantization, got 17");
+  for (int64_t bits : {int64_t{0}, int64_t{1}, int64_t{17}, int64_t{-8}, INT64_MAX}) {
     TrainableQuantizerWeightsConfig w;
     w.weights_n_bits = bits;
     expect_error([&] { w.validate(); },
-                 "TrainableQuantizerWeightsConfig: weights_n_bits must be in [1, 32], got " +
-                     std::to_string(bits));
+                 "TrainableQuantizerWeightsConfig: weights_n_bits must be in [2, 16] for "
+                 "SYMMETRIC quantization, got " + std::to_string(bits));
     TrainableQuantizerActivationConfig a;
     a.activation_n_bits = bits;
     expect_error([&] { a.validate(); },
-                 "TrainableQuantizerActivationConfig: activation_n_bits must be in [1, 32], got " +
-                     std::to_string(bits));
+                 "TrainableQuantizerActivationConfig: activation_n_bits must be in [2, 16] for "
+                 "SYMMETRIC quantization, got " + std::to_string(bits));
   }
 }
 
@@ -371,12 +379,12 @@ TEST(TrainableConfigTest, ValidateCandidates) {
   TrainableQuantizerWeightsConfig w;
   w.weights_bits_candidates = std::vector<TrainableQuantizerCandidateConfig>{{8, {}}, {0, {}}};
   expect_error([&] { w.validate(); },
-               "weights_bits_candidates[1].n_bits must be in [1, 32], got 0");
+               "weights_bits_candidates[1].n_bits must be in [2, 16] for SYMMETRIC quantization, got 0");
   TrainableQuantizerActivationConfig a;
   a.activation_bits_candidates =
       std::vector<TrainableQuantizerCandidateConfig>{{33, {}}};
   expect_error([&] { a.validate(); },
-               "activation_bits_candidates[0].n_bits must be in [1, 32], got 33");
+               "activation_bits_candidates[0].n_bits must be in [2, 16] for SYMMETRIC quantization, got 33");
   a.activation_bits_candidates =
       std::vector<TrainableQuantizerCandidateConfig>{{4, {{"threshold", kNaN}}}};
   expect_error([&] { a.validate(); },
@@ -396,7 +404,7 @@ TEST(TrainableConfigTest, GetConfigRefusesInvalidConfigs) {
   expect_error([&] { w.get_config(); }, "must be finite");
   TrainableQuantizerActivationConfig a;
   a.activation_n_bits = 0;
-  expect_error([&] { a.get_config(); }, "activation_n_bits must be in [1, 32], got 0");
+  expect_error([&] { a.get_config(); }, "activation_n_bits must be in [2, 16] for SYMMETRIC quantization, got 0");
 }
 
 // ---- from_config(): malformed input -----------------------------------------------------------
@@ -542,14 +550,14 @@ TEST(TrainableConfigTest, FromConfigHugeNumbers) {
   expect_error([&] {
     TrainableQuantizerWeightsConfig::from_config(
         replace("\"weights_n_bits\":4", "\"weights_n_bits\":9223372036854775807"));
-  }, "weights_n_bits must be in [1, 32], got 9223372036854775807");
+  }, "weights_n_bits must be in [2, 16] for POWER_OF_TWO quantization, got 9223372036854775807");
 }
 
 TEST(TrainableConfigTest, FromConfigRunsValidate) {
   expect_error([] { weights_from_edited([](Json& j) { j["weights_n_bits"] = 0; }); },
-               "TrainableQuantizerWeightsConfig: weights_n_bits must be in [1, 32], got 0");
+               "TrainableQuantizerWeightsConfig: weights_n_bits must be in [2, 16] for POWER_OF_TWO quantization, got 0");
   expect_error([] { activation_from_edited([](Json& j) { j["activation_n_bits"] = 33; }); },
-               "activation_n_bits must be in [1, 32], got 33");
+               "activation_n_bits must be in [2, 16] for UNIFORM quantization, got 33");
   expect_error([] { weights_from_edited([](Json& j) { j["min_threshold"] = -0.5; }); },
                "min_threshold must be finite and >= 0, got -0.5");
   expect_error([] {
@@ -560,7 +568,7 @@ TEST(TrainableConfigTest, FromConfigRunsValidate) {
      "for shape [2, 2]");
   expect_error([] {
     weights_from_edited([](Json& j) { j["weights_bits_candidates"][0]["n_bits"] = 64; });
-  }, "weights_bits_candidates[0].n_bits must be in [1, 32], got 64");
+  }, "weights_bits_candidates[0].n_bits must be in [2, 16] for POWER_OF_TWO quantization, got 64");
 }
 
 TEST(TrainableConfigTest, FromConfigBadParamValues) {

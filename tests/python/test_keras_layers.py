@@ -108,17 +108,22 @@ def test_dispatcher_config_round_trip():
                                               per_channel=True),
         [qi.ActivationPOTInferableQuantizer(num_bits=8, threshold=[2.0], signed=False)])
     cfg = d.get_config()
-    assert set(cfg) == {"activation_quantizers", "weight_quantizer"}
+    # The one dispatcher schema (C++, PyTorch and Keras write and read it).
+    assert set(cfg) == {"activation_quantizers", "weight_quantizer", "qi_version"}
     d2 = qi.KerasNodeQuantizationDispatcher.from_config(json.loads(json.dumps(cfg)))
     assert d2.get_config() == cfg
     assert list(d2.weight_quantizers) == ["kernel"]
     with pytest.raises(ValueError, match="unknown quantizer class"):
         qi.KerasNodeQuantizationDispatcher.from_config(
-            {"weight_quantizer": {"kernel": {"class_name": "Nope", "config": {}}}})
+            {"weight_quantizer": {"kernel": {"class_name": "Nope", "config": {}}},
+             "activation_quantizers": []})
+    with pytest.raises(ValueError, match='missing key "activation_quantizers"'):
+        qi.KerasNodeQuantizationDispatcher.from_config({"weight_quantizer": {}})
     with pytest.raises(ValueError, match="threshold"):
         qi.KerasNodeQuantizationDispatcher.from_config({"weight_quantizer": {"kernel": {
             "class_name": "WeightsPOTInferableQuantizer",
-            "config": {"num_bits": 8, "threshold": [3.0], "per_channel": False}}}})
+            "config": {"num_bits": 8, "threshold": [3.0], "per_channel": False}}},
+            "activation_quantizers": []})
 
 
 def test_wrapper_errors():
@@ -196,7 +201,8 @@ def test_trainable_lookup():
     assert get(T.Weights, M.UNIFORM, TM.STE) is qk.STEUniformWeightQATQuantizer
     assert get(T.Activation, M.SYMMETRIC, TM.LSQ) is qk.LSQSymmetricActivationTrainableQuantizer
     assert get(T.Activation, M.UNIFORM, TM.STE) is qk.STEUniformActivationTrainableQuantizer
-    with pytest.raises(ValueError, match="Found 0 quantizers"):
+    with pytest.raises(ValueError, match="found 0 trainable quantizers for target Weights, method "
+                                         "LUT_POT_QUANTIZER and training method STE"):
         get(T.Weights, M.LUT_POT_QUANTIZER, TM.STE)
     with pytest.raises(ValueError, match="Quantization method mismatch"):
         qk.LSQWeightQATQuantizer(weights_cfg(M.UNIFORM, (3, 3)))
@@ -210,7 +216,9 @@ def test_trainable_fit_convert_save_load(tmp_path):
     assert "kernelptq_threshold_tensor:0" in names and "out_min:0" in names
     thresholds = {v.name: v.numpy().copy() for v in model.trainable_weights
                   if "ptq_threshold" in v.name or v.name.endswith(("min:0", "max:0"))}
-    assert len(thresholds) == 6  # LSQ: conv and act thresholds, act range (2), dense range (2)
+    # LSQ conv and act thresholds, act range (2), dense range (2), and the STE activation
+    # threshold, which learns through delta (one policy for every front end).
+    assert len(thresholds) == 7
     x = data((64, 8, 8, 2), 5)
     y = np.random.default_rng(6).integers(0, 3, 64)
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01),
@@ -237,7 +245,8 @@ def test_lsq_threshold_gets_gradient_in_tf_function():
     q = qk.LSQWeightQATQuantizer(cfg)
     wrapper = qi.KerasQuantizationWrapper(tf.keras.layers.Dense(4), q)
     wrapper.build((None, 5))
-    t = q.get_quantizer_variable("kernelptq_threshold_tensor")
+    t = q.get_quantizer_variable("ptq_threshold_tensor")
+    assert t.name.endswith("kernelptq_threshold_tensor:0")
     assert q.get_trainable_variables(qi.VariableGroup.QPARAMS) == [t]
 
     @tf.function

@@ -260,7 +260,8 @@ def test_errors_are_value_errors_with_core_message():
         q(tf.zeros([2, 3], tf.float64))
     with pytest.raises(ValueError, match="malformed JSON"):
         ops._run(ops._ops.qi_fake_quant, tf.zeros([2]), quantizer="{bad")
-    with pytest.raises(ValueError, match="threshold must be finite and > 0"):
+    with pytest.raises(ValueError, match=r"QiSymmetricQuant: threshold must be > 0, got -1 at "
+                                         r"index 0"):
         ops.symmetric_quant(tf.zeros([2]), tf.constant([-1.0]), 8)
     with pytest.raises(ValueError, match="num_bits must be in"):
         ops.symmetric_quant(tf.zeros([2]), tf.constant([1.0]), 1)
@@ -340,24 +341,28 @@ def test_soft_round_matches_torch(parity_stats):
     torch = pytest.importorskip("torch")
     import quantizers_infrastructure.pytorch  # noqa: F401
     w = random_inputs("soft", (8, 4), 0.5)
-    delta = np.array([0.01, 0.02, 0.015, 0.03], np.float32)
-    offset = np.zeros(4, np.float32)
-    alpha = ops.soft_round_init_alpha(w, delta, offset, -128, 127, channel_axis=1).numpy()
-    assert alpha.shape == w.shape
-    # Hard rounding of the initial alpha gives back the nearest-ish grid point of w.
-    q_eval = ops.soft_round(w, alpha, delta, offset, -128, 127, channel_axis=1, training=False)
-    assert np.all(np.abs(q_eval.numpy() - w) <= delta + 1e-6)
+    # 8-bit grids, delta = threshold / 128 = 0.01, 0.02, 0.015, 0.03.
+    threshold = np.array([1.28, 2.56, 1.92, 3.84], np.float32)
+    alpha = random_inputs("alpha", (8, 4), 2.0)
+    q_eval = ops.soft_round(w, alpha, threshold, 8, channel_axis=1, training=False)
+    steps = q_eval.numpy() / (threshold / 128)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)  # hard rounding: on the grid
     ta = torch.tensor(alpha, requires_grad=True)
-    tq = torch.ops.qi.soft_round(torch.tensor(w), ta, torch.tensor(delta), torch.tensor(offset),
-                                 -128.0, 127.0, 1, True)
+    tq = torch.ops.qi.soft_round(torch.tensor(w), ta, torch.tensor(threshold), 8, False, 1, True)
     (tq * 3.0).sum().backward()
     va = tf.Variable(alpha)
     with tf.GradientTape() as tape:
-        q = ops.soft_round(w, va, delta, offset, -128, 127, channel_axis=1, training=True)
+        q = ops.soft_round(w, va, threshold, 8, channel_axis=1, training=True)
         loss = tf.reduce_sum(q * 3.0)
     compare("soft/q", q.numpy(), tq.detach().numpy(), parity_stats, GRAD_SUITE)
     compare("soft/dalpha", tape.gradient(loss, va).numpy(), ta.grad.numpy(), parity_stats,
             GRAD_SUITE)
+    # The uniform grid too.
+    lo, hi = np.array([-0.5], np.float32), np.array([0.7], np.float32)
+    tq = torch.ops.qi.soft_round(torch.tensor(w), torch.tensor(alpha), torch.tensor(lo), 4,
+                                 False, None, False, max_range=torch.tensor(hi))
+    compare("soft/q-uniform", ops.soft_round(w, alpha, lo, 4, training=False, max_range=hi).numpy(),
+            tq.numpy(), parity_stats, GRAD_SUITE)
     ra = torch.tensor(alpha, requires_grad=True)
     reg_t = torch.ops.qi.soft_round_regularization(ra, 2.0)
     reg_t.backward()

@@ -195,7 +195,8 @@ def test_activation_trainable(name, method, signed):
     q = getattr(qp, name)(acfg(method, signed=signed))
     holder = qi.PytorchActivationQuantizationHolder(q)
     prefix = "activation_holder_quantizer_"
-    expected = {prefix + "min", prefix + "max"} if method == QM.UNIFORM else {prefix + "threshold"}
+    expected = ({prefix + "min", prefix + "max"} if method == QM.UNIFORM
+                else {prefix + "ptq_threshold_tensor"})
     assert {n for n, _ in holder.named_parameters()} == expected
     x = torch.randn(4, 3, 5) * 2.5
     opt = torch.optim.SGD(holder.parameters(), lr=0.1)
@@ -281,15 +282,19 @@ def test_config_json():
 
 def test_config_errors():
     W, A = qi.TrainableQuantizerWeightsConfig, qi.TrainableQuantizerActivationConfig
-    with pytest.raises(ValueError, match=r"weights_n_bits must be in \[1, 32\], got 0"):
+    with pytest.raises(ValueError, match=r"weights_n_bits must be in \[2, 16\] for SYMMETRIC "
+                                         r"quantization, got 0"):
         W(QM.SYMMETRIC, 0, {})
-    with pytest.raises(ValueError, match=r"min_threshold must be finite and >= 0, got -1.0"):
+    with pytest.raises(ValueError, match=r"min_threshold must be finite and >= 0, got -1"):
         A(QM.SYMMETRIC, 8, {}, True, -1.0)
     with pytest.raises(ValueError, match=r'weights_quantization_params\["threshold"\] must be '
                                          r'finite, got nan'):
         W(QM.SYMMETRIC, 8, {"threshold": float("nan")})
-    with pytest.raises(ValueError, match="must be a QuantizationMethod"):
+    with pytest.raises(ValueError, match='QuantizationMethod: unknown name "KMEANS"'):
         W("KMEANS", 8, {})
+    with pytest.raises(ValueError, match="must be a QuantizationMethod, a method name or MCT's "
+                                         "integer value, got float 2.5"):
+        W(2.5, 8, {})
     with pytest.raises(ValueError, match='"is_weights" must be true in a weights quantization'):
         W.from_config(A().get_config())
     with pytest.raises(ValueError, match="unknown key"):
@@ -308,11 +313,11 @@ def test_gradcheck_soft_round_alpha_float64():
     # gradient through the clip, a surrogate a numerical check cannot confirm).
     w = torch.empty(3, 5, dtype=torch.float64).uniform_(-0.3, 0.3)
     alpha = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
-    delta = torch.tensor([0.1, 0.05, 0.2], dtype=torch.float32)
-    offset = torch.zeros(3, dtype=torch.float32)
+    # 4-bit grids with delta = threshold / 8 = 0.1, 0.05, 0.2.
+    threshold = torch.tensor([0.8, 0.4, 1.6], dtype=torch.float32)
 
     def f(a):
-        return torch.ops.qi.soft_round(w, a, delta, offset, -8.0, 7.0, 0, True)
+        return torch.ops.qi.soft_round(w, a, threshold, 4, False, 0, True)
 
     assert torch.autograd.gradcheck(f, (alpha,), eps=1e-6, atol=1e-5)
 
@@ -334,5 +339,4 @@ def test_soft_round_rejects_mixed_dtypes():
     w = torch.randn(2, 3, dtype=torch.float64)
     alpha = torch.randn(2, 3)
     with pytest.raises(RuntimeError, match="alpha must have dtype Double, got Float"):
-        torch.ops.qi.soft_round(w, alpha, torch.tensor([0.1]), torch.zeros(1), -8.0, 7.0, None,
-                                True)
+        torch.ops.qi.soft_round(w, alpha, torch.tensor([0.8]), 4, False, None, True)

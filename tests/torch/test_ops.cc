@@ -315,7 +315,7 @@ TEST(QuantOps, BadArgumentsRaise) {
   expect_c10_error([&] { qi::torch::symmetric_quant(x, ::torch::tensor({1.f}), 1, true, {}, "ste", 1); },
                    "num_bits must be in [2, 16], got 1");
   expect_c10_error([&] { qi::torch::symmetric_quant(x, ::torch::tensor({0.f}), 8, true, {}, "ste", 1); },
-                   "threshold must be finite and > 0");
+                   "qi::symmetric_quant: threshold must be > 0, got 0 at index 0");
   expect_c10_error([&] { qi::torch::symmetric_quant(x, ::torch::tensor({1.f}), 8, true, {}, "sgd", 1); },
                    "mode must be \"ste\" or \"lsq\"");
   expect_c10_error(
@@ -564,12 +564,14 @@ at::Tensor alpha_input(at::IntArrayRef sizes, uint64_t seed) {
   return mag * sign;
 }
 
+// 4-bit symmetric grids: delta = threshold / 8, integers [-8, 7].
 struct SoftFixture {
-  at::Tensor w, alpha, delta, dy;
+  at::Tensor w, alpha, delta, threshold, dy;
   double qmin = -8, qmax = 7;
   int64_t axis = 0;
   SoftFixture() {
     delta = ::torch::tensor({0.1f, 0.25f, 0.05f});
+    threshold = delta * 8;
     ::torch::manual_seed(21);
     // Inside the grid, so that the clip does not act (the finite differences see its flat part).
     const at::Tensor k = ::torch::randint(-7, 6, {3, 8}, ::torch::kFloat);
@@ -579,7 +581,7 @@ struct SoftFixture {
     dy = ::torch::randn({3, 8});
   }
   at::Tensor op(const at::Tensor& a, bool training) const {
-    return qi::torch::soft_round(w, a, delta, at::Tensor(), qmin, qmax, axis, training);
+    return qi::torch::soft_round(w, a, threshold, 4, false, axis, training);
   }
   at::Tensor ref(const at::Tensor& a, bool training) const {
     const at::Tensor d = delta.reshape({3, 1});
@@ -599,18 +601,18 @@ TEST(SoftRoundOp, ForwardMatchesReference) {
   EXPECT_TRUE(all_close(v, ::torch::round(v), 0, 1e-5));
   // Clipping: far outside values land on the ends.
   const at::Tensor big = ::torch::full({3, 8}, 100.f);
-  EXPECT_TRUE(all_close(qi::torch::soft_round(big, s.alpha, s.delta, at::Tensor(), s.qmin, s.qmax, 0, false),
+  EXPECT_TRUE(all_close(qi::torch::soft_round(big, s.alpha, s.threshold, 4, false, 0, false),
                         (s.delta * s.qmax).reshape({3, 1}).expand({3, 8}), 0, 0));
 }
 
 TEST(SoftRoundOp, UniformOffsetUsesTheRoundedZeroPoint) {
-  // Offset a multiple of delta: q = delta * clip(floor((w - a) / delta) + h, 0, 15) + a.
-  const at::Tensor delta = ::torch::tensor({0.125f});
-  const at::Tensor offset = ::torch::tensor({-0.5f});
+  // The 4-bit uniform grid over [-0.5, 1.375]: delta 0.125, offset -0.5 (already on the grid):
+  // q = delta * clip(floor((w - a) / delta) + h, 0, 15) + a.
   ::torch::manual_seed(3);
   const at::Tensor w = ::torch::rand({20}) * 1.8 - 0.5;
   const at::Tensor alpha = alpha_input({20}, 4);
-  const at::Tensor q = qi::torch::soft_round(w, alpha, delta, offset, 0, 15, std::nullopt, false);
+  const at::Tensor q = qi::torch::soft_round(w, alpha, ::torch::tensor({-0.5f}), 4, false,
+                                             std::nullopt, false, ::torch::tensor({1.375f}));
   const at::Tensor h = (rectified_sigmoid_ref(alpha) >= 0.5).to(::torch::kFloat);
   const at::Tensor ref = 0.125f * ::torch::clamp(::torch::floor((w + 0.5f) / 0.125f) + h, 0, 15) - 0.5f;
   EXPECT_TRUE(bit_equal(q, ref));
@@ -626,12 +628,12 @@ TEST(SoftRoundGrad, AlphaMatchesTorchReference) {
   // The clip passes the gradient (ste_clip) also for weights outside the grid.
   at::Tensor a2 = s.alpha.clone().requires_grad_(true);
   const at::Tensor big = ::torch::full({3, 8}, 100.f);
-  (qi::torch::soft_round(big, a2, s.delta, at::Tensor(), s.qmin, s.qmax, 0, true) * s.dy).sum().backward();
+  (qi::torch::soft_round(big, a2, s.threshold, 4, false, 0, true) * s.dy).sum().backward();
   EXPECT_TRUE(all_close(a2.grad(), ar.grad(), 1e-4, 1e-7));
   // No gradient reaches w (floor(w / delta) is computed without gradient).
   at::Tensor w = s.w.clone().requires_grad_(true);
   at::Tensor a3 = s.alpha.clone().requires_grad_(true);
-  (qi::torch::soft_round(w, a3, s.delta, at::Tensor(), s.qmin, s.qmax, 0, true) * s.dy).sum().backward();
+  (qi::torch::soft_round(w, a3, s.threshold, 4, false, 0, true) * s.dy).sum().backward();
   EXPECT_FALSE(w.grad().defined() && w.grad().abs().sum().item<double>() != 0.0);
 }
 

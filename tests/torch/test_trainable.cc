@@ -15,6 +15,7 @@
 #include "qi/configs.h"
 #include "qi/torch/ops.h"
 #include "qi/torch/quantizers.h"
+#include "qi/trainable_quantizers.h"
 #include "torch_test_util.h"
 
 namespace {
@@ -27,7 +28,7 @@ using qi::TrainableQuantizerWeightsConfig;
 using qi::TrainingMethod;
 using qi::VariableGroup;
 using qi::torch::BaseTrainableQuantizer;
-using qi::torch::TrainableQuantizerClass;
+using TrainableQuantizerClass = qi::TrainableQuantizerInfo;
 using qi_torch_test::all_close;
 using qi_torch_test::bit_equal;
 using qi_torch_test::expect_qi_error;
@@ -111,8 +112,8 @@ Instance make_instance(const TrainableQuantizerClass& cls, QuantizationMethod me
 // Calls fn(class, method, per_channel) for every registered class and each method it serves.
 template <typename F>
 void for_each_class(F&& fn) {
-  for (const auto& cls : qi::torch::trainable_quantizer_classes()) {
-    for (QuantizationMethod m : cls.methods) {
+  for (const auto& cls : qi::kTrainableQuantizers) {
+    for (QuantizationMethod m : cls.methods()) {
       for (bool per_channel : {true, false}) {
         if (cls.target == QuantizationTarget::Activation && !per_channel) continue;
         SCOPED_TRACE(::testing::Message() << cls.class_name << " " << qi::to_string(m)
@@ -141,11 +142,11 @@ void expect_conversion_exact(const Instance& in) {
 
 TEST(TrainableRegistry, ListsTheClassesOfTheXMacro) {
   std::vector<std::string> expected;
-#define QI_NAME(Name, Target, TM) expected.push_back(#Name);
-  QI_FOR_EACH_TORCH_TRAINABLE_QUANTIZER(QI_NAME)
+#define QI_NAME(Name, Target, TM, Family, Doc) expected.push_back(#Name);
+  QI_FOR_EACH_TRAINABLE_QUANTIZER(QI_NAME)
 #undef QI_NAME
   std::vector<std::string> got;
-  for (const auto& c : qi::torch::trainable_quantizer_classes()) got.push_back(c.class_name);
+  for (const auto& c : qi::kTrainableQuantizers) got.push_back(c.class_name);
   EXPECT_EQ(got, expected);
 }
 
@@ -170,14 +171,14 @@ TEST(TrainableRegistry, LookupMatchesReferenceTable) {
       {W, QM::UNIFORM, TrainingMethod::SoftRounding, "UniformSoftRoundingGPTQ"},
   };
   for (const auto& [target, method, tm, name] : table) {
-    EXPECT_EQ(qi::torch::get_trainable_quantizer_class(target, method, tm).class_name, name);
+    EXPECT_EQ(qi::get_trainable_quantizer_class(target, method, tm).class_name, name);
   }
 }
 
 TEST(TrainableRegistry, NoMatchRaisesWithMessage) {
   expect_qi_error(
       [] {
-        qi::torch::get_trainable_quantizer_class(QuantizationTarget::Weights,
+        qi::get_trainable_quantizer_class(QuantizationTarget::Weights,
                                                  QuantizationMethod::LUT_POT_QUANTIZER,
                                                  TrainingMethod::STE);
       },
@@ -185,14 +186,14 @@ TEST(TrainableRegistry, NoMatchRaisesWithMessage) {
       "method STE");
   expect_qi_error(
       [] {
-        qi::torch::get_trainable_quantizer_class(QuantizationTarget::Activation,
+        qi::get_trainable_quantizer_class(QuantizationTarget::Activation,
                                                  QuantizationMethod::UNIFORM,
                                                  TrainingMethod::SoftRounding);
       },
       "found 0 trainable quantizers");
   expect_qi_error(
       [] {
-        qi::torch::get_trainable_quantizer_class(QuantizationTarget::Weights,
+        qi::get_trainable_quantizer_class(QuantizationTarget::Weights,
                                                  QuantizationMethod::UNIFORM, TrainingMethod::DQA);
       },
       "training method DQA");
@@ -205,13 +206,15 @@ TEST(TrainableRegistry, NoMatchRaisesWithMessage) {
 }
 
 TEST(TrainableRegistry, WrongConfigKindAndMissingParamsRaise) {
-  const auto& w = qi::torch::get_trainable_quantizer_class(
+  const auto& w = qi::get_trainable_quantizer_class(
       QuantizationTarget::Weights, QuantizationMethod::SYMMETRIC, TrainingMethod::STE);
-  expect_qi_error([&] { w.make_activation(activation_config(QuantizationMethod::SYMMETRIC), false); },
+  expect_qi_error(
+      [&] { qi::TrainableQuantizer(w.kind, activation_config(QuantizationMethod::SYMMETRIC)); },
                   "expected weight quantization configuration");
-  const auto& a = qi::torch::get_trainable_quantizer_class(
+  const auto& a = qi::get_trainable_quantizer_class(
       QuantizationTarget::Activation, QuantizationMethod::SYMMETRIC, TrainingMethod::LSQ);
-  expect_qi_error([&] { a.make_weights(weights_config(QuantizationMethod::SYMMETRIC, true), false); },
+  expect_qi_error(
+      [&] { qi::TrainableQuantizer(a.kind, weights_config(QuantizationMethod::SYMMETRIC, true)); },
                   "expected activation quantization configuration");
   TrainableQuantizerWeightsConfig no_threshold = weights_config(QuantizationMethod::SYMMETRIC, true);
   no_threshold.weights_quantization_params.clear();
@@ -326,7 +329,7 @@ TEST(TrainableQuantizers, FreezeQuantParams) {
 }
 
 TEST(TrainableQuantizers, FreezeQuantParamsNow) {
-  const auto& cls = qi::torch::get_trainable_quantizer_class(
+  const auto& cls = qi::get_trainable_quantizer_class(
       QuantizationTarget::Activation, QuantizationMethod::UNIFORM, TrainingMethod::LSQ);
   const Instance in = make_instance(cls, QuantizationMethod::UNIFORM, true);
   EXPECT_EQ(in.q->get_trainable_variables(VariableGroup::QPARAMS).size(), 2u);
@@ -405,13 +408,13 @@ TEST(TrainableQuantizers, TrainingAndEvalForwardAtInitialization) {
   // Symmetric weights at init: thresholds are already powers of two for POT, so train == eval.
   for (TrainingMethod tm : {TrainingMethod::STE, TrainingMethod::LSQ}) {
     for (QuantizationMethod m : {QuantizationMethod::SYMMETRIC, QuantizationMethod::POWER_OF_TWO}) {
-      const auto& cls = qi::torch::get_trainable_quantizer_class(QuantizationTarget::Weights, m, tm);
+      const auto& cls = qi::get_trainable_quantizer_class(QuantizationTarget::Weights, m, tm);
       const Instance in = make_instance(cls, m, true);
       EXPECT_TRUE(bit_equal(in.q->forward(in.x, true), in.q->forward(in.x, false)));
     }
   }
   // Activation POT: the threshold is not forced at init (torch), only at eval/conversion.
-  const auto& act = qi::torch::get_trainable_quantizer_class(
+  const auto& act = qi::get_trainable_quantizer_class(
       QuantizationTarget::Activation, QuantizationMethod::POWER_OF_TWO, TrainingMethod::STE);
   const Instance a = make_instance(act, QuantizationMethod::POWER_OF_TWO, true);
   EXPECT_TRUE(bit_equal(a.q->forward(a.x, true),
@@ -427,7 +430,7 @@ TEST(TrainableQuantizers, TrainingAndEvalForwardAtInitialization) {
   {
     const QuantizationMethod m = QuantizationMethod::SYMMETRIC;
     for (bool per_channel : {true, false}) {
-      const auto& cls = qi::torch::get_trainable_quantizer_class(QuantizationTarget::Weights, m,
+      const auto& cls = qi::get_trainable_quantizer_class(QuantizationTarget::Weights, m,
                                                                  TrainingMethod::SoftRounding);
       const Instance in = make_instance(cls, m, per_channel);
       EXPECT_TRUE(all_close(in.q->forward(in.x, true), in.x, 0, 1e-6));
@@ -438,7 +441,7 @@ TEST(TrainableQuantizers, TrainingAndEvalForwardAtInitialization) {
 
 TEST(TrainableQuantizers, LsqGradientScale) {
   // Weights: g = 1 / sqrt(max_int * number of thresholds); activations: channels = dim 1.
-  const auto& wcls = qi::torch::get_trainable_quantizer_class(
+  const auto& wcls = qi::get_trainable_quantizer_class(
       QuantizationTarget::Weights, QuantizationMethod::SYMMETRIC, TrainingMethod::LSQ);
   const Instance w = make_instance(wcls, QuantizationMethod::SYMMETRIC, true);
   const at::Tensor t = w.q->get_trainable_variables(VariableGroup::QPARAMS).at(0);
@@ -448,7 +451,7 @@ TEST(TrainableQuantizers, LsqGradientScale) {
       .pow(2).sum().backward();
   EXPECT_TRUE(bit_equal(t.grad(), tr.grad()));
 
-  const auto& acls = qi::torch::get_trainable_quantizer_class(
+  const auto& acls = qi::get_trainable_quantizer_class(
       QuantizationTarget::Activation, QuantizationMethod::SYMMETRIC, TrainingMethod::LSQ);
   const Instance a = make_instance(acls, QuantizationMethod::SYMMETRIC, true);
   const at::Tensor ta = a.q->get_trainable_variables(VariableGroup::QPARAMS).at(0);
@@ -460,11 +463,11 @@ TEST(TrainableQuantizers, LsqGradientScale) {
 }
 
 TEST(SoftRoundingRegularization, SumsTheSoftQuantizersWithAnnealedBeta) {
-  const auto& cls = qi::torch::get_trainable_quantizer_class(
+  const auto& cls = qi::get_trainable_quantizer_class(
       QuantizationTarget::Weights, QuantizationMethod::SYMMETRIC, TrainingMethod::SoftRounding);
   const Instance a = make_instance(cls, QuantizationMethod::SYMMETRIC, true);
   const Instance b = make_instance(cls, QuantizationMethod::SYMMETRIC, false);
-  const auto& ste = qi::torch::get_trainable_quantizer_class(
+  const auto& ste = qi::get_trainable_quantizer_class(
       QuantizationTarget::Weights, QuantizationMethod::SYMMETRIC, TrainingMethod::STE);
   const Instance other = make_instance(ste, QuantizationMethod::SYMMETRIC, true);
   const at::Tensor alpha_a = a.q->get_trainable_variables(VariableGroup::WEIGHTS).at(0);
@@ -508,7 +511,7 @@ TEST(TrainableRegistry, FromJsonRejectsAMethodTheClassDoesNotServe) {
     FAIL() << "no error";
   } catch (const qi::Error& e) {
     EXPECT_NE(std::string(e.what()).find(
-                  "STEWeightQATQuantizer: quantization method mismatch: expected one of "
+                  "STEWeightQATQuantizer: Quantization method mismatch: expected one of "
                   "[POWER_OF_TWO, SYMMETRIC], received UNIFORM"),
               std::string::npos)
         << e.what();

@@ -425,7 +425,7 @@ TEST(ActivationQuantizationHolder, TrainableQuantizerTrainsAndConvertsExactly) {
         EXPECT_NE(params.find("activation_holder_quantizer_min"), nullptr);
         EXPECT_NE(params.find("activation_holder_quantizer_max"), nullptr);
       } else {
-        EXPECT_NE(params.find("activation_holder_quantizer_threshold"), nullptr);
+        EXPECT_NE(params.find("activation_holder_quantizer_ptq_threshold_tensor"), nullptr);
       }
       ::torch::manual_seed(12);
       const at::Tensor x = ::torch::randn({4, 3, 5}) * 2;

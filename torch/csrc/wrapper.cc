@@ -59,6 +59,18 @@ void inject(at::Tensor& layer_param, const at::Tensor& value) {
     ::torch::autograd::impl::set_gradient_edge(layer_param, {});
 }
 
+// Trainable quantizers of the core's registry (e.g. read from JSON) become this front end's.
+NodeQuantizationDispatcher bind_trainable(const NodeQuantizationDispatcher& d) {
+  auto bind = [](const NodeQuantizationDispatcher::QuantizerPtr& q) {
+    return q->is_trainable() ? NodeQuantizationDispatcher::QuantizerPtr(as_trainable(q)) : q;
+  };
+  std::map<std::string, NodeQuantizationDispatcher::QuantizerPtr> weights;
+  for (const auto& [attribute, q] : d.weight_quantizers()) weights[attribute] = bind(q);
+  std::vector<NodeQuantizationDispatcher::QuantizerPtr> activations;
+  for (const auto& q : d.activation_quantizers()) activations.push_back(bind(q));
+  return NodeQuantizationDispatcher(std::move(weights), std::move(activations));
+}
+
 }  // namespace
 
 QuantizationWrapperImpl::QuantizationWrapperImpl(::torch::nn::AnyModule layer,
@@ -70,6 +82,7 @@ QuantizationWrapperImpl::QuantizationWrapperImpl(::torch::nn::AnyModule layer,
 }
 
 void QuantizationWrapperImpl::initialize_quantizers() {
+  dispatcher_ = bind_trainable(dispatcher_);
   QI_CHECK(dispatcher_.num_act_quantizers() <= 1,
            "QuantizationWrapper: the layer returns one tensor, so at most one activation "
            "quantizer can apply, got ",
@@ -98,7 +111,7 @@ void QuantizationWrapperImpl::initialize_quantizers() {
       unregister_layer_parameter(*layer_.ptr(), attribute);
     }
     if (quantizer->is_trainable()) {
-      auto& t = dynamic_cast<BaseTrainableQuantizer&>(*quantizer);
+      auto& t = *as_trainable(quantizer);
       t.initialize_quantization(float_weights_[attribute].sizes(), key, *this);
       quantizer_variables_.insert(quantizer_variables_.end(), t.registered_names().begin(),
                                   t.registered_names().end());
@@ -109,7 +122,7 @@ void QuantizationWrapperImpl::initialize_quantizers() {
     QI_CHECK(q->quantization_target() == QuantizationTarget::Activation,
              "QuantizationWrapper: activation quantizer ", i, " is a Weights quantizer");
     if (q->is_trainable()) {
-      auto& t = dynamic_cast<BaseTrainableQuantizer&>(*q);
+      auto& t = *as_trainable(q);
       t.initialize_quantization({}, str_cat("tensor", i), *this);
       quantizer_variables_.insert(quantizer_variables_.end(), t.registered_names().begin(),
                                   t.registered_names().end());
@@ -148,7 +161,7 @@ void QuantizationWrapperImpl::convert_to_inferable_quantizers() {
       weights[attribute] = q;
       continue;
     }
-    auto& t = dynamic_cast<BaseTrainableQuantizer&>(*q);
+    auto& t = *as_trainable(q);
     if (t.replaces_weight()) {
       at::NoGradGuard guard;
       at::Tensor& w = float_weights_.at(attribute);
@@ -159,7 +172,7 @@ void QuantizationWrapperImpl::convert_to_inferable_quantizers() {
   std::vector<NodeQuantizationDispatcher::QuantizerPtr> activations;
   for (const auto& q : dispatcher_.activation_quantizers())
     activations.push_back(q->is_trainable()
-                              ? dynamic_cast<BaseTrainableQuantizer&>(*q).convert_to_inferable()
+                              ? as_trainable(q)->convert_to_inferable()
                               : q);
   set_dispatcher(NodeQuantizationDispatcher(std::move(weights), std::move(activations)));
 }
@@ -194,9 +207,9 @@ void ActivationQuantizationHolderImpl::set_quantizer(std::shared_ptr<BaseQuantiz
   for (const auto& name : quantizer_variables_)
     if (parameters_.contains(name)) parameters_.erase(name);
   quantizer_variables_.clear();
-  quantizer_ = std::move(quantizer);
+  quantizer_ = quantizer->is_trainable() ? as_trainable(quantizer) : std::move(quantizer);
   if (quantizer_->is_trainable()) {
-    auto& t = dynamic_cast<BaseTrainableQuantizer&>(*quantizer_);
+    auto& t = *as_trainable(quantizer_);
     t.initialize_quantization({}, "activation_holder_quantizer", *this);
     quantizer_variables_ = t.registered_names();
   }
@@ -208,7 +221,7 @@ at::Tensor ActivationQuantizationHolderImpl::forward(const at::Tensor& x) {
 
 void ActivationQuantizationHolderImpl::convert_to_inferable_quantizers() {
   if (quantizer_->is_trainable())
-    set_quantizer(dynamic_cast<BaseTrainableQuantizer&>(*quantizer_).convert_to_inferable());
+    set_quantizer(as_trainable(quantizer_)->convert_to_inferable());
 }
 
 }  // namespace qi::torch

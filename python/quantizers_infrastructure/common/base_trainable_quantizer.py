@@ -1,12 +1,20 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""BaseTrainableQuantizer (REFERENCE.md 7.2), framework neutral: the config checks of MCT
-(4.5), the variable bookkeeping and the JSON config of the C++ trainable quantizers
-({"quantization_config": ..., "freeze_quant_params": ...}). Framework bases add the variables'
-kind (torch Parameters, Keras weights) and the math."""
+"""BaseTrainableQuantizer, framework neutral: MCT's API (config checks, variable bookkeeping,
+JSON) and the binding of the classes generated from the core's trainable registry.
+
+A generated class (STEWeightQATQuantizer, ...) takes its whole policy from the core
+(quantizers_infrastructure._core._TrainableQuantizer): which variables exist and how they start,
+which op its forward runs with which arguments in training and in eval, and how it converts to an
+inferable quantizer. A framework base only says how to create a variable, read it back and call
+an op (the four `_`-hooks below). Custom subclasses (MCT lets users write their own) override
+initialize_quantization, __call__ and convert2inferable instead."""
 
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
+
+from quantizers_infrastructure import _core
 from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
 from quantizers_infrastructure.common.enums import QuantizationTarget, VariableGroup
 from quantizers_infrastructure.common.trainable_configs import (
@@ -15,12 +23,19 @@ from quantizers_infrastructure.common.trainable_configs import (
 VAR = "var"
 GROUP = "group"
 
+# The core's trainable registry, in registry order.
+TRAINABLE_REGISTRY: List[Dict[str, Any]] = _core.trainable_quantizers()
+
 
 class BaseTrainableQuantizer(BaseInferableQuantizer):
     """A quantizer with learnable variables. Subclasses are marked with mark_quantizer (target,
     methods, TrainingMethod), create their variables on the wrapping module in
     initialize_quantization, quantize in __call__(inputs, training) and convert to an inferable
     quantizer in convert2inferable()."""
+
+    _core_class: Optional[str] = None  # the registry class a generated class binds
+    # Where the framework's activations keep channels (PyTorch 1, Keras -1).
+    activation_channel_axis = 1
 
     def __init__(self, quantization_config, freeze_quant_params: bool = False):
         super().__init__()
@@ -36,13 +51,11 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
                 raise ValueError(f"{name}: expected weight quantization configuration; received "
                                  f"activation quantization instead.")
             method = quantization_config.weights_quantization_method
-        elif target == QuantizationTarget.Activation:
+        else:
             if not isinstance(quantization_config, TrainableQuantizerActivationConfig):
                 raise ValueError(f"{name}: expected activation quantization configuration; "
                                  f"received weight quantization instead.")
             method = quantization_config.activation_quantization_method
-        else:
-            raise ValueError(f"{name}: unknown quantization target {target!r}")
         if method not in methods:
             raise ValueError(f"{name}: Quantization method mismatch. Expected methods: "
                              f"{methods}, received: {method}.")
@@ -52,6 +65,9 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
         self.quantization_config = quantization_config
         self.freeze_quant_params = freeze_quant_params
         self.quantizer_parameters: Dict[str, Dict[str, Any]] = {}
+        self._forward: Dict[bool, Tuple[str, List[Tuple[str, str]], bool, Dict[str, Any]]] = {}
+        self._policy = (None if self._core_class is None else
+                        _core._TrainableQuantizer(self._core_class, json.dumps(self.get_config())))
 
     # ---- variables ----
     def add_quantizer_variable(self, name: str, variable: Any,
@@ -67,21 +83,75 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
         return self.quantizer_parameters[name][VAR]
 
     def get_trainable_variables(self, group: VariableGroup) -> List[Any]:
-        raise NotImplementedError
+        """The variables of `group` that train. With freeze_quant_params, asking for QPARAMS
+        when some would train is an error (as in MCT)."""
+        out = [p[VAR] for p in self.quantizer_parameters.values()
+               if p[GROUP] == group and self._trains(p[VAR])]
+        if self.freeze_quant_params and group == VariableGroup.QPARAMS and out:
+            raise ValueError(f"{type(self).__name__}: quantization parameters were created "
+                             f"trainable although freeze_quant_params is set")
+        return out
 
+    # ---- the generated classes' behaviour: the core's policy, bound by the framework hooks ----
     def initialize_quantization(self, tensor_shape, name: str, layer) -> None:
-        raise NotImplementedError
+        """Creates the policy's variables on `layer` (the wrapper) for a tensor of
+        `tensor_shape` (None for activations) and fixes the forward for that shape."""
+        if self._policy is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement "
+                                      f"initialize_quantization")
+        shape = [] if tensor_shape is None else [int(d) for d in tensor_shape]
+        weight = self._weight_values(layer, name) if self._policy.replaces_weight else None
+        for v in self._policy.variables(shape, weight):
+            var = self._create_variable(layer, name, v["name"], v["initial"], v["trainable"])
+            self.add_quantizer_variable(v["name"], var, VariableGroup(v["group"]))
+        for training in (False, True):
+            f = self._policy.forward(training, shape, self.activation_channel_axis)
+            self._forward[training] = (f["op"], f["inputs"], f["requires_grad"], f["kwargs"])
 
     def __call__(self, inputs, training: bool = True):
-        raise NotImplementedError
+        if not self._forward:
+            raise ValueError(f"{type(self).__name__}: call initialize_quantization (build the "
+                             f"wrapper) before quantizing")
+        return self._run(inputs, training)
 
     def convert2inferable(self) -> BaseInferableQuantizer:
-        raise NotImplementedError
+        """The inferable quantizer whose output equals the eval-mode output bit for bit."""
+        if self._policy is None:
+            raise NotImplementedError(f"{type(self).__name__} must implement convert2inferable")
+        from quantizers_infrastructure.common.inferable_quantizers import from_core_quantizer
+        values = {k: np.asarray(self._values(p[VAR]), dtype=np.float32).reshape(-1)
+                  for k, p in self.quantizer_parameters.items()}
+        return from_core_quantizer(self._policy.convert(values))
 
     def convert_to_inferable(self) -> BaseInferableQuantizer:
         """Same as convert2inferable() (the C++ spelling)."""
         return self.convert2inferable()
 
+    @property
+    def replaces_weight(self) -> bool:
+        """True when conversion also replaces the float weight by the eval forward of it (soft
+        rounding: the eval output is not a function of the weight through the inferable
+        quantizer alone)."""
+        return self._policy is not None and self._policy.replaces_weight
+
+    # ---- framework hooks ----
+    def _create_variable(self, layer, name: str, variable: str, initial: np.ndarray,
+                         trainable: bool) -> Any:
+        raise NotImplementedError
+
+    def _trains(self, variable) -> bool:
+        raise NotImplementedError
+
+    def _values(self, variable) -> np.ndarray:
+        raise NotImplementedError
+
+    def _weight_values(self, layer, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def _run(self, inputs, training):
+        raise NotImplementedError
+
+    # ---- MCT helpers ----
     def activation_quantization(self) -> bool:
         return isinstance(self.quantization_config, TrainableQuantizerActivationConfig)
 
@@ -112,5 +182,62 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
                    freeze_quant_params=freeze)
 
     def to_json(self) -> str:
-        """{"class_name", "config"}, as the C++ BaseTrainableQuantizer::to_json writes it."""
+        """{"class_name", "config"}, as the C++ trainable quantizers write it."""
         return json.dumps({"class_name": type(self).__name__, "config": self.get_config()})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.quantization_config!r})"
+
+
+def generate_trainable_classes(namespace: Dict[str, Any], bases: Dict[str, type]) -> Dict[str, type]:
+    """One class per entry of the core's registry, named as the registry names it, derived from
+    bases[role] (role: "qat_weights", "activation" or "gptq") and marked with mark_quantizer;
+    returns {name: class} and puts each in `namespace` (a module's globals())."""
+    from quantizers_infrastructure.common.base_inferable_quantizer import mark_quantizer
+    from quantizers_infrastructure.common.enums import QuantizationMethod, TrainingMethod
+    classes = {}
+    for entry in TRAINABLE_REGISTRY:
+        target = QuantizationTarget(entry["target"])
+        tm = TrainingMethod(entry["training_method"])
+        role = ("activation" if target == QuantizationTarget.Activation
+                else "gptq" if tm == TrainingMethod.SoftRounding else "qat_weights")
+        name = entry["class_name"]
+        methods = [QuantizationMethod[m] for m in entry["methods"]]
+        doc = (f"{entry['doc']}\n\nTarget {target.value}, methods "
+               f"{', '.join(m.name for m in methods)}, training method {tm.value}; the policy "
+               f"is the C++ core's (qi::{name}).")
+        cls = type(name, (bases[role],), {"__doc__": doc, "__module__": namespace["__name__"],
+                                          "__qualname__": name, "_core_class": name})
+        classes[name] = namespace[name] = mark_quantizer(target, methods, tm)(cls)
+    return classes
+
+
+def get_all_subclasses(cls: type) -> set:
+    """Every subclass of `cls`, recursively (MCT's helper for the trainable lookups)."""
+    out = set()
+    for sub in cls.__subclasses__():
+        out.add(sub)
+        out |= get_all_subclasses(sub)
+    return out
+
+
+def find_trainable_class(classes: Dict[str, type], quant_target, quant_method, training_method,
+                         quantizer_base_class: Optional[type] = None) -> type:
+    """The class of `classes` (a front end's generated classes) registered for (target, method,
+    training method): the core's lookup, with its message when not exactly one matches. With
+    quantizer_base_class, searches its marked subclasses instead (user-defined quantizers
+    included), as MCT does."""
+    from quantizers_infrastructure.common.enums import TrainingMethod
+    training_method = TrainingMethod(getattr(training_method, "value", training_method))
+    if quantizer_base_class is None:
+        return classes[_core.trainable_class_name(quant_target.value, quant_method.name,
+                                                  training_method.value)]
+    found = [c for c in get_all_subclasses(quantizer_base_class)
+             if getattr(c, "quantization_target", None) == quant_target
+             and getattr(c, "identifier", None) == training_method
+             and quant_method in (getattr(c, "quantization_method", None) or [])]
+    if len(found) != 1:
+        raise ValueError(f"get_trainable_quantizer_class: found {len(found)} trainable "
+                         f"quantizers for target {quant_target.value}, method {quant_method.name} "
+                         f"and training method {training_method.value}; expected exactly one")
+    return found[0]

@@ -308,7 +308,7 @@ for _entry in _REGISTRY:
 del _entry
 
 __all__ = ["InferableQuantizer", "INFERABLE_QUANTIZER_CLASSES", "get_inferable_quantizer_class",
-           "quantizer_from_json"] + list(INFERABLE_QUANTIZER_CLASSES)
+           "quantizer_from_json", "from_core_quantizer"] + list(INFERABLE_QUANTIZER_CLASSES)
 
 
 def get_inferable_quantizer_class(quant_target: QuantizationTarget,
@@ -333,7 +333,12 @@ def get_inferable_quantizer_class(quant_target: QuantizationTarget,
 
 def quantizer_from_json(text: str) -> InferableQuantizer:
     """Rebuilds a quantizer of the right class from to_json() text."""
-    core_quantizer = _core.quantizer_from_json(text)
+    return from_core_quantizer(_core.quantizer_from_json(text))
+
+
+def from_core_quantizer(core_quantizer) -> InferableQuantizer:
+    """The Python class of a core inferable quantizer (a quantizers_infrastructure._core
+    _Quantizer, e.g. a trainable quantizer's conversion)."""
     cls = INFERABLE_QUANTIZER_CLASSES[core_quantizer.class_name]
     obj = cls.__new__(cls)
     obj._set_core(core_quantizer)

@@ -3,9 +3,14 @@
 attribute and one per layer output. Wrappers read it to quantize weights before the layer runs
 and outputs after."""
 
-from typing import Dict, List, Optional, Union
+import json
+from typing import Any, Dict, List, Optional, Union
 
+from quantizers_infrastructure import _core
 from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS, QI_VERSION_KEY
+
+WEIGHT_QUANTIZER = "weight_quantizer"  # the seed's key (singular)
 
 
 class NodeQuantizationDispatcher:
@@ -98,3 +103,35 @@ class NodeQuantizationDispatcher:
     def num_act_quantizers(self) -> int:
         """Number of activation quantizers (layer outputs)."""
         return len(self.activation_quantizers)
+
+    # ---- JSON: one schema, the C++ dispatcher's, for every front end ----
+    def get_config(self) -> Dict[str, Any]:
+        """{"activation_quantizers": [{"class_name", "config"}...], "weight_quantizer":
+        {attribute: {"class_name", "config"}}, "qi_version": ...}: the C++
+        NodeQuantizationDispatcher's JSON, read by every front end."""
+        return {
+            ACTIVATION_QUANTIZERS: [json.loads(q.to_json()) for q in self.activation_quantizers],
+            WEIGHT_QUANTIZER: {k: json.loads(q.to_json()) for k, q in self.weight_quantizers.items()},
+            QI_VERSION_KEY: _core.kVersion,
+        }
+
+    @classmethod
+    def from_config(cls, config: Union[str, Dict[str, Any]]) -> "NodeQuantizationDispatcher":
+        """Rebuilds a dispatcher from get_config() output (a dict or JSON text), written by any
+        front end. The core checks the whole config first (keys, types, every quantizer), with
+        ValueError naming where a problem sits."""
+        text = config if isinstance(config, str) else json.dumps(config)
+        checked = json.loads(_core.dispatcher_config(text))
+        return cls({k: cls.quantizer_from_config(v) for k, v in checked[WEIGHT_QUANTIZER].items()},
+                   [cls.quantizer_from_config(v) for v in checked[ACTIVATION_QUANTIZERS]])
+
+    @classmethod
+    def quantizer_from_config(cls, config: Dict[str, Any]) -> BaseInferableQuantizer:
+        """A quantizer from its {"class_name", "config"} object: inferable quantizers here;
+        framework dispatchers add their trainable classes."""
+        from quantizers_infrastructure.common.inferable_quantizers import quantizer_from_json
+        return quantizer_from_json(json.dumps(config))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(weight_quantizers={self.weight_quantizers!r}, "
+                f"activation_quantizers={self.activation_quantizers!r})")

@@ -2,7 +2,7 @@
 """The Keras front end of quantizers_infrastructure (tf.keras, Keras 2): loads qi's TensorFlow op
 library (libqi_tf_ops.so), makes every framework-neutral quantizer callable on TensorFlow
 tensors, and holds KerasQuantizationWrapper, KerasNodeQuantizationDispatcher,
-KerasActivationQuantizationHolder, the Keras trainable quantizers (STE, LSQ),
+KerasActivationQuantizationHolder, the Keras trainable quantizers (STE, LSQ, soft rounding),
 convert_to_inferable_quantizers and keras_load_quantized_model.
 
 Imported on the first quantizer call with a TensorFlow tensor, on first use of a Keras name of
@@ -18,11 +18,9 @@ from quantizers_infrastructure.keras.load import (convert_to_inferable_quantizer
 from quantizers_infrastructure.keras.ops import library_path
 from quantizers_infrastructure.keras.serialization import (deserialize_quantizer,
                                                            serialize_quantizer)
-from quantizers_infrastructure.keras.trainable_quantizers import (
-    BaseKerasTrainableQuantizer, LSQSymmetricActivationTrainableQuantizer,
-    LSQUniformActivationTrainableQuantizer, LSQUniformWeightQATQuantizer, LSQWeightQATQuantizer,
-    STESymmetricActivationTrainableQuantizer, STEUniformActivationTrainableQuantizer,
-    STEUniformWeightQATQuantizer, STEWeightQATQuantizer, get_trainable_quantizer_class)
+from quantizers_infrastructure.keras.trainable_quantizers import *  # noqa: F401,F403
+from quantizers_infrastructure.keras.trainable_quantizers import \
+    __all__ as _trainable_names
 from quantizers_infrastructure.keras.wrapper import (KerasActivationQuantizationHolder,
                                                      KerasQuantizationWrapper)
 
@@ -37,11 +35,7 @@ register_input_type(tf.Variable, _tf_call)
 
 __all__ = [
     "KerasQuantizationWrapper", "KerasNodeQuantizationDispatcher",
-    "KerasActivationQuantizationHolder", "BaseKerasTrainableQuantizer", "STEWeightQATQuantizer",
-    "LSQWeightQATQuantizer", "STEUniformWeightQATQuantizer", "LSQUniformWeightQATQuantizer",
-    "STESymmetricActivationTrainableQuantizer", "LSQSymmetricActivationTrainableQuantizer",
-    "STEUniformActivationTrainableQuantizer", "LSQUniformActivationTrainableQuantizer",
-    "get_trainable_quantizer_class", "convert_to_inferable_quantizers",
+    "KerasActivationQuantizationHolder", "convert_to_inferable_quantizers",
     "keras_load_quantized_model", "qi_custom_objects", "serialize_quantizer",
     "deserialize_quantizer", "library_path", "ops",
-]
+] + list(_trainable_names)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
 from quantizers_infrastructure.keras.dispatcher import KerasNodeQuantizationDispatcher
-from quantizers_infrastructure.keras.serialization import TRAINABLE_QUANTIZER_CLASSES
+from quantizers_infrastructure.keras.trainable_quantizers import TRAINABLE_QUANTIZER_CLASSES
 from quantizers_infrastructure.keras.wrapper import (KerasActivationQuantizationHolder,
                                                      KerasQuantizationWrapper)
 

@@ -4,8 +4,8 @@
     fake_quant(quantizer, x)            any inferable quantizer (its to_json() text is an attr)
     symmetric_quant(x, threshold, ...)  trainable symmetric/POT, STE or LSQ gradients
     uniform_quant(x, min, max, ...)     trainable uniform, STE or LSQ gradients
-    soft_round(w, alpha, delta, ...)    soft rounding (gradient to alpha)
-    soft_round_init_alpha, soft_round_regularization
+    soft_round(w, alpha, ...)           soft rounding (gradient to alpha)
+    soft_round_regularization
 
 All float32, CPU, eager and inside tf.function. Core errors raise ValueError with the core's
 message (in graph mode the ops' shape functions run the same checks at construction)."""
@@ -73,14 +73,13 @@ def fake_quant(quantizer, x) -> tf.Tensor:
     return _run(_ops.qi_fake_quant, x, quantizer=quantizer_json(quantizer))
 
 
-def _axis_attrs(channel_axis: Optional[int]):
-    return dict(has_channel_axis=channel_axis is not None,
-                channel_axis=0 if channel_axis is None else int(channel_axis))
+def _optional_attrs(name: str, value: Optional[int]):
+    return {f"has_{name}": value is not None, name: 0 if value is None else int(value)}
 
 
-def _scale(grad_scale) -> tf.Tensor:
-    # float64: TensorFlow's float attributes are 32-bit, qi's torch ops take a double.
-    return tf.constant(float(grad_scale), tf.float64)
+def _double(value) -> tf.Tensor:
+    # float64 inputs: TensorFlow's float attributes are 32-bit, qi's parameters are doubles.
+    return tf.constant(float(value), tf.float64)
 
 
 def _check_mode(mode: str, who: str) -> None:
@@ -90,54 +89,53 @@ def _check_mode(mode: str, who: str) -> None:
 
 def symmetric_quant(x, threshold, num_bits: int, is_signed: bool = True,
                     channel_axis: Optional[int] = None, mode: str = "ste",
-                    grad_scale: float = 1.0) -> tf.Tensor:
-    """Trainable symmetric fake quantizer: delta = threshold / 2^(num_bits - is_signed),
-    y = delta * clamp(round_half_even(x / delta), qmin, qmax) (the torch-profile grid, as qi's
-    PyTorch trainable quantizers). threshold: one value, or one per slice along channel_axis.
-    mode "ste": dy/dx = 1; "lsq": hard clip and LSQ threshold gradient scaled by grad_scale."""
+                    grad_scale: float = 1.0, grad_scale_axis: Optional[int] = None,
+                    min_threshold: float = 0.0, power_of_two: bool = False) -> tf.Tensor:
+    """The trainable symmetric op (as torch.ops.qi.symmetric_quant): delta = t' / 2^(num_bits -
+    is_signed) with t' = max(threshold, min_threshold), rounded up to a power of two when
+    power_of_two; y = delta * clamp(round_half_even(x / delta), qmin, qmax). threshold: one
+    value, or one per slice along channel_axis. mode "ste": dy/dx = 1; "lsq": hard clip and the
+    threshold gradient scaled by grad_scale (divided by sqrt(x.shape[grad_scale_axis]) when that
+    axis is given)."""
     _check_mode(mode, "symmetric_quant")
     x = _float32(x, "symmetric_quant", "x")
     threshold = _float32(threshold, "symmetric_quant", "threshold")
-    return _run(_ops.qi_symmetric_quant, x, threshold, _scale(grad_scale),
-                num_bits=int(num_bits), is_signed=bool(is_signed), mode=mode,
-                **_axis_attrs(channel_axis))
+    return _run(_ops.qi_symmetric_quant, x, threshold, _double(grad_scale),
+                _double(min_threshold), num_bits=int(num_bits), is_signed=bool(is_signed),
+                power_of_two=bool(power_of_two), mode=mode,
+                **_optional_attrs("channel_axis", channel_axis),
+                **_optional_attrs("grad_scale_axis", grad_scale_axis))
 
 
 def uniform_quant(x, min_range, max_range, num_bits: int, channel_axis: Optional[int] = None,
-                  mode: str = "ste", grad_scale: float = 1.0,
-                  activation: bool = False) -> tf.Tensor:
-    """Trainable uniform fake quantizer over [min_range, max_range] (adjusted so that 0 is on the
-    grid, float32, not clamped; rounded zero point), as qi's PyTorch trainable quantizers.
+                  mode: str = "ste", grad_scale: float = 1.0, activation: bool = False,
+                  grad_scale_axis: Optional[int] = None) -> tf.Tensor:
+    """The trainable uniform op (as torch.ops.qi.uniform_quant): the grid over [min_range,
+    max_range] adjusted so that 0 is on it (float32, not clamped; rounded zero point).
     activation: the activation quantizer's scale arithmetic (double, then float)."""
     _check_mode(mode, "uniform_quant")
     x = _float32(x, "uniform_quant", "x")
     min_range = _float32(min_range, "uniform_quant", "min_range")
     max_range = _float32(max_range, "uniform_quant", "max_range")
-    return _run(_ops.qi_uniform_quant, x, min_range, max_range, _scale(grad_scale),
+    return _run(_ops.qi_uniform_quant, x, min_range, max_range, _double(grad_scale),
                 num_bits=int(num_bits), mode=mode, activation=bool(activation),
-                **_axis_attrs(channel_axis))
+                **_optional_attrs("channel_axis", channel_axis),
+                **_optional_attrs("grad_scale_axis", grad_scale_axis))
 
 
-def soft_round(w, alpha, delta, offset, qmin: float, qmax: float,
-               channel_axis: Optional[int] = None, training: bool = True) -> tf.Tensor:
-    """Soft rounding (REFERENCE.md 9.2): q = delta * (clip(floor((w - offset) / delta) + h,
-    qmin, qmax) - zero_point), h = h(alpha) when training else (h(alpha) >= 0.5). The gradient
-    flows to alpha only (w, delta and offset are constants of the rounding)."""
+def soft_round(w, alpha, threshold_or_min, num_bits: int = 8, power_of_two: bool = False,
+               channel_axis: Optional[int] = None, training: bool = True,
+               max_range=None) -> tf.Tensor:
+    """Soft rounding (as torch.ops.qi.soft_round) on the grid of the symmetric (max_range None:
+    threshold_or_min holds thresholds) or uniform inferable quantizer; h(alpha) hardened to
+    {0, 1} when not training. The gradient flows to alpha only."""
     w = _float32(w, "soft_round", "w")
     alpha = _float32(alpha, "soft_round", "alpha")
-    delta = _float32(delta, "soft_round", "delta")
-    offset = _float32(offset, "soft_round", "offset")
-    return _run(_ops.qi_soft_round, w, alpha, delta, offset, qmin=float(qmin), qmax=float(qmax),
-                training=bool(training), **_axis_attrs(channel_axis))
-
-
-def soft_round_init_alpha(w, delta, offset, qmin: float, qmax: float,
-                          channel_axis: Optional[int] = None) -> tf.Tensor:
-    """alpha such that h(alpha) = frac(clip((w - offset) / delta, qmin, qmax))."""
-    return _run(_ops.qi_soft_round_init_alpha, _float32(w, "soft_round_init_alpha", "w"),
-                _float32(delta, "soft_round_init_alpha", "delta"),
-                _float32(offset, "soft_round_init_alpha", "offset"), qmin=float(qmin),
-                qmax=float(qmax), **_axis_attrs(channel_axis))
+    p = _float32(threshold_or_min, "soft_round", "threshold_or_min")
+    hi = p if max_range is None else _float32(max_range, "soft_round", "max_range")
+    return _run(_ops.qi_soft_round, w, alpha, p, hi, num_bits=int(num_bits),
+                power_of_two=bool(power_of_two), uniform=max_range is not None,
+                training=bool(training), **_optional_attrs("channel_axis", channel_axis))
 
 
 def soft_round_regularization(alpha, beta: float) -> tf.Tensor:
@@ -149,10 +147,15 @@ def soft_round_regularization(alpha, beta: float) -> tf.Tensor:
 # ---- gradients ----------------------------------------------------------------------------------
 
 def _attrs(op, names):
-    return {n: op.get_attr(n) for n in names}
+    attrs = {n: op.get_attr(n) for n in names}
+    if isinstance(attrs.get("mode"), bytes):
+        attrs["mode"] = attrs["mode"].decode()
+    return attrs
 
 
-_AFFINE = ("num_bits", "has_channel_axis", "channel_axis", "mode")
+_AFFINE = ("num_bits", "has_channel_axis", "channel_axis", "mode", "has_grad_scale_axis",
+           "grad_scale_axis")
+_SOFT = ("num_bits", "power_of_two", "uniform", "has_channel_axis", "channel_axis")
 
 
 @tf.RegisterGradient("QiFakeQuant")
@@ -162,26 +165,22 @@ def _fake_quant_grad(op, grad):
 
 @tf.RegisterGradient("QiSymmetricQuant")
 def _symmetric_quant_grad(op, grad):
-    attrs = _attrs(op, _AFFINE + ("is_signed",))
-    attrs["mode"] = attrs["mode"].decode() if isinstance(attrs["mode"], bytes) else attrs["mode"]
-    dx, dt = _ops.qi_symmetric_quant_grad(grad, op.inputs[0], op.inputs[1], op.inputs[2],
-                                          **attrs)
-    return [dx, dt, None]
+    attrs = _attrs(op, _AFFINE + ("is_signed", "power_of_two"))
+    dx, dt = _ops.qi_symmetric_quant_grad(grad, *op.inputs, **attrs)
+    return [dx, dt, None, None]
 
 
 @tf.RegisterGradient("QiUniformQuant")
 def _uniform_quant_grad(op, grad):
     attrs = _attrs(op, _AFFINE + ("activation",))
-    attrs["mode"] = attrs["mode"].decode() if isinstance(attrs["mode"], bytes) else attrs["mode"]
-    dx, dmin, dmax = _ops.qi_uniform_quant_grad(grad, op.inputs[0], op.inputs[1], op.inputs[2],
-                                                op.inputs[3], **attrs)
+    dx, dmin, dmax = _ops.qi_uniform_quant_grad(grad, *op.inputs, **attrs)
     return [dx, dmin, dmax, None]
 
 
 @tf.RegisterGradient("QiSoftRound")
 def _soft_round_grad(op, grad):
-    dalpha = _ops.qi_soft_round_grad(grad, op.inputs[1], op.inputs[2],
-                                     **_attrs(op, ("has_channel_axis", "channel_axis")))
+    dalpha = _ops.qi_soft_round_grad(grad, op.inputs[1], op.inputs[2], op.inputs[3],
+                                     **_attrs(op, _SOFT))
     return [None, dalpha, None, None]
 
 
@@ -190,7 +189,5 @@ def _soft_round_regularization_grad(op, grad):
     return [_ops.qi_soft_round_regularization_grad(grad, op.inputs[0], beta=op.get_attr("beta"))]
 
 
-tf.no_gradient("QiSoftRoundInitAlpha")
-
 __all__ = ["library_path", "core_message", "quantizer_json", "fake_quant", "symmetric_quant",
-           "uniform_quant", "soft_round", "soft_round_init_alpha", "soft_round_regularization"]
+           "uniform_quant", "soft_round", "soft_round_regularization"]

@@ -10,16 +10,6 @@ from quantizers_infrastructure.common.base_inferable_quantizer import BaseInfera
 from quantizers_infrastructure.common.inferable_quantizers import (INFERABLE_QUANTIZER_CLASSES,
                                                                    quantizer_from_json)
 
-# Keras trainable quantizer classes by name (filled by trainable_quantizers.py).
-TRAINABLE_QUANTIZER_CLASSES: Dict[str, type] = {}
-
-
-def register_trainable_quantizer(cls: type) -> type:
-    """Class decorator: makes a Keras trainable quantizer class loadable from configs."""
-    TRAINABLE_QUANTIZER_CLASSES[cls.__name__] = cls
-    return cls
-
-
 def serialize_quantizer(quantizer: BaseInferableQuantizer) -> Dict[str, Any]:
     """{"class_name", "config"} of an inferable or Keras trainable quantizer (JSON values)."""
     if not isinstance(quantizer, BaseInferableQuantizer) or not hasattr(quantizer, "to_json"):
@@ -40,6 +30,7 @@ def deserialize_quantizer(config: Any) -> BaseInferableQuantizer:
             or not isinstance(config.get("config"), dict):
         raise ValueError(f"quantizer config must be an object with \"class_name\" and \"config\", "
                          f"got {config!r}")
+    from quantizers_infrastructure.keras.trainable_quantizers import TRAINABLE_QUANTIZER_CLASSES
     name = config["class_name"]
     if name in INFERABLE_QUANTIZER_CLASSES:
         return quantizer_from_json(json.dumps(config))

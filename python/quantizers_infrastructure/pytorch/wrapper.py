@@ -20,14 +20,12 @@ import torch.fx
 from torch import nn
 
 from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
-from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS, QI_VERSION_KEY
 from quantizers_infrastructure.common.enums import QuantizationTarget
 from quantizers_infrastructure.common.node_quantization_dispatcher import \
     NodeQuantizationDispatcher
 from quantizers_infrastructure.pytorch.trainable_quantizers import (
     BasePytorchTrainableQuantizer, TRAINABLE_QUANTIZER_CLASSES)
 
-WEIGHT_QUANTIZER = "weight_quantizer"  # the C++ dispatcher's key (singular, as MCT's Keras one)
 WEIGHTS_VALUES = "weights_value"
 OP_CALL_ARGS = "op_call_args"
 OP_CALL_KWARGS = "op_call_kwargs"
@@ -56,33 +54,14 @@ def quantizer_from_json(text: str):
 
 class PytorchNodeQuantizationDispatcher(NodeQuantizationDispatcher):
     """NodeQuantizationDispatcher for PyTorch layers: a single weights quantizer stands for the
-    layer's "weight"; get_config()/from_config() use the C++ dispatcher's JSON
-    ({"activation_quantizers": [...], "weight_quantizer": {name: ...}, "qi_version"})."""
+    layer's "weight"; JSON as every dispatcher (NodeQuantizationDispatcher.get_config), with the
+    PyTorch trainable quantizer classes."""
 
     default_weight_attribute = "weight"
 
-    def get_config(self) -> Dict[str, Any]:
-        from quantizers_infrastructure import _core
-        return {
-            ACTIVATION_QUANTIZERS: [json.loads(q.to_json()) for q in self.activation_quantizers],
-            WEIGHT_QUANTIZER: {k: json.loads(q.to_json())
-                                 for k, q in self.weight_quantizers.items()},
-            QI_VERSION_KEY: _core.kVersion,
-        }
-
     @classmethod
-    def from_config(cls, config: Union[str, Dict[str, Any]]) -> "PytorchNodeQuantizationDispatcher":
-        if isinstance(config, str):
-            config = json.loads(config)
-        if not isinstance(config, dict):
-            raise ValueError(f"{cls.__name__}: config must be a dict, got {type(config).__name__}")
-        unknown = set(config) - {ACTIVATION_QUANTIZERS, WEIGHT_QUANTIZER, QI_VERSION_KEY}
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown key \"{sorted(unknown)[0]}\"")
-        weights = {k: quantizer_from_json(json.dumps(v))
-                   for k, v in config.get(WEIGHT_QUANTIZER, {}).items()}
-        acts = [quantizer_from_json(json.dumps(v)) for v in config.get(ACTIVATION_QUANTIZERS, [])]
-        return cls(weights, acts)
+    def quantizer_from_config(cls, config: Dict[str, Any]):
+        return quantizer_from_json(json.dumps(config))
 
 
 def _owner_and_name(module: nn.Module, attribute: str):

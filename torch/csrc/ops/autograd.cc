@@ -29,103 +29,130 @@ class FakeQuantFunction : public ::torch::autograd::Function<FakeQuantFunction> 
 };
 
 using SymSig = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
-                          std::optional<int64_t>, c10::string_view, double);
-using SymBwdSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                     const at::Tensor&, int64_t, bool,
-                                                     std::optional<int64_t>, c10::string_view,
-                                                     double, bool, bool);
+                          std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
+                          double, bool);
+using SymBwdSig = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
+    std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>, double, bool, bool,
+    bool);
 
 class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuantFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& threshold,
                             int64_t num_bits, bool is_signed, std::optional<int64_t> channel_axis,
-                            c10::string_view mode, double grad_scale) {
+                            c10::string_view mode, double grad_scale,
+                            std::optional<int64_t> grad_scale_axis, double min_threshold,
+                            bool power_of_two) {
     ctx->save_for_backward({x, threshold});
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["is_signed"] = is_signed;
     ctx->saved_data["channel_axis"] = channel_axis;
     ctx->saved_data["mode"] = std::string(mode);
     ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
+    ctx->saved_data["min_threshold"] = min_threshold;
+    ctx->saved_data["power_of_two"] = power_of_two;
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto fwd = op<SymSig>("qi::symmetric_quant");
-    return fwd.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale);
+    return fwd.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale,
+                    grad_scale_axis, min_threshold, power_of_two);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     static auto bwd = op<SymBwdSig>("qi::_symmetric_quant_backward");
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
-    auto [dx, dt] = bwd.call(grads[0].contiguous(), saved[0], saved[1],
-                             ctx->saved_data["num_bits"].toInt(),
-                             ctx->saved_data["is_signed"].toBool(),
-                             ctx->saved_data["channel_axis"].toOptional<int64_t>(), mode,
-                             ctx->saved_data["grad_scale"].toDouble(),
+    auto& d = ctx->saved_data;
+    const std::string mode = d["mode"].toStringRef();
+    auto [dx, dt] = bwd.call(grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
+                             d["is_signed"].toBool(), d["channel_axis"].toOptional<int64_t>(),
+                             mode, d["grad_scale"].toDouble(),
+                             d["grad_scale_axis"].toOptional<int64_t>(),
+                             d["min_threshold"].toDouble(), d["power_of_two"].toBool(),
                              ctx->needs_input_grad(0), ctx->needs_input_grad(1));
-    return {dx, dt, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 using UniSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                          std::optional<int64_t>, c10::string_view, double, bool);
+                          std::optional<int64_t>, c10::string_view, double, bool,
+                          std::optional<int64_t>);
 using UniBwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-    std::optional<int64_t>, c10::string_view, double, bool, bool, bool);
+    std::optional<int64_t>, c10::string_view, double, bool, std::optional<int64_t>, bool, bool);
 
 class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& min_range,
                             const at::Tensor& max_range, int64_t num_bits,
                             std::optional<int64_t> channel_axis, c10::string_view mode,
-                            double grad_scale, bool activation) {
+                            double grad_scale, bool activation,
+                            std::optional<int64_t> grad_scale_axis) {
     ctx->save_for_backward({x, min_range, max_range});
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["channel_axis"] = channel_axis;
     ctx->saved_data["mode"] = std::string(mode);
     ctx->saved_data["grad_scale"] = grad_scale;
     ctx->saved_data["activation"] = activation;
+    ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto fwd = op<UniSig>("qi::uniform_quant");
-    return fwd.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation);
+    return fwd.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation,
+                    grad_scale_axis);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     static auto bwd = op<UniBwdSig>("qi::_uniform_quant_backward");
-    const std::string mode = ctx->saved_data["mode"].toStringRef();
+    auto& d = ctx->saved_data;
+    const std::string mode = d["mode"].toStringRef();
     auto [dx, dmin, dmax] =
-        bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2],
-                 ctx->saved_data["num_bits"].toInt(),
-                 ctx->saved_data["channel_axis"].toOptional<int64_t>(), mode,
-                 ctx->saved_data["grad_scale"].toDouble(), ctx->saved_data["activation"].toBool(),
+        bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2], d["num_bits"].toInt(),
+                 d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
+                 d["activation"].toBool(), d["grad_scale_axis"].toOptional<int64_t>(),
                  ctx->needs_input_grad(0), ctx->needs_input_grad(1) || ctx->needs_input_grad(2));
-    return {dx, dmin, dmax, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx,           dmin,         dmax,         at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-using SoftSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                           const at::Tensor&, double, double, std::optional<int64_t>, bool);
-using SoftBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                              std::optional<int64_t>);
+using SoftSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
+                           std::optional<int64_t>, bool, const std::optional<at::Tensor>&);
+using SoftBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                              bool, std::optional<int64_t>, const std::optional<at::Tensor>&);
 
 class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> {
  public:
+  // max_range: an empty tensor stands for None (autograd::Function records every tensor input).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& w, const at::Tensor& alpha,
-                            const at::Tensor& delta, const at::Tensor& offset, double qmin,
-                            double qmax, std::optional<int64_t> channel_axis, bool training) {
-    ctx->save_for_backward({alpha, delta});
+                            const at::Tensor& threshold_or_min, const at::Tensor& max_range,
+                            int64_t num_bits, bool power_of_two,
+                            std::optional<int64_t> channel_axis, bool training) {
+    ctx->save_for_backward({alpha, threshold_or_min, max_range});
+    ctx->saved_data["num_bits"] = num_bits;
+    ctx->saved_data["power_of_two"] = power_of_two;
     ctx->saved_data["channel_axis"] = channel_axis;
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto fwd = op<SoftSig>("qi::soft_round");
-    return fwd.call(w, alpha, delta, offset, qmin, qmax, channel_axis, training);
+    return fwd.call(w, alpha, threshold_or_min, num_bits, power_of_two, channel_axis, training,
+                    optional_of(max_range));
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     static auto bwd = op<SoftBwdSig>("qi::_soft_round_backward");
+    auto& d = ctx->saved_data;
     at::Tensor da;
     if (ctx->needs_input_grad(1))
-      da = bwd.call(grads[0].contiguous(), saved[0], saved[1],
-                    ctx->saved_data["channel_axis"].toOptional<int64_t>());
-    // w: floor(w / delta) carries no gradient (MCT computes it under no_grad).
+      da = bwd.call(grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
+                    d["power_of_two"].toBool(), d["channel_axis"].toOptional<int64_t>(),
+                    optional_of(saved[2]));
+    // w: floor(w / delta) carries no gradient (MCT computes it under no_grad); the grid's
+    // parameters are not learned by soft rounding.
     return {at::Tensor(), da, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
+  }
+
+ private:
+  static std::optional<at::Tensor> optional_of(const at::Tensor& t) {
+    return t.defined() && t.numel() > 0 ? std::optional<at::Tensor>(t) : std::nullopt;
   }
 };
 
@@ -153,24 +180,27 @@ at::Tensor fake_quant_autograd(const at::Tensor& x, c10::string_view quantizer) 
 at::Tensor symmetric_quant_autograd(const at::Tensor& x, const at::Tensor& threshold,
                                     int64_t num_bits, bool is_signed,
                                     std::optional<int64_t> channel_axis, c10::string_view mode,
-                                    double grad_scale) {
+                                    double grad_scale, std::optional<int64_t> grad_scale_axis,
+                                    double min_threshold, bool power_of_two) {
   return SymmetricQuantFunction::apply(x, threshold, num_bits, is_signed, channel_axis, mode,
-                                       grad_scale);
+                                       grad_scale, grad_scale_axis, min_threshold, power_of_two);
 }
 at::Tensor uniform_quant_autograd(const at::Tensor& x, const at::Tensor& min_range,
                                   const at::Tensor& max_range, int64_t num_bits,
                                   std::optional<int64_t> channel_axis, c10::string_view mode,
-                                  double grad_scale, bool activation) {
+                                  double grad_scale, bool activation,
+                                  std::optional<int64_t> grad_scale_axis) {
   return UniformQuantFunction::apply(x, min_range, max_range, num_bits, channel_axis, mode,
-                                     grad_scale, activation);
+                                     grad_scale, activation, grad_scale_axis);
 }
 at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
-                               const at::Tensor& delta, const at::Tensor& offset, double qmin,
-                               double qmax, std::optional<int64_t> channel_axis, bool training) {
-  // The CPU kernel reads an undefined or empty offset as 0, but autograd::Function records every
-  // tensor input and cannot take an undefined one: pass an empty tensor instead.
-  const at::Tensor off = offset.defined() ? offset : at::empty({0}, delta.options());
-  return SoftRoundFunction::apply(w, alpha, delta, off, qmin, qmax, channel_axis, training);
+                               const at::Tensor& threshold_or_min, int64_t num_bits,
+                               bool power_of_two, std::optional<int64_t> channel_axis,
+                               bool training, const std::optional<at::Tensor>& max_range) {
+  const at::Tensor hi = max_range && max_range->defined() ? *max_range
+                                                          : at::empty({0}, threshold_or_min.options());
+  return SoftRoundFunction::apply(w, alpha, threshold_or_min, hi, num_bits, power_of_two,
+                                  channel_axis, training);
 }
 at::Tensor soft_round_regularization_autograd(const at::Tensor& alpha, double beta) {
   return SoftRoundRegFunction::apply(alpha, beta);

@@ -38,24 +38,6 @@ inline std::vector<double> values_of(const at::Tensor& t, const char* op, const 
   return std::vector<double>(p, p + c.numel());
 }
 
-// The normalized channel axis, checking the parameter count against the tensor.
-inline std::optional<int64_t> resolve_axis(const at::Tensor& x, std::optional<int64_t> axis,
-                                           int64_t count, const char* op, const char* arg) {
-  if (!axis) {
-    TORCH_CHECK(count == 1, op, ": ", arg, " must hold one value when channel_axis is None, got ",
-                count);
-    return std::nullopt;
-  }
-  const int64_t r = x.dim();
-  TORCH_CHECK(*axis >= -r && *axis < r, op, ": channel_axis must be in [", -r, ", ", r,
-              ") for a tensor of rank ", r, ", got ", *axis);
-  const int64_t a = *axis < 0 ? *axis + r : *axis;
-  TORCH_CHECK(count == 1 || count == x.size(a), op, ": ", arg, " holds ", count,
-              " values but the tensor has ", x.size(a), " channels along channel_axis ", *axis);
-  // One value broadcasts over all channels: treat it as per-tensor.
-  return count == 1 ? std::nullopt : std::optional<int64_t>(a);
-}
-
 inline trainable::GradMode grad_mode_of(const std::string& mode, const char* op) {
   if (mode == "ste") return trainable::GradMode::kSte;
   if (mode == "lsq") return trainable::GradMode::kLsq;

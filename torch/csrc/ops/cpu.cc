@@ -1,15 +1,12 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // CPU kernels of the qi ops: check arguments, build the core plan, call the core.
-#include <cmath>
+#include <algorithm>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "kernels/plan.h"
 #include "ops/common.h"
 #include "qi/inferable_quantizers.h"
 
@@ -18,23 +15,10 @@ namespace {
 
 using namespace detail;
 
-// Parsed quantizers by their JSON text: parsing happens once per distinct quantizer.
-std::shared_ptr<const BaseInferableQuantizer> cached_quantizer(const std::string& json) {
-  static std::mutex mutex;
-  static std::unordered_map<std::string, std::shared_ptr<const BaseInferableQuantizer>> cache;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto it = cache.find(json);
-  if (it != cache.end()) return it->second;
-  std::shared_ptr<const BaseInferableQuantizer> q =
-      translate_errors([&] { return inferable_quantizer_from_json(json); });
-  if (cache.size() > 4096) cache.clear();  // bound memory for programs that make many
-  cache.emplace(json, q);
-  return q;
-}
 
 at::Tensor fake_quant_cpu(const at::Tensor& x, c10::string_view quantizer) {
   check_float_cpu(x, "qi::fake_quant", "x");
-  const auto q = cached_quantizer(std::string(quantizer));
+  const auto q = translate_errors([&] { return cached_inferable_quantizer(std::string(quantizer)); });
   at::Tensor y = at::empty(x.sizes(), x.options());
   translate_errors([&] { q->apply(const_view(x), mutable_view(y)); });
   return y;
@@ -45,130 +29,141 @@ at::Tensor& fake_quant_out_cpu(const at::Tensor& x, c10::string_view quantizer, 
   check_float_cpu(out, "qi::fake_quant.out", "out");
   TORCH_CHECK(out.sizes() == x.sizes(), "qi::fake_quant.out: out sizes ", out.sizes(),
               " must equal x sizes ", x.sizes());
-  const auto q = cached_quantizer(std::string(quantizer));
+  const auto q = translate_errors([&] { return cached_inferable_quantizer(std::string(quantizer)); });
   translate_errors([&] { q->apply(const_view(x), mutable_view(out)); });
   return out;
 }
 
-void check_bits(int64_t n, const char* op) {
-  TORCH_CHECK(n >= 2 && n <= 16, op, ": num_bits must be in [2, 16], got ", n);
+trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
+                                              std::optional<int64_t> channel_axis,
+                                              c10::string_view mode, double grad_scale,
+                                              std::optional<int64_t> grad_scale_axis,
+                                              double min_threshold, bool power_of_two,
+                                              const char* op) {
+  return {n,          is_signed,          channel_axis, grad_mode_of(std::string(mode), op),
+          grad_scale, grad_scale_axis, min_threshold, power_of_two};
 }
 
-kernels::AffineTorchPlan symmetric_plan(const std::vector<double>& t, int64_t n, bool s,
-                                        const char* op) {
-  return translate_errors([&] { return trainable::checked_symmetric_plan(op, t, n, s); });
+trainable::UniformQuantArgs uniform_args(int64_t n, std::optional<int64_t> channel_axis,
+                                         c10::string_view mode, double grad_scale,
+                                         bool activation, std::optional<int64_t> grad_scale_axis,
+                                         const char* op) {
+  return {n, channel_axis, grad_mode_of(std::string(mode), op), grad_scale, grad_scale_axis,
+          activation};
 }
 
-kernels::AffineTorchPlan uniform_plan(const std::vector<double>& lo, const std::vector<double>& hi,
-                                      int64_t n, bool activation, const char* op) {
-  return translate_errors([&] { return trainable::checked_uniform_plan(op, lo, hi, n, activation); });
-}
-
-at::Tensor run_affine(const at::Tensor& x, const kernels::AffineTorchPlan& plan,
-                      std::optional<int64_t> axis) {
+at::Tensor run_affine(const at::Tensor& x, const trainable::AffineCall& call) {
   at::Tensor y = at::empty(x.sizes(), x.options());
-  kernels::fake_quant_forward(plan, const_view(x), mutable_view(y), axis);
+  trainable::affine_quant_forward(call, const_view(x), mutable_view(y));
   return y;
+}
+
+// Per-parameter gradients (double) as a tensor shaped and typed like the parameter.
+at::Tensor param_grad(const std::vector<double>& g, const at::Tensor& like) {
+  at::Tensor t = at::empty({static_cast<int64_t>(g.size())}, like.options().dtype(at::kDouble));
+  std::copy(g.begin(), g.end(), t.mutable_data_ptr<double>());
+  return t.to(like.scalar_type()).reshape(like.sizes());
 }
 
 at::Tensor symmetric_quant_cpu(const at::Tensor& x, const at::Tensor& threshold, int64_t n,
                                bool is_signed, std::optional<int64_t> channel_axis,
-                               c10::string_view mode, double grad_scale) {
+                               c10::string_view mode, double grad_scale,
+                               std::optional<int64_t> grad_scale_axis, double min_threshold,
+                               bool power_of_two) {
   const char* op = "qi::symmetric_quant";
   check_float_cpu(x, op, "x");
-  check_bits(n, op);
-  grad_mode_of(std::string(mode), op);
+  const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
+                                   min_threshold, power_of_two, op);
   const auto t = values_of(threshold, op, "threshold");
-  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(t.size()), op, "threshold");
-  return run_affine(x, symmetric_plan(t, n, is_signed, op), axis);
+  return translate_errors(
+      [&] { return run_affine(x, trainable::symmetric_quant_call(op, x.sizes().vec(), t, args)); });
 }
 
 std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& threshold, int64_t n,
     bool is_signed, std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
-    bool need_x, bool need_threshold) {
+    std::optional<int64_t> grad_scale_axis, double min_threshold, bool power_of_two, bool need_x,
+    bool need_threshold) {
   const char* op = "qi::_symmetric_quant_backward";
   check_float_cpu(grad, op, "grad");
   check_float_cpu(x, op, "x");
   TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
               x.sizes());
+  const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
+                                   min_threshold, power_of_two, op);
   const auto t = values_of(threshold, op, "threshold");
-  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(t.size()), op, "threshold");
-  const auto plan = symmetric_plan(t, n, is_signed, op);
-  const auto grad_mode = grad_mode_of(std::string(mode), op);
-  // STE passes dy through unchanged: no pass over x unless the threshold needs its gradient.
-  const bool ste = grad_mode == trainable::GradMode::kSte;
-  at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
-  if (ste && !need_threshold) return {dx, at::Tensor()};
-  TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
-  const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                            grad_mode);
-  at::Tensor dt;
-  if (need_threshold) {
-    const auto dts = trainable::symmetric_threshold_grad(g, n, is_signed, grad_scale);
-    dt = at::empty({static_cast<int64_t>(dts.size())}, threshold.options().dtype(at::kDouble));
-    std::copy(dts.begin(), dts.end(), dt.mutable_data_ptr<double>());
-    dt = dt.to(threshold.scalar_type()).reshape(threshold.sizes());
-  }
-  return {dx, dt};
+  return translate_errors([&]() -> std::tuple<at::Tensor, at::Tensor> {
+    const auto call = trainable::symmetric_quant_call(op, x.sizes().vec(), t, args);
+    // STE passes dy through unchanged: no pass over x unless the threshold needs its gradient.
+    const bool ste = args.mode == trainable::GradMode::kSte;
+    at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
+    if (ste && !need_threshold) return {dx, at::Tensor()};
+    TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
+    const auto dt =
+        trainable::symmetric_quant_backward(call, t, args, const_view(x), const_view(grad), dx_view);
+    return {dx, need_threshold ? param_grad(dt, threshold) : at::Tensor()};
+  });
 }
 
 at::Tensor uniform_quant_cpu(const at::Tensor& x, const at::Tensor& min_range,
                              const at::Tensor& max_range, int64_t n,
                              std::optional<int64_t> channel_axis, c10::string_view mode,
-                             double grad_scale, bool activation) {
+                             double grad_scale, bool activation,
+                             std::optional<int64_t> grad_scale_axis) {
   const char* op = "qi::uniform_quant";
   check_float_cpu(x, op, "x");
-  check_bits(n, op);
-  grad_mode_of(std::string(mode), op);
+  const auto args =
+      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
-  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(lo.size()), op, "min_range");
-  return run_affine(x, uniform_plan(lo, hi, n, activation, op), axis);
+  return translate_errors([&] {
+    return run_affine(x, trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args));
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& min_range,
     const at::Tensor& max_range, int64_t n, std::optional<int64_t> channel_axis,
-    c10::string_view mode, double grad_scale, bool activation, bool need_x, bool need_range) {
+    c10::string_view mode, double grad_scale, bool activation,
+    std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range) {
   const char* op = "qi::_uniform_quant_backward";
   check_float_cpu(grad, op, "grad");
   check_float_cpu(x, op, "x");
   TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
               x.sizes());
+  const auto args =
+      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
-  const auto axis = resolve_axis(x, channel_axis, static_cast<int64_t>(lo.size()), op, "min_range");
-  const auto plan = uniform_plan(lo, hi, n, activation, op);
-  const auto grad_mode = grad_mode_of(std::string(mode), op);
-  const bool ste = grad_mode == trainable::GradMode::kSte;
-  at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
-  if (ste && !need_range) return {dx, at::Tensor(), at::Tensor()};
-  TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
-  const auto g = trainable::affine_backward(plan, const_view(x), const_view(grad), dx_view, axis,
-                                            grad_mode);
-  at::Tensor dmin, dmax;
-  if (need_range) {
-    const auto r = trainable::uniform_range_grads(g, lo, hi, n, grad_scale);
-    const int64_t c_count = static_cast<int64_t>(r.size());
-    at::Tensor a = at::empty({c_count}, min_range.options().dtype(at::kDouble));
-    at::Tensor b = at::empty({c_count}, max_range.options().dtype(at::kDouble));
-    for (int64_t c = 0; c < c_count; ++c) {
-      a.mutable_data_ptr<double>()[c] = r[c].d_min;
-      b.mutable_data_ptr<double>()[c] = r[c].d_max;
+  return translate_errors([&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
+    const auto call = trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args);
+    const bool ste = args.mode == trainable::GradMode::kSte;
+    at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
+    if (ste && !need_range) return {dx, at::Tensor(), at::Tensor()};
+    TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
+    const auto r = trainable::uniform_quant_backward(call, lo, hi, args, const_view(x),
+                                                     const_view(grad), dx_view);
+    if (!need_range) return {dx, at::Tensor(), at::Tensor()};
+    std::vector<double> dmin, dmax;
+    for (const auto& g : r) {
+      dmin.push_back(g.d_min);
+      dmax.push_back(g.d_max);
     }
-    dmin = a.to(min_range.scalar_type()).reshape(min_range.sizes());
-    dmax = b.to(max_range.scalar_type()).reshape(max_range.sizes());
-  }
-  return {dx, dmin, dmax};
+    return {dx, param_grad(dmin, min_range), param_grad(dmax, max_range)};
+  });
 }
 
-trainable::SoftRoundingPlan soft_plan(const at::Tensor& delta, const at::Tensor& offset,
-                                      double qmin, double qmax, const char* op) {
-  const auto d = values_of(delta, op, "delta");
-  const auto o = offset.defined() && offset.numel() > 0 ? values_of(offset, op, "offset")
-                                                        : std::vector<double>{};
-  return translate_errors([&] { return trainable::soft_rounding_plan(d, o, qmin, qmax); });
+trainable::SoftRoundCall soft_call(const at::Tensor& w, const at::Tensor& threshold_or_min,
+                                   const std::optional<at::Tensor>& max_range, int64_t n,
+                                   bool power_of_two, std::optional<int64_t> channel_axis,
+                                   const char* op) {
+  const bool uniform = max_range.has_value() && max_range->defined();
+  const auto p = values_of(threshold_or_min, op, uniform ? "min_range" : "threshold");
+  std::optional<std::vector<double>> hi;
+  if (uniform) hi = values_of(*max_range, op, "max_range");
+  return translate_errors([&] {
+    return trainable::soft_round_call(op, w.sizes().vec(), p, hi, {n, power_of_two, channel_axis});
+  });
 }
 
 // Soft rounding runs in float32 (training) or float64 (gradient checks); w, alpha and the
@@ -191,42 +186,42 @@ BasicTensorView<T> mview(at::Tensor& t) {
   return BasicTensorView<T>(t.mutable_data_ptr<T>(), t.sizes().vec(), t.strides().vec());
 }
 
-at::Tensor soft_round_cpu(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
-                          const at::Tensor& offset, double qmin, double qmax,
-                          std::optional<int64_t> channel_axis, bool training) {
+at::Tensor soft_round_cpu(const at::Tensor& w, const at::Tensor& alpha,
+                          const at::Tensor& threshold_or_min, int64_t n, bool power_of_two,
+                          std::optional<int64_t> channel_axis, bool training,
+                          const std::optional<at::Tensor>& max_range) {
   const char* op = "qi::soft_round";
   check_soft_dtype(w, w, op, "w");
   check_soft_dtype(alpha, w, op, "alpha");
   TORCH_CHECK(alpha.sizes() == w.sizes(), op, ": alpha sizes ", alpha.sizes(),
               " must equal w sizes ", w.sizes());
-  const auto plan = soft_plan(delta, offset, qmin, qmax, op);
-  const auto axis =
-      resolve_axis(w, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
+  const auto call = soft_call(w, threshold_or_min, max_range, n, power_of_two, channel_axis, op);
   at::Tensor q = at::empty(w.sizes(), w.options());
   if (w.scalar_type() == at::kDouble)
-    trainable::soft_rounding_forward(plan, cview<double>(w), cview<double>(alpha),
-                                     mview<double>(q), axis, training);
+    trainable::soft_rounding_forward(call.plan, cview<double>(w), cview<double>(alpha),
+                                     mview<double>(q), call.axis, training);
   else
-    trainable::soft_rounding_forward(plan, const_view(w), const_view(alpha), mutable_view(q),
-                                     axis, training);
+    trainable::soft_rounding_forward(call.plan, const_view(w), const_view(alpha),
+                                     mutable_view(q), call.axis, training);
   return q;
 }
 
 at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
-                                   const at::Tensor& delta, std::optional<int64_t> channel_axis) {
+                                   const at::Tensor& threshold_or_min, int64_t n,
+                                   bool power_of_two, std::optional<int64_t> channel_axis,
+                                   const std::optional<at::Tensor>& max_range) {
   const char* op = "qi::_soft_round_backward";
   check_soft_dtype(alpha, alpha, op, "alpha");
   const at::Tensor g = grad.to(alpha.scalar_type());
-  const auto plan = soft_plan(delta, at::Tensor(), 0, 1, op);
-  const auto axis =
-      resolve_axis(alpha, channel_axis, static_cast<int64_t>(plan.delta.size()), op, "delta");
+  const auto call =
+      soft_call(alpha, threshold_or_min, max_range, n, power_of_two, channel_axis, op);
   at::Tensor d = at::empty(alpha.sizes(), alpha.options());
   if (alpha.scalar_type() == at::kDouble)
-    trainable::soft_rounding_backward(plan, cview<double>(alpha), cview<double>(g),
-                                      mview<double>(d), axis);
+    trainable::soft_rounding_backward(call.plan, cview<double>(alpha), cview<double>(g),
+                                      mview<double>(d), call.axis);
   else
-    trainable::soft_rounding_backward(plan, const_view(alpha), const_view(g), mutable_view(d),
-                                      axis);
+    trainable::soft_rounding_backward(call.plan, const_view(alpha), const_view(g),
+                                      mutable_view(d), call.axis);
   return d;
 }
 

@@ -39,30 +39,38 @@ at::Tensor fake_quant(const at::Tensor& x, const BaseInferableQuantizer& quantiz
 
 at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int64_t num_bits,
                            bool is_signed, std::optional<int64_t> channel_axis,
-                           const std::string& mode, double grad_scale) {
+                           const std::string& mode, double grad_scale,
+                           std::optional<int64_t> grad_scale_axis, double min_threshold,
+                           bool power_of_two) {
   static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
-                                std::optional<int64_t>, c10::string_view, double)>(
-      "qi::symmetric_quant");
-  return h.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale);
+                                std::optional<int64_t>, c10::string_view, double,
+                                std::optional<int64_t>, double, bool)>("qi::symmetric_quant");
+  return h.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale,
+                grad_scale_axis, min_threshold, power_of_two);
 }
 
 at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                          const at::Tensor& max_range, int64_t num_bits,
                          std::optional<int64_t> channel_axis, const std::string& mode,
-                         double grad_scale, bool activation) {
+                         double grad_scale, bool activation,
+                         std::optional<int64_t> grad_scale_axis) {
   static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-                                std::optional<int64_t>, c10::string_view, double, bool)>(
-      "qi::uniform_quant");
-  return h.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation);
+                                std::optional<int64_t>, c10::string_view, double, bool,
+                                std::optional<int64_t>)>("qi::uniform_quant");
+  return h.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation,
+                grad_scale_axis);
 }
 
-at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
-                      const at::Tensor& offset, double qmin, double qmax,
-                      std::optional<int64_t> channel_axis, bool training) {
-  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                const at::Tensor&, double, double, std::optional<int64_t>, bool)>(
-      "qi::soft_round");
-  return h.call(w, alpha, delta, offset, qmin, qmax, channel_axis, training);
+at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,
+                      const at::Tensor& threshold_or_min, int64_t num_bits, bool power_of_two,
+                      std::optional<int64_t> channel_axis, bool training,
+                      const at::Tensor& max_range) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
+                                bool, std::optional<int64_t>, bool,
+                                const std::optional<at::Tensor>&)>("qi::soft_round");
+  const std::optional<at::Tensor> hi =
+      max_range.defined() ? std::optional<at::Tensor>(max_range) : std::nullopt;
+  return h.call(w, alpha, threshold_or_min, num_bits, power_of_two, channel_axis, training, hi);
 }
 
 at::Tensor soft_round_regularization(const at::Tensor& alpha, double beta) {

@@ -8,22 +8,26 @@ TORCH_LIBRARY(qi, m) {
   m.def("fake_quant.out(Tensor x, str quantizer, *, Tensor(a!) out) -> Tensor(a!)");
   m.def(
       "symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed, int? channel_axis, "
-      "str mode, float grad_scale) -> Tensor");
+      "str mode, float grad_scale, int? grad_scale_axis=None, float min_threshold=0., "
+      "bool power_of_two=False) -> Tensor");
   m.def(
       "_symmetric_quant_backward(Tensor grad, Tensor x, Tensor threshold, int num_bits, "
-      "bool is_signed, int? channel_axis, str mode, float grad_scale, bool need_x, "
-      "bool need_threshold) -> (Tensor, Tensor)");
+      "bool is_signed, int? channel_axis, str mode, float grad_scale, int? grad_scale_axis, "
+      "float min_threshold, bool power_of_two, bool need_x, bool need_threshold) "
+      "-> (Tensor, Tensor)");
   m.def(
       "uniform_quant(Tensor x, Tensor min_range, Tensor max_range, int num_bits, int? channel_axis, "
-      "str mode, float grad_scale, bool activation) -> Tensor");
+      "str mode, float grad_scale, bool activation, int? grad_scale_axis=None) -> Tensor");
   m.def(
       "_uniform_quant_backward(Tensor grad, Tensor x, Tensor min_range, Tensor max_range, "
-      "int num_bits, int? channel_axis, str mode, float grad_scale, bool activation, bool need_x, "
-      "bool need_range) -> (Tensor, Tensor, Tensor)");
+      "int num_bits, int? channel_axis, str mode, float grad_scale, bool activation, "
+      "int? grad_scale_axis, bool need_x, bool need_range) -> (Tensor, Tensor, Tensor)");
   m.def(
-      "soft_round(Tensor w, Tensor alpha, Tensor delta, Tensor offset, float qmin, float qmax, "
-      "int? channel_axis, bool training) -> Tensor");
-  m.def("_soft_round_backward(Tensor grad, Tensor alpha, Tensor delta, int? channel_axis) -> Tensor");
+      "soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits, bool power_of_two, "
+      "int? channel_axis, bool training, Tensor? max_range=None) -> Tensor");
+  m.def(
+      "_soft_round_backward(Tensor grad, Tensor alpha, Tensor threshold_or_min, int num_bits, "
+      "bool power_of_two, int? channel_axis, Tensor? max_range) -> Tensor");
   m.def("soft_round_regularization(Tensor alpha, float beta) -> Tensor");
   m.def("_soft_round_regularization_backward(Tensor grad, Tensor alpha, float beta) -> Tensor");
 }

@@ -21,32 +21,40 @@ at::Tensor fake_quant(const at::Tensor& x, const std::string& quantizer_json);
 at::Tensor fake_quant(const at::Tensor& x, const BaseInferableQuantizer& quantizer);
 
 // qi::symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed,
-//                     int? channel_axis, str mode, float grad_scale) -> Tensor
-// y = delta * (clamp(nearbyint(x / delta), qmin, qmax)), delta = threshold / 2^(n - s), the torch
-// profile of WeightsSymmetric/ActivationSymmetric. threshold: 1-D, one value per channel along
-// channel_axis (or one value). mode "ste" or "lsq" (trainable_math.h GradMode); the threshold
-// gradient is multiplied by grad_scale (LSQ's g).
+//     int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None,
+//     float min_threshold=0., bool power_of_two=False) -> Tensor
+// y = delta * clamp(nearbyint(x / delta), qmin, qmax), delta = t' / 2^(n - s), the torch profile
+// of WeightsSymmetric/ActivationSymmetric, with t' = max(threshold, min_threshold), rounded up to
+// a power of two when power_of_two. threshold: one value, or one per channel along channel_axis.
+// mode "ste" or "lsq" (trainable_math.h GradMode); LSQ scales the threshold gradient by
+// grad_scale, divided by sqrt(x.size(grad_scale_axis)) when that axis is given.
 at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int64_t num_bits,
                            bool is_signed, std::optional<int64_t> channel_axis,
-                           const std::string& mode, double grad_scale);
+                           const std::string& mode, double grad_scale,
+                           std::optional<int64_t> grad_scale_axis = std::nullopt,
+                           double min_threshold = 0.0, bool power_of_two = false);
 
 // qi::uniform_quant(Tensor x, Tensor min_range, Tensor max_range, int num_bits,
-//                   int? channel_axis, str mode, float grad_scale, bool activation) -> Tensor
+//     int? channel_axis, str mode, float grad_scale, bool activation,
+//     int? grad_scale_axis=None) -> Tensor
 // The torch-profile uniform grid over the zero-adjusted [min, max] (activation: the scale is
 // computed as ActivationUniformInferableQuantizer does). Gradients for x, min_range, max_range.
 at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                          const at::Tensor& max_range, int64_t num_bits,
                          std::optional<int64_t> channel_axis, const std::string& mode,
-                         double grad_scale, bool activation);
+                         double grad_scale, bool activation,
+                         std::optional<int64_t> grad_scale_axis = std::nullopt);
 
-// qi::soft_round(Tensor w, Tensor alpha, Tensor delta, Tensor offset, float qmin, float qmax,
-//                int? channel_axis, bool training) -> Tensor
-// q = delta * clamp(floor((w - offset) / delta) + h(alpha), qmin, qmax) + offset, with
-// h(alpha) hardened to {0, 1} when not training. Gradient for alpha only. An undefined or empty
-// offset means 0.
-at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha, const at::Tensor& delta,
-                      const at::Tensor& offset, double qmin, double qmax,
-                      std::optional<int64_t> channel_axis, bool training);
+// qi::soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits,
+//     bool power_of_two, int? channel_axis, bool training, Tensor? max_range=None) -> Tensor
+// q = delta * (clamp(floor((w - offset) / delta) + h(alpha), qmin, qmax) - zero_point) on the
+// grid of the symmetric (max_range undefined: threshold_or_min holds thresholds) or uniform
+// (threshold_or_min and max_range hold the range) inferable quantizer, h(alpha) hardened to
+// {0, 1} when not training (trainable_math.h SoftRoundArgs). Gradient for alpha only.
+at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,
+                      const at::Tensor& threshold_or_min, int64_t num_bits, bool power_of_two,
+                      std::optional<int64_t> channel_axis, bool training,
+                      const at::Tensor& max_range = at::Tensor());
 
 // qi::soft_round_regularization(Tensor alpha, float beta) -> Tensor (a 0-d tensor)
 // sum(1 - |2 (h(alpha) - 0.5)|^beta); differentiable in alpha.

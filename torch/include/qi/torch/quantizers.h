@@ -3,6 +3,7 @@
 // quantizers (STE, LSQ, soft rounding; REFERENCE.md 7, 8, 9) with their learnable variables.
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "qi/base_quantizer.h"
 #include "qi/configs.h"
 #include "qi/inferable_quantizers.h"
+#include "qi/trainable_quantizers.h"
 
 namespace qi::torch {
 
@@ -20,37 +22,40 @@ namespace qi::torch {
 // trainable ones their own forward (training selects the training-time behaviour).
 at::Tensor quantize(BaseQuantizer& quantizer, const at::Tensor& x, bool training);
 
-// Base of the trainable quantizers. A trainable quantizer owns learnable variables that it
-// registers on the module that wraps the layer (initialize_quantization), computes its forward
-// through the qi ops (gradients from the core's fused backward), and converts to the inferable
-// quantizer whose output equals its eval-mode output bit for bit.
-class BaseTrainableQuantizer : public BaseQuantizer {
+// A trainable quantizer of the C++ front end: the core's policy (qi::TrainableQuantizer: which
+// variables, what forward, how it converts) bound to a module's parameters. Its variables are
+// registered on the module that wraps the layer (initialize_quantization); its forward calls the
+// qi op the policy names with them; it converts to the inferable quantizer whose output equals
+// its eval-mode output bit for bit.
+class TrainableQuantizer : public BaseQuantizer {
  public:
   struct Variable {
     at::Tensor tensor;
     VariableGroup group;
   };
 
-  bool is_trainable() const override { return true; }
-  QuantizationTarget quantization_target() const override { return target_; }
-  QuantizationMethod quantization_method() const override { return method_; }
-  std::string identifier() const override { return to_string(training_method_); }
-  TrainingMethod training_method() const { return training_method_; }
-  bool freeze_quant_params() const { return freeze_quant_params_; }
+  explicit TrainableQuantizer(std::shared_ptr<const qi::TrainableQuantizer> policy);
 
-  // Creates the variables for a tensor of `shape` (weights) or for layer outputs (activations:
-  // shape may be empty), named "<name>_<suffix>", and registers them on `module`.
-  virtual void initialize_quantization(at::IntArrayRef shape, const std::string& name,
-                                       ::torch::nn::Module& module) = 0;
-  // Quantizes x. Requires initialize_quantization first.
-  virtual at::Tensor forward(const at::Tensor& x, bool training) = 0;
-  // The inferable quantizer with the current parameters (POT thresholds forced to powers of
-  // two); its output equals forward(x, /*training=*/false) bit for bit.
-  virtual std::shared_ptr<BaseInferableQuantizer> convert_to_inferable() const = 0;
-  // True for quantizers whose eval output is not a function of the float weight through an
-  // inferable quantizer alone (soft rounding): conversion then also replaces the weight by
-  // forward(weight, false).
-  virtual bool replaces_weight() const { return false; }
+  const qi::TrainableQuantizer& policy() const { return *policy_; }
+  bool is_trainable() const override { return true; }
+  QuantizationTarget quantization_target() const override { return policy_->quantization_target(); }
+  QuantizationMethod quantization_method() const override { return policy_->quantization_method(); }
+  std::string identifier() const override { return policy_->identifier(); }
+  const char* class_name() const override { return policy_->class_name(); }
+  std::string to_json() const override { return policy_->to_json(); }
+  TrainingMethod training_method() const { return policy_->training_method(); }
+  bool freeze_quant_params() const { return policy_->freeze_quant_params(); }
+  bool replaces_weight() const { return policy_->replaces_weight(); }
+
+  // Creates the variables for a tensor of `shape` (weights; soft rounding reads the weight
+  // registered on `module` under `name`) or for layer outputs (activations: shape may be empty),
+  // registers them on `module` as "<name>_<variable>", and fixes the forward for that shape.
+  void initialize_quantization(at::IntArrayRef shape, const std::string& name,
+                               ::torch::nn::Module& module);
+  // Quantizes x (NCHW activations: channels on axis 1). Requires initialize_quantization.
+  at::Tensor forward(const at::Tensor& x, bool training);
+  // The inferable quantizer with the current parameters.
+  std::shared_ptr<BaseInferableQuantizer> convert_to_inferable() const;
 
   // Variables of a group that require grad. With freeze_quant_params, asking for QPARAMS when
   // some would train is an error (qi::Error), as in MCT.
@@ -61,65 +66,28 @@ class BaseTrainableQuantizer : public BaseQuantizer {
   // The module-level names of the registered variables (for unregistering on conversion).
   const std::vector<std::string>& registered_names() const { return registered_; }
 
-  std::string to_json() const override;
-
- protected:
-  BaseTrainableQuantizer(QuantizationTarget target, QuantizationMethod method,
-                         TrainingMethod training_method, bool freeze_quant_params);
-  // Registers `value` on `module` as parameter "<name>_<suffix>" and records it as `suffix`.
-  at::Tensor add_quantizer_variable(::torch::nn::Module& module, const std::string& name,
-                                    const std::string& suffix, at::Tensor value, bool trainable,
-                                    VariableGroup group);
-  const at::Tensor& variable(const std::string& suffix) const;
-  // The "config" object of to_json(), as text.
-  virtual std::string config_json() const = 0;
-
  private:
-  QuantizationTarget target_;
-  QuantizationMethod method_;
-  TrainingMethod training_method_;
-  bool freeze_quant_params_;
+  std::shared_ptr<const qi::TrainableQuantizer> policy_;
   std::map<std::string, Variable> variables_;
   std::vector<std::string> registered_;
+  std::array<qi::TrainableQuantizer::Forward, 2> forward_;
+  bool initialized_ = false;
 };
+// The seed's name of the trainable quantizers' class.
+using BaseTrainableQuantizer = TrainableQuantizer;
 
-// X(ClassName, Target, TrainingMethod): the trainable quantizers of the torch layer.
-#define QI_FOR_EACH_TORCH_TRAINABLE_QUANTIZER(X)                  \
-  X(STEWeightQATQuantizer, Weights, STE)                          \
-  X(STEUniformWeightQATQuantizer, Weights, STE)                   \
-  X(LSQWeightQATQuantizer, Weights, LSQ)                          \
-  X(LSQUniformWeightQATQuantizer, Weights, LSQ)                   \
-  X(STESymmetricActivationTrainableQuantizer, Activation, STE)    \
-  X(STEUniformActivationTrainableQuantizer, Activation, STE)      \
-  X(LSQSymmetricActivationTrainableQuantizer, Activation, LSQ)    \
-  X(LSQUniformActivationTrainableQuantizer, Activation, LSQ)      \
-  X(SymmetricSoftRoundingGPTQ, Weights, SoftRounding)             \
-  X(UniformSoftRoundingGPTQ, Weights, SoftRounding)
-
-// The registry entry of a trainable class: which methods it serves and how to build it.
-struct TrainableQuantizerClass {
-  const char* class_name;
-  QuantizationTarget target;
-  TrainingMethod training_method;
-  std::vector<QuantizationMethod> methods;
-  std::shared_ptr<BaseTrainableQuantizer> (*make_weights)(const TrainableQuantizerWeightsConfig&,
-                                                          bool freeze_quant_params);
-  std::shared_ptr<BaseTrainableQuantizer> (*make_activation)(
-      const TrainableQuantizerActivationConfig&, bool freeze_quant_params);
-};
-
-const std::vector<TrainableQuantizerClass>& trainable_quantizer_classes();
-// REFERENCE.md 7.3: exactly one class must match, else qi::Error.
-const TrainableQuantizerClass& get_trainable_quantizer_class(QuantizationTarget target,
-                                                             QuantizationMethod method,
-                                                             TrainingMethod training_method);
-// Builds the class that serves the config's method for the training method.
-std::shared_ptr<BaseTrainableQuantizer> make_trainable_quantizer(
+// The class the registry holds for the config's method and the training method (qi::Error
+// unless exactly one matches), bound to no module yet.
+std::shared_ptr<TrainableQuantizer> make_trainable_quantizer(
     TrainingMethod training_method, const TrainableQuantizerWeightsConfig& config,
     bool freeze_quant_params = false);
-std::shared_ptr<BaseTrainableQuantizer> make_trainable_quantizer(
+std::shared_ptr<TrainableQuantizer> make_trainable_quantizer(
     TrainingMethod training_method, const TrainableQuantizerActivationConfig& config,
     bool freeze_quant_params = false);
+// A trainable quantizer of this front end for `quantizer`: itself when it already is one, a new
+// one over the policy of a core qi::TrainableQuantizer (e.g. read from JSON); null for inferable
+// quantizers.
+std::shared_ptr<TrainableQuantizer> as_trainable(const std::shared_ptr<BaseQuantizer>& quantizer);
 
 // ---- soft rounding regularization (REFERENCE.md 9.3) ----
 
@@ -131,14 +99,13 @@ class SoftRoundingRegularization {
                                       double beta_start = 20.0, double beta_end = 2.0);
   // entropy_reg * sum_l layer_weights[l] * sum(1 - |2 (h_l - 0.5)|^beta) / max(layer_weights),
   // over the soft rounding quantizers given (layer_weights empty: all ones).
-  at::Tensor operator()(const std::vector<std::shared_ptr<BaseTrainableQuantizer>>& quantizers,
+  at::Tensor operator()(const std::vector<std::shared_ptr<TrainableQuantizer>>& quantizers,
                         double entropy_reg, const std::vector<double>& layer_weights = {});
   double beta() const;
   int64_t step() const { return step_; }
 
  private:
-  int64_t total_steps_, start_;
-  double beta_start_, beta_end_;
+  trainable::SoftRoundingSchedule schedule_;
   int64_t step_ = 0;
 };
 

@@ -1,0 +1,26 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// Internal: the parameter rules shared by the inferable quantizers (checked once, at
+// construction) and the trainable ops (checked at every call, since training moves the
+// parameters). One definition, one wording: "<what>: <argument> <rule>, got <value> at index i".
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace qi::rules {
+
+// lo <= n <= hi; `why` is appended to the rule (e.g. " (at most lut_values_bitwidth)").
+void num_bits(const char* what, int64_t n, int64_t lo, int64_t hi, const char* why = "");
+
+// Every value finite.
+void finite(const char* what, const char* arg, const std::vector<double>& values);
+
+// A threshold t > 0 whose float32 step t / 2^steps_log2 is a normal float32.
+void threshold(const char* what, double t, int64_t steps_log2, size_t index);
+
+// A range min < max, both in float32, whose step (max - min) / (2^num_bits - 1) in float32 is a
+// finite, normal float32.
+void range(const char* what, double min, double max, int64_t num_bits, size_t index);
+
+}  // namespace qi::rules
