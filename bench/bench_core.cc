@@ -66,34 +66,13 @@ const Layout kPerChannelLayouts[] = {
     {"per_channel_64x256x28x28_axis1", {64, 256, 28, 28}, 1},
 };
 
-bool is_lut(qi::QuantizationMethod m) {
-  return m == qi::QuantizationMethod::LUT_POT_QUANTIZER ||
-         m == qi::QuantizationMethod::LUT_SYM_QUANTIZER;
-}
-
-// Representative parameters: 8 bits; threshold 1 (a power of two, so POT accepts it); uniform
-// [-1, 1]; LUT: 4 bits, 16 values spread over [-128, 127] in the 8-bit domain. Per channel,
-// thresholds cycle through 0.25, 0.5, 1, 2 and uniform ranges through [-t, t].
-qi::QuantizerParams representative_params(const qi::InferableQuantizerInfo& info,
-                                          const Layout& layout) {
-  qi::QuantizerParams p;
-  const bool lut = is_lut(info.method);
-  p.num_bits = lut ? 4 : 8;
-  p.is_signed = true;
-  p.per_channel = layout.channel_axis.has_value();
-  p.channel_axis = layout.channel_axis;
-  const int64_t channels = p.per_channel ? layout.shape[*layout.channel_axis] : 1;
-  for (int64_t c = 0; c < channels; ++c) {
-    const double t = p.per_channel ? std::ldexp(1.0, static_cast<int>(c % 4) - 2) : 1.0;
-    p.threshold.push_back(t);
-    p.min_range.push_back(-t);
-    p.max_range.push_back(t);
-  }
-  if (lut) {
-    p.lut_values_bitwidth = 8;
-    for (int i = 0; i < 16; ++i) p.lut_values.push_back(-128.0 + 17.0 * i);
-  }
-  return p;
+// Representative parameters: the registry's example of each class (8 bits; LUT 4 bits over 16
+// values), per channel along the layout's axis.
+std::shared_ptr<const qi::BaseInferableQuantizer> representative_quantizer(
+    const qi::InferableQuantizerInfo& info, const Layout& layout) {
+  const int64_t channels = layout.channel_axis ? layout.shape[*layout.channel_axis] : 1;
+  return qi::inferable_quantizer_from_config(
+      info.kind, qi::example_inferable_config(info.kind, channels, layout.channel_axis.value_or(0)));
 }
 
 struct Case {
@@ -134,7 +113,7 @@ std::vector<Case> make_cases() {
         // Per-channel layouts only for the weights quantizers (activations are per tensor).
         if (layout.channel_axis && info.target != qi::QuantizationTarget::Weights) continue;
         std::shared_ptr<const qi::BaseInferableQuantizer> q =
-            qi::make_inferable_quantizer(info.kind, representative_params(info, layout));
+            representative_quantizer(info, layout);
         cases.push_back({info.class_name + suffix, info.class_name, layout, threads, std::move(q)});
       }
     }

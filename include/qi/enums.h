@@ -6,13 +6,19 @@
 
 namespace qi {
 
-// MCT's QuantizationMethod with the values of mct_quantizers >= 1.5 (KMEANS removed).
+// X(Name, value): MCT's QuantizationMethod with the values of mct_quantizers >= 1.5 (KMEANS
+// removed). Names and parsing follow this list.
+#define QI_FOR_EACH_QUANTIZATION_METHOD(X) \
+  X(POWER_OF_TWO, 0)                       \
+  X(LUT_POT_QUANTIZER, 1)                  \
+  X(SYMMETRIC, 2)                          \
+  X(UNIFORM, 3)                            \
+  X(LUT_SYM_QUANTIZER, 4)
+
 enum class QuantizationMethod : int {
-  POWER_OF_TWO = 0,
-  LUT_POT_QUANTIZER = 1,
-  SYMMETRIC = 2,
-  UNIFORM = 3,
-  LUT_SYM_QUANTIZER = 4,
+#define QI_METHOD_ENUM(Name, Value) Name = Value,
+  QI_FOR_EACH_QUANTIZATION_METHOD(QI_METHOD_ENUM)
+#undef QI_METHOD_ENUM
 };
 
 // Whether a quantizer applies to a layer's weights or to its outputs.

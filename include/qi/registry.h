@@ -1,53 +1,112 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// The one list of inferable quantizers. The enum, the lookup by (target, method), JSON
-// deserialization, the conformance tests and the benchmarks are all generated from it.
+// The one list of inferable quantizers. Each row says what generated code needs: the class, its
+// target and method, its parameter family (the constructor arguments, in order, with defaults
+// and docs), and the op type of its ONNX custom node. The enum, the lookup by (target, method),
+// JSON, the Python classes (signatures and docs), the conformance tests, the benchmarks and the
+// ONNX export are all generated from or driven by it.
 #pragma once
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include "qi/enums.h"
 
-// X(ClassName, QuantizationTarget, QuantizationMethod)
-#define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                           \
-  X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC)          \
-  X(WeightsPOTInferableQuantizer, Weights, POWER_OF_TWO)             \
-  X(WeightsUniformInferableQuantizer, Weights, UNIFORM)              \
-  X(WeightsLUTSymmetricInferableQuantizer, Weights, LUT_SYM_QUANTIZER) \
-  X(WeightsLUTPOTInferableQuantizer, Weights, LUT_POT_QUANTIZER)     \
-  X(ActivationSymmetricInferableQuantizer, Activation, SYMMETRIC)    \
-  X(ActivationPOTInferableQuantizer, Activation, POWER_OF_TWO)       \
-  X(ActivationUniformInferableQuantizer, Activation, UNIFORM)        \
-  X(ActivationLutPOTInferableQuantizer, Activation, LUT_POT_QUANTIZER)
+// X(ClassName, QuantizationTarget, QuantizationMethod, ParamFamily, "ONNX op type", "doc")
+#define QI_SYMMETRIC_DOC                                                                        \
+  "y = clamp(round(x / d), qmin, qmax) * d with d = threshold / 2^(num_bits - signed); "        \
+  "integers [-2^(n-1), 2^(n-1)-1] when signed, else [0, 2^n - 1]."
+#define QI_UNIFORM_DOC                                                                          \
+  "Uniform grid of 2^num_bits levels over [min_range, max_range], first adjusted so that 0 is " \
+  "on the grid; y = (clamp(zp + round(x / scale), 0, 2^n - 1) - zp) * scale."
+#define QI_LUT_DOC                                                                              \
+  "v = clamp(x / (threshold + eps) * 2^(B - signed), lo, hi) (no rounding); y = L[k] / "        \
+  "2^(B - signed) * threshold with L[k] the first nearest LUT value to v."
+#define QI_POT_DOC " Every threshold must be a power of two."
+#define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                                                      \
+  X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC, kSymmetricWeights,                  \
+    "WeightsSymmetricQuantizer", QI_SYMMETRIC_DOC)                                              \
+  X(WeightsPOTInferableQuantizer, Weights, POWER_OF_TWO, kSymmetricWeights,                     \
+    "WeightsPOTQuantizer", QI_SYMMETRIC_DOC QI_POT_DOC)                                         \
+  X(WeightsUniformInferableQuantizer, Weights, UNIFORM, kUniformWeights,                        \
+    "WeightsUniformQuantizer", QI_UNIFORM_DOC)                                                  \
+  X(WeightsLUTSymmetricInferableQuantizer, Weights, LUT_SYM_QUANTIZER, kLutWeights,             \
+    "WeightsLUTSymmetricQuantizer", QI_LUT_DOC)                                                 \
+  X(WeightsLUTPOTInferableQuantizer, Weights, LUT_POT_QUANTIZER, kLutWeights,                   \
+    "WeightsLUTPOTQuantizer", QI_LUT_DOC QI_POT_DOC)                                            \
+  X(ActivationSymmetricInferableQuantizer, Activation, SYMMETRIC, kSymmetricActivation,         \
+    "ActivationSymmetricQuantizer", QI_SYMMETRIC_DOC)                                           \
+  X(ActivationPOTInferableQuantizer, Activation, POWER_OF_TWO, kSymmetricActivation,            \
+    "ActivationPOTQuantizer", QI_SYMMETRIC_DOC QI_POT_DOC)                                      \
+  X(ActivationUniformInferableQuantizer, Activation, UNIFORM, kUniformActivation,               \
+    "ActivationUniformQuantizer", QI_UNIFORM_DOC)                                               \
+  X(ActivationLutPOTInferableQuantizer, Activation, LUT_POT_QUANTIZER, kLutActivation,          \
+    "ActivationLutPOTQuantizer", QI_LUT_DOC QI_POT_DOC)
 
 namespace qi {
 
 enum class InferableQuantizerKind : int {
-#define QI_KIND_ENUM(Name, Target, Method) Name,
+#define QI_KIND_ENUM(Name, Target, Method, Family, OnnxOp, Doc) Name,
   QI_FOR_EACH_INFERABLE_QUANTIZER(QI_KIND_ENUM)
 #undef QI_KIND_ENUM
 };
+
+// A parameter family: the constructor arguments a group of quantizers share.
+enum class ParamFamily : int {
+  kSymmetricWeights,     // num_bits, threshold, per_channel, channel_axis, input_rank, signed
+  kUniformWeights,       // num_bits, min_range, max_range, per_channel, channel_axis, input_rank
+  kLutWeights,           // num_bits, lut_values, threshold, per_channel, ..., eps
+  kSymmetricActivation,  // num_bits, threshold, signed
+  kUniformActivation,    // num_bits, min_range, max_range
+  kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
+};
+std::string to_string(ParamFamily family);  // "symmetric_weights", ...
 
 struct InferableQuantizerInfo {
   InferableQuantizerKind kind;
   const char* class_name;
   QuantizationTarget target;
   QuantizationMethod method;
+  ParamFamily family;
+  const char* onnx_op;  // the op type of its node in the mct_quantizers ONNX domain
+  const char* doc;      // what it computes, one paragraph
 };
 
 inline constexpr std::array<InferableQuantizerInfo, 9> kInferableQuantizers = {{
-#define QI_KIND_INFO(Name, Target, Method) \
-  {InferableQuantizerKind::Name, #Name, QuantizationTarget::Target, QuantizationMethod::Method},
+#define QI_KIND_INFO(Name, Target, Method, Family, OnnxOp, Doc)                                \
+  {InferableQuantizerKind::Name, #Name, QuantizationTarget::Target, QuantizationMethod::Method, \
+   ParamFamily::Family, OnnxOp, Doc},
     QI_FOR_EACH_INFERABLE_QUANTIZER(QI_KIND_INFO)
 #undef QI_KIND_INFO
 }};
 
-// The registry entry for (target, method) (REFERENCE.md 1.4). Throws qi::Error when no inferable
-// quantizer matches (e.g. Activation + LUT_SYM_QUANTIZER).
+// The registry entry for (target, method). Throws qi::Error when no inferable quantizer matches
+// (e.g. Activation + LUT_SYM_QUANTIZER).
 const InferableQuantizerInfo& get_inferable_quantizer_class(QuantizationTarget target,
                                                             QuantizationMethod method);
 // The registry entry of a class name. Throws qi::Error for an unknown name.
 const InferableQuantizerInfo& inferable_quantizer_info(const char* class_name);
 const InferableQuantizerInfo& inferable_quantizer_info(InferableQuantizerKind kind);
+
+// One constructor argument of a quantizer: its JSON key (and Python keyword), its default as
+// JSON text (none: required), whether Python takes it by keyword only, and what it means.
+struct InferableParamSpec {
+  const char* key;
+  std::optional<std::string> default_json;
+  bool keyword_only = false;
+  const char* doc = "";
+};
+// The arguments of `kind`, in positional order (MCT Quantizers' order); JSON configs hold
+// exactly these keys (plus "qi_version").
+const std::vector<InferableParamSpec>& inferable_param_specs(InferableQuantizerKind kind);
+// A valid example configuration as JSON text, for tests, benchmarks and docs: `channels`
+// per-channel values along `channel_axis` for weights quantizers (1: per tensor); 8 bits,
+// thresholds cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4 bits, 16
+// values spread over the 8-bit domain.
+std::string example_inferable_config(InferableQuantizerKind kind, int64_t channels = 1,
+                                     int64_t channel_axis = 0);
 
 }  // namespace qi

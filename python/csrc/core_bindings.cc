@@ -508,14 +508,38 @@ PYBIND11_MODULE(_core, m) {
           d["target"] = qi::to_string(info.target);
           d["method"] = qi::to_string(info.method);
           d["method_value"] = static_cast<int>(info.method);
+          d["family"] = qi::to_string(info.family);
+          d["onnx_op"] = info.onnx_op;
+          d["doc"] = info.doc;
+          py::list params;
+          const auto json_loads = py::module_::import("json").attr("loads");
+          for (const auto& spec : qi::inferable_param_specs(info.kind)) {
+            py::dict p;
+            p["key"] = spec.key;
+            p["required"] = !spec.default_json.has_value();
+            p["default"] = spec.default_json ? json_loads(*spec.default_json) : py::none();
+            p["keyword_only"] = spec.keyword_only;
+            p["doc"] = spec.doc;
+            params.append(p);
+          }
+          d["params"] = params;
           d["config_keys"] = qi::inferable_quantizer_config_keys(info.kind);
           out.append(d);
         }
         return out;
       },
       "The registry of inferable quantizers, in registry order: a list of dicts with class_name, "
-      "target and method (names), method_value (MCT's integer) and config_keys (the JSON keys of "
-      "the class's config, without qi_version).");
+      "target and method (names), method_value (MCT's integer), family, onnx_op, doc, params "
+      "(the constructor arguments in order: key, required, default, keyword_only, doc) and "
+      "config_keys (the JSON keys of the class's config, without qi_version).");
+  m.def(
+      "example_config",
+      [](const std::string& class_name, int64_t channels) {
+        return qi::example_inferable_config(info_by_name(class_name).kind, channels);
+      },
+      py::arg("class_name"), py::arg("channels") = 1,
+      "A valid example config (JSON text) of the class: `channels` per-channel values along "
+      "axis 0 for weights quantizers.");
   m.def(
       "inferable_class_name",
       [](const std::string& target, const std::string& method) {

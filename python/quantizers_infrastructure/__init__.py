@@ -72,12 +72,20 @@ def __getattr__(name):
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the number of threads of qi's own pool used by the kernels (n >= 1)."""
+    """Caps the threads qi's kernels use at n (n >= 1), in every front end: on numpy arrays and
+    TensorFlow tensors qi's own pool runs n threads; in torch ops the kernels run on ATen's
+    threads, in chunks for at most n of them.
+
+    Until it is called, qi's kernels in torch ops follow torch.set_num_threads, and elsewhere use
+    one thread per core. TensorFlow's tf.config.threading settings do not govern qi's kernels
+    (they run inside one TF op); this does. One setting for the process: the numpy, torch and
+    TensorFlow paths share one core library."""
     _core.set_num_threads(n)
 
 
 def get_num_threads() -> int:
-    """Number of threads of qi's own pool."""
+    """The cap set by set_num_threads; before any, torch's intra-op thread count once the
+    PyTorch front end is loaded, else the number of cores."""
     return _core.get_num_threads()
 
 

@@ -17,11 +17,9 @@ struct NamedValue {
 };
 
 constexpr NamedValue<QuantizationMethod> kMethods[] = {
-    {QuantizationMethod::POWER_OF_TWO, "POWER_OF_TWO"},
-    {QuantizationMethod::LUT_POT_QUANTIZER, "LUT_POT_QUANTIZER"},
-    {QuantizationMethod::SYMMETRIC, "SYMMETRIC"},
-    {QuantizationMethod::UNIFORM, "UNIFORM"},
-    {QuantizationMethod::LUT_SYM_QUANTIZER, "LUT_SYM_QUANTIZER"},
+#define QI_METHOD_NAME(Name, Value) {QuantizationMethod::Name, #Name},
+    QI_FOR_EACH_QUANTIZATION_METHOD(QI_METHOD_NAME)
+#undef QI_METHOD_NAME
 };
 constexpr NamedValue<QuantizationTarget> kTargets[] = {
     {QuantizationTarget::Activation, "Activation"},
@@ -97,9 +95,15 @@ std::optional<int64_t> decimal_value(const std::string& s) {
                             : -static_cast<int64_t>(magnitude);
 }
 
-constexpr const char* kMethodValues =
-    "expected 0 (POWER_OF_TWO), 1 (LUT_POT_QUANTIZER), 2 (SYMMETRIC), 3 (UNIFORM) or "
-    "4 (LUT_SYM_QUANTIZER)";
+// "expected 0 (POWER_OF_TWO), 1 (LUT_POT_QUANTIZER), ... or 4 (LUT_SYM_QUANTIZER)".
+std::string method_values() {
+  std::string out = "expected ";
+  const size_t n = std::size(kMethods);
+  for (size_t i = 0; i < n; ++i)
+    out += str_cat(i == 0 ? "" : (i + 1 == n ? " or " : ", "), static_cast<int>(kMethods[i].value),
+                   " (", kMethods[i].name, ")");
+  return out;
+}
 constexpr const char* kTargetValues = "expected 0 (Activation) or 1 (Weights)";
 
 }  // namespace
@@ -111,20 +115,20 @@ std::string to_string(VariableGroup g) { return name_of(kVariableGroups, g, "Var
 std::string to_string(NumericProfile p) { return name_of(kProfiles, p, "NumericProfile"); }
 
 QuantizationMethod quantization_method_from_value(int64_t value) {
-  QI_CHECK(value >= 0 && value < static_cast<int64_t>(std::size(kMethods)),
-           "QuantizationMethod: unknown MCT value ", value, "; ", kMethodValues);
-  return static_cast<QuantizationMethod>(value);
+  for (const auto& entry : kMethods)
+    if (static_cast<int64_t>(entry.value) == value) return entry.value;
+  throw Error(str_cat("QuantizationMethod: unknown MCT value ", value, "; ", method_values()));
 }
 
 QuantizationMethod quantization_method_from_string(const std::string& s) {
   if (auto found = find_name(kMethods, s)) return *found;
   if (is_decimal(s)) {
     auto value = decimal_value(s);
-    QI_CHECK(value, "QuantizationMethod: unknown MCT value ", s, "; ", kMethodValues);
+    QI_CHECK(value, "QuantizationMethod: unknown MCT value ", s, "; ", method_values());
     return quantization_method_from_value(*value);
   }
   throw Error(str_cat("QuantizationMethod: unknown name \"", s, "\"; expected one of ",
-                      choices(kMethods), " (or MCT's value 0..4)"));
+                      choices(kMethods), " (or MCT's integer value)"));
 }
 
 QuantizationTarget quantization_target_from_string(const std::string& s) {

@@ -465,7 +465,7 @@ ActivationLutPOTInferableQuantizer::ActivationLutPOTInferableQuantizer(
 std::unique_ptr<BaseInferableQuantizer> make_inferable_quantizer(InferableQuantizerKind kind,
                                                                  const QuantizerParams& params) {
   switch (kind) {
-#define QI_MAKE_CASE(Name, Target, Method) \
+#define QI_MAKE_CASE(Name, Target, Method, Family, OnnxOp, Doc) \
   case Kind::Name:                         \
     return std::make_unique<Name>(params);
     QI_FOR_EACH_INFERABLE_QUANTIZER(QI_MAKE_CASE)

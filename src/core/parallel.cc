@@ -134,27 +134,23 @@ ThreadPool& pool() {
   return *p;
 }
 
-std::mutex& hook_mutex() {
-  static std::mutex m;
-  return m;
-}
-ParallelForFn& hook() {
-  static ParallelForFn h;
-  return h;
-}
+// The installed hook, never freed (a replaced one may still run on another thread): read on every
+// kernel call without a lock.
+std::atomic<const ParallelForFn*> g_hook{nullptr};
+std::atomic<const std::function<int()>*> g_hook_threads{nullptr};
+// The thread limit set by set_num_threads (0: not set, the host framework's or the machine's).
+std::atomic<int> g_limit{0};
 
 }  // namespace
 
 void parallel_for(int64_t begin, int64_t end, int64_t grain,
                   const std::function<void(int64_t, int64_t)>& fn) {
   if (begin >= end) return;
-  ParallelForFn h;
-  {
-    std::lock_guard<std::mutex> g(hook_mutex());
-    h = hook();
-  }
-  if (h) {
-    h(begin, end, grain, fn);
+  if (const ParallelForFn* h = g_hook.load(std::memory_order_acquire)) {
+    // A limit caps the number of chunks, hence of threads, that the host framework runs.
+    const int limit = g_limit.load(std::memory_order_relaxed);
+    if (limit > 0) grain = std::max(grain, (end - begin + limit - 1) / limit);
+    (*h)(begin, end, grain, fn);
   } else if (end - begin <= grain) {
     fn(begin, end);
   } else {
@@ -162,16 +158,25 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain,
   }
 }
 
-void set_parallel_for(ParallelForFn fn) {
-  std::lock_guard<std::mutex> g(hook_mutex());
-  hook() = std::move(fn);
+void set_parallel_for(ParallelForFn fn, std::function<int()> num_threads) {
+  g_hook_threads.store(fn && num_threads ? new std::function<int()>(std::move(num_threads))
+                                         : nullptr,
+                       std::memory_order_release);
+  g_hook.store(fn ? new ParallelForFn(std::move(fn)) : nullptr, std::memory_order_release);
 }
 
 void set_num_threads(int n) {
   QI_CHECK(n >= 1, "set_num_threads: num_threads must be >= 1, got ", n);
   pool().set_size(n);
+  g_limit.store(n, std::memory_order_relaxed);
 }
 
-int get_num_threads() { return pool().size(); }
+int get_num_threads() {
+  if (const int limit = g_limit.load(std::memory_order_relaxed); limit > 0) return limit;
+  if (g_hook.load(std::memory_order_acquire) != nullptr) {
+    if (const auto* threads = g_hook_threads.load(std::memory_order_acquire)) return (*threads)();
+  }
+  return pool().size();
+}
 
 }  // namespace qi

@@ -17,38 +17,20 @@ namespace {
 using json_util::Json;
 using Kind = InferableQuantizerKind;
 
+// The JSON keys of a class: its constructor arguments (registry.h).
 const std::vector<std::string>& keys_of(Kind kind) {
-  static const std::vector<std::string> symmetric_w = {
-      "num_bits", "threshold", "per_channel", "channel_axis", "input_rank", "signed", "profile"};
-  static const std::vector<std::string> uniform_w = {
-      "num_bits", "min_range", "max_range", "per_channel", "channel_axis", "input_rank", "profile"};
-  static const std::vector<std::string> lut_w = {
-      "num_bits",   "lut_values", "threshold",           "per_channel", "channel_axis",
-      "input_rank", "signed",     "lut_values_bitwidth", "eps",         "profile"};
-  static const std::vector<std::string> symmetric_a = {"num_bits", "threshold", "signed",
-                                                       "profile"};
-  static const std::vector<std::string> uniform_a = {"num_bits", "min_range", "max_range",
-                                                     "profile"};
-  static const std::vector<std::string> lut_a = {"num_bits", "lut_values",          "threshold",
-                                                 "signed",   "lut_values_bitwidth", "eps"};
-  switch (kind) {
-    case Kind::WeightsSymmetricInferableQuantizer:
-    case Kind::WeightsPOTInferableQuantizer:
-      return symmetric_w;
-    case Kind::WeightsUniformInferableQuantizer:
-      return uniform_w;
-    case Kind::WeightsLUTSymmetricInferableQuantizer:
-    case Kind::WeightsLUTPOTInferableQuantizer:
-      return lut_w;
-    case Kind::ActivationSymmetricInferableQuantizer:
-    case Kind::ActivationPOTInferableQuantizer:
-      return symmetric_a;
-    case Kind::ActivationUniformInferableQuantizer:
-      return uniform_a;
-    case Kind::ActivationLutPOTInferableQuantizer:
-      return lut_a;
-  }
-  throw Error(str_cat("inferable_quantizer_config_keys: invalid kind ", static_cast<int>(kind)));
+  static const auto keys = [] {
+    std::vector<std::vector<std::string>> out;
+    for (const auto& info : kInferableQuantizers) {
+      std::vector<std::string> k;
+      for (const auto& spec : inferable_param_specs(info.kind)) k.push_back(spec.key);
+      out.push_back(std::move(k));
+    }
+    return out;
+  }();
+  const auto i = static_cast<size_t>(kind);
+  QI_CHECK(i < keys.size(), "inferable_quantizer_config_keys: invalid kind ", i);
+  return keys[i];
 }
 
 bool has_key(const std::vector<std::string>& keys, const char* k) {

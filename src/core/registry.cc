@@ -1,8 +1,10 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #include "qi/registry.h"
 
+#include <cmath>
 #include <cstring>
 
+#include "core/json_util.h"
 #include "qi/error.h"
 
 namespace qi {
@@ -28,6 +30,114 @@ const InferableQuantizerInfo& inferable_quantizer_info(InferableQuantizerKind ki
   const auto i = static_cast<size_t>(kind);
   QI_CHECK(i < kInferableQuantizers.size(), "InferableQuantizerKind: invalid value ", i);
   return kInferableQuantizers[i];
+}
+
+std::string to_string(ParamFamily family) {
+  switch (family) {
+    case ParamFamily::kSymmetricWeights: return "symmetric_weights";
+    case ParamFamily::kUniformWeights: return "uniform_weights";
+    case ParamFamily::kLutWeights: return "lut_weights";
+    case ParamFamily::kSymmetricActivation: return "symmetric_activation";
+    case ParamFamily::kUniformActivation: return "uniform_activation";
+    case ParamFamily::kLutActivation: return "lut_activation";
+  }
+  throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
+}
+
+// ---- parameter families ------------------------------------------------------------------------
+
+namespace {
+
+using Spec = InferableParamSpec;
+
+const Spec kNumBits{"num_bits", std::nullopt, false, "bit width n of the integer grid"};
+const Spec kThreshold{"threshold", std::nullopt, false,
+                      "threshold t > 0, a scalar or a list (one per channel when per_channel)"};
+const Spec kMinRange{"min_range", std::nullopt, false,
+                     "lower end of the range, a scalar or a list (one per channel)"};
+const Spec kMaxRange{"max_range", std::nullopt, false,
+                     "upper end of the range, a scalar or a list (one per channel)"};
+const Spec kLutValues{"lut_values", std::nullopt, false,
+                      "the look-up table: integers in the lut_values_bitwidth domain"};
+const Spec kPerChannel{"per_channel", std::nullopt, false,
+                       "one parameter per slice along channel_axis (else one per tensor)"};
+const Spec kChannelAxis{"channel_axis", "null", false,
+                        "the channel axis (negative counts from the end); required when "
+                        "per_channel with more than one value"};
+const Spec kInputRank{"input_rank", "null", false,
+                      "rank of the tensors this quantizer will see (optional check)"};
+const Spec kSignedWeights{"signed", "true", false, "signed grid (else unsigned, from 0)"};
+const Spec kSigned{"signed", std::nullopt, false, "signed grid (else unsigned, from 0)"};
+const Spec kLutBitwidth{"lut_values_bitwidth", "8", false,
+                        "bit width B of the LUT's integer domain"};
+const Spec kEps{"eps", "1e-08", false, "added to the threshold before dividing"};
+const Spec kProfile{"profile", "\"torch\"", true,
+                    "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
+                    "fake_quant: nudged zero point, round half up)"};
+
+const std::vector<Spec>& family_specs(ParamFamily family) {
+  static const std::vector<Spec> symmetric_w = {kNumBits,     kThreshold, kPerChannel,
+                                                kChannelAxis, kInputRank, kSignedWeights,
+                                                kProfile};
+  static const std::vector<Spec> uniform_w = {kNumBits,     kMinRange,  kMaxRange, kPerChannel,
+                                              kChannelAxis, kInputRank, kProfile};
+  static const std::vector<Spec> lut_w = {kNumBits,     kLutValues, kThreshold,     kPerChannel,
+                                          kChannelAxis, kInputRank, kSignedWeights, kLutBitwidth,
+                                          kEps,         kProfile};
+  static const std::vector<Spec> symmetric_a = {kNumBits, kThreshold, kSigned, kProfile};
+  static const std::vector<Spec> uniform_a = {kNumBits, kMinRange, kMaxRange, kProfile};
+  static const std::vector<Spec> lut_a = {kNumBits, kLutValues,   kThreshold,
+                                          kSigned,  kLutBitwidth, kEps};
+  switch (family) {
+    case ParamFamily::kSymmetricWeights: return symmetric_w;
+    case ParamFamily::kUniformWeights: return uniform_w;
+    case ParamFamily::kLutWeights: return lut_w;
+    case ParamFamily::kSymmetricActivation: return symmetric_a;
+    case ParamFamily::kUniformActivation: return uniform_a;
+    case ParamFamily::kLutActivation: return lut_a;
+  }
+  throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
+}
+
+}  // namespace
+
+const std::vector<InferableParamSpec>& inferable_param_specs(InferableQuantizerKind kind) {
+  return family_specs(inferable_quantizer_info(kind).family);
+}
+
+std::string example_inferable_config(InferableQuantizerKind kind, int64_t channels,
+                                     int64_t channel_axis) {
+  const auto& info = inferable_quantizer_info(kind);
+  const bool weights = info.target == QuantizationTarget::Weights;
+  QI_CHECK(channels >= 1 && (weights || channels == 1), info.class_name,
+           ": example configs have 1 channel (activations) or more (weights), got ", channels);
+  // Thresholds are powers of two, so that POT accepts them.
+  json_util::Json t = json_util::Json::array(), lo = json_util::Json::array(),
+                  hi = json_util::Json::array(), lut = json_util::Json::array();
+  for (int64_t c = 0; c < channels; ++c) {
+    const double v = channels > 1 ? std::ldexp(1.0, static_cast<int>(c % 4) - 2) : 1.0;
+    t.push_back(v);
+    lo.push_back(-v);
+    hi.push_back(v);
+  }
+  for (int i = 0; i < 16; ++i) lut.push_back(-128.0 + 17.0 * i);
+  const bool is_lut = info.family == ParamFamily::kLutWeights ||
+                      info.family == ParamFamily::kLutActivation;
+  json_util::Json j = json_util::Json::object();
+  for (const auto& spec : inferable_param_specs(kind)) {
+    const std::string key = spec.key;
+    if (key == "num_bits") j[key] = is_lut ? 4 : 8;
+    else if (key == "threshold") j[key] = t;
+    else if (key == "min_range") j[key] = lo;
+    else if (key == "max_range") j[key] = hi;
+    else if (key == "lut_values") j[key] = lut;
+    else if (key == "per_channel") j[key] = channels > 1;
+    else if (key == "channel_axis")
+      j[key] = channels > 1 ? json_util::Json(channel_axis) : json_util::Json();
+    else if (key == "signed") j[key] = true;
+    else if (spec.default_json) j[key] = json_util::Json::parse(*spec.default_json);
+  }
+  return j.dump();
 }
 
 }  // namespace qi

@@ -155,6 +155,32 @@ TEST(Validation, ChannelAxisWithinInputRank) {
                "channel_axis must be in [-4, 4) for input_rank 4, got -5");
 }
 
+// One per-channel value with input_rank and no channel_axis: the value covers every channel (the
+// seed's per_channel=True, threshold=2). This read an empty channel_axis once (found by fuzzing).
+TEST(Validation, OneValuePerChannelWithInputRankNeedsNoAxis) {
+  QuantizerParams p;
+  p.threshold = {2.0};
+  p.min_range = {-1.0};
+  p.max_range = {1.0};
+  p.lut_values = {-8, 0, 7};
+  p.num_bits = 4;
+  p.per_channel = true;
+  p.input_rank = 4;
+  for (auto kind : {qi::InferableQuantizerKind::WeightsSymmetricInferableQuantizer,
+                    qi::InferableQuantizerKind::WeightsUniformInferableQuantizer,
+                    qi::InferableQuantizerKind::WeightsLUTSymmetricInferableQuantizer}) {
+    const auto q = qi::make_inferable_quantizer(kind, p);
+    EXPECT_EQ(q->num_channels(), 1);
+    EXPECT_FALSE(q->channel_axis().has_value());
+    const std::vector<float> x(2 * 3 * 1 * 1, 0.3f);
+    EXPECT_EQ(q->apply(x, {2, 3, 1, 1}).size(), x.size());
+    EXPECT_ERROR(q->apply(x, {6}), "tensor rank must equal input_rank 4, got rank 1");
+  }
+  p.threshold = {2.0, 1.0};
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis is required for per-channel quantization with 2 values, got none");
+}
+
 // ---- ranges ----
 TEST(Validation, RangesEmpty) {
   EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {}, {1.0}, true, 0),

@@ -397,3 +397,21 @@ def test_tensor_arguments():
     q = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=torch.tensor([1.0, 0.5]),
                                               per_channel=True, channel_axis=0)
     assert q.threshold == [1.0, 0.5]
+
+
+def test_one_per_channel_value_with_input_rank_needs_no_axis():
+    # The seed's per_channel=True with one value, plus input_rank: once an empty channel_axis was
+    # read here (undefined behaviour, found by fuzzing); now the value covers every channel.
+    x = np.linspace(-3, 3, 24, dtype=np.float32).reshape(2, 3, 2, 2)
+    for q in (qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[2.0], per_channel=True,
+                                                    input_rank=4),
+              qi.WeightsUniformInferableQuantizer(num_bits=8, min_range=[-1.0], max_range=[2.0],
+                                                  per_channel=True, input_rank=4),
+              qi.WeightsLUTSymmetricInferableQuantizer(num_bits=2, lut_values=[-8, 0, 7],
+                                                       threshold=[2.0], per_channel=True,
+                                                       input_rank=4)):
+        assert q.channel_axis is None and q.num_channels == 1
+        per_tensor = type(q).from_config(dict(q.get_config(), per_channel=False))
+        np.testing.assert_array_equal(q(x), per_tensor(x))
+        with pytest.raises(ValueError, match="tensor rank must equal input_rank 4, got rank 1"):
+            q(x.reshape(-1))

@@ -264,6 +264,93 @@ def test_lsq_threshold_gets_gradient_in_tf_function():
     assert frozen.get_trainable_variables(qi.VariableGroup.QPARAMS) == []
 
 
+# ---- the drifts of the old Keras copy, each fixed by the core's one definition -------------------
+
+def test_keras_eval_uses_the_power_of_two_threshold_after_lsq_training():
+    cfg = weights_cfg(M.POWER_OF_TWO, (5, 4))
+    q = qk.LSQWeightQATQuantizer(cfg)
+    wrapper = qi.KerasQuantizationWrapper(tf.keras.layers.Dense(4), q)
+    wrapper.build((None, 5))
+    t = q.get_quantizer_variable("ptq_threshold_tensor")
+    t.assign([0.3, 0.7, 0.45, 0.9])  # LSQ moved the thresholds off the powers of two
+    w = wrapper.layer.kernel
+    train = q(w, training=True).numpy()
+    ev = q(w, training=False).numpy()
+    conv = q.convert2inferable()
+    assert conv.threshold == [0.5, 1.0, 0.5, 1.0]
+    np.testing.assert_array_equal(conv(w).numpy(), ev)  # eval == conversion
+    assert not np.array_equal(train, ev)  # training learns the raw threshold
+    # The wrapper passes training through (the old copy ignored it).
+    x = tf.constant(data((2, 5), 3))
+    np.testing.assert_array_equal(wrapper(x, training=False).numpy(),
+                                  x.numpy() @ ev + wrapper.layer.bias.numpy())
+
+
+def test_keras_lsq_gradient_scale_uses_the_channel_count():
+    # One threshold given for 4 channels: g = 1 / sqrt(max_int * 4), as PyTorch (the old Keras
+    # copy used the number of thresholds given, 1).
+    torch = pytest.importorskip("torch")
+    from quantizers_infrastructure import pytorch as qp
+    cfg = TrainableQuantizerWeightsConfig(M.SYMMETRIC, 4, {"threshold": 0.5}, True, 1, True)
+    w = data((5, 4), 4, 0.3)
+    kq = qk.LSQWeightQATQuantizer(cfg)
+    layer = tf.keras.layers.Layer()
+    layer.kernel = tf.Variable(w)
+    kq.initialize_quantization(w.shape, "kernel", layer)
+    t = kq.get_quantizer_variable("ptq_threshold_tensor")
+    assert t.shape == (4,)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(kq(layer.kernel, training=True) * 1.5)
+    gk = tape.gradient(loss, t).numpy()
+    tq = qp.LSQWeightQATQuantizer(cfg)
+    module = torch.nn.Module()
+    module.register_parameter("kernel", torch.nn.Parameter(torch.from_numpy(w.copy())))
+    tq.initialize_quantization(w.shape, "kernel", module)
+    (tq(module.kernel, True) * 1.5).sum().backward()
+    np.testing.assert_array_equal(gk, tq.get_quantizer_variable("ptq_threshold_tensor").grad)
+
+
+def test_keras_conversion_clamps_at_the_minimum_threshold():
+    q = qk.STESymmetricActivationTrainableQuantizer(act_cfg(M.SYMMETRIC))
+    holder = qi.KerasActivationQuantizationHolder(q)
+    holder.build(None)
+    q.get_quantizer_variable("ptq_threshold_tensor").assign([1e-7])
+    conv = q.convert2inferable()
+    assert conv.threshold == [2.0 ** -16]
+    x = tf.constant(data((3, 4), 8, 1e-4))
+    np.testing.assert_array_equal(conv(x).numpy(), q(x, training=False).numpy())
+
+
+def test_keras_soft_rounding_trains_converts_and_saves(tmp_path):
+    for method in (M.SYMMETRIC, M.UNIFORM):
+        cfg = weights_cfg(method, (3, 3, 2, 4), bits=4)
+        cls = qk.get_trainable_quantizer_class(qi.QuantizationTarget.Weights, method,
+                                               qi.TrainingMethod.SoftRounding)
+        assert cls.__name__ == ("SymmetricSoftRoundingGPTQ" if method == M.SYMMETRIC
+                                else "UniformSoftRoundingGPTQ")
+        inp = tf.keras.Input((6, 6, 2))
+        wrapper = qi.KerasQuantizationWrapper(tf.keras.layers.Conv2D(4, 3), cls(cfg))
+        model = tf.keras.Model(inp, wrapper(inp))
+        q = wrapper.weights_quantizers["kernel"]
+        alpha = q.get_quantizer_variable("auxvar_tensor")
+        assert alpha.shape == (3, 3, 2, 4) and q.get_trainable_variables(
+            qi.VariableGroup.WEIGHTS) == [alpha]
+        x = data((8, 6, 6, 2), 11)
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss="mse")
+        before = alpha.numpy().copy()
+        model.fit(x, np.zeros((8, 4, 4, 4), np.float32), epochs=2, verbose=0)
+        assert not np.array_equal(before, alpha.numpy())
+        y_eval = model(x, training=False).numpy()
+        assert_save_load_identical(model, x, str(tmp_path / f"soft_{method.name}.keras"))
+        # Conversion replaces the kernel by its hard-rounded values: same outputs.
+        hard = q(wrapper.layer.kernel, training=False).numpy()
+        conv = q.convert2inferable()
+        np.testing.assert_array_equal(conv(tf.constant(hard)).numpy(), hard)
+        converted = qk.convert_to_inferable_quantizers(model)
+        np.testing.assert_array_equal(converted(x).numpy(), y_eval)
+        np.testing.assert_array_equal(converted.layers[1].layer.kernel.numpy(), hard)
+
+
 def test_fashion_mnist_example_smoke():
     import os
     import subprocess

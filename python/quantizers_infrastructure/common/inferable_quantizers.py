@@ -23,58 +23,6 @@ from quantizers_infrastructure.common.enums import (QuantizationMethod, Quantiza
 # Keys that hold one value per channel. A scalar given for one of them means [scalar].
 _LIST_KEYS = (C.THRESHOLD, C.MIN_RANGE, C.MAX_RANGE, C.LUT_VALUES)
 
-# Positional order of the constructor arguments: MCT Quantizers' order for every class (e.g.
-# (num_bits, threshold, per_channel, channel_axis, input_rank), (num_bits, lut_values, threshold,
-# signed, lut_values_bitwidth, eps)). Keys of a class's config missing here follow, in the C++
-# order; `profile` is keyword-only.
-_ARG_ORDER = (C.NUM_BITS, C.LUT_VALUES, C.MIN_RANGE, C.MAX_RANGE, C.THRESHOLD, C.PER_CHANNEL,
-              C.CHANNEL_AXIS, C.INPUT_RANK, C.SIGNED, C.LUT_VALUES_BITWIDTH, C.EPS_KEY)
-_KEYWORD_ONLY = (C.PROFILE,)
-
-# Defaults of optional arguments (the others are required, as in MCT Quantizers). `signed` is
-# optional for weights quantizers only (weights are signed; activations must say).
-_DEFAULTS = {
-    C.CHANNEL_AXIS: None,
-    C.INPUT_RANK: None,
-    C.LUT_VALUES_BITWIDTH: C.LUT_VALUES_BITWIDTH_DEFAULT,
-    C.EPS_KEY: C.EPS,
-    C.PROFILE: "torch",
-}
-_WEIGHTS_DEFAULTS = {C.SIGNED: True}
-
-_ARG_DOCS = {
-    C.NUM_BITS: "bit width n of the integer grid",
-    C.THRESHOLD: "threshold t > 0, a scalar or a list (one per channel when per_channel)",
-    C.MIN_RANGE: "lower end of the range, a scalar or a list (one per channel)",
-    C.MAX_RANGE: "upper end of the range, a scalar or a list (one per channel)",
-    C.LUT_VALUES: "the look-up table: integers in the lut_values_bitwidth domain",
-    C.PER_CHANNEL: "one parameter per slice along channel_axis (else one per tensor)",
-    C.CHANNEL_AXIS: "the channel axis (negative counts from the end); required when per_channel",
-    C.INPUT_RANK: "rank of the tensors this quantizer will see (optional check)",
-    C.SIGNED: "signed grid (else unsigned, from 0)",
-    C.LUT_VALUES_BITWIDTH: "bit width B of the LUT's integer domain",
-    C.EPS_KEY: "added to the threshold before dividing",
-    C.PROFILE: "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
-               "fake_quant: nudged zero point, round half up)",
-}
-
-_METHOD_DOCS = {
-    QuantizationMethod.SYMMETRIC:
-        "y = (clamp(round(x / d), qmin, qmax)) * d with d = threshold / 2^(num_bits - signed); "
-        "integers [-2^(n-1), 2^(n-1)-1] when signed, else [0, 2^n - 1].",
-    QuantizationMethod.POWER_OF_TWO:
-        "As SYMMETRIC, and every threshold must be a power of two.",
-    QuantizationMethod.UNIFORM:
-        "Uniform grid of 2^num_bits levels over [min_range, max_range], first adjusted so that 0 "
-        "is on the grid; y = (clamp(zp + round(x / scale), 0, 2^n - 1) - zp) * scale.",
-    QuantizationMethod.LUT_SYM_QUANTIZER:
-        "v = clamp(x / (threshold + eps) * 2^(B - signed), lo, hi) (no rounding); "
-        "y = L[k] / 2^(B - signed) * threshold with L[k] the first nearest LUT value to v.",
-    QuantizationMethod.LUT_POT_QUANTIZER:
-        "As LUT_SYM_QUANTIZER, and every threshold must be a power of two.",
-}
-
-
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, tuples -> lists, arrays (numpy, torch, TF) -> lists."""
     if isinstance(value, np.generic):
@@ -228,39 +176,34 @@ def _from_config_of(cls, config):
     return cls.from_config(config)
 
 
-def _config_property(key: str) -> property:
+def _config_property(key: str, doc: str) -> property:
     def getter(self):
         value = self._config.get(key)
         return list(value) if isinstance(value, list) else value
 
-    getter.__doc__ = f"{key}: {_ARG_DOCS.get(key, 'as configured')} (read-only)."
+    getter.__doc__ = f"{key}: {doc} (read-only)."
     return property(getter)
 
 
-def _make_signature(target: QuantizationTarget, keys: List[str]) -> inspect.Signature:
-    ordered = [k for k in _ARG_ORDER if k in keys]
-    ordered += [k for k in keys if k not in ordered and k not in _KEYWORD_ONLY]
-    defaults = dict(_DEFAULTS)
-    if target == QuantizationTarget.Weights:
-        defaults.update(_WEIGHTS_DEFAULTS)
-    params = []
-    seen_default = False
-    for k in ordered:
-        if k in defaults:
+def _make_signature(params: List[Dict[str, Any]]) -> inspect.Signature:
+    """The constructor's signature from the registry's argument list (MCT's positional order):
+    a required argument after an optional one can only be given by keyword."""
+    out, seen_default = [], False
+    for p in params:
+        if p["keyword_only"]:
+            continue
+        if not p["required"]:
             seen_default = True
-            params.append(inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                            default=defaults[k]))
+            out.append(inspect.Parameter(p["key"], inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                         default=p["default"]))
         else:
-            # A required argument after an optional one can only be given by keyword.
-            kind = (inspect.Parameter.KEYWORD_ONLY if seen_default
-                    else inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            params.append(inspect.Parameter(k, kind))
-    keyword_only = [k for k in keys if k in _KEYWORD_ONLY]
-    params.sort(key=lambda p: p.kind)  # keyword-only after positional, stable otherwise
-    for k in keyword_only:
-        params.append(inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY,
-                                        default=defaults.get(k, inspect.Parameter.empty)))
-    return inspect.Signature(params)
+            out.append(inspect.Parameter(p["key"], inspect.Parameter.KEYWORD_ONLY if seen_default
+                                         else inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    out.sort(key=lambda p: p.kind)  # keyword-only after positional, stable otherwise
+    out += [inspect.Parameter(p["key"], inspect.Parameter.KEYWORD_ONLY,
+                              default=inspect.Parameter.empty if p["required"] else p["default"])
+            for p in params if p["keyword_only"]]
+    return inspect.Signature(out)
 
 
 def _make_class(entry: Dict[str, Any]) -> type:
@@ -268,7 +211,8 @@ def _make_class(entry: Dict[str, Any]) -> type:
     target = QuantizationTarget(entry["target"])
     method = QuantizationMethod[entry["method"]]
     keys = list(entry["config_keys"])
-    signature = _make_signature(target, keys)
+    signature = _make_signature(entry["params"])
+    docs = {p["key"]: p["doc"] for p in entry["params"]}
 
     def __init__(self, *args, **kwargs):
         InferableQuantizer.__init__(self, *args, **kwargs)
@@ -280,9 +224,9 @@ def _make_class(entry: Dict[str, Any]) -> type:
     __init__.__doc__ = (f"Builds a {name}: the arguments go to the C++ core as a JSON config "
                         f"and are validated there (ValueError with the core's message).")
 
-    args_doc = "\n".join(f"    {k}: {_ARG_DOCS.get(k, '')}" for k in signature.parameters)
+    args_doc = "\n".join(f"    {k}: {docs[k]}" for k in signature.parameters)
     doc = (f"Inferable {target.value.lower()} quantizer, QuantizationMethod.{method.name} "
-           f"(C++ qi::{name}).\n\n{_METHOD_DOCS[method]}\n\nArgs:\n{args_doc}\n\n"
+           f"(C++ qi::{name}).\n\n{entry['doc']}\n\nArgs:\n{args_doc}\n\n"
            f"Bad arguments raise ValueError with the C++ core's message.")
     namespace = {
         "__init__": __init__,
@@ -292,10 +236,12 @@ def _make_class(entry: Dict[str, Any]) -> type:
         "_class_name": name,
         "_config_keys": tuple(keys),
         "_signature": signature,
+        "onnx_op": entry["onnx_op"],
+        "param_family": entry["family"],
     }
     for k in keys:
         if k not in namespace and not hasattr(InferableQuantizer, k):
-            namespace[k] = _config_property(k)
+            namespace[k] = _config_property(k, docs[k])
     cls = type(name, (InferableQuantizer,), namespace)
     return mark_quantizer(target, [method], QuantizerID.INFERABLE)(cls)
 

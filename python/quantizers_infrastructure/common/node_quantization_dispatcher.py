@@ -130,6 +130,10 @@ class NodeQuantizationDispatcher:
         """A quantizer from its {"class_name", "config"} object: inferable quantizers here;
         framework dispatchers add their trainable classes."""
         from quantizers_infrastructure.common.inferable_quantizers import quantizer_from_json
+        if any(e["class_name"] == config["class_name"] for e in _core.trainable_quantizers()):
+            raise ValueError(f"{cls.__name__}: the trainable quantizer {config['class_name']} "
+                             f"needs a framework dispatcher (PytorchNodeQuantizationDispatcher or "
+                             f"KerasNodeQuantizationDispatcher)")
         return quantizer_from_json(json.dumps(config))
 
     def __repr__(self) -> str:

@@ -290,6 +290,11 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
         new.build(self._build_input_shape)
         if self.layer.weights:
             new.layer.set_weights(self.layer.get_weights())
+        # Soft rounding: the converted quantizer keeps the hard-rounded weights, so they replace
+        # the float ones.
+        for key, var, q in self._weights_vars:
+            if isinstance(q, BaseTrainableQuantizer) and q.replaces_weight and self.is_str_attr:
+                getattr(new.layer, key).assign(_quantize(q, tf.convert_to_tensor(var), False))
         return new
 
     # ---- serialization ----

@@ -72,23 +72,18 @@ def _version() -> str:
 
 # ---- deciding: QDQ or custom op ----
 
-_OP_TYPES = {
-    "WeightsSymmetricInferableQuantizer": "WeightsSymmetricQuantizer",
-    "WeightsPOTInferableQuantizer": "WeightsPOTQuantizer",
-    "WeightsUniformInferableQuantizer": "WeightsUniformQuantizer",
-    "WeightsLUTSymmetricInferableQuantizer": "WeightsLUTSymmetricQuantizer",
-    "WeightsLUTPOTInferableQuantizer": "WeightsLUTPOTQuantizer",
-    "ActivationSymmetricInferableQuantizer": "ActivationSymmetricQuantizer",
-    "ActivationPOTInferableQuantizer": "ActivationPOTQuantizer",
-    "ActivationUniformInferableQuantizer": "ActivationUniformQuantizer",
-    "ActivationLutPOTInferableQuantizer": "ActivationLutPOTQuantizer",  # qi extension
-}
+def _op_type(class_name: str) -> Optional[str]:
+    """The custom node's op type of an inferable class (the registry's onnx_op); None for
+    classes that are not inferable quantizers."""
+    from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
+    cls = INFERABLE_QUANTIZER_CLASSES.get(class_name)
+    return None if cls is None else cls.onnx_op
 
 
 def _quantizer(text: str):
     from quantizers_infrastructure.pytorch.wrapper import quantizer_from_json
     q = quantizer_from_json(text)
-    if type(q).__name__ not in _OP_TYPES:
+    if _op_type(type(q).__name__) is None:
         raise ValueError(f"qi ONNX export: {type(q).__name__} cannot be exported (only inferable "
                          f"quantizers; call convert_to_inferable_quantizers() first)")
     return q
@@ -155,24 +150,24 @@ def _emit_qdq(g, x, p):
 def custom_op_spec(q, input_rank: Optional[int] = None):
     """(op_type, [float32 input arrays], {attribute: value}) of q's custom node (REFERENCE.md
     6.1 plus qi's `profile` attribute). Attribute values are Python int/float/str."""
-    name = type(q).__name__
-    op_type = _OP_TYPES[name]
+    family = q.param_family
+    op_type = q.onnx_op
     c = q.get_config()
     profile = c.get("profile", "torch")
     attrs: Dict[str, Any] = {}
-    if name.startswith("Weights"):
+    if family.endswith("_weights"):
         per_channel = bool(c["per_channel"])
         axis = c.get("channel_axis")
         attrs.update(num_bits=int(c["num_bits"]), per_channel=int(per_channel),
                      channel_axis=int(axis) if (per_channel and axis is not None) else 0)
-        if "LUT" in name:
+        if family == "lut_weights":
             rank = c.get("input_rank")
             if rank is None:
                 rank = input_rank if (per_channel and input_rank is not None) else 4
             attrs.update(input_rank=int(rank), lut_values_bitwidth=int(c["lut_values_bitwidth"]),
                          eps=float(c["eps"]))
             inputs = [_f32(c["lut_values"]), _f32(c["threshold"])]
-        elif "Uniform" in name:
+        elif family == "uniform_weights":
             if profile == "torch":
                 inputs = [_f32(q.adjusted_min_range), _f32(q.adjusted_max_range)]
             else:
@@ -180,15 +175,15 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
         else:
             inputs = [_f32(c["threshold"])]
         attrs["signed"] = 1
-    elif name == "ActivationLutPOTInferableQuantizer":
+    elif family == "lut_activation":
         attrs.update(num_bits=int(c["num_bits"]), signed=int(bool(c["signed"])),
                      lut_values_bitwidth=int(c["lut_values_bitwidth"]), eps=float(c["eps"]))
         inputs = [_f32(c["lut_values"]), _f32(c["threshold"])]
-    elif "Uniform" in name:
+    elif family == "uniform_activation":
         attrs.update(min_range=float(np.float32(c["min_range"][0])),
                      max_range=float(np.float32(c["max_range"][0])), num_bits=int(c["num_bits"]))
         inputs = []
-    else:  # activation symmetric / POT
+    else:  # symmetric_activation
         attrs.update(threshold=float(np.float32(c["threshold"][0])),
                      signed=int(bool(c["signed"])), num_bits=int(c["num_bits"]))
         inputs = []
@@ -321,27 +316,25 @@ def register_ort_kernels() -> None:
     weights = {"num_bits": I, "per_channel": I, "channel_axis": I}
     lut = {"lut_values_bitwidth": I, "eps": F, "per_channel": I, "channel_axis": I,
            "input_rank": I}
-    specs = [
-        ("WeightsSymmetricInferableQuantizer", _weights_kernel, "sym", 2, weights),
-        ("WeightsPOTInferableQuantizer", _weights_kernel, "sym", 2, weights),
-        ("WeightsUniformInferableQuantizer", _weights_kernel, "uniform", 3, weights),
-        ("WeightsLUTSymmetricInferableQuantizer", _weights_kernel, "lut", 3, lut),
-        ("WeightsLUTPOTInferableQuantizer", _weights_kernel, "lut", 3, lut),
-        ("ActivationSymmetricInferableQuantizer", _activation_kernel, "sym", 1,
-         {"threshold": F, "signed": I, "num_bits": I}),
-        ("ActivationPOTInferableQuantizer", _activation_kernel, "sym", 1,
-         {"threshold": F, "signed": I, "num_bits": I}),
-        ("ActivationUniformInferableQuantizer", _activation_kernel, "uniform", 1,
-         {"min_range": F, "max_range": F, "num_bits": I}),
-        ("ActivationLutPOTInferableQuantizer", _activation_kernel, "lut", 3,
-         {"num_bits": I, "signed": I, "lut_values_bitwidth": I, "eps": F}),
-    ]
-    for class_name, make, kind, n_inputs, attrs in specs:
-        profiles = ("torch",) if class_name == "ActivationLutPOTInferableQuantizer" else (
-            "torch", "tf")
+    # Per parameter family: kernel maker, kind, number of inputs, attributes.
+    families = {
+        "symmetric_weights": (_weights_kernel, "sym", 2, weights),
+        "uniform_weights": (_weights_kernel, "uniform", 3, weights),
+        "lut_weights": (_weights_kernel, "lut", 3, lut),
+        "symmetric_activation": (_activation_kernel, "sym", 1,
+                                 {"threshold": F, "signed": I, "num_bits": I}),
+        "uniform_activation": (_activation_kernel, "uniform", 1,
+                               {"min_range": F, "max_range": F, "num_bits": I}),
+        "lut_activation": (_activation_kernel, "lut", 3,
+                           {"num_bits": I, "signed": I, "lut_values_bitwidth": I, "eps": F}),
+    }
+    from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
+    for class_name, cls in INFERABLE_QUANTIZER_CLASSES.items():
+        make, kind, n_inputs, attrs = families[cls.param_family]
+        # Every profile the class takes (the tf variant is a second op type).
+        profiles = ("torch", "tf") if "profile" in cls._config_keys else ("torch",)
         for profile in profiles:
-            op_type = f"{DOMAIN}::{_OP_TYPES[class_name]}" + (
-                "" if profile == "torch" else TF_SUFFIX)
+            op_type = f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
             kernel = make(class_name, kind, profile)
             if op_type in existing:
                 for opdef in existing[op_type]:

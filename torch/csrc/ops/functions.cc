@@ -17,10 +17,10 @@ c10::TypedOperatorHandle<Sig> op(const char* name) {
 
 // qi's kernels take their threads from ATen's pool, so torch.set_num_threads applies.
 const bool kParallelHookInstalled = [] {
-  qi::set_parallel_for([](int64_t begin, int64_t end, int64_t grain,
-                          const std::function<void(int64_t, int64_t)>& fn) {
-    at::parallel_for(begin, end, grain, fn);
-  });
+  qi::set_parallel_for(
+      [](int64_t begin, int64_t end, int64_t grain,
+         const std::function<void(int64_t, int64_t)>& fn) { at::parallel_for(begin, end, grain, fn); },
+      [] { return at::get_num_threads(); });
   return true;
 }();
 
