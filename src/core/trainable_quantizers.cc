@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// The policy of every trainable quantizer (REFERENCE-level behaviour of MCT's STE, LSQ and soft
+// The policy of every trainable quantizer (the behaviour of MCT's STE, LSQ and soft
 // rounding quantizers, with qi's fixes), in one place for all front ends.
 #include "qi/trainable_quantizers.h"
 
