@@ -181,6 +181,43 @@ TEST(Validation, OneValuePerChannelWithInputRankNeedsNoAxis) {
                "channel_axis is required for per-channel quantization with 2 values, got none");
 }
 
+// Activation quantizers are per-tensor and document input_rank as ignored (their get_config()
+// has no such key): built from QuantizerParams with input_rank set, they must not enforce it in
+// apply(), and their config must read back to the same quantizer.
+TEST(Validation, ActivationQuantizersIgnoreInputRank) {
+  QuantizerParams p;
+  p.num_bits = 4;
+  p.threshold = {2.0};
+  p.min_range = {-1.0};
+  p.max_range = {1.0};
+  p.lut_values = {-8, 0, 7};
+  p.input_rank = 4;
+  for (auto kind : {qi::InferableQuantizerKind::ActivationSymmetricInferableQuantizer,
+                    qi::InferableQuantizerKind::ActivationPOTInferableQuantizer,
+                    qi::InferableQuantizerKind::ActivationUniformInferableQuantizer,
+                    qi::InferableQuantizerKind::ActivationLutPOTInferableQuantizer}) {
+    SCOPED_TRACE(qi::inferable_quantizer_info(kind).class_name);
+    const auto q = qi::make_inferable_quantizer(kind, p);
+    EXPECT_FALSE(q->params().input_rank.has_value());
+    const std::vector<float> x = {0.3f, -0.7f, 1.5f, 0.0f, 0.25f, -2.0f};
+    const std::vector<float> y = q->apply(x, {6});  // rank 1, not 4
+    const std::vector<float> y2 = q->apply(x, {2, 3});
+    EXPECT_EQ(y, y2);
+    // The config (without input_rank) rebuilds a quantizer that gives the same values.
+    EXPECT_EQ(q->get_config().find("input_rank"), std::string::npos);
+    EXPECT_EQ(qi::inferable_quantizer_from_json(q->to_json())->apply(x, {6}), y);
+    // A bad input_rank is ignored too, not rejected.
+    QuantizerParams bad = p;
+    bad.input_rank = 0;
+    EXPECT_EQ(qi::make_inferable_quantizer(kind, bad)->apply(x, {1, 6}), y);
+  }
+  // Weights quantizers keep enforcing it.
+  const auto w = qi::make_inferable_quantizer(
+      qi::InferableQuantizerKind::WeightsSymmetricInferableQuantizer, p);
+  EXPECT_ERROR(w->apply(std::vector<float>(6, 0.1f), {6}),
+               "tensor rank must equal input_rank 4, got rank 1");
+}
+
 // ---- ranges ----
 TEST(Validation, RangesEmpty) {
   EXPECT_ERROR(qi::WeightsUniformInferableQuantizer(8, {}, {1.0}, true, 0),
