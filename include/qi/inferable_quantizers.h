@@ -56,6 +56,9 @@ class BaseInferableQuantizer : public BaseQuantizer {
   // 1 for per-tensor quantizers.
   int64_t num_channels() const { return kernels::plan_channels(plan_); }
   const kernels::Plan& plan() const { return plan_; }
+  // The plan as kernels::pack_plan's words (what the torch layer keeps as an int32 buffer and
+  // passes to qi::quantize).
+  std::vector<int32_t> packed_plan() const;
 
   // y = Q(x) elementwise. `out` must have in's sizes; it may be the same view as `in` (in place)
   // but must not partially overlap it. Per-channel quantizers need in.sizes[channel_axis] ==

@@ -53,6 +53,17 @@ using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan>;
 // Number of channels a plan holds (1 for a per-tensor plan).
 int64_t plan_channels(const Plan& plan);
 
+// A plan as one array of 32-bit words (float32 bit patterns and integers): the form framework
+// layers keep as integer tensors (buffers that move with the model between devices and that
+// casts of floating-point state leave alone) and pass to the kernels. Layout: word 0 the format
+// tag (kPackedPlanTag + the plan's variant index), word 1 the channel count C, then the plan's
+// scalars and arrays in declaration order (arrays of variable length after their length).
+inline constexpr int32_t kPackedPlanTag = 0x51490100;  // "QI", version 1, kind in the low byte
+std::vector<int32_t> pack_plan(const Plan& plan);
+// The plan of pack_plan's words. Throws qi::Error for anything pack_plan cannot have written
+// (wrong tag, sizes that do not add up, non-finite or non-positive scales).
+Plan unpack_plan(const int32_t* words, int64_t count);
+
 // Applies `plan` to `in`, writing `out` (same sizes; may be the very same view for in-place
 // operation, but must not otherwise overlap). channel_axis: std::nullopt for per-tensor, else a
 // normalized axis in [0, in.dim()) with in.sizes[axis] == plan_channels(plan).
@@ -60,6 +71,14 @@ int64_t plan_channels(const Plan& plan);
 // NaN inputs stay NaN; +/-Inf clamp to the ends of the grid.
 void fake_quant_forward(const Plan& plan, ConstTensorView in, TensorView out,
                         std::optional<int64_t> channel_axis);
+
+// fake_quant_forward after the checks of BaseInferableQuantizer::apply, with messages starting
+// with `what`: equal sizes, rank == input_rank when given, a per-channel plan's channel count
+// equal to the size of the tensor along channel_axis (negative: from the end; ignored for a
+// one-channel plan), non-negative strides, an output without stride-0 dimensions that is the
+// input itself (in place) or does not overlap it. Throws qi::Error.
+void checked_fake_quant(const char* what, const Plan& plan, std::optional<int64_t> channel_axis,
+                        std::optional<int64_t> input_rank, ConstTensorView in, TensorView out);
 
 // Name of the SIMD target the dispatcher picked on this machine (e.g. "AVX3", "AVX2").
 std::string simd_target_name();

@@ -605,6 +605,15 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("adjusted_max_range",
                              [](const Q& q) { return adjusted_range(q, /*max=*/true); })
       .def("resolve_channel_axis", &Q::resolve_channel_axis, py::arg("rank"))
+      .def(
+          "packed_plan",
+          [](const Q& q) {
+            const std::vector<int32_t> words = q.packed_plan();
+            py::array_t<int32_t> a(static_cast<py::ssize_t>(words.size()));
+            std::copy(words.begin(), words.end(), a.mutable_data());
+            return a;
+          },
+          "The kernel plan as one int32 array (what qi::quantize takes as a tensor).")
       .def("get_config", &Q::get_config)
       .def("to_json", &Q::to_json)
       .def("apply", &apply, py::arg("x"), "Q(x) as a new float32 array; x: any float32 ndarray.")

@@ -172,55 +172,12 @@ std::optional<int64_t> BaseInferableQuantizer::resolve_channel_axis(int64_t rank
 }
 
 void BaseInferableQuantizer::apply(ConstTensorView in, TensorView out) const {
-  const char* cls = class_name();
-  QI_CHECK(in.strides.size() == in.sizes.size(), cls, ": input has ", in.sizes.size(),
-           " sizes but ", in.strides.size(), " strides");
-  QI_CHECK(out.strides.size() == out.sizes.size(), cls, ": output has ", out.sizes.size(),
-           " sizes but ", out.strides.size(), " strides");
-  QI_CHECK(in.sizes == out.sizes, cls, ": output sizes must equal input sizes ",
-           fmt_shape(in.sizes), ", got ", fmt_shape(out.sizes));
-  if (params_.input_rank)
-    QI_CHECK(in.dim() == *params_.input_rank, cls, ": tensor rank must equal input_rank ",
-             *params_.input_rank, ", got rank ", in.dim(), " (sizes ", fmt_shape(in.sizes), ")");
-  const int64_t n = in.numel();
-  // A single per-channel value broadcasts over every channel: per-tensor arithmetic.
-  const auto axis = num_channels() == 1 ? std::nullopt : resolve_channel_axis(in.dim());
-  if (axis) {
-    const int64_t channels = in.sizes[*axis];
-    QI_CHECK(channels == num_channels(), cls, ": the quantizer holds ", num_channels(),
-             " per-channel values but the tensor has ", channels, " channels along channel_axis ",
-             *params_.channel_axis, " (sizes ", fmt_shape(in.sizes), ")");
-  }
-  if (n == 0) return;  // nothing to read or write; strides of empty tensors carry no meaning
-  for (size_t k = 0; k < in.sizes.size(); ++k) {
-    QI_CHECK(in.sizes[k] >= 0, cls, ": tensor sizes must be >= 0, got ", fmt_shape(in.sizes));
-    QI_CHECK(in.strides[k] >= 0 && out.strides[k] >= 0, cls,
-             ": strides must be >= 0, got input ", fmt_shape(in.strides), " and output ",
-             fmt_shape(out.strides));
-    QI_CHECK(out.strides[k] > 0 || out.sizes[k] <= 1, cls,
-             ": output must not have stride 0 in a dimension of size > 1, got strides ",
-             fmt_shape(out.strides));
-  }
-  QI_CHECK(in.data != nullptr && out.data != nullptr, cls,
-           ": tensor data must not be null for ", n, " elements");
-  // In place means exactly the same view; any other overlap would read already written values.
-  const bool same_view = static_cast<const void*>(in.data) == static_cast<const void*>(out.data) &&
-                         in.strides == out.strides;
-  if (!same_view) {
-    int64_t in_span = 0, out_span = 0;
-    for (size_t k = 0; k < in.sizes.size(); ++k) {
-      in_span += (in.sizes[k] - 1) * in.strides[k];
-      out_span += (out.sizes[k] - 1) * out.strides[k];
-    }
-    const float* in_lo = in.data;
-    const float* in_hi = in.data + in_span;
-    const float* out_lo = out.data;
-    const float* out_hi = out.data + out_span;
-    QI_CHECK(in_hi < out_lo || out_hi < in_lo, cls,
-             ": output must be the input view itself (in place) or must not overlap it");
-  }
-  kernels::fake_quant_forward(plan_, in, out, axis);
+  kernels::checked_fake_quant(class_name(), plan_,
+                              params_.per_channel ? params_.channel_axis : std::nullopt,
+                              params_.input_rank, in, out);
 }
+
+std::vector<int32_t> BaseInferableQuantizer::packed_plan() const { return kernels::pack_plan(plan_); }
 
 std::vector<float> BaseInferableQuantizer::apply(const std::vector<float>& x,
                                                  const Shape& shape) const {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <string>
 #include <type_traits>
 #include <variant>
 
@@ -12,6 +13,7 @@
 
 #include "kernels/iterate.h"
 #include "kernels/row_kernels.h"
+#include "qi/error.h"
 #include "qi/parallel.h"
 
 namespace qi::kernels {
@@ -76,6 +78,68 @@ void fake_quant_forward(const Plan& plan, ConstTensorView in, TensorView out,
         });
       },
       plan);
+}
+
+namespace {
+std::string fmt_shape(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+}  // namespace
+
+void checked_fake_quant(const char* what, const Plan& plan, std::optional<int64_t> channel_axis,
+                        std::optional<int64_t> input_rank, ConstTensorView in, TensorView out) {
+  QI_CHECK(in.strides.size() == in.sizes.size(), what, ": input has ", in.sizes.size(),
+           " sizes but ", in.strides.size(), " strides");
+  QI_CHECK(out.strides.size() == out.sizes.size(), what, ": output has ", out.sizes.size(),
+           " sizes but ", out.strides.size(), " strides");
+  QI_CHECK(in.sizes == out.sizes, what, ": output sizes must equal input sizes ",
+           fmt_shape(in.sizes), ", got ", fmt_shape(out.sizes));
+  if (input_rank)
+    QI_CHECK(in.dim() == *input_rank, what, ": tensor rank must equal input_rank ", *input_rank,
+             ", got rank ", in.dim(), " (sizes ", fmt_shape(in.sizes), ")");
+  const int64_t n = in.numel();
+  // A single per-channel value broadcasts over every channel: per-tensor arithmetic.
+  const int64_t channels = plan_channels(plan);
+  std::optional<int64_t> axis;
+  if (channels != 1) {
+    QI_CHECK(channel_axis.has_value(), what, ": a plan of ", channels,
+             " channels needs a channel_axis");
+    const int64_t rank = in.dim();
+    QI_CHECK(*channel_axis >= -rank && *channel_axis < rank, what, ": channel_axis must be in [",
+             -rank, ", ", rank, ") for a tensor of rank ", rank, ", got ", *channel_axis);
+    axis = *channel_axis < 0 ? *channel_axis + rank : *channel_axis;
+    QI_CHECK(in.sizes[static_cast<size_t>(*axis)] == channels, what, ": the quantizer holds ",
+             channels, " per-channel values but the tensor has ",
+             in.sizes[static_cast<size_t>(*axis)], " channels along channel_axis ",
+             *channel_axis, " (sizes ", fmt_shape(in.sizes), ")");
+  }
+  if (n == 0) return;  // nothing to read or write; strides of empty tensors carry no meaning
+  for (size_t k = 0; k < in.sizes.size(); ++k) {
+    QI_CHECK(in.sizes[k] >= 0, what, ": tensor sizes must be >= 0, got ", fmt_shape(in.sizes));
+    QI_CHECK(in.strides[k] >= 0 && out.strides[k] >= 0, what,
+             ": strides must be >= 0, got input ", fmt_shape(in.strides), " and output ",
+             fmt_shape(out.strides));
+    QI_CHECK(out.strides[k] > 0 || out.sizes[k] <= 1, what,
+             ": output must not have stride 0 in a dimension of size > 1, got strides ",
+             fmt_shape(out.strides));
+  }
+  QI_CHECK(in.data != nullptr && out.data != nullptr, what,
+           ": tensor data must not be null for ", n, " elements");
+  // In place means exactly the same view; any other overlap would read already written values.
+  const bool same_view = static_cast<const void*>(in.data) == static_cast<const void*>(out.data) &&
+                         in.strides == out.strides;
+  if (!same_view) {
+    int64_t in_span = 0, out_span = 0;
+    for (size_t k = 0; k < in.sizes.size(); ++k) {
+      in_span += (in.sizes[k] - 1) * in.strides[k];
+      out_span += (out.sizes[k] - 1) * out.strides[k];
+    }
+    QI_CHECK(in.data + in_span < out.data || out.data + out_span < in.data, what,
+             ": output must be the input view itself (in place) or must not overlap it");
+  }
+  fake_quant_forward(plan, in, out, axis);
 }
 
 }  // namespace qi::kernels

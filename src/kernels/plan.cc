@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "kernels/scalar_ops.h"
+#include "qi/error.h"
 
 #include <cmath>
 
@@ -17,6 +19,152 @@ int64_t plan_channels(const Plan& plan) {
     int64_t operator()(const LutPlan& p) const { return static_cast<int64_t>(p.divisor.size()); }
   };
   return std::visit(Visitor{}, plan);
+}
+
+// ---- packed plans -------------------------------------------------------------------------------
+
+namespace {
+
+class Packer {
+ public:
+  void word(int32_t w) { words_.push_back(w); }
+  void f(float v) {
+    int32_t w;
+    std::memcpy(&w, &v, sizeof(w));
+    words_.push_back(w);
+  }
+  void floats(const std::vector<float>& v) {
+    for (float x : v) f(x);
+  }
+  std::vector<int32_t> take() { return std::move(words_); }
+
+ private:
+  std::vector<int32_t> words_;
+};
+
+class Unpacker {
+ public:
+  Unpacker(const int32_t* words, int64_t count) : words_(words), count_(count) {}
+  int32_t word(const char* what) {
+    QI_CHECK(pos_ < count_, "packed plan: truncated at ", what, " (", count_, " words)");
+    return words_[pos_++];
+  }
+  float f(const char* what) {
+    const int32_t w = word(what);
+    float v;
+    std::memcpy(&v, &w, sizeof(v));
+    return v;
+  }
+  std::vector<float> floats(int64_t n, const char* what) {
+    QI_CHECK(n >= 0 && n <= count_ - pos_, "packed plan: truncated in ", what, " (", n,
+             " values wanted, ", count_ - pos_, " words left)");
+    std::vector<float> v(static_cast<size_t>(n));
+    std::memcpy(v.data(), words_ + pos_, static_cast<size_t>(n) * sizeof(float));
+    pos_ += n;
+    return v;
+  }
+  void finish() {
+    QI_CHECK(pos_ == count_, "packed plan: ", count_ - pos_, " words left over");
+  }
+
+ private:
+  const int32_t* words_;
+  int64_t count_;
+  int64_t pos_ = 0;
+};
+
+void check_scales(const std::vector<float>& scale, const char* what) {
+  for (float s : scale)
+    QI_CHECK(std::isfinite(s) && s > 0, "packed plan: ", what, " must be finite and > 0, got ", s);
+}
+
+}  // namespace
+
+std::vector<int32_t> pack_plan(const Plan& plan) {
+  Packer p;
+  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()));
+  p.word(static_cast<int32_t>(plan_channels(plan)));
+  std::visit(
+      [&p](const auto& v) {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, AffineTorchPlan>) {
+          p.f(v.qmin);
+          p.f(v.qmax);
+          p.floats(v.scale);
+          p.floats(v.inv_scale);
+          p.floats(v.zero_point);
+        } else if constexpr (std::is_same_v<T, AffineTfPlan>) {
+          p.word(v.use_division ? 1 : 0);
+          p.floats(v.scale);
+          p.floats(v.inv_scale);
+          p.floats(v.nudged_min);
+          p.floats(v.nudged_max);
+          p.floats(v.quant_zero);
+        } else {
+          p.f(v.multiplier);
+          p.f(v.lo);
+          p.f(v.hi);
+          p.word(static_cast<int32_t>(v.lut.size()));
+          p.word(static_cast<int32_t>(v.boundaries.size()));
+          p.floats(v.divisor);
+          p.floats(v.lut);
+          p.floats(v.boundaries);
+          p.floats(v.table);
+        }
+      },
+      plan);
+  return p.take();
+}
+
+Plan unpack_plan(const int32_t* words, int64_t count) {
+  QI_CHECK(words != nullptr || count == 0, "packed plan: no data");
+  Unpacker u(words, count);
+  const int32_t tag = u.word("the tag");
+  const int32_t kind = tag - kPackedPlanTag;
+  QI_CHECK(kind >= 0 && kind < static_cast<int32_t>(std::variant_size_v<Plan>),
+           "packed plan: unknown format tag ", tag, " (not a plan of this qi version?)");
+  const int64_t c = u.word("the channel count");
+  QI_CHECK(c >= 1 && c <= count, "packed plan: channel count must be in [1, ", count, "], got ",
+           c);
+  Plan out;
+  if (kind == 0) {
+    AffineTorchPlan p;
+    p.qmin = u.f("qmin");
+    p.qmax = u.f("qmax");
+    p.scale = u.floats(c, "scale");
+    p.inv_scale = u.floats(c, "inv_scale");
+    p.zero_point = u.floats(c, "zero_point");
+    check_scales(p.scale, "scale");
+    QI_CHECK(p.qmin < p.qmax, "packed plan: qmin must be < qmax, got ", p.qmin, " and ", p.qmax);
+    out = std::move(p);
+  } else if (kind == 1) {
+    AffineTfPlan p;
+    p.use_division = u.word("use_division") != 0;
+    p.scale = u.floats(c, "scale");
+    p.inv_scale = u.floats(c, "inv_scale");
+    p.nudged_min = u.floats(c, "nudged_min");
+    p.nudged_max = u.floats(c, "nudged_max");
+    p.quant_zero = u.floats(c, "quant_zero");
+    check_scales(p.scale, "scale");
+    out = std::move(p);
+  } else {
+    LutPlan p;
+    p.multiplier = u.f("multiplier");
+    p.lo = u.f("lo");
+    p.hi = u.f("hi");
+    const int64_t l = u.word("the LUT size");
+    const int64_t b = u.word("the boundary count");
+    QI_CHECK(l >= 1 && b >= 0 && b < l + 1 && l <= count, "packed plan: bad LUT sizes ", l,
+             " and ", b);
+    p.divisor = u.floats(c, "divisor");
+    p.lut = u.floats(l, "lut");
+    p.boundaries = u.floats(b, "boundaries");
+    QI_CHECK(c <= count / (b + 1), "packed plan: bad table size");
+    p.table = u.floats(c * (b + 1), "table");
+    out = std::move(p);
+  }
+  u.finish();
+  return out;
 }
 
 AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64_t num_bits,

@@ -157,8 +157,12 @@ def test_torch_path_gradient_is_straight_through():
     x = torch.randn(50, requires_grad=True)
     q(x).sum().backward()
     assert torch.equal(x.grad, torch.ones(50))
-    with pytest.raises(ValueError, match="float32"):
-        q(torch.ones(3, dtype=torch.float64))
+    # Other float dtypes are quantized on the float32 grid and come back in their dtype.
+    x64 = torch.randn(50, dtype=torch.float64)
+    y64 = q(x64)
+    assert y64.dtype == torch.float64 and torch.equal(y64, q(x64.float()).double())
+    with pytest.raises(ValueError, match="x must be float32, float16, bfloat16 or float64, got Int"):
+        q(torch.ones(3, dtype=torch.int32))
 
 
 def test_wrapper_equals_direct_op_calls(parity_stats):

@@ -113,7 +113,7 @@ def test_weights_trainable(name, method, per_channel):
     x = torch.randn(2, 3, 6, 6)
     names = {n for n, _ in wrapper.named_parameters(recurse=False)}
     soft = "SoftRounding" in name
-    assert names == {"weight"} | {f"weight_{s}" for s in (
+    assert names == {f"weight_{s}" for s in (
         ["auxvar_tensor"] + (["min", "max"] if method == QM.UNIFORM else ["ptq_threshold"])
         if soft else (["min", "max"] if method == QM.UNIFORM else ["ptq_threshold_tensor"]))}
     lsq = name.startswith("LSQ")
@@ -148,7 +148,8 @@ def test_weights_trainable(name, method, per_channel):
     else:
         assert bits_equal(inferable(w), q_eval)
     wrapper.convert_to_inferable_quantizers()
-    assert {n for n, _ in wrapper.named_parameters(recurse=False)} == {"weight"}
+    assert {n for n, _ in wrapper.named_parameters(recurse=False)} == set()
+    assert set(wrapper.state_dict()) == {"weight", "bias", "_extra_state"}
     assert wrapper.weights_quantizers["weight"].get_config() == inferable.get_config()
     with torch.no_grad():
         assert bits_equal(wrapper(x), y_eval)
@@ -338,5 +339,5 @@ def test_soft_round_rejects_mixed_dtypes():
     import torch
     w = torch.randn(2, 3, dtype=torch.float64)
     alpha = torch.randn(2, 3)
-    with pytest.raises(RuntimeError, match="alpha must have dtype Double, got Float"):
+    with pytest.raises(ValueError, match="qi::soft_round: alpha must have dtype Double, got Float"):
         torch.ops.qi.soft_round(w, alpha, torch.tensor([0.8]), 4, False, None, True)

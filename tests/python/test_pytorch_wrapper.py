@@ -103,9 +103,10 @@ def test_wrapper_on_modules(kind):
     float_w = layer.weight.detach().clone()
     aq = act_q()
     wrapper = qi.PytorchQuantizationWrapper(layer, qi.PytorchNodeQuantizationDispatcher(wq, [aq]))
-    # The float weight is the wrapper's parameter, no longer the layer's.
-    assert "weight" in dict(wrapper.named_parameters(recurse=False))
-    assert "weight" not in dict(layer.named_parameters())
+    # The float weight stays the layer's parameter, under its own name in the state dict.
+    assert "weight" in dict(layer.named_parameters())
+    assert wrapper.weight is layer.weight
+    assert {"weight", "_extra_state"} <= set(wrapper.state_dict())
     y = wrapper(x)
     expected = aq(ref(wq(float_w)))
     assert bits_equal(y, expected)
@@ -200,7 +201,7 @@ def test_holders(holder_cls):
     holder = holder_cls(q)
     assert bits_equal(holder(x), q(x))
     gm = torch.fx.symbolic_trace(holder)
-    assert "fake_quant" in gm.code and bits_equal(gm(x), q(x))
+    assert "qi.quantize" in gm.code and bits_equal(gm(x), q(x))
     assert bits_equal(roundtrip(holder)(x), q(x))
     if holder_cls is not qi.PytorchActivationQuantizationHolder:
         bypass = holder_cls(q, quantization_bypass=True)

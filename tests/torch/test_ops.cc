@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "qi/inferable_quantizers.h"
+#include "qi/registry.h"
 #include "qi/torch/ops.h"
 #include "torch_test_util.h"
 
@@ -169,10 +170,63 @@ TEST(FakeQuantOp, GradientIsStraightThrough) {
 TEST(FakeQuantOp, BadInputsRaise) {
   const qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0, 3.0}, true, 1);
   expect_c10_error([&] { qi::torch::fake_quant(::torch::randn({4, 5}), q); }, "channel");
-  expect_c10_error([&] { qi::torch::fake_quant(::torch::randn({4, 3}, ::torch::kDouble), q); },
-                   "float32");
+  expect_c10_error([&] { qi::torch::fake_quant(::torch::ones({4, 3}, ::torch::kInt), q); },
+                   "x must be float32, float16, bfloat16 or float64, got Int");
   expect_c10_error([&] { qi::torch::fake_quant(::torch::randn({4, 3}), std::string("{not json")); },
                    "malformed JSON");
+}
+
+// The packed-plan op gives the JSON op's bits for every registry class, per tensor and per
+// channel, and rejects plans it cannot have come from.
+TEST(QuantizeOp, PackedPlanMatchesTheJsonOp) {
+  for (const auto& info : qi::kInferableQuantizers) {
+    for (int64_t channels : {int64_t{1}, int64_t{4}}) {
+      if (info.target == qi::QuantizationTarget::Activation && channels > 1) continue;
+      SCOPED_TRACE(::testing::Message() << info.class_name << " " << channels);
+      const auto q = qi::inferable_quantizer_from_config(
+          info.kind, qi::example_inferable_config(info.kind, channels, 1));
+      ::torch::manual_seed(7);
+      const at::Tensor x = ::torch::randn({3, channels, 5, 2}) * 2;
+      const at::Tensor plan = qi::torch::packed_plan(*q);
+      EXPECT_EQ(plan.scalar_type(), ::torch::kInt);
+      const auto axis = q->per_channel() ? q->channel_axis() : std::nullopt;
+      EXPECT_TRUE(bit_equal(qi::torch::quantize(x, plan, axis, q->params().input_rank),
+                            qi::torch::fake_quant(x, *q)));
+    }
+  }
+  const qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0, 3.0}, true, 1);
+  const at::Tensor plan = qi::torch::packed_plan(q);
+  expect_c10_error([&] { qi::torch::quantize(::torch::randn({4, 5}), plan, 1, std::nullopt); },
+                   "qi::quantize: the quantizer holds 3 per-channel values but the tensor has 5");
+  expect_c10_error([&] { qi::torch::quantize(::torch::randn({4, 3}), plan.to(::torch::kFloat), 1,
+                                             std::nullopt); },
+                   "plan must be a 1-D int32 CPU tensor");
+  expect_c10_error([&] { qi::torch::quantize(::torch::randn({4, 3}), plan.slice(0, 0, 5), 1,
+                                             std::nullopt); },
+                   "packed plan: truncated");
+  at::Tensor bad = plan.clone();
+  bad[0] = 7;
+  expect_c10_error([&] { qi::torch::quantize(::torch::randn({4, 3}), bad, 1, std::nullopt); },
+                   "packed plan: unknown format tag 7");
+}
+
+// Half, bfloat16 and double inputs: quantized on the float32 grid, returned in their dtype;
+// channels_last stays channels_last.
+TEST(QuantizeOp, DtypesAndMemoryFormat) {
+  const qi::WeightsSymmetricInferableQuantizer q(8, {1.0, 2.0, 3.0}, true, 1);
+  ::torch::manual_seed(3);
+  const at::Tensor x = ::torch::randn({2, 3, 4, 5}) * 2;
+  const at::Tensor ref = qi::torch::fake_quant(x, q);
+  for (auto dtype : {::torch::kHalf, ::torch::kBFloat16, ::torch::kDouble}) {
+    const at::Tensor xd = x.to(dtype);
+    const at::Tensor y = qi::torch::fake_quant(xd, q);
+    EXPECT_EQ(y.scalar_type(), dtype);
+    EXPECT_TRUE(::torch::equal(y, qi::torch::fake_quant(xd.to(::torch::kFloat), q).to(dtype)));
+  }
+  const at::Tensor cl = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor y = qi::torch::fake_quant(cl, q);
+  EXPECT_TRUE(y.is_contiguous(at::MemoryFormat::ChannelsLast));
+  EXPECT_TRUE(bit_equal(y.contiguous(), ref));
 }
 
 // ---- forward: parity with ATen's fake_quantize_per_{tensor,channel}_affine -------------------

@@ -188,6 +188,17 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.quantization_config!r})"
 
+    # ---- pickling: the core's policy object is rebuilt from the config ----
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_policy", None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._policy = (None if self._core_class is None else
+                        _core._TrainableQuantizer(self._core_class, json.dumps(self.get_config())))
+
 
 def generate_trainable_classes(namespace: Dict[str, Any], bases: Dict[str, type]) -> Dict[str, type]:
     """One class per entry of the core's registry, named as the registry names it, derived from

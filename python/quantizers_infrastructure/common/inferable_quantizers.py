@@ -85,7 +85,12 @@ class InferableQuantizer(BaseInferableQuantizer):
     def _set_core(self, core_quantizer) -> None:
         super().__init__()
         self._core = core_quantizer
+        self._json = core_quantizer.to_json()  # immutable: serialized once
         self._config = json.loads(core_quantizer.get_config())
+        # What the kernels take besides the plan: the axis (per-channel quantizers) and rank.
+        self.kernel_channel_axis = (self._config.get("channel_axis")
+                                    if self._config.get("per_channel") else None)
+        self.kernel_input_rank = self._config.get("input_rank")
 
     # ---- calling ----
     def __call__(self, inputs):
@@ -123,7 +128,7 @@ class InferableQuantizer(BaseInferableQuantizer):
 
     def to_json(self) -> str:
         """JSON text {"class_name": ..., "config": get_config()}; see quantizer_from_json."""
-        return self._core.to_json()
+        return self._json
 
     def __reduce__(self):
         return (_from_config_of, (type(self), self.get_config()))
@@ -142,6 +147,12 @@ class InferableQuantizer(BaseInferableQuantizer):
     def num_channels(self) -> int:
         """Number of channels (1 for per-tensor quantizers)."""
         return self._core.num_channels
+
+    @property
+    def packed_plan(self) -> np.ndarray:
+        """The kernel plan as one int32 array: what the framework ops take (torch.ops.qi.quantize
+        keeps it as a buffer, so it moves with the model and no JSON is parsed per call)."""
+        return self._core.packed_plan()
 
     @property
     def plan(self) -> Dict[str, Any]:

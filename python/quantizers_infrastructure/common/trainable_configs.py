@@ -98,6 +98,15 @@ class _TrainableConfig:
         cfg.pop(QI_VERSION_KEY, None)
         return f"{type(self).__name__}({cfg})"
 
+    def __reduce__(self):
+        # Pickled as its JSON text: loadable with torch.load(weights_only=True).
+        return (config_from_json, (type(self), self._json()))
+
+
+def config_from_json(cls, text: str) -> "_TrainableConfig":
+    """A config of class `cls` from its JSON text (how configs unpickle)."""
+    return cls.from_config(text)
+
 
 class TrainableQuantizerWeightsConfig(_TrainableConfig):
     """How a weights trainable quantizer starts. weights_quantization_params holds MCT's dict:
@@ -154,4 +163,4 @@ class TrainableQuantizerActivationConfig(_TrainableConfig):
 
 
 __all__ = ["TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
-           "TrainableQuantizerCandidateConfig", "MIN_THRESHOLD"]
+           "TrainableQuantizerCandidateConfig", "MIN_THRESHOLD", "config_from_json"]

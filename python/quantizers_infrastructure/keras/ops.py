@@ -58,12 +58,8 @@ def _float32(x, who: str, arg: str = "inputs") -> tf.Tensor:
 
 
 def quantizer_json(quantizer) -> str:
-    """The quantizer's to_json() text, computed once (quantizers are immutable)."""
-    text = quantizer.__dict__.get("_qi_json")
-    if text is None:
-        text = quantizer.to_json()
-        quantizer.__dict__["_qi_json"] = text
-    return text
+    """The quantizer's to_json() text (computed once: quantizers are immutable)."""
+    return quantizer.to_json()
 
 
 def fake_quant(quantizer, x) -> tf.Tensor:

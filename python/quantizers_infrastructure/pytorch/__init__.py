@@ -1,7 +1,9 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 """The PyTorch front end: loads qi's operator library (libqi_torch.so, TORCH_LIBRARY(qi)) so that
-torch.ops.qi.* exist, and makes every framework-neutral quantizer callable on torch tensors.
-Imported on the first call with a torch tensor, or explicitly."""
+torch.ops.qi.* exist (with their fake kernels, for torch.compile and torch.export), and makes
+every framework-neutral quantizer callable on torch tensors. Imported on the first call with a
+torch tensor, on `import quantizers_infrastructure` when torch is already imported, or
+explicitly."""
 
 import os
 
@@ -16,6 +18,8 @@ if not os.path.exists(_LIBRARY):
                       "run scripts/qi build")
 torch.ops.load_library(_LIBRARY)
 
+from quantizers_infrastructure.pytorch import fake  # noqa: E402,F401  (fake kernels)
+
 
 def library_path() -> str:
     """Path of libqi_torch.so, e.g. for torch.ops.load_library in another process, or for
@@ -29,26 +33,41 @@ def value_error_from(e: RuntimeError) -> ValueError:
     return ValueError(message)
 
 
-def _quantizer_json(quantizer) -> str:
-    text = quantizer.__dict__.get("_qi_json")
-    if text is None:  # quantizers are immutable: serialize once
-        text = quantizer.to_json()
-        quantizer.__dict__["_qi_json"] = text
-    return text
+def portable() -> bool:
+    """True while a model is being traced or exported (torch.jit.trace, torch.onnx.export,
+    torch.export): inferable quantizers then record qi::fake_quant with their JSON text, which
+    carries their meaning to other runtimes; otherwise they run qi::quantize on their packed
+    plan (a buffer), with nothing parsed per call."""
+    if torch.compiler.is_compiling():
+        return torch.compiler.is_exporting()
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def quantize(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
+    """An inferable quantizer on a torch tensor, given its packed plan as a tensor on x's
+    device (wrappers keep it as a buffer)."""
+    if portable():
+        return torch.ops.qi.fake_quant(x, quantizer.to_json())
+    return torch.ops.qi.quantize(x, plan, quantizer.kernel_channel_axis,
+                                 quantizer.kernel_input_rank)
+
+
+def plan_tensor(quantizer) -> torch.Tensor:
+    """The quantizer's packed plan as an int32 CPU tensor (for a buffer)."""
+    return torch.from_numpy(quantizer.packed_plan.copy())
+
+
+def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
+    plans = quantizer.__dict__.setdefault("_torch_plans", {})
+    plan = plans.get(inputs.device)
+    if plan is None:
+        plan = plans[inputs.device] = plan_tensor(quantizer).to(inputs.device)
+    return quantize(quantizer, inputs, plan)
 
 
 def _proxy_call(quantizer, inputs):
     """torch.fx.symbolic_trace: the quantizer becomes one torch.ops.qi.fake_quant node."""
-    return torch.ops.qi.fake_quant(inputs, _quantizer_json(quantizer))
-
-
-def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
-    if inputs.dtype != torch.float32:
-        raise ValueError(f"{type(quantizer).__name__}: inputs must be float32, got {inputs.dtype}")
-    try:
-        return torch.ops.qi.fake_quant(inputs, _quantizer_json(quantizer))
-    except RuntimeError as e:
-        raise value_error_from(e) from None
+    return torch.ops.qi.fake_quant(inputs, quantizer.to_json())
 
 
 register_input_type(torch.Tensor, _torch_call)
@@ -69,10 +88,12 @@ from quantizers_infrastructure.pytorch.wrapper import (  # noqa: E402
 from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
     PytorchActivationQuantizationHolder, PytorchFLNActivationQuantizationHolder,
     PytorchPreservingActivationQuantizationHolder)
+from quantizers_infrastructure.pytorch.serialization import safe_globals  # noqa: E402
 # ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
 from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
 
-__all__ = ["library_path", "value_error_from", "VariableGroup", "BaseTrainableQuantizer",
+__all__ = ["library_path", "value_error_from", "portable", "quantize", "plan_tensor",
+           "safe_globals", "VariableGroup", "BaseTrainableQuantizer",
            "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
            "TrainableQuantizerCandidateConfig", "PytorchNodeQuantizationDispatcher",
            "PytorchQuantizationWrapper", "quantizer_from_json",

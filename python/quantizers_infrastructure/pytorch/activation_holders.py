@@ -1,23 +1,31 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""Activation quantization holders (REFERENCE.md 5.4): a lone activation quantizer as a module,
+"""Activation quantization holders: a lone activation quantizer as a module,
 and its quantization-preserving and fused-layer (FLN) variants, which pass the tensor through
 untouched when quantization_bypass is set (the quantizer stays visible to downstream tools)."""
 
+import json
+
 import torch
-from torch import nn
 
 from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS
 from quantizers_infrastructure.common.enums import QuantizationTarget
-from quantizers_infrastructure.pytorch.trainable_quantizers import BasePytorchTrainableQuantizer
+from quantizers_infrastructure.common.node_quantization_dispatcher import WEIGHT_QUANTIZER
+from quantizers_infrastructure.pytorch.serialization import make_extra_state, read_extra_state
+from quantizers_infrastructure.pytorch.trainable_quantizers import (
+    BasePytorchTrainableQuantizer, TRAINABLE_QUANTIZER_CLASSES)
+from quantizers_infrastructure.pytorch.wrapper import (PLAN_PREFIX, _QuantizerSlots,
+                                                       quantizer_from_json)
 
 ACTIVATION_HOLDER_QUANTIZER = "activation_holder_quantizer"
 
 
-class PytorchActivationQuantizationHolder(nn.Module):
+class PytorchActivationQuantizationHolder(_QuantizerSlots):
     """forward(x) = Q(x). A trainable quantizer creates its variables on the holder (named
-    "activation_holder_quantizer_<suffix>", as the C++ holder names them) and runs in training mode while the holder is in
-    train() mode (MCT's holder passes no flag, so its trainable quantizers always train; qi's
-    follows the module's mode, as the C++ holder)."""
+    "activation_holder_quantizer_<variable>", as the C++ holder names them) and runs in training
+    mode while the holder is in train() mode (MCT's holder passes no flag, so its trainable
+    quantizers always train; qi's follows the module's mode, as the C++ holder). An inferable
+    quantizer's packed plan is a buffer and its config the holder's extra state."""
 
     def __init__(self, activation_holder_quantizer: BaseInferableQuantizer, **module_kwargs):
         super().__init__(**module_kwargs)
@@ -31,16 +39,14 @@ class PytorchActivationQuantizationHolder(nn.Module):
             raise ValueError(f"{type(self).__name__}: expected an Activation quantizer, got "
                              f"{type(quantizer).__name__}")
         old = self.__dict__.get(ACTIVATION_HOLDER_QUANTIZER)
-        for name in getattr(old, "registered_names", []):
-            self._parameters.pop(name, None)
+        if old is not None:
+            self._unbind(ACTIVATION_HOLDER_QUANTIZER, old)
         self.activation_holder_quantizer = quantizer
-        quantizer.initialize_quantization(None, ACTIVATION_HOLDER_QUANTIZER, self)
+        self._bind(ACTIVATION_HOLDER_QUANTIZER, quantizer, None)
 
     def _quantize(self, inputs: torch.Tensor) -> torch.Tensor:
-        q = self.activation_holder_quantizer
-        if isinstance(q, BasePytorchTrainableQuantizer):
-            return q(inputs, self.training)
-        return q(inputs)
+        return self._run(ACTIVATION_HOLDER_QUANTIZER, self.activation_holder_quantizer, inputs,
+                         self.training)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._quantize(inputs)
@@ -49,7 +55,37 @@ class PytorchActivationQuantizationHolder(nn.Module):
         """Replaces a trainable quantizer by its inferable conversion, in place."""
         q = self.activation_holder_quantizer
         if isinstance(q, BasePytorchTrainableQuantizer):
+            device = next((p.device for p in self.parameters()), None)
             self._set_quantizer(q.convert2inferable())
+            if device is not None:
+                self.to(device)
+
+    def _all_quantizers(self):
+        return [self.activation_holder_quantizer]
+
+    def get_extra_state(self):
+        return make_extra_state({WEIGHT_QUANTIZER: {}, ACTIVATION_QUANTIZERS: [
+            json.loads(self.activation_holder_quantizer.to_json())]})
+
+    def set_extra_state(self, state) -> None:
+        """Loads the quantizer of get_extra_state output (a trainable quantizer must be of the
+        same class: its variables load as parameters)."""
+        who = type(self).__name__
+        config = read_extra_state(state, who)
+        if config[WEIGHT_QUANTIZER] or len(config[ACTIVATION_QUANTIZERS]) != 1:
+            raise ValueError(f"{who}: the state dict's record is not a holder's (one activation "
+                             f"quantizer, no weights)")
+        q, entry = self.activation_holder_quantizer, config[ACTIVATION_QUANTIZERS][0]
+        if isinstance(q, BasePytorchTrainableQuantizer) or \
+                entry["class_name"] in TRAINABLE_QUANTIZER_CLASSES:
+            if entry["class_name"] != type(q).__name__:
+                raise ValueError(f"{who}: the state dict holds a {entry['class_name']}, the "
+                                 f"holder a {type(q).__name__}")
+            return
+        device = getattr(self, PLAN_PREFIX + ACTIVATION_HOLDER_QUANTIZER).device
+        self._set_quantizer(quantizer_from_json(json.dumps(entry)))
+        self._buffers[PLAN_PREFIX + ACTIVATION_HOLDER_QUANTIZER] = \
+            self._buffers[PLAN_PREFIX + ACTIVATION_HOLDER_QUANTIZER].to(device)
 
     def extra_repr(self) -> str:
         return repr(self.activation_holder_quantizer)

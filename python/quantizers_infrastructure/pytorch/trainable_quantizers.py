@@ -41,7 +41,10 @@ class BasePytorchTrainableQuantizer(BaseTrainableQuantizer):
         return variable.detach().to(torch.float32).cpu().numpy()
 
     def _weight_values(self, layer: nn.Module, name: str) -> np.ndarray:
-        w = dict(layer.named_parameters(recurse=False)).get(name)
+        if hasattr(layer, "get_float_weight"):  # a wrapper: the layer's own weight
+            w = layer.get_float_weight(name)
+        else:
+            w = dict(layer.named_parameters(recurse=False)).get(name)
         if w is None:
             raise ValueError(f"{type(self).__name__}: initialize_quantization needs the weight "
                              f"\"{name}\" registered on the module")
@@ -49,15 +52,11 @@ class BasePytorchTrainableQuantizer(BaseTrainableQuantizer):
 
     def _run(self, inputs, training):
         op, args, requires_grad, kwargs = self._forward[bool(training)]
-        tensors = {a: (p if requires_grad else p.detach())
-                   for a, p in ((a, self.quantizer_parameters[v][VAR]) for a, v in args)}
-        try:
-            return getattr(torch.ops.qi, op)(inputs, **tensors, **kwargs)
-        except RuntimeError as e:
-            if "qi::" in str(e):
-                from quantizers_infrastructure.pytorch import value_error_from
-                raise value_error_from(e) from None
-            raise
+        tensors = {}
+        for a, v in args:
+            p = self.quantizer_parameters[v][VAR]
+            tensors[a] = p if requires_grad else p.detach()
+        return getattr(torch.ops.qi, op)(inputs, **tensors, **kwargs)
 
     def freeze_quant_params_now(self) -> None:
         """Stops training the quantization parameters (QPARAMS)."""

@@ -1,28 +1,34 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""PytorchNodeQuantizationDispatcher and PytorchQuantizationWrapper (REFERENCE.md 5.1, 5.3).
+"""PytorchNodeQuantizationDispatcher and PytorchQuantizationWrapper.
 
-The wrapper keeps each quantized weight's float values as its own nn.Parameter, takes the
-layer's tensor off the layer's parameters (a plain attribute, as MCT does), and at each forward
-sets the layer's attribute to the quantized weight before running the layer; the activation
-quantizers then quantize the layer's outputs. Functional ops (torch.add, torch.cat, ...) take
-positional constant weights: weight_values {position: tensor}, op_call_args, op_call_kwargs,
+The wrapper quantizes a layer's weights before it runs and its outputs after. The layer keeps
+its own parameters (the float weights), so the model's parameters and state-dict names are the
+float model's: a float checkpoint loads into the wrapped model with strict=True, and
+`fc.weight` stays `fc.weight`. At each forward the layer runs with each quantized attribute
+replaced by its quantized value (torch.func.functional_call), so gradients reach the float
+weights and the quantizers' variables, and torch.compile, torch.export, torch.jit.trace and
+torch.fx.symbolic_trace all follow it. Functional ops (torch.add, torch.cat, ...) take positional
+constant weights: weight_values {position: tensor}, op_call_args, op_call_kwargs,
 is_inputs_as_list.
 
-TorchScript tracing records torch.ops.qi.* calls; torch.fx.symbolic_trace sees the quantizers as
-torch.ops.qi calls and an attribute-mode layer run with substituted weights as one call of the
-leaf function `call_layer_with_weights`."""
+Quantizer state is model state: inferable quantizers' packed plans are (non-persistent) buffers
+that move with the model, trainable quantizers' variables are parameters, and the quantizers'
+configs travel in the state dict as extra state, checked and checksummed on load."""
 
 import json
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.fx
 from torch import nn
 
 from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS
 from quantizers_infrastructure.common.enums import QuantizationTarget
-from quantizers_infrastructure.common.node_quantization_dispatcher import \
-    NodeQuantizationDispatcher
+from quantizers_infrastructure.common.node_quantization_dispatcher import (
+    WEIGHT_QUANTIZER, NodeQuantizationDispatcher)
+from quantizers_infrastructure.pytorch import plan_tensor, quantize
+from quantizers_infrastructure.pytorch.serialization import make_extra_state, read_extra_state
 from quantizers_infrastructure.pytorch.trainable_quantizers import (
     BasePytorchTrainableQuantizer, TRAINABLE_QUANTIZER_CLASSES)
 
@@ -32,14 +38,12 @@ OP_CALL_KWARGS = "op_call_kwargs"
 IS_INPUT_AS_LIST = "is_inputs_as_list"
 POSITIONAL_WEIGHT = "positional_weight"
 QUANTIZED_POSITIONAL_WEIGHT = "quantized_positional_weight"
+PLAN_PREFIX = "_qi_plan_"
+LAYER = "layer"
 
 
 def _is_trainable(q) -> bool:
     return isinstance(q, BasePytorchTrainableQuantizer)
-
-
-def _quantize(q, x: torch.Tensor, training: bool) -> torch.Tensor:
-    return q(x, training) if _is_trainable(q) else q(x)
 
 
 def quantizer_from_json(text: str):
@@ -74,20 +78,69 @@ def _owner_and_name(module: nn.Module, attribute: str):
 
 @torch.fx.wrap
 def call_layer_with_weights(layer, names, weights, args, kwargs):
-    """Runs `layer` with each attribute names[i] set to weights[i] (the quantized weights).
-    A leaf for torch.fx: traced graphs show this one call."""
+    """Runs `layer` with each attribute names[i] replaced by weights[i] (the quantized weights),
+    through torch.func.functional_call (which torch.compile and torch.export follow). A leaf for
+    torch.fx: traced graphs show this one call. TorchScript tracing, which functional_call does
+    not support, swaps the tensors in the layer's parameter dicts for the call instead."""
+    if not torch.jit.is_tracing():
+        return torch.func.functional_call(layer, dict(zip(names, weights)), tuple(args), kwargs)
     owners = [_owner_and_name(layer, name) for name in names]
-    for (owner, leaf), w in zip(owners, weights):
-        setattr(owner, leaf, w)
-    out = layer(*args, **kwargs)
-    # The layer's graph holds its own reference to w; the attribute keeps the values only, so
-    # that the module stays a graph leaf (deepcopy, pickling) between forwards.
-    for (owner, leaf), w in zip(owners, weights):
-        setattr(owner, leaf, w.detach())
-    return out
+    saved = [owner._parameters[leaf] for owner, leaf in owners]
+    try:
+        for (owner, leaf), w in zip(owners, weights):
+            owner._parameters[leaf] = w
+        return layer(*args, **kwargs)
+    finally:
+        for (owner, leaf), p in zip(owners, saved):
+            owner._parameters[leaf] = p
 
 
-class PytorchQuantizationWrapper(nn.Module):
+class _QuantizerSlots(nn.Module):
+    """What wrappers and holders share: their quantizers' packed plans as buffers and their
+    configs as checked extra state."""
+
+    def _bind(self, key: str, quantizer, shape) -> None:
+        """Creates a trainable quantizer's variables, or an inferable quantizer's plan buffer."""
+        if _is_trainable(quantizer):
+            quantizer.initialize_quantization(shape, key, self)
+        else:
+            self.register_buffer(PLAN_PREFIX + key, plan_tensor(quantizer), persistent=False)
+
+    def _unbind(self, key: str, quantizer) -> None:
+        for name in getattr(quantizer, "registered_names", []):
+            self._parameters.pop(name, None)
+        self._buffers.pop(PLAN_PREFIX + key, None)
+
+    def _run(self, key: str, quantizer, x: torch.Tensor, training: bool) -> torch.Tensor:
+        if _is_trainable(quantizer):
+            return quantizer(x, training)
+        return quantize(quantizer, x, getattr(self, PLAN_PREFIX + key))
+
+    def _quantizer_keys(self) -> List[str]:
+        """State-dict keys of this module's quantizer state (for float checkpoints)."""
+        keys = ["_extra_state"]
+        for q in self._all_quantizers():
+            keys += getattr(q, "registered_names", [])
+        return keys
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        own = set(self._quantizer_keys())
+        has_quantizer_state = any(k.startswith(prefix) and k[len(prefix):] in own
+                                  for k in state_dict)
+        first = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        if not has_quantizer_state:
+            # A float checkpoint: the quantizers keep their state.
+            missing_keys[first:] = [k for k in missing_keys[first:]
+                                    if k[len(prefix):] not in own]
+
+    def _all_quantizers(self):
+        raise NotImplementedError
+
+
+class PytorchQuantizationWrapper(_QuantizerSlots):
     """Wraps `module` (an nn.Module, or a function such as torch.add) so that its weights are
     quantized before it runs and its outputs after.
 
@@ -159,7 +212,7 @@ class PytorchQuantizationWrapper(nn.Module):
         if isinstance(module, nn.Module):
             self.layer = module
         elif callable(module):
-            self.__dict__["layer"] = module  # a function: a plain attribute
+            self.__dict__[LAYER] = module  # a function: a plain attribute
         else:
             raise ValueError(f"PytorchQuantizationWrapper: module must be an nn.Module or a "
                              f"function, got {type(module).__name__}")
@@ -170,47 +223,67 @@ class PytorchQuantizationWrapper(nn.Module):
         self.op_call_kwargs = dict(op_call_kwargs or {})
         self.is_inputs_as_list = bool(is_inputs_as_list)
         self.is_str_attr = not weight_values
-        self._weights_vars = []
-        self._set_weights_vars(True)
+        for key, q in self.weights_quantizers.items():
+            if isinstance(key, str):
+                self._float_weight(key)  # checks the attribute exists
+            else:
+                self.register_parameter(self._param_key(key), nn.Parameter(
+                    weight_values[key].detach().clone(), requires_grad=False))
+                self.__dict__[f"{QUANTIZED_POSITIONAL_WEIGHT}_{key}"] = weight_values[key]
+            self._bind(self._param_key(key), q, tuple(self._weight(key).shape))
         for i, q in enumerate(self.activation_quantizers):
-            q.initialize_quantization(None, f"tensor{i}", self)
+            self._bind(f"tensor{i}", q, None)
+        # State-dict names are the layer's own: "layer.weight" reads "weight".
+        self._register_state_dict_hook(_drop_layer_prefix)
+        self._register_load_state_dict_pre_hook(_add_layer_prefix, with_module=True)
 
+    # ---- weights ----
     @staticmethod
     def _param_key(attribute) -> str:
         return (str(attribute).replace(".", "_") if isinstance(attribute, str)
                 else f"{POSITIONAL_WEIGHT}_{attribute}")
 
-    def _set_weights_vars(self, is_training: bool = True) -> None:
-        """(Re)builds [(key, float weight parameter, quantizer)] and, when training, takes each
-        attribute's tensor off the layer and creates the quantizers' variables."""
-        self._weights_vars = []
-        for key, q in self.weights_quantizers.items():
-            pkey = self._param_key(key)
-            if isinstance(key, str):
-                if is_training and pkey not in self._parameters:
-                    owner, leaf = _owner_and_name(self.layer, key)
-                    if not hasattr(owner, leaf):
-                        names = [n for n, _ in self.layer.named_parameters()]
-                        raise ValueError(f"PytorchQuantizationWrapper: the layer has no "
-                                         f"parameter \"{key}\"; it has: {', '.join(names) or '(none)'}")
-                    original = getattr(owner, leaf)
-                    w = original.detach()
-                    if leaf in owner._parameters:
-                        delattr(owner, leaf)
-                    setattr(owner, leaf, w)  # a plain tensor, no longer a layer parameter
-                    self.register_parameter(
-                        pkey, nn.Parameter(w, requires_grad=getattr(original, "requires_grad",
-                                                                     True)))
-            else:
-                if is_training and pkey not in self._parameters:
-                    value = self.weight_values[key]
-                    self.register_parameter(pkey, nn.Parameter(value.detach().clone(),
-                                                               requires_grad=False))
-                    self.__dict__[f"{QUANTIZED_POSITIONAL_WEIGHT}_{key}"] = value
-            var = self._parameters[pkey]
-            if is_training:
-                q.initialize_quantization(var.shape, pkey, self)
-            self._weights_vars.append((key, var, q))
+    def _float_weight(self, attribute: str) -> torch.Tensor:
+        owner, leaf = _owner_and_name(self.layer, attribute) if isinstance(
+            self.layer, nn.Module) else (None, attribute)
+        w = getattr(owner, leaf, None) if owner is not None else None
+        if not isinstance(w, (torch.Tensor, torch.fx.Proxy)):  # fx tracing sees proxies
+            names = ([n for n, _ in self.layer.named_parameters()]
+                     if isinstance(self.layer, nn.Module) else [])
+            raise ValueError(f"PytorchQuantizationWrapper: the layer has no parameter "
+                             f"\"{attribute}\"; it has: {', '.join(names) or '(none)'}")
+        return w
+
+    def _weight(self, key) -> torch.Tensor:
+        """The float value a weight quantizer quantizes: the layer's parameter (attribute mode)
+        or the wrapper's positional constant."""
+        if isinstance(key, str):
+            return self._float_weight(key)
+        return self._parameters[self._param_key(key)]
+
+    def get_float_weight(self, name: str) -> torch.Tensor:
+        """The float weight that quantizer variables named `name` belong to (soft rounding
+        initializes from it)."""
+        for key in self.weights_quantizers:
+            if self._param_key(key) == name:
+                return self._weight(key)
+        raise ValueError(f"PytorchQuantizationWrapper: no quantized weight \"{name}\"")
+
+    @property
+    def _weights_vars(self):
+        return [(key, self._weight(key), q) for key, q in self.weights_quantizers.items()]
+
+    def __getattr__(self, name: str):
+        # The quantized attributes of the layer read through the wrapper (wrapper.weight), as
+        # in MCT's wrapper.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            quantizers = self.__dict__.get("weights_quantizers", {})
+            if name in quantizers and isinstance(self.__dict__.get("_modules", {}).get(LAYER),
+                                                 nn.Module):
+                return self._float_weight(name)
+            raise
 
     # ---- forward ----
     def forward(self, inputs, *args, **kwargs):
@@ -223,8 +296,8 @@ class PytorchQuantizationWrapper(nn.Module):
         args = (inputs,) + tuple(args)
         names, qweights = [], []
         positional = {}
-        for key, _, q in self._weights_vars:
-            qw = _quantize(q, getattr(self, self._param_key(key)), self.training)
+        for key, q in self.weights_quantizers.items():
+            qw = self._run(self._param_key(key), q, self._weight(key), self.training)
             if isinstance(key, str):
                 names.append(key)
                 qweights.append(qw)
@@ -261,44 +334,59 @@ class PytorchQuantizationWrapper(nn.Module):
             if len(acts) != len(out):
                 raise ValueError(f"PytorchQuantizationWrapper: {len(acts)} activation quantizers "
                                  f"for {len(out)} layer outputs")
-            res = [_quantize(q, o, self.training) for q, o in zip(acts, out)]
+            res = [self._run(f"tensor{i}", q, o, self.training)
+                   for i, (q, o) in enumerate(zip(acts, out))]
             return type(out)(res) if isinstance(out, tuple) else res
         if len(acts) != 1:
             raise ValueError(f"PytorchQuantizationWrapper: {len(acts)} activation quantizers for "
                              f"one layer output")
-        return _quantize(acts[0], out, self.training)
+        return self._run("tensor0", acts[0], out, self.training)
 
     # ---- conversion and inspection ----
     def convert_to_inferable_quantizers(self) -> None:
         """Replaces every trainable quantizer (weights and activations) by its inferable
         conversion, in place; soft rounding also writes its hard-rounded weights into the float
         weight. The trainable variables are removed from the wrapper."""
-        for key, var, q in self._weights_vars:
+        for key, q in list(self.weights_quantizers.items()):
             if not _is_trainable(q):
                 continue
+            w = self._weight(key)
             if q.replaces_weight:
                 with torch.no_grad():
-                    var.copy_(q(var, False))
-            self.weights_quantizers[key] = q.convert2inferable()
-            self._drop_variables(q)
+                    w.copy_(q(w, False))
+            new = q.convert2inferable()
+            self._unbind(self._param_key(key), q)
+            self.weights_quantizers[key] = new
+            self._bind(self._param_key(key), new, tuple(w.shape))
         for i, q in enumerate(self.activation_quantizers):
             if _is_trainable(q):
-                self.activation_quantizers[i] = q.convert2inferable()
-                self._drop_variables(q)
-        self._set_weights_vars(False)
+                new = q.convert2inferable()
+                self._unbind(f"tensor{i}", q)
+                self.activation_quantizers[i] = new
+                self._bind(f"tensor{i}", new, None)
+        self._move_plans()
 
-    def _drop_variables(self, q) -> None:
-        for name in getattr(q, "registered_names", []):
-            self._parameters.pop(name, None)
+    def _move_plans(self) -> None:
+        """New plan buffers follow the device of the wrapper's tensors."""
+        device = next((t.device for t in list(self.parameters()) + list(self.buffers())
+                       if not self._is_plan(t)), None)
+        if device is not None:
+            for name, b in list(self._buffers.items()):
+                if name.startswith(PLAN_PREFIX) and b.device != device:
+                    self._buffers[name] = b.to(device)
+
+    def _is_plan(self, t) -> bool:
+        return any(t is b for n, b in self._buffers.items() if n.startswith(PLAN_PREFIX))
 
     def get_weights_vars(self):
-        """[(attribute or position, float weight parameter, quantizer)]."""
+        """[(attribute or position, float weight tensor, quantizer)]."""
         return self._weights_vars
 
     def get_quantized_weights(self) -> Dict[Any, torch.Tensor]:
         """{attribute or position: quantized weight} (eval-mode quantizers, no grad)."""
         with torch.no_grad():
-            return {key: _quantize(q, var, False) for key, var, q in self._weights_vars}
+            return {key: self._run(self._param_key(key), q, self._weight(key), False)
+                    for key, q in self.weights_quantizers.items()}
 
     @property
     def dispatcher(self) -> PytorchNodeQuantizationDispatcher:
@@ -323,11 +411,87 @@ class PytorchQuantizationWrapper(nn.Module):
     def num_activation_quantizers(self) -> int:
         return len(self.activation_quantizers)
 
+    def _all_quantizers(self):
+        return list(self.weights_quantizers.values()) + list(self.activation_quantizers)
+
+    # ---- state dict ----
+    def get_extra_state(self) -> Dict[str, Any]:
+        """The quantizers' JSON (the dispatcher schema; positions as strings), checksummed."""
+        return make_extra_state({
+            WEIGHT_QUANTIZER: {str(k): json.loads(q.to_json())
+                               for k, q in self.weights_quantizers.items()},
+            ACTIVATION_QUANTIZERS: [json.loads(q.to_json()) for q in self.activation_quantizers],
+        })
+
+    def set_extra_state(self, state: Any) -> None:
+        """Loads the quantizers of get_extra_state output: inferable quantizers are replaced
+        (and checked against their weights), trainable ones must be of the same class (their
+        variables load as parameters). ValueError, changing nothing, when the record does not
+        fit this wrapper."""
+        who = "PytorchQuantizationWrapper"
+        config = read_extra_state(state, who)
+        keys = {str(k): k for k in self.weights_quantizers}
+        if set(config[WEIGHT_QUANTIZER]) != set(keys) or \
+                len(config[ACTIVATION_QUANTIZERS]) != len(self.activation_quantizers):
+            raise ValueError(f"{who}: the state dict quantizes weights {sorted(config[WEIGHT_QUANTIZER])}"
+                             f" and {len(config[ACTIVATION_QUANTIZERS])} outputs, the wrapper "
+                             f"{sorted(keys)} and {len(self.activation_quantizers)}")
+        weights = {keys[k]: self._loaded(f"weight quantizer {k!r}", self.weights_quantizers[keys[k]],
+                                         v) for k, v in config[WEIGHT_QUANTIZER].items()}
+        acts = [self._loaded(f"activation quantizer {i}", q, v) for i, (q, v) in
+                enumerate(zip(self.activation_quantizers, config[ACTIVATION_QUANTIZERS]))]
+        for key, q in weights.items():  # checked against the weights before anything changes
+            if not _is_trainable(q):
+                w = self._weight(key)
+                q(w.detach().to("cpu", torch.float32))
+        for key, q in weights.items():
+            if q is not self.weights_quantizers[key]:
+                self._unbind(self._param_key(key), self.weights_quantizers[key])
+                self.weights_quantizers[key] = q
+                self._bind(self._param_key(key), q, tuple(self._weight(key).shape))
+        for i, q in enumerate(acts):
+            if q is not self.activation_quantizers[i]:
+                self._unbind(f"tensor{i}", self.activation_quantizers[i])
+                self.activation_quantizers[i] = q
+                self._bind(f"tensor{i}", q, None)
+        self._move_plans()
+
+    @staticmethod
+    def _loaded(where: str, current, config: Dict[str, Any]):
+        who = "PytorchQuantizationWrapper"
+        if _is_trainable(current) or config["class_name"] in TRAINABLE_QUANTIZER_CLASSES:
+            if config["class_name"] != type(current).__name__:
+                raise ValueError(f"{who}: the state dict's {where} is a {config['class_name']}, "
+                                 f"the wrapper's a {type(current).__name__}")
+            return current
+        return quantizer_from_json(json.dumps(config))
+
     def extra_repr(self) -> str:
         ws = ", ".join(f"{k}: {type(q).__name__}" for k, q in self.weights_quantizers.items())
         acts = ", ".join(type(q).__name__ for q in self.activation_quantizers)
         layer = "" if isinstance(self.layer, nn.Module) else f"layer={getattr(self.layer, '__name__', self.layer)}, "
         return f"{layer}weights={{{ws}}}, activations=[{acts}]"
+
+
+def _drop_layer_prefix(module, state_dict, prefix, local_metadata):
+    """state_dict hook: the wrapped layer's entries under the layer's own names."""
+    head = prefix + LAYER + "."
+    for key in [k for k in state_dict if k.startswith(head)]:
+        state_dict[prefix + key[len(head):]] = state_dict.pop(key)
+    return state_dict
+
+
+def _add_layer_prefix(module, state_dict, prefix, local_metadata, strict, missing_keys,
+                      unexpected_keys, error_msgs):
+    """load_state_dict pre-hook: entries under the layer's own names go back to the layer (older
+    files that already say "layer." load as they are)."""
+    if not isinstance(module.__dict__.get("_modules", {}).get(LAYER), nn.Module):
+        return
+    layer_keys = set(module.layer.state_dict(keep_vars=True).keys())
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        if rest in layer_keys and prefix + LAYER + "." + rest not in state_dict:
+            state_dict[prefix + LAYER + "." + rest] = state_dict.pop(key)
 
 
 __all__ = ["PytorchNodeQuantizationDispatcher", "PytorchQuantizationWrapper",

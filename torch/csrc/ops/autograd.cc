@@ -5,6 +5,8 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 namespace qi::torch {
 namespace {
 
@@ -25,6 +27,23 @@ class FakeQuantFunction : public ::torch::autograd::Function<FakeQuantFunction> 
   }
   static variable_list backward(AutogradContext*, variable_list grads) {
     return {grads[0], at::Tensor()};  // straight through
+  }
+};
+
+using QuantizeSig = at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<int64_t>,
+                               std::optional<int64_t>);
+
+class QuantizeFunction : public ::torch::autograd::Function<QuantizeFunction> {
+ public:
+  static at::Tensor forward(AutogradContext*, const at::Tensor& x, const at::Tensor& plan,
+                            std::optional<int64_t> channel_axis,
+                            std::optional<int64_t> input_rank) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto q = op<QuantizeSig>("qi::quantize");
+    return q.call(x, plan, channel_axis, input_rank);
+  }
+  static variable_list backward(AutogradContext*, variable_list grads) {
+    return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};  // straight through
   }
 };
 
@@ -58,16 +77,24 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
                     grad_scale_axis, min_threshold, power_of_two);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    static auto bwd = op<SymBwdSig>("qi::_symmetric_quant_backward");
     auto& d = ctx->saved_data;
     const std::string mode = d["mode"].toStringRef();
-    auto [dx, dt] = bwd.call(grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
-                             d["is_signed"].toBool(), d["channel_axis"].toOptional<int64_t>(),
-                             mode, d["grad_scale"].toDouble(),
-                             d["grad_scale_axis"].toOptional<int64_t>(),
-                             d["min_threshold"].toDouble(), d["power_of_two"].toBool(),
-                             ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    const bool ste = mode == "ste";
+    at::Tensor dx, dt;
+    if (ctx->needs_input_grad(1) || (!ste && ctx->needs_input_grad(0))) {
+      const auto saved = ctx->get_saved_variables();
+      static auto bwd = op<SymBwdSig>("qi::_symmetric_quant_backward");
+      std::tie(dx, dt) = bwd.call(
+          grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
+          d["is_signed"].toBool(), d["channel_axis"].toOptional<int64_t>(), mode,
+          d["grad_scale"].toDouble(), d["grad_scale_axis"].toOptional<int64_t>(),
+          d["min_threshold"].toDouble(), d["power_of_two"].toBool(),
+          !ste && ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+    }
+    // STE passes dy through unchanged (ste_round and ste_clip).
+    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    else dx = at::Tensor();
+    if (!ctx->needs_input_grad(1)) dt = at::Tensor();
     return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -100,15 +127,24 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
                     grad_scale_axis);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    static auto bwd = op<UniBwdSig>("qi::_uniform_quant_backward");
     auto& d = ctx->saved_data;
     const std::string mode = d["mode"].toStringRef();
-    auto [dx, dmin, dmax] =
-        bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2], d["num_bits"].toInt(),
-                 d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
-                 d["activation"].toBool(), d["grad_scale_axis"].toOptional<int64_t>(),
-                 ctx->needs_input_grad(0), ctx->needs_input_grad(1) || ctx->needs_input_grad(2));
+    const bool ste = mode == "ste";
+    const bool need_range = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    at::Tensor dx, dmin, dmax;
+    if (need_range || (!ste && ctx->needs_input_grad(0))) {
+      const auto saved = ctx->get_saved_variables();
+      static auto bwd = op<UniBwdSig>("qi::_uniform_quant_backward");
+      std::tie(dx, dmin, dmax) =
+          bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2], d["num_bits"].toInt(),
+                   d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
+                   d["activation"].toBool(), d["grad_scale_axis"].toOptional<int64_t>(),
+                   !ste && ctx->needs_input_grad(0), need_range);
+    }
+    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    else dx = at::Tensor();
+    if (!ctx->needs_input_grad(1)) dmin = at::Tensor();
+    if (!ctx->needs_input_grad(2)) dmax = at::Tensor();
     return {dx,           dmin,         dmax,         at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
@@ -177,6 +213,11 @@ class SoftRoundRegFunction : public ::torch::autograd::Function<SoftRoundRegFunc
 at::Tensor fake_quant_autograd(const at::Tensor& x, c10::string_view quantizer) {
   return FakeQuantFunction::apply(x, quantizer);
 }
+at::Tensor quantize_autograd(const at::Tensor& x, const at::Tensor& plan,
+                             std::optional<int64_t> channel_axis,
+                             std::optional<int64_t> input_rank) {
+  return QuantizeFunction::apply(x, plan, channel_axis, input_rank);
+}
 at::Tensor symmetric_quant_autograd(const at::Tensor& x, const at::Tensor& threshold,
                                     int64_t num_bits, bool is_signed,
                                     std::optional<int64_t> channel_axis, c10::string_view mode,
@@ -213,6 +254,7 @@ at::Tensor soft_round_regularization_autograd(const at::Tensor& alpha, double be
 
 TORCH_LIBRARY_IMPL(qi, Autograd, m) {
   m.impl("fake_quant", &qi::torch::fake_quant_autograd);
+  m.impl("quantize", &qi::torch::quantize_autograd);
   m.impl("symmetric_quant", &qi::torch::symmetric_quant_autograd);
   m.impl("uniform_quant", &qi::torch::uniform_quant_autograd);
   m.impl("soft_round", &qi::torch::soft_round_autograd);

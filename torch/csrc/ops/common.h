@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// Internal helpers of the op kernels: tensor -> core view, argument checks, error translation.
+// Internal helpers of the op kernels: tensor -> core view, argument checks, dtypes, errors.
 #pragma once
 
 #include <optional>
@@ -22,35 +22,56 @@ inline TensorView mutable_view(at::Tensor& t) {
   return TensorView(t.mutable_data_ptr<float>(), t.sizes().vec(), t.strides().vec());
 }
 
-inline void check_float_cpu(const at::Tensor& t, const char* op, const char* arg) {
-  TORCH_CHECK(t.defined(), op, ": ", arg, " must be a defined tensor");
-  TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got ", t.device());
-  TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": ", arg, " must be float32, got ",
-              t.scalar_type());
+// Bad arguments raise ValueError in Python (c10::ValueError), as qi's other errors do.
+#define QI_TORCH_CHECK(cond, ...) TORCH_CHECK_VALUE(cond, __VA_ARGS__)
+
+// Inputs may be float32, float16, bfloat16 or float64 CPU tensors; qi computes in float32 (the
+// grid is a float32 grid) and returns the input's dtype.
+inline void check_floating_cpu(const at::Tensor& t, const char* op, const char* arg) {
+  QI_TORCH_CHECK(t.defined(), op, ": ", arg, " must be a defined tensor");
+  QI_TORCH_CHECK(t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor, got ", t.device());
+  const auto s = t.scalar_type();
+  QI_TORCH_CHECK(s == at::kFloat || s == at::kHalf || s == at::kBFloat16 || s == at::kDouble, op,
+                 ": ", arg, " must be float32, float16, bfloat16 or float64, got ", s);
+}
+
+// t in float32 (itself when it already is; a copy in the same memory format otherwise).
+inline at::Tensor as_float(const at::Tensor& t) {
+  return t.scalar_type() == at::kFloat ? t : t.to(at::kFloat);
+}
+
+// A float32 result in the dtype of `like` (rounded to nearest even).
+inline at::Tensor in_dtype_of(const at::Tensor& y32, const at::Tensor& like) {
+  return like.scalar_type() == at::kFloat ? y32 : y32.to(like.scalar_type());
+}
+
+// A new float32 tensor of t's sizes and memory format (channels_last stays channels_last).
+inline at::Tensor empty_float_like(const at::Tensor& t) {
+  return at::empty_like(t, t.options().dtype(at::kFloat));
 }
 
 // Per-channel values of a parameter tensor as doubles (any shape is flattened: MCT keeps
 // per-channel thresholds in broadcast shapes such as (C, 1, 1, 1)).
 inline std::vector<double> values_of(const at::Tensor& t, const char* op, const char* arg) {
-  check_float_cpu(t, op, arg);
-  const at::Tensor c = t.detach().reshape({-1}).contiguous();
-  const float* p = c.const_data_ptr<float>();
+  check_floating_cpu(t, op, arg);
+  const at::Tensor c = t.detach().to(at::kDouble).reshape({-1}).contiguous();
+  const double* p = c.const_data_ptr<double>();
   return std::vector<double>(p, p + c.numel());
 }
 
 inline trainable::GradMode grad_mode_of(const std::string& mode, const char* op) {
   if (mode == "ste") return trainable::GradMode::kSte;
   if (mode == "lsq") return trainable::GradMode::kLsq;
-  TORCH_CHECK(false, op, ": mode must be \"ste\" or \"lsq\", got \"", mode, "\"");
+  QI_TORCH_CHECK(false, op, ": mode must be \"ste\" or \"lsq\", got \"", mode, "\"");
 }
 
-// Runs fn, turning qi::Error into c10::Error with the same message.
+// Runs fn, turning qi::Error into c10::ValueError (Python ValueError) with the same message.
 template <typename Fn>
 auto translate_errors(Fn&& fn) -> decltype(fn()) {
   try {
     return fn();
   } catch (const qi::Error& e) {
-    TORCH_CHECK(false, e.what());
+    QI_TORCH_CHECK(false, e.what());
   }
 }
 

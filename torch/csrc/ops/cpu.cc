@@ -1,38 +1,101 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// CPU kernels of the qi ops: check arguments, build the core plan, call the core.
+// CPU kernels of the qi ops: check the tensors, call the core, return tensors in the input's
+// dtype and memory format. Every rule and formula is the core's; this file only binds.
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <tuple>
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
 #include "qi/inferable_quantizers.h"
+#include "qi/kernels.h"
 
 namespace qi::torch {
 namespace {
 
 using namespace detail;
 
+// ---- inferable quantizers ----------------------------------------------------------------------
+
+// Q(x) into out (float32 of x's sizes), by `apply`, then in x's dtype.
+template <typename Apply>
+at::Tensor apply_float(const at::Tensor& x, Apply&& apply) {
+  const at::Tensor x32 = as_float(x);
+  at::Tensor y = empty_float_like(x32);
+  translate_errors([&] { apply(const_view(x32), mutable_view(y)); });
+  return in_dtype_of(y, x);
+}
+
+// The same into a preallocated `out` (may be x itself).
+template <typename Apply>
+at::Tensor& apply_float_out(const at::Tensor& x, at::Tensor& out, const char* op, Apply&& apply) {
+  check_floating_cpu(out, op, "out");
+  QI_TORCH_CHECK(out.sizes() == x.sizes(), op, ": out sizes ", out.sizes(), " must equal x sizes ",
+                 x.sizes());
+  QI_TORCH_CHECK(out.scalar_type() == x.scalar_type(), op, ": out dtype ", out.scalar_type(),
+                 " must equal x dtype ", x.scalar_type());
+  if (x.scalar_type() == at::kFloat) {
+    translate_errors([&] { apply(const_view(x), mutable_view(out)); });
+  } else {
+    out.copy_(apply_float(x, apply));
+  }
+  return out;
+}
+
+std::shared_ptr<const BaseInferableQuantizer> quantizer_of(c10::string_view json) {
+  return translate_errors([&] { return cached_inferable_quantizer(std::string(json)); });
+}
 
 at::Tensor fake_quant_cpu(const at::Tensor& x, c10::string_view quantizer) {
-  check_float_cpu(x, "qi::fake_quant", "x");
-  const auto q = translate_errors([&] { return cached_inferable_quantizer(std::string(quantizer)); });
-  at::Tensor y = at::empty(x.sizes(), x.options());
-  translate_errors([&] { q->apply(const_view(x), mutable_view(y)); });
-  return y;
+  check_floating_cpu(x, "qi::fake_quant", "x");
+  const auto q = quantizer_of(quantizer);
+  return apply_float(x, [&](ConstTensorView in, TensorView out) { q->apply(in, out); });
 }
 
 at::Tensor& fake_quant_out_cpu(const at::Tensor& x, c10::string_view quantizer, at::Tensor& out) {
-  check_float_cpu(x, "qi::fake_quant.out", "x");
-  check_float_cpu(out, "qi::fake_quant.out", "out");
-  TORCH_CHECK(out.sizes() == x.sizes(), "qi::fake_quant.out: out sizes ", out.sizes(),
-              " must equal x sizes ", x.sizes());
-  const auto q = translate_errors([&] { return cached_inferable_quantizer(std::string(quantizer)); });
-  translate_errors([&] { q->apply(const_view(x), mutable_view(out)); });
-  return out;
+  check_floating_cpu(x, "qi::fake_quant.out", "x");
+  const auto q = quantizer_of(quantizer);
+  return apply_float_out(x, out, "qi::fake_quant.out",
+                         [&](ConstTensorView in, TensorView o) { q->apply(in, o); });
 }
+
+// The packed plan of an int32 tensor (kernels::pack_plan's words).
+kernels::Plan plan_of(const at::Tensor& plan, const char* op) {
+  QI_TORCH_CHECK(plan.defined() && plan.device().is_cpu() && plan.scalar_type() == at::kInt &&
+                     plan.dim() == 1,
+                 op, ": plan must be a 1-D int32 CPU tensor (a quantizer's packed plan), got ",
+                 plan.defined() ? plan.toString() : "undefined", " of sizes ",
+                 plan.defined() ? plan.sizes() : at::IntArrayRef{});
+  const at::Tensor c = plan.contiguous();
+  return translate_errors(
+      [&] { return kernels::unpack_plan(c.const_data_ptr<int32_t>(), c.numel()); });
+}
+
+at::Tensor quantize_cpu(const at::Tensor& x, const at::Tensor& plan,
+                        std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank) {
+  const char* op = "qi::quantize";
+  check_floating_cpu(x, op, "x");
+  const auto p = plan_of(plan, op);
+  return apply_float(x, [&](ConstTensorView in, TensorView out) {
+    kernels::checked_fake_quant(op, p, channel_axis, input_rank, in, out);
+  });
+}
+
+at::Tensor& quantize_out_cpu(const at::Tensor& x, const at::Tensor& plan,
+                             std::optional<int64_t> channel_axis,
+                             std::optional<int64_t> input_rank, at::Tensor& out) {
+  const char* op = "qi::quantize.out";
+  check_floating_cpu(x, op, "x");
+  const auto p = plan_of(plan, op);
+  return apply_float_out(x, out, op, [&](ConstTensorView in, TensorView o) {
+    kernels::checked_fake_quant(op, p, channel_axis, input_rank, in, o);
+  });
+}
+
+// ---- trainable quantizers ----------------------------------------------------------------------
 
 trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
                                               std::optional<int64_t> channel_axis,
@@ -40,7 +103,7 @@ trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
                                               std::optional<int64_t> grad_scale_axis,
                                               double min_threshold, bool power_of_two,
                                               const char* op) {
-  return {n,          is_signed,          channel_axis, grad_mode_of(std::string(mode), op),
+  return {n,          is_signed,       channel_axis,  grad_mode_of(std::string(mode), op),
           grad_scale, grad_scale_axis, min_threshold, power_of_two};
 }
 
@@ -53,9 +116,9 @@ trainable::UniformQuantArgs uniform_args(int64_t n, std::optional<int64_t> chann
 }
 
 at::Tensor run_affine(const at::Tensor& x, const trainable::AffineCall& call) {
-  at::Tensor y = at::empty(x.sizes(), x.options());
-  trainable::affine_quant_forward(call, const_view(x), mutable_view(y));
-  return y;
+  return apply_float(x, [&](ConstTensorView in, TensorView out) {
+    trainable::affine_quant_forward(call, in, out);
+  });
 }
 
 // Per-parameter gradients (double) as a tensor shaped and typed like the parameter.
@@ -65,18 +128,51 @@ at::Tensor param_grad(const std::vector<double>& g, const at::Tensor& like) {
   return t.to(like.scalar_type()).reshape(like.sizes());
 }
 
+// What a backward op returns for a gradient nobody asked for.
+at::Tensor not_needed(const at::Tensor& like) { return at::empty({0}, like.options()); }
+
+void check_grad(const at::Tensor& grad, const at::Tensor& x, const char* op) {
+  check_floating_cpu(grad, op, "grad");
+  check_floating_cpu(x, op, "x");
+  QI_TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(),
+                 " must equal x sizes ", x.sizes());
+}
+
+// The shared backward of the affine ops: dx (LSQ masks it; STE passes dy) in x's dtype and the
+// per-channel parameter sums the core returns.
+template <typename Backward>
+at::Tensor affine_backward(const at::Tensor& grad, const at::Tensor& x, trainable::GradMode mode,
+                           bool need_x, bool need_params, Backward&& backward) {
+  if (!need_params && mode == trainable::GradMode::kSte)
+    return need_x ? grad.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true)
+                  : not_needed(x);
+  const at::Tensor x32 = as_float(x), g32 = as_float(grad);
+  at::Tensor dx;
+  TensorView dx_view;
+  if (need_x && mode == trainable::GradMode::kLsq) {
+    dx = empty_float_like(x32);
+    dx_view = mutable_view(dx);
+  }
+  translate_errors([&] { backward(const_view(x32), const_view(g32), dx_view); });
+  if (!need_x) return not_needed(x);
+  if (mode == trainable::GradMode::kSte)
+    return grad.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
+  return in_dtype_of(dx, x);
+}
+
 at::Tensor symmetric_quant_cpu(const at::Tensor& x, const at::Tensor& threshold, int64_t n,
                                bool is_signed, std::optional<int64_t> channel_axis,
                                c10::string_view mode, double grad_scale,
                                std::optional<int64_t> grad_scale_axis, double min_threshold,
                                bool power_of_two) {
   const char* op = "qi::symmetric_quant";
-  check_float_cpu(x, op, "x");
+  check_floating_cpu(x, op, "x");
   const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
                                    min_threshold, power_of_two, op);
   const auto t = values_of(threshold, op, "threshold");
-  return translate_errors(
-      [&] { return run_affine(x, trainable::symmetric_quant_call(op, x.sizes().vec(), t, args)); });
+  return run_affine(x, translate_errors([&] {
+                      return trainable::symmetric_quant_call(op, x.sizes().vec(), t, args);
+                    }));
 }
 
 std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
@@ -85,24 +181,19 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
     std::optional<int64_t> grad_scale_axis, double min_threshold, bool power_of_two, bool need_x,
     bool need_threshold) {
   const char* op = "qi::_symmetric_quant_backward";
-  check_float_cpu(grad, op, "grad");
-  check_float_cpu(x, op, "x");
-  TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
-              x.sizes());
+  check_grad(grad, x, op);
   const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
                                    min_threshold, power_of_two, op);
   const auto t = values_of(threshold, op, "threshold");
-  return translate_errors([&]() -> std::tuple<at::Tensor, at::Tensor> {
-    const auto call = trainable::symmetric_quant_call(op, x.sizes().vec(), t, args);
-    // STE passes dy through unchanged: no pass over x unless the threshold needs its gradient.
-    const bool ste = args.mode == trainable::GradMode::kSte;
-    at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
-    if (ste && !need_threshold) return {dx, at::Tensor()};
-    TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
-    const auto dt =
-        trainable::symmetric_quant_backward(call, t, args, const_view(x), const_view(grad), dx_view);
-    return {dx, need_threshold ? param_grad(dt, threshold) : at::Tensor()};
-  });
+  const auto call = translate_errors(
+      [&] { return trainable::symmetric_quant_call(op, x.sizes().vec(), t, args); });
+  std::vector<double> dt;
+  at::Tensor dx = affine_backward(
+      grad, x, args.mode, need_x, need_threshold,
+      [&](ConstTensorView xv, ConstTensorView gv, TensorView dxv) {
+        dt = trainable::symmetric_quant_backward(call, t, args, xv, gv, dxv);
+      });
+  return {dx, need_threshold ? param_grad(dt, threshold) : not_needed(threshold)};
 }
 
 at::Tensor uniform_quant_cpu(const at::Tensor& x, const at::Tensor& min_range,
@@ -111,14 +202,14 @@ at::Tensor uniform_quant_cpu(const at::Tensor& x, const at::Tensor& min_range,
                              double grad_scale, bool activation,
                              std::optional<int64_t> grad_scale_axis) {
   const char* op = "qi::uniform_quant";
-  check_float_cpu(x, op, "x");
+  check_floating_cpu(x, op, "x");
   const auto args =
       uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
-  return translate_errors([&] {
-    return run_affine(x, trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args));
-  });
+  return run_affine(x, translate_errors([&] {
+                      return trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args);
+                    }));
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
@@ -127,31 +218,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
     c10::string_view mode, double grad_scale, bool activation,
     std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range) {
   const char* op = "qi::_uniform_quant_backward";
-  check_float_cpu(grad, op, "grad");
-  check_float_cpu(x, op, "x");
-  TORCH_CHECK(grad.sizes() == x.sizes(), op, ": grad sizes ", grad.sizes(), " must equal x sizes ",
-              x.sizes());
+  check_grad(grad, x, op);
   const auto args =
       uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
-  return translate_errors([&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
-    const auto call = trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args);
-    const bool ste = args.mode == trainable::GradMode::kSte;
-    at::Tensor dx = need_x ? (ste ? grad : at::empty(x.sizes(), x.options())) : at::Tensor();
-    if (ste && !need_range) return {dx, at::Tensor(), at::Tensor()};
-    TensorView dx_view = need_x && !ste ? mutable_view(dx) : TensorView();
-    const auto r = trainable::uniform_quant_backward(call, lo, hi, args, const_view(x),
-                                                     const_view(grad), dx_view);
-    if (!need_range) return {dx, at::Tensor(), at::Tensor()};
-    std::vector<double> dmin, dmax;
-    for (const auto& g : r) {
-      dmin.push_back(g.d_min);
-      dmax.push_back(g.d_max);
-    }
-    return {dx, param_grad(dmin, min_range), param_grad(dmax, max_range)};
-  });
+  const auto call = translate_errors(
+      [&] { return trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args); });
+  std::vector<trainable::RangeGrads> r;
+  at::Tensor dx = affine_backward(
+      grad, x, args.mode, need_x, need_range,
+      [&](ConstTensorView xv, ConstTensorView gv, TensorView dxv) {
+        r = trainable::uniform_quant_backward(call, lo, hi, args, xv, gv, dxv);
+      });
+  if (!need_range) return {dx, not_needed(min_range), not_needed(max_range)};
+  std::vector<double> dmin, dmax;
+  for (const auto& g : r) {
+    dmin.push_back(g.d_min);
+    dmax.push_back(g.d_max);
+  }
+  return {dx, param_grad(dmin, min_range), param_grad(dmax, max_range)};
 }
+
+// ---- soft rounding -----------------------------------------------------------------------------
+// Runs in float64 when w is float64 (gradient checks), else in float32 (other dtypes convert).
 
 trainable::SoftRoundCall soft_call(const at::Tensor& w, const at::Tensor& threshold_or_min,
                                    const std::optional<at::Tensor>& max_range, int64_t n,
@@ -166,15 +256,11 @@ trainable::SoftRoundCall soft_call(const at::Tensor& w, const at::Tensor& thresh
   });
 }
 
-// Soft rounding runs in float32 (training) or float64 (gradient checks); w, alpha and the
-// gradient share one dtype.
-void check_soft_dtype(const at::Tensor& t, const at::Tensor& like, const char* op,
+void check_same_dtype(const at::Tensor& t, const at::Tensor& like, const char* op,
                       const char* arg) {
-  TORCH_CHECK(t.defined() && t.device().is_cpu(), op, ": ", arg, " must be a CPU tensor");
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble, op, ": ", arg,
-              " must be float32 or float64, got ", t.scalar_type());
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", arg, " must have dtype ",
-              like.scalar_type(), ", got ", t.scalar_type());
+  check_floating_cpu(t, op, arg);
+  QI_TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", arg, " must have dtype ",
+                 like.scalar_type(), ", got ", t.scalar_type());
 }
 
 template <typename T>
@@ -186,24 +272,32 @@ BasicTensorView<T> mview(at::Tensor& t) {
   return BasicTensorView<T>(t.mutable_data_ptr<T>(), t.sizes().vec(), t.strides().vec());
 }
 
+// fn.template operator()<T>(tensors converted to T...) with T = double for float64, else float;
+// the result converted back to `like`'s dtype.
+template <typename Fn>
+at::Tensor in_compute_dtype(const at::Tensor& like, Fn&& fn) {
+  if (like.scalar_type() == at::kDouble) return fn(double{}, at::kDouble);
+  return in_dtype_of(fn(float{}, at::kFloat), like);
+}
+
 at::Tensor soft_round_cpu(const at::Tensor& w, const at::Tensor& alpha,
                           const at::Tensor& threshold_or_min, int64_t n, bool power_of_two,
                           std::optional<int64_t> channel_axis, bool training,
                           const std::optional<at::Tensor>& max_range) {
   const char* op = "qi::soft_round";
-  check_soft_dtype(w, w, op, "w");
-  check_soft_dtype(alpha, w, op, "alpha");
-  TORCH_CHECK(alpha.sizes() == w.sizes(), op, ": alpha sizes ", alpha.sizes(),
-              " must equal w sizes ", w.sizes());
+  check_floating_cpu(w, op, "w");
+  check_same_dtype(alpha, w, op, "alpha");
+  QI_TORCH_CHECK(alpha.sizes() == w.sizes(), op, ": alpha sizes ", alpha.sizes(),
+                 " must equal w sizes ", w.sizes());
   const auto call = soft_call(w, threshold_or_min, max_range, n, power_of_two, channel_axis, op);
-  at::Tensor q = at::empty(w.sizes(), w.options());
-  if (w.scalar_type() == at::kDouble)
-    trainable::soft_rounding_forward(call.plan, cview<double>(w), cview<double>(alpha),
-                                     mview<double>(q), call.axis, training);
-  else
-    trainable::soft_rounding_forward(call.plan, const_view(w), const_view(alpha),
-                                     mutable_view(q), call.axis, training);
-  return q;
+  return in_compute_dtype(w, [&](auto zero, at::ScalarType st) {
+    using T = decltype(zero);
+    const at::Tensor wt = w.to(st), at_ = alpha.to(st);
+    at::Tensor q = at::empty_like(wt);
+    trainable::soft_rounding_forward(call.plan, cview<T>(wt), cview<T>(at_), mview<T>(q),
+                                     call.axis, training);
+    return q;
+  });
 }
 
 at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
@@ -211,51 +305,57 @@ at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alp
                                    bool power_of_two, std::optional<int64_t> channel_axis,
                                    const std::optional<at::Tensor>& max_range) {
   const char* op = "qi::_soft_round_backward";
-  check_soft_dtype(alpha, alpha, op, "alpha");
-  const at::Tensor g = grad.to(alpha.scalar_type());
+  check_grad(grad, alpha, op);
   const auto call =
       soft_call(alpha, threshold_or_min, max_range, n, power_of_two, channel_axis, op);
-  at::Tensor d = at::empty(alpha.sizes(), alpha.options());
-  if (alpha.scalar_type() == at::kDouble)
-    trainable::soft_rounding_backward(call.plan, cview<double>(alpha), cview<double>(g),
-                                      mview<double>(d), call.axis);
-  else
-    trainable::soft_rounding_backward(call.plan, const_view(alpha), const_view(g),
-                                      mutable_view(d), call.axis);
-  return d;
+  return in_compute_dtype(alpha, [&](auto zero, at::ScalarType st) {
+    using T = decltype(zero);
+    const at::Tensor a = alpha.to(st), g = grad.to(st);
+    at::Tensor d = at::empty_like(a);
+    trainable::soft_rounding_backward(call.plan, cview<T>(a), cview<T>(g), mview<T>(d), call.axis);
+    return d;
+  });
+}
+
+void check_beta(double beta, const char* op) {
+  QI_TORCH_CHECK(std::isfinite(beta), op, ": beta must be finite, got ", beta);
 }
 
 at::Tensor soft_round_regularization_cpu(const at::Tensor& alpha, double beta) {
   const char* op = "qi::soft_round_regularization";
-  check_soft_dtype(alpha, alpha, op, "alpha");
+  check_floating_cpu(alpha, op, "alpha");
+  check_beta(beta, op);
   const double r = alpha.scalar_type() == at::kDouble
                        ? trainable::soft_rounding_regularization(cview<double>(alpha), beta)
-                       : trainable::soft_rounding_regularization(const_view(alpha), beta);
+                       : trainable::soft_rounding_regularization(
+                             cview<float>(as_float(alpha).contiguous()), beta);
   return at::scalar_tensor(r, alpha.options());
 }
 
 at::Tensor soft_round_regularization_backward_cpu(const at::Tensor& grad, const at::Tensor& alpha,
                                                   double beta) {
   const char* op = "qi::_soft_round_regularization_backward";
-  check_soft_dtype(alpha, alpha, op, "alpha");
-  at::Tensor d = at::empty(alpha.sizes(), alpha.options());
-  if (alpha.scalar_type() == at::kDouble)
-    trainable::soft_rounding_regularization_backward(cview<double>(alpha), beta,
-                                                     grad.item<double>(), mview<double>(d));
-  else
-    trainable::soft_rounding_regularization_backward(const_view(alpha), beta,
-                                                     grad.item<double>(), mutable_view(d));
-  return d;
+  check_floating_cpu(alpha, op, "alpha");
+  check_beta(beta, op);
+  QI_TORCH_CHECK(grad.numel() == 1, op, ": grad must hold one value, got ", grad.numel());
+  const double g = grad.item<double>();
+  return in_compute_dtype(alpha, [&](auto zero, at::ScalarType st) {
+    using T = decltype(zero);
+    const at::Tensor a = alpha.to(st);
+    at::Tensor d = at::empty_like(a);
+    trainable::soft_rounding_regularization_backward(cview<T>(a), beta, g, mview<T>(d));
+    return d;
+  });
 }
 
 }  // namespace
-
-
 }  // namespace qi::torch
 
 TORCH_LIBRARY_IMPL(qi, CPU, m) {
   m.impl("fake_quant", &qi::torch::fake_quant_cpu);
   m.impl("fake_quant.out", &qi::torch::fake_quant_out_cpu);
+  m.impl("quantize", &qi::torch::quantize_cpu);
+  m.impl("quantize.out", &qi::torch::quantize_out_cpu);
   m.impl("symmetric_quant", &qi::torch::symmetric_quant_cpu);
   m.impl("_symmetric_quant_backward", &qi::torch::symmetric_quant_backward_cpu);
   m.impl("uniform_quant", &qi::torch::uniform_quant_cpu);

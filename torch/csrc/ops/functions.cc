@@ -1,6 +1,9 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // The C++ entry points of include/qi/torch/ops.h: typed calls through the dispatcher, so that
 // C++ and Python users go through the same kernels and autograd.
+#include <algorithm>
+
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -35,6 +38,20 @@ at::Tensor fake_quant(const at::Tensor& x, const std::string& quantizer_json) {
 
 at::Tensor fake_quant(const at::Tensor& x, const BaseInferableQuantizer& quantizer) {
   return fake_quant(x, quantizer.to_json());
+}
+
+at::Tensor quantize(const at::Tensor& x, const at::Tensor& plan,
+                    std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<int64_t>,
+                                std::optional<int64_t>)>("qi::quantize");
+  return h.call(x, plan, channel_axis, input_rank);
+}
+
+at::Tensor packed_plan(const BaseInferableQuantizer& quantizer) {
+  const std::vector<int32_t> words = quantizer.packed_plan();
+  at::Tensor t = at::empty({static_cast<int64_t>(words.size())}, at::kInt);
+  std::copy(words.begin(), words.end(), t.mutable_data_ptr<int32_t>());
+  return t;
 }
 
 at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int64_t num_bits,

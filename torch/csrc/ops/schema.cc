@@ -1,11 +1,22 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// Operator schemas of the qi library. Kernels: cpu.cc (CPU), autograd.cc (Autograd).
+// Operator schemas of the qi library. Kernels: cpu.cc (CPU), autograd.cc (Autograd); fake
+// (meta) kernels for torch.compile and torch.export are registered by the Python package
+// (quantizers_infrastructure/pytorch/fake.py). Inputs may be float32, float16, bfloat16 or
+// float64; qi computes on its float32 grids and returns the input's dtype and memory format.
 #include <torch/library.h>
 
 TORCH_LIBRARY(qi, m) {
+  // An inferable quantizer given by its to_json() text (portable: what TorchScript and ONNX
+  // exports record). Gradient: straight through.
   m.def("fake_quant(Tensor x, str quantizer) -> Tensor");
   // Into a preallocated tensor (may be x itself: in place). No autograd.
   m.def("fake_quant.out(Tensor x, str quantizer, *, Tensor(a!) out) -> Tensor(a!)");
+  // An inferable quantizer given by its packed plan (an int32 tensor, kept as a buffer): no
+  // parsing on the call, and the plan moves with the module. Gradient: straight through.
+  m.def("quantize(Tensor x, Tensor plan, int? channel_axis, int? input_rank) -> Tensor");
+  m.def(
+      "quantize.out(Tensor x, Tensor plan, int? channel_axis, int? input_rank, *, "
+      "Tensor(a!) out) -> Tensor(a!)");
   m.def(
       "symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed, int? channel_axis, "
       "str mode, float grad_scale, int? grad_scale_axis=None, float min_threshold=0., "

@@ -1,7 +1,9 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // The qi operators (TORCH_LIBRARY(qi, ...)), callable from C++ and, after
 // torch.ops.load_library(<libqi_torch.so>), from Python as torch.ops.qi.<name>.
-// All take float32 CPU tensors of any strides and return a new contiguous tensor.
+// All take CPU tensors of any strides in float32, float16, bfloat16 or float64, compute on qi's
+// float32 grids and return a new tensor in the input's dtype and memory format. Bad arguments
+// throw c10::ValueError (ValueError in Python) with the core's message.
 #pragma once
 
 #include <optional>
@@ -19,6 +21,15 @@ namespace qi::torch {
 // Gradient: straight through (identity) with respect to x.
 at::Tensor fake_quant(const at::Tensor& x, const std::string& quantizer_json);
 at::Tensor fake_quant(const at::Tensor& x, const BaseInferableQuantizer& quantizer);
+
+// qi::quantize(Tensor x, Tensor plan, int? channel_axis, int? input_rank) -> Tensor
+// The inferable quantizer whose packed plan (BaseInferableQuantizer::packed_plan(), an int32
+// tensor) is `plan`, without parsing anything per call; channel_axis and input_rank as the
+// quantizer's config holds them. Gradient: straight through.
+at::Tensor quantize(const at::Tensor& x, const at::Tensor& plan,
+                    std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank);
+// The packed plan of `quantizer` as an int32 CPU tensor.
+at::Tensor packed_plan(const BaseInferableQuantizer& quantizer);
 
 // qi::symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed,
 //     int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None,
