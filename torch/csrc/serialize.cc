@@ -1,152 +1,556 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+// save / load of wrapped models (the file layout is described in serialize.h). load checks the
+// whole file before it changes the model: checksums, the record's schema, the record against the
+// model (wrappers, holders, quantized weights, tensor shapes) and every quantizer against the
+// weight it quantizes; only then are quantizers and tensors replaced, with the old ones restored
+// when that fails. Every exception is turned into qi::Error naming the file and the part at fault.
 #include "qi/torch/serialize.h"
 
+#include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include "qi/error.h"
+#include "qi/inferable_quantizers.h"
+#include "qi/trainable_quantizers.h"
 #include "qi/version.h"
+#include "qi/torch/quantizers.h"
 #include "qi/torch/wrapper.h"
 
 namespace qi::torch {
 namespace {
 
-constexpr const char* kQuantizersKey = "qi_quantizers";
-constexpr const char* kFormat = "qi.torch.model/1";
+using Json = nlohmann::json;
 
-nlohmann::json quantizers_of(::torch::nn::Module& model) {
-  nlohmann::json j;
-  j["format"] = kFormat;
-  j["qi_version"] = kVersion;
-  j["wrappers"] = nlohmann::json::object();
-  j["holders"] = nlohmann::json::object();
-  for (auto& [name, w] : find_wrappers(model))
-    j["wrappers"][name] = nlohmann::json::parse(w->dispatcher().get_config());
-  for (auto& [name, h] : find_holders(model))
-    j["holders"][name] = nlohmann::json::parse(h->quantizer()->to_json());
+constexpr const char* kQuantizersKey = "qi_quantizers";
+constexpr const char* kChecksumsKey = "qi_checksums";
+constexpr const char* kFormat = "qi.torch.model/2";
+constexpr const char* kOldFormat = "qi.torch.model/1";
+constexpr const char* kAlgorithm = "sha256";
+// Records nest about a dozen levels; deeper text is refused before anything recurses over it.
+constexpr int kMaxDepth = 128;
+// Tensor names are dotted module paths; longer ones are not from save.
+constexpr size_t kMaxNameLength = 4096;
+
+// ---- SHA-256 (FIPS 180-4) ------------------------------------------------------------------------
+
+class Sha256 {
+ public:
+  void update(const void* data, size_t n) {
+    if (n == 0) return;
+    const auto* p = static_cast<const uint8_t*>(data);
+    total_ += n;
+    if (fill_ > 0) {
+      const size_t take = std::min(n, sizeof(buf_) - fill_);
+      std::memcpy(buf_ + fill_, p, take);
+      fill_ += take;
+      p += take;
+      n -= take;
+      if (fill_ < sizeof(buf_)) return;
+      block(buf_);
+      fill_ = 0;
+    }
+    for (; n >= 64; p += 64, n -= 64) block(p);
+    if (n > 0) std::memcpy(buf_, p, n);
+    fill_ = n;
+  }
+  void update(const std::string& s) { update(s.data(), s.size()); }
+
+  // Finishes the hash (the object is spent afterwards).
+  std::string hex() {
+    const uint64_t bits = total_ * 8;
+    const uint8_t pad_one = 0x80, zero = 0;
+    update(&pad_one, 1);
+    while (fill_ != 56) update(&zero, 1);
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(bits >> (56 - 8 * i));
+    update(len, 8);
+    static const char* const kDigits = "0123456789abcdef";
+    std::string out;
+    out.reserve(64);
+    for (uint32_t word : h_)
+      for (int shift = 28; shift >= 0; shift -= 4) out.push_back(kDigits[(word >> shift) & 0xf]);
+    return out;
+  }
+
+ private:
+  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
+
+  void block(const uint8_t* p) {
+    static constexpr std::array<uint32_t, 64> kK = {
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2};
+    uint32_t w[64];
+    for (int i = 0; i < 16; ++i)
+      w[i] = (static_cast<uint32_t>(p[4 * i]) << 24) | (static_cast<uint32_t>(p[4 * i + 1]) << 16) |
+             (static_cast<uint32_t>(p[4 * i + 2]) << 8) | static_cast<uint32_t>(p[4 * i + 3]);
+    for (int i = 16; i < 64; ++i) {
+      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+    }
+    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6],
+             h = h_[7];
+    for (int i = 0; i < 64; ++i) {
+      const uint32_t t1 =
+          h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kK[i] + w[i];
+      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+      h = g;
+      g = f;
+      f = e;
+      e = d + t1;
+      d = c;
+      c = b;
+      b = a;
+      a = t1 + t2;
+    }
+    h_[0] += a;
+    h_[1] += b;
+    h_[2] += c;
+    h_[3] += d;
+    h_[4] += e;
+    h_[5] += f;
+    h_[6] += g;
+    h_[7] += h;
+  }
+
+  std::array<uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  uint8_t buf_[64] = {};
+  size_t fill_ = 0;
+  uint64_t total_ = 0;
+};
+
+std::string sha256(const std::string& s) {
+  Sha256 h;
+  h.update(s);
+  return h.hex();
+}
+
+// A tensor's checksum: its dtype and sizes ("Float[6, 2, 3, 3]"), then its bytes, row-major.
+std::string tensor_digest(const at::Tensor& t) {
+  const at::Tensor c = t.detach().cpu().contiguous();
+  Sha256 h;
+  h.update(str_cat(c10::toString(c.scalar_type()), c.sizes()));
+  if (c.numel() > 0) h.update(c.const_data_ptr(), c.nbytes());
+  return h.hex();
+}
+
+// ---- errors ------------------------------------------------------------------------------------
+
+// Inside a catch block: rethrows the exception in flight as qi::Error prefixed with `context`.
+[[noreturn]] void rethrow_as_qi(const std::string& context) {
+  try {
+    throw;
+  } catch (const Error& e) {
+    throw Error(str_cat(context, ": ", e.what()));
+  } catch (const c10::Error& e) {
+    throw Error(str_cat(context, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    throw Error(str_cat(context, ": ", e.what()));
+  } catch (...) {
+    throw Error(str_cat(context, ": unknown exception"));
+  }
+}
+
+// ---- the model's tensors, as Module::save writes them --------------------------------------------
+
+using TensorFn = std::function<void(const std::string& name, const at::Tensor&, bool is_buffer)>;
+
+void for_each_tensor(::torch::nn::Module& module, const std::string& prefix, const TensorFn& fn) {
+  for (const auto& p : module.named_parameters(/*recurse=*/false)) fn(prefix + p.key(), p.value(), false);
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) fn(prefix + b.key(), b.value(), true);
+  for (const auto& child : module.named_children())
+    if (child.value()->is_serializable())
+      for_each_tensor(*child.value(), prefix + child.key() + ".", fn);
+}
+
+const char* kind_name(bool is_buffer) { return is_buffer ? "buffer" : "parameter"; }
+const char* list_key(bool is_buffer) { return is_buffer ? "buffers" : "parameters"; }
+
+Json checksums_of(::torch::nn::Module& model, const std::string& record) {
+  Json j = Json::object();
+  j["algorithm"] = kAlgorithm;
+  j["quantizers"] = sha256(record);
+  j["parameters"] = Json::object();
+  j["buffers"] = Json::object();
+  for_each_tensor(model, "", [&](const std::string& name, const at::Tensor& t, bool is_buffer) {
+    j[list_key(is_buffer)][name] = tensor_digest(t);
+  });
   return j;
 }
 
-// Every parameter and buffer of `module` must be in `archive` with the same sizes and dtype
-// (Module::load would silently take other sizes). Walks the archive as Module::load does.
-void check_tensors(::torch::nn::Module& module, ::torch::serialize::InputArchive& archive,
-                   const std::string& prefix, const std::string& what) {
-  auto check = [&](const std::string& key, const at::Tensor& expected, bool is_buffer) {
-    const std::string name = prefix + key;
-    const char* kind = is_buffer ? "buffer" : "parameter";
-    at::Tensor stored;
-    QI_CHECK(archive.try_read(key, stored, is_buffer), what, ": mismatched architecture: the file has no ",
-             kind, " \"", name, "\"");
-    QI_CHECK(stored.sizes() == expected.sizes() && stored.scalar_type() == expected.scalar_type(),
-             what, ": mismatched architecture: ", kind, " \"", name, "\" is ",
-             expected.scalar_type(), expected.sizes(), " in the model but ", stored.scalar_type(),
-             stored.sizes(), " in the file");
-  };
-  for (const auto& p : module.named_parameters(/*recurse=*/false)) check(p.key(), p.value(), false);
-  for (const auto& b : module.named_buffers(/*recurse=*/false)) check(b.key(), b.value(), true);
-  for (const auto& child : module.named_children()) {
-    ::torch::serialize::InputArchive child_archive;
-    QI_CHECK(archive.try_read(child.key(), child_archive), what,
-             ": mismatched architecture: the file has no module \"", prefix + child.key(), "\"");
-    check_tensors(*child.value(), child_archive, prefix + child.key() + ".", what);
-  }
+void fill_archive(::torch::nn::Module& model, const std::string& record,
+                  ::torch::serialize::OutputArchive& archive) {
+  model.save(archive);
+  archive.write(kQuantizersKey, c10::IValue(record));
+  archive.write(kChecksumsKey, c10::IValue(checksums_of(model, record).dump()));
 }
 
-}  // namespace
+// Reads the tensor at a dotted path ("conv.layer.bias") of the archive; false when absent.
+bool read_tensor(::torch::serialize::InputArchive& root, const std::string& name,
+                 at::Tensor& out) {
+  std::vector<std::unique_ptr<::torch::serialize::InputArchive>> chain;
+  ::torch::serialize::InputArchive* at = &root;
+  size_t from = 0;
+  for (size_t dot; (dot = name.find('.', from)) != std::string::npos; from = dot + 1) {
+    chain.push_back(std::make_unique<::torch::serialize::InputArchive>());
+    if (!at->try_read(name.substr(from, dot - from), *chain.back())) return false;
+    at = chain.back().get();
+  }
+  return at->try_read(name.substr(from), out);
+}
 
-void save(::torch::nn::Module& model, const std::string& path) {
-  namespace fs = std::filesystem;
-  const std::string tmp = path + ".tmp-qi";
+// ---- JSON ----------------------------------------------------------------------------------------
+
+Json parse_json(const std::string& text, const std::string& context) {
   try {
-    ::torch::serialize::OutputArchive archive;
-    model.save(archive);
-    archive.write(kQuantizersKey, c10::IValue(quantizers_of(model).dump()));
-    archive.save_to(tmp);
-  } catch (const c10::Error& e) {
-    std::remove(tmp.c_str());
-    throw Error(str_cat("qi::torch::save: cannot write \"", path, "\": ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    std::remove(tmp.c_str());
-    throw Error(str_cat("qi::torch::save: cannot write \"", path, "\": ", e.what()));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(str_cat("qi::torch::save: cannot rename the temporary file to \"", path,
-                        "\": ", ec.message()));
+    return Json::parse(text, [&](int depth, Json::parse_event_t, Json&) {
+      QI_CHECK(depth < kMaxDepth, context, ": JSON nested deeper than ", kMaxDepth, " levels");
+      return true;
+    });
+  } catch (const Json::exception& e) {
+    throw Error(str_cat(context, ": malformed JSON: ", e.what()));
   }
 }
 
-void load(::torch::nn::Module& model, const std::string& path) {
-  const std::string what = str_cat("qi::torch::load: \"", path, "\"");
-  {
-    std::ifstream f(path, std::ios::binary);
-    QI_CHECK(f.good(), what, ": cannot open the file");
+// A short rendering of a JSON value for messages.
+std::string show(const Json& v) {
+  std::string s = v.dump();
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return str_cat(v.type_name(), " ", s);
+}
+
+void require_keys(const Json& obj, const std::vector<std::string>& keys, const std::string& context) {
+  QI_CHECK(obj.is_object(), context, ": expected a JSON object, got ", show(obj));
+  for (auto it = obj.begin(); it != obj.end(); ++it)
+    QI_CHECK(std::find(keys.begin(), keys.end(), it.key()) != keys.end(), context,
+             ": unknown key \"", it.key(), "\"");
+  for (const auto& k : keys) QI_CHECK(obj.contains(k), context, ": missing key \"", k, "\"");
+}
+
+const std::string& require_string(const Json& v, const std::string& context) {
+  QI_CHECK(v.is_string(), context, " must be a string, got ", show(v));
+  return v.get_ref<const std::string&>();
+}
+
+const std::string& require_digest(const Json& v, const std::string& context) {
+  const std::string& s = require_string(v, context);
+  QI_CHECK(s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos, context,
+           " must be a SHA-256 digest (64 lower-case hex digits), got \"",
+           s.size() > 80 ? s.substr(0, 77) + "..." : s, "\"");
+  return s;
+}
+
+// ---- the quantizer record --------------------------------------------------------------------------
+
+Json record_of(::torch::nn::Module& model) {
+  Json j = Json::object();
+  j["format"] = kFormat;
+  j["qi_version"] = kVersion;
+  j["wrappers"] = Json::object();
+  j["holders"] = Json::object();
+  for (auto& [name, w] : find_wrappers(model))
+    j["wrappers"][name] = Json::parse(w->dispatcher().get_config());
+  for (auto& [name, h] : find_holders(model))
+    j["holders"][name] = Json::parse(h->quantizer()->to_json());
+  return j;
+}
+
+// The parsed checksum record.
+struct Checksums {
+  std::string quantizers;
+  std::map<std::string, std::string> tensors[2];  // [is_buffer]: name -> digest
+};
+
+Checksums parse_checksums(const std::string& text, const std::string& what) {
+  const std::string ctx = str_cat(what, ": checksum record \"", kChecksumsKey, "\"");
+  const Json j = parse_json(text, ctx);
+  require_keys(j, {"algorithm", "quantizers", "parameters", "buffers"}, ctx);
+  const std::string& algorithm = require_string(j["algorithm"], ctx + ": \"algorithm\"");
+  QI_CHECK(algorithm == kAlgorithm, ctx, ": \"algorithm\" must be \"", kAlgorithm, "\", got \"",
+           algorithm, "\"");
+  Checksums out;
+  out.quantizers = require_digest(j["quantizers"], ctx + ": \"quantizers\"");
+  for (bool is_buffer : {false, true}) {
+    const Json& list = j[list_key(is_buffer)];
+    QI_CHECK(list.is_object(), ctx, ": \"", list_key(is_buffer),
+             "\" must be an object mapping tensor names to digests, got ", show(list));
+    for (auto it = list.begin(); it != list.end(); ++it) {
+      const std::string& name = it.key();
+      QI_CHECK(!name.empty() && name.size() <= kMaxNameLength, ctx, ": \"", list_key(is_buffer),
+               "\" holds a tensor name of ", name.size(), " characters");
+      out.tensors[is_buffer][name] =
+          require_digest(it.value(), str_cat(ctx, ": \"", list_key(is_buffer), "\"[\"", name, "\"]"));
+    }
   }
+  for (const auto& [name, digest] : out.tensors[1])
+    QI_CHECK(!out.tensors[0].count(name), ctx, ": \"", name,
+             "\" is listed both as a parameter and as a buffer");
+  return out;
+}
+
+// The quantizer record's schema (not yet its quantizers): the format, the types of its fields.
+void check_record_schema(const Json& j, const std::string& what) {
+  const std::string ctx = str_cat(what, ": quantizer record \"", kQuantizersKey, "\"");
+  QI_CHECK(j.is_object(), ctx, ": expected a JSON object, got ", show(j));
+  if (auto it = j.find("format"); it != j.end() && it->is_string() && *it == kOldFormat)
+    throw Error(str_cat(what, ": the file has the old format \"", kOldFormat,
+                        "\" (no checksums); this qi reads only \"", kFormat,
+                        "\": write the model again with qi::torch::save of this version"));
+  require_keys(j, {"format", "qi_version", "wrappers", "holders"}, ctx);
+  const std::string& format = require_string(j["format"], ctx + ": \"format\"");
+  QI_CHECK(format == kFormat, ctx, ": \"format\" must be \"", kFormat, "\", got \"", format, "\"");
+  require_string(j["qi_version"], ctx + ": \"qi_version\"");
+  for (const char* key : {"wrappers", "holders"}) {
+    const Json& group = j[key];
+    QI_CHECK(group.is_object(), ctx, ": \"", key, "\" must be an object mapping names to ",
+             std::string(key) == "wrappers" ? "dispatcher configs" : "quantizers", ", got ",
+             show(group));
+    for (auto it = group.begin(); it != group.end(); ++it)
+      QI_CHECK(it.value().is_object(), ctx, ": \"", key, "\"[\"", it.key(),
+               "\"] must be a JSON object, got ", show(it.value()));
+  }
+}
+
+// Where a tensor's values come from is decided by its name: quantizer variables of trainable
+// quantizers (registered by wrappers and holders) may change with the quantizers.
+std::set<std::string> quantizer_variable_names(::torch::nn::Module& model) {
+  std::set<std::string> names;
+  auto add = [&](const std::string& owner, const std::shared_ptr<BaseQuantizer>& q) {
+    if (auto t = std::dynamic_pointer_cast<TrainableQuantizer>(q))
+      for (const auto& n : t->registered_names()) names.insert(owner + "." + n);
+  };
+  for (auto& [name, w] : find_wrappers(model)) {
+    for (const auto& [attr, q] : w->dispatcher().weight_quantizers()) add(name, q);
+    for (const auto& q : w->dispatcher().activation_quantizers()) add(name, q);
+  }
+  for (auto& [name, h] : find_holders(model)) add(name, h->quantizer());
+  return names;
+}
+
+// Throws qi::Error when quantizer `q` cannot quantize `weight` (what the first forward would
+// find): a channel axis outside the weight's rank, another number of per-channel values than the
+// weight has channels, an input_rank other than the weight's rank.
+void check_fits_weight(const BaseQuantizer& q, const at::Tensor& weight) {
+  const int64_t rank = weight.dim();
+  const Shape shape(weight.sizes().begin(), weight.sizes().end());
+  if (const auto* inf = dynamic_cast<const BaseInferableQuantizer*>(&q)) {
+    const QuantizerParams& p = inf->params();
+    if (p.input_rank)
+      QI_CHECK(*p.input_rank == rank, inf->class_name(), ": input_rank is ", *p.input_rank,
+               " but the weight has rank ", rank);
+    if (p.per_channel && p.channel_axis) {
+      const int64_t axis = *inf->resolve_channel_axis(rank);
+      QI_CHECK(inf->num_channels() == 1 || shape[static_cast<size_t>(axis)] == inf->num_channels(),
+               inf->class_name(), ": the quantizer holds ", inf->num_channels(),
+               " per-channel values but the weight has ", shape[static_cast<size_t>(axis)],
+               " channels along channel_axis ", *p.channel_axis);
+    }
+    return;
+  }
+  const qi::TrainableQuantizer* policy = dynamic_cast<const qi::TrainableQuantizer*>(&q);
+  if (policy == nullptr)
+    if (const auto* bound = dynamic_cast<const TrainableQuantizer*>(&q)) policy = &bound->policy();
+  if (policy != nullptr) {
+    // The variables it would create for this weight: the same checks as at initialization.
+    const at::Tensor w = weight.detach().to(at::kFloat).contiguous();
+    policy->variables(shape, w.const_data_ptr<float>());
+  }
+}
+
+// ---- load --------------------------------------------------------------------------------------
+
+using Opener = std::function<void(::torch::serialize::InputArchive&)>;
+
+void load_checked(::torch::nn::Module& model, const std::string& what, const Opener& open) {
   ::torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path);
-  } catch (const c10::Error& e) {
-    throw Error(str_cat(what, " is not a readable model file (truncated or corrupt?): ",
-                        e.what_without_backtrace()));
+    open(archive);
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    rethrow_as_qi(str_cat(what, " is not a readable model file (truncated or corrupt?)"));
   }
-  c10::IValue text;
-  bool found = false;
-  try {
-    found = archive.try_read(kQuantizersKey, text);
-  } catch (const c10::Error& e) {
-    throw Error(str_cat(what, ": corrupt quantizer record: ", e.what_without_backtrace()));
-  }
-  QI_CHECK(found && text.isString(), what, ": no qi quantizer record; was it written by qi::torch::save?");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text.toStringRef());
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(str_cat(what, ": corrupt quantizer record: ", e.what()));
-  }
-  QI_CHECK(j.is_object() && j.value("format", "") == kFormat && j.contains("wrappers") &&
-               j["wrappers"].is_object() && j.contains("holders") && j["holders"].is_object(),
-           what, ": unknown quantizer record format");
 
-  // Same wrappers and holders, by name.
+  // The two records, as text.
+  auto read_text = [&](const char* key, std::string& out) {
+    c10::IValue v;
+    bool found = false;
+    try {
+      found = archive.try_read(key, v);
+    } catch (...) {
+      rethrow_as_qi(str_cat(what, ": corrupt record \"", key, "\""));
+    }
+    if (!found) return false;
+    QI_CHECK(v.isString(), what, ": record \"", key, "\" must be a string, got ", v.tagKind());
+    out = v.toStringRef();
+    return true;
+  };
+  std::string record_text, checksums_text;
+  QI_CHECK(read_text(kQuantizersKey, record_text), what,
+           ": no qi quantizer record; was it written by qi::torch::save?");
+  if (!read_text(kChecksumsKey, checksums_text)) {
+    // Files of the first format have no checksums: say so rather than "corrupt".
+    check_record_schema(parse_json(record_text, str_cat(what, ": quantizer record")), what);
+    throw Error(str_cat(what, ": no checksum record \"", kChecksumsKey, "\" (corrupt file?)"));
+  }
+
+  // 1. Checksums: of the record, then of every tensor the file lists.
+  const Checksums sums = parse_checksums(checksums_text, what);
+  QI_CHECK(sha256(record_text) == sums.quantizers, what, ": the quantizer record \"",
+           kQuantizersKey, "\" does not match its checksum (the file is corrupt)");
+  std::map<std::string, std::pair<at::Tensor, bool>> stored;  // name -> (tensor, is_buffer)
+  for (bool is_buffer : {false, true}) {
+    for (const auto& [name, digest] : sums.tensors[is_buffer]) {
+      at::Tensor t;
+      bool found = false, matches = false;
+      try {
+        found = read_tensor(archive, name, t);
+        matches = found && tensor_digest(t) == digest;
+      } catch (...) {
+        rethrow_as_qi(str_cat(what, ": ", kind_name(is_buffer), " \"", name, "\" is unreadable"));
+      }
+      QI_CHECK(found, what, ": ", kind_name(is_buffer), " \"", name,
+               "\" is listed in the checksum record but missing from the archive (corrupt file?)");
+      QI_CHECK(matches, what, ": ", kind_name(is_buffer), " \"", name,
+               "\" does not match its checksum (the file is corrupt)");
+      stored.emplace(name, std::make_pair(t, is_buffer));
+    }
+  }
+
+  // 2. The record's schema.
+  const Json j = parse_json(record_text, str_cat(what, ": quantizer record \"", kQuantizersKey, "\""));
+  check_record_schema(j, what);
+
+  // 3. The same wrappers and holders, by name.
   auto wrappers = find_wrappers(model);
   auto holders = find_holders(model);
-  std::set<std::string> in_model, in_file;
-  for (auto& [name, w] : wrappers) in_model.insert(name);
-  for (auto it = j["wrappers"].begin(); it != j["wrappers"].end(); ++it) in_file.insert(it.key());
-  for (const auto& n : in_file)
-    QI_CHECK(in_model.count(n), what, ": mismatched architecture: the file has a wrapper \"", n,
-             "\" that the model lacks");
-  for (const auto& n : in_model)
-    QI_CHECK(in_file.count(n), what, ": mismatched architecture: the model has a wrapper \"", n,
-             "\" that the file lacks");
-  for (auto& [name, h] : holders)
-    QI_CHECK(j["holders"].contains(name), what,
-             ": mismatched architecture: the model has a holder \"", name, "\" that the file lacks");
-  QI_CHECK(j["holders"].size() == holders.size(), what,
-           ": mismatched architecture: the file has ", j["holders"].size(),
-           " activation holders, the model ", holders.size());
+  const Json& file_wrappers = j["wrappers"];
+  const Json& file_holders = j["holders"];
+  {
+    std::set<std::string> in_model;
+    for (auto& [name, w] : wrappers) in_model.insert(name);
+    for (auto it = file_wrappers.begin(); it != file_wrappers.end(); ++it)
+      QI_CHECK(in_model.count(it.key()), what, ": mismatched architecture: the file has a wrapper \"",
+               it.key(), "\" that the model lacks");
+    for (const auto& n : in_model)
+      QI_CHECK(file_wrappers.contains(n), what, ": mismatched architecture: the model has a wrapper \"",
+               n, "\" that the file lacks");
+    std::set<std::string> holders_in_model;
+    for (auto& [name, h] : holders) holders_in_model.insert(name);
+    for (auto it = file_holders.begin(); it != file_holders.end(); ++it)
+      QI_CHECK(holders_in_model.count(it.key()), what,
+               ": mismatched architecture: the file has an activation holder \"", it.key(),
+               "\" that the model lacks");
+    for (const auto& n : holders_in_model)
+      QI_CHECK(file_holders.contains(n), what,
+               ": mismatched architecture: the model has a holder \"", n, "\" that the file lacks");
+  }
 
-  // Parse every quantizer before touching the model, and keep the model's state: a load that
-  // fails part-way restores the quantizers and tensors the model had.
+  // 4. Tensors the model has now and keeps whatever the quantizers: same dtype and sizes.
+  {
+    const std::set<std::string> variables = quantizer_variable_names(model);
+    for_each_tensor(model, "", [&](const std::string& name, const at::Tensor& t, bool is_buffer) {
+      if (variables.count(name)) return;
+      auto it = stored.find(name);
+      QI_CHECK(it != stored.end(), what, ": mismatched architecture: the file has no ",
+               kind_name(is_buffer), " \"", name, "\"");
+      const at::Tensor& s = it->second.first;
+      QI_CHECK(it->second.second == is_buffer, what, ": mismatched architecture: \"", name,
+               "\" is a ", kind_name(is_buffer), " in the model but a ",
+               kind_name(it->second.second), " in the file");
+      QI_CHECK(s.sizes() == t.sizes() && s.scalar_type() == t.scalar_type(), what,
+               ": mismatched architecture: ", kind_name(is_buffer), " \"", name, "\" is ",
+               t.scalar_type(), t.sizes(), " in the model but ", s.scalar_type(), s.sizes(),
+               " in the file");
+    });
+  }
+
+  // 5. Every quantizer: parsed, of the right target, quantizing the weights the model's wrapper
+  // quantizes (an empty record where the model has quantizers is refused), fitting them.
   std::vector<NodeQuantizationDispatcher> new_dispatchers;
   std::vector<std::shared_ptr<BaseQuantizer>> new_holders;
-  try {
-    for (auto& [name, w] : wrappers)
-      new_dispatchers.push_back(NodeQuantizationDispatcher::from_config(j["wrappers"][name].dump()));
-    for (auto& [name, h] : holders)
-      new_holders.push_back(quantizer_from_json(j["holders"][name].dump()));
-  } catch (const Error& e) {
-    throw Error(str_cat(what, ": the file's quantizers do not fit the model: ", e.what()));
+  for (auto& [name, w] : wrappers) {
+    const std::string ctx = str_cat(what, ": wrapper \"", name, "\"");
+    const Json& rec = file_wrappers[name];
+    NodeQuantizationDispatcher d;
+    try {
+      d = NodeQuantizationDispatcher::from_config(rec.dump());
+    } catch (...) {
+      rethrow_as_qi(ctx);
+    }
+    const NodeQuantizationDispatcher& now = w->dispatcher();
+    for (const auto& [attr, q] : now.weight_quantizers())
+      QI_CHECK(d.weight_quantizers().count(attr), ctx,
+               ": the file has no quantizer for weight \"", attr,
+               "\", which the model's wrapper quantizes (\"weight_quantizer\" holds ",
+               d.num_weight_quantizers(), " entries)");
+    for (const auto& [attr, q] : d.weight_quantizers())
+      QI_CHECK(now.weight_quantizers().count(attr), ctx, ": the file quantizes weight \"", attr,
+               "\", which the model's wrapper does not quantize");
+    QI_CHECK(d.num_act_quantizers() == now.num_act_quantizers(), ctx, ": the file has ",
+             d.num_act_quantizers(), " activation quantizers, the model's wrapper ",
+             now.num_act_quantizers());
+    for (const auto& [attr, q] : d.weight_quantizers()) {
+      QI_CHECK(q->quantization_target() == QuantizationTarget::Weights, ctx, ": the quantizer of weight \"",
+               attr, "\" is an ", to_string(q->quantization_target()), " quantizer (",
+               q->class_name(), "), expected Weights");
+      const at::Tensor weight = w->float_weight(attr);
+      try {
+        check_fits_weight(*q, weight);
+      } catch (...) {
+        rethrow_as_qi(str_cat(ctx, ": the file's quantizer of weight \"", attr,
+                              "\" does not fit the model's ", weight.scalar_type(), weight.sizes(),
+                              " weight (mismatched architecture?)"));
+      }
+    }
+    for (int64_t i = 0; i < d.num_act_quantizers(); ++i) {
+      const auto& q = d.activation_quantizers()[static_cast<size_t>(i)];
+      QI_CHECK(q->quantization_target() == QuantizationTarget::Activation, ctx,
+               ": activation quantizer ", i, " is a ", to_string(q->quantization_target()),
+               " quantizer (", q->class_name(), "), expected Activation");
+    }
+    new_dispatchers.push_back(std::move(d));
   }
+  for (auto& [name, h] : holders) {
+    const std::string ctx = str_cat(what, ": activation holder \"", name, "\"");
+    std::shared_ptr<BaseQuantizer> q;
+    try {
+      q = quantizer_from_json(file_holders[name].dump());
+    } catch (...) {
+      rethrow_as_qi(ctx);
+    }
+    QI_CHECK(q->quantization_target() == QuantizationTarget::Activation, ctx, ": the quantizer is a ",
+             to_string(q->quantization_target()), " quantizer (", q->class_name(),
+             "), expected Activation");
+    new_holders.push_back(std::move(q));
+  }
+
+  // 6. Replace the quantizers, check the tensors the model now has against the file, read them.
+  // A failure restores the quantizers and tensors the model had.
   std::vector<NodeQuantizationDispatcher> old_dispatchers;
   std::vector<std::shared_ptr<BaseQuantizer>> old_holders;
   for (auto& [name, w] : wrappers) old_dispatchers.push_back(w->dispatcher());
@@ -167,17 +571,112 @@ void load(::torch::nn::Module& model, const std::string& path) {
   try {
     for (size_t i = 0; i < wrappers.size(); ++i) wrappers[i].second->set_dispatcher(new_dispatchers[i]);
     for (size_t i = 0; i < holders.size(); ++i) holders[i].second->set_quantizer(new_holders[i]);
-    check_tensors(model, archive, "", what);
+    std::set<std::string> seen;
+    for_each_tensor(model, "", [&](const std::string& name, const at::Tensor& t, bool is_buffer) {
+      auto it = stored.find(name);
+      QI_CHECK(it != stored.end(), "mismatched architecture: the file has no ",
+               kind_name(is_buffer), " \"", name, "\"");
+      const at::Tensor& s = it->second.first;
+      QI_CHECK(it->second.second == is_buffer, "mismatched architecture: \"", name, "\" is a ",
+               kind_name(is_buffer), " in the model but a ", kind_name(it->second.second),
+               " in the file");
+      QI_CHECK(s.sizes() == t.sizes() && s.scalar_type() == t.scalar_type(),
+               "mismatched architecture: ", kind_name(is_buffer), " \"", name, "\" is ",
+               t.scalar_type(), t.sizes(), " in the model but ", s.scalar_type(), s.sizes(),
+               " in the file");
+      seen.insert(name);
+    });
+    for (const auto& [name, entry] : stored)
+      QI_CHECK(seen.count(name), "mismatched architecture: the file has a ",
+               kind_name(entry.second), " \"", name, "\" that the model lacks");
     model.load(archive);
-  } catch (const Error& e) {
-    restore();
-    throw Error(str_cat(what, ": the file's quantizers do not fit the model (mismatched "
-                        "architecture?): ", e.what()));
-  } catch (const c10::Error& e) {
-    restore();
-    throw Error(str_cat(what, ": mismatched architecture or corrupt tensors: ",
-                        e.what_without_backtrace()));
+  } catch (...) {
+    try {
+      restore();
+    } catch (...) {
+      rethrow_as_qi(str_cat(what, ": the load failed and the model could not be restored"));
+    }
+    rethrow_as_qi(what);
   }
+}
+
+void load_guarded(::torch::nn::Module& model, const std::string& what, const Opener& open) {
+  try {
+    load_checked(model, what, open);
+  } catch (const Error&) {
+    throw;  // already names the file
+  } catch (...) {
+    rethrow_as_qi(what);
+  }
+}
+
+}  // namespace
+
+// ---- public --------------------------------------------------------------------------------------
+
+namespace detail {
+
+std::string sha256_hex(const void* data, size_t size) {
+  Sha256 h;
+  h.update(data, size);
+  return h.hex();
+}
+
+std::string quantizer_record(::torch::nn::Module& model) {
+  try {
+    return record_of(model).dump();
+  } catch (...) {
+    rethrow_as_qi("qi::torch::detail::quantizer_record");
+  }
+}
+
+void write_archive(::torch::nn::Module& model, const std::string& record, std::ostream& out) {
+  try {
+    ::torch::serialize::OutputArchive archive;
+    fill_archive(model, record, archive);
+    archive.save_to(out);
+  } catch (...) {
+    rethrow_as_qi("qi::torch::detail::write_archive");
+  }
+}
+
+}  // namespace detail
+
+void save(::torch::nn::Module& model, const std::string& path) {
+  namespace fs = std::filesystem;
+  const std::string tmp = path + ".tmp-qi";
+  try {
+    ::torch::serialize::OutputArchive archive;
+    fill_archive(model, record_of(model).dump(), archive);
+    archive.save_to(tmp);
+  } catch (...) {
+    std::remove(tmp.c_str());
+    rethrow_as_qi(str_cat("qi::torch::save: cannot write \"", path, "\""));
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::remove(tmp.c_str());
+    throw Error(str_cat("qi::torch::save: cannot rename the temporary file to \"", path,
+                        "\": ", ec.message()));
+  }
+}
+
+void load(::torch::nn::Module& model, const std::string& path) {
+  const std::string what = str_cat("qi::torch::load: \"", path, "\"");
+  {
+    std::ifstream f(path, std::ios::binary);
+    QI_CHECK(f.good(), what, ": cannot open the file");
+  }
+  load_guarded(model, what, [&](::torch::serialize::InputArchive& a) { a.load_from(path); });
+}
+
+void load_from_memory(::torch::nn::Module& model, const void* data, size_t size,
+                      const std::string& name) {
+  const std::string what = str_cat("qi::torch::load: \"", name, "\"");
+  load_guarded(model, what, [&](::torch::serialize::InputArchive& a) {
+    a.load_from(static_cast<const char*>(data), size);
+  });
 }
 
 }  // namespace qi::torch
