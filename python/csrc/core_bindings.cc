@@ -534,12 +534,13 @@ PYBIND11_MODULE(_core, m) {
       "config_keys (the JSON keys of the class's config, without qi_version).");
   m.def(
       "example_config",
-      [](const std::string& class_name, int64_t channels) {
-        return qi::example_inferable_config(info_by_name(class_name).kind, channels);
+      [](const std::string& class_name, int64_t channels, int64_t channel_axis) {
+        return qi::example_inferable_config(info_by_name(class_name).kind, channels,
+                                            channel_axis);
       },
-      py::arg("class_name"), py::arg("channels") = 1,
+      py::arg("class_name"), py::arg("channels") = 1, py::arg("channel_axis") = 0,
       "A valid example config (JSON text) of the class: `channels` per-channel values along "
-      "axis 0 for weights quantizers.");
+      "channel_axis for weights quantizers.");
   m.def(
       "inferable_class_name",
       [](const std::string& target, const std::string& method) {

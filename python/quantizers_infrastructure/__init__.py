@@ -44,6 +44,49 @@ __version__ = _core.kVersion
 
 # Torch tensors are handled by the PyTorch front end, imported on first use.
 register_lazy_frontend("torch", "quantizers_infrastructure.pytorch")
+
+
+def _register_torch_ops_with_torch() -> None:
+    """qi's torch ops exist whenever torch does: the PyTorch front end (which loads the op
+    library) is imported now if torch already is, else right after torch is first imported, so
+    that models traced or exported with qi load in a fresh process (torch.jit.load,
+    torch.export.load) with no manual torch.ops.load_library. This package itself never imports
+    torch."""
+    import sys
+
+    def load():
+        try:
+            import quantizers_infrastructure.pytorch  # noqa: F401
+        except ImportError:  # built without the torch layer
+            pass
+
+    if "torch" in sys.modules and hasattr(sys.modules["torch"], "ops"):
+        load()
+        return
+    import importlib.abc
+    import importlib.machinery
+
+    class _AfterTorch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name != "torch":
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.machinery.PathFinder.find_spec(name, path)
+            if spec is None or spec.loader is None:
+                return spec
+            exec_module = spec.loader.exec_module
+
+            def exec_then_load(module):
+                exec_module(module)
+                load()
+
+            spec.loader.exec_module = exec_then_load
+            return spec
+
+    sys.meta_path.insert(0, _AfterTorch())
+
+
+_register_torch_ops_with_torch()
 # TensorFlow tensors by the Keras front end (qi's TF ops), imported on first use.
 register_lazy_frontend("tensorflow", "quantizers_infrastructure.keras")
 

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <mutex>
 
 #include "core/param_rules.h"
 #include "kernels/iterate.h"
@@ -17,6 +16,8 @@ namespace qi::trainable {
 namespace {
 
 constexpr int64_t kGrain = 1 << 15;
+// At most this many reduction blocks (their partials are blocks x channels doubles).
+constexpr int64_t kMaxBlocks = 256;
 
 using kernels::coalesce_dims;
 using kernels::iterate_rows;
@@ -38,50 +39,44 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
   const auto dims = coalesce_dims<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, channel_axis);
   const int64_t total = total_elements(dims);
   if (total == 0) return grads;
-  std::mutex merge;
+  // Fixed blocks whose boundaries depend only on the element count: each block sums its own
+  // partials and the blocks are added in order, so the gradients are the same bits whatever the
+  // thread count or scheduling.
+  const int64_t blocks = std::min<int64_t>(kMaxBlocks, (total + kGrain - 1) / kGrain);
+  const int64_t block = (total + blocks - 1) / blocks;
+  std::vector<double> partial(static_cast<size_t>(blocks) * channels * 2, 0.0);
   const bool lsq = mode == GradMode::kLsq;
-  parallel_for(0, total, kGrain, [&](int64_t begin, int64_t end) {
-    std::vector<double> d_scale(channels, 0.0), d_offset(channels, 0.0);
-    iterate_rows(dims, begin, end,
-                 [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
-                     int64_t n, int64_t c0, bool vary) {
-                   const float* xp = x.data + off[0];
-                   const float* gp = dy.data + off[1];
-                   float* dxp = write_dx ? dx.data + off[2] : nullptr;
-                   if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
-                     kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
-                                                  &d_offset[c0]);
-                     return;
-                   }
-                   for (int64_t i = 0; i < n; ++i) {
-                     const int64_t c = vary ? c0 + i : c0;
-                     const float g = gp[i * st[1]];
-                     // The forward's own arithmetic (torch profile): u = x * (1/scale).
-                     const float u = xp[i * st[0]] * plan.inv_scale[c];
-                     const float r = std::nearbyint(u);
-                     const float zp = plan.zero_point[c];
-                     const float q = r + zp;
-                     const bool inside = q >= plan.qmin && q <= plan.qmax;
-                     const float cl = std::fmin(std::fmax(q, plan.qmin), plan.qmax);
-                     if (lsq) {
-                       // inside: d(scale * round(u))/dscale = round(u) - u; outside the clip
-                       // holds q = scale * c + a, so dq/dscale = c and dq/da = 1.
-                       d_scale[c] += g * (inside ? static_cast<double>(r) - u
-                                                 : static_cast<double>(cl));
-                       if (!inside) d_offset[c] += g;
-                       if (dxp) dxp[i * st[2]] = inside ? g : 0.f;
-                     } else {
-                       d_scale[c] += g * (static_cast<double>(cl) - zp - u);
-                       if (dxp) dxp[i * st[2]] = g;
+  parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      double* d_scale = partial.data() + static_cast<size_t>(b) * channels * 2;
+      double* d_offset = d_scale + channels;
+      iterate_rows(dims, b * block, std::min(total, (b + 1) * block),
+                   [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
+                       int64_t n, int64_t c0, bool vary) {
+                     const float* xp = x.data + off[0];
+                     const float* gp = dy.data + off[1];
+                     float* dxp = write_dx ? dx.data + off[2] : nullptr;
+                     if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
+                       kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
+                                                    &d_offset[c0]);
+                       return;
                      }
-                   }
-                 });
-    std::lock_guard<std::mutex> lock(merge);
-    for (size_t c = 0; c < channels; ++c) {
-      grads.d_scale[c] += d_scale[c];
-      grads.d_offset[c] += d_offset[c];
+                     for (int64_t i = 0; i < n; ++i) {
+                       const int64_t c = vary ? c0 + i : c0;
+                       kernels::affine_backward_one(xp[i * st[0]], gp[i * st[1]],
+                                                    dxp ? dxp + i * st[2] : nullptr, plan, c, lsq,
+                                                    &d_scale[c], &d_offset[c]);
+                     }
+                   });
     }
   });
+  for (int64_t b = 0; b < blocks; ++b) {
+    const double* d_scale = partial.data() + static_cast<size_t>(b) * channels * 2;
+    for (size_t c = 0; c < channels; ++c) {
+      grads.d_scale[c] += d_scale[c];
+      grads.d_offset[c] += d_scale[channels + c];
+    }
+  }
   return grads;
 }
 

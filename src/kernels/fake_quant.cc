@@ -207,8 +207,10 @@ void AffineBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy
       const auto inside = hn::And(hn::Ge(q, qmin), hn::Le(q, qmax));
       const auto cl = hn::Min(hn::Max(q, qmin), qmax);
       if (lsq) {
-        acc_s = hn::Add(acc_s, hn::Mul(g, hn::IfThenElse(inside, hn::Sub(r, u), cl)));
-        acc_o = hn::Add(acc_o, hn::IfThenZeroElse(inside, g));
+        const auto nan = hn::IsNaN(u);
+        acc_s = hn::Add(acc_s, hn::Mul(g, hn::IfThenElse(inside, hn::Sub(r, u),
+                                                         hn::IfThenElse(nan, u, cl))));
+        acc_o = hn::Add(acc_o, hn::IfThenElse(nan, u, hn::IfThenZeroElse(inside, g)));
         if (dx) hn::StoreU(hn::IfThenElseZero(inside, g), d, dx + i);
       } else {
         acc_s = hn::Add(acc_s, hn::Mul(g, hn::Sub(hn::Sub(cl, zp), u)));
@@ -218,22 +220,8 @@ void AffineBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy
     sum_s += hn::GetLane(hn::SumOfLanes(d, acc_s));
     sum_o += hn::GetLane(hn::SumOfLanes(d, acc_o));
   }
-  for (; i < n; ++i) {
-    const float g = dy[i];
-    const float u = x[i] * p.inv_scale[c];
-    const float r = std::nearbyint(u);
-    const float q = r + p.zero_point[c];
-    const bool inside = q >= p.qmin && q <= p.qmax;
-    const float cl = std::fmin(std::fmax(q, p.qmin), p.qmax);
-    if (lsq) {
-      sum_s += g * (inside ? static_cast<double>(r) - u : static_cast<double>(cl));
-      if (!inside) sum_o += g;
-      if (dx) dx[i] = inside ? g : 0.f;
-    } else {
-      sum_s += g * (static_cast<double>(cl) - p.zero_point[c] - u);
-      if (dx) dx[i] = g;
-    }
-  }
+  for (; i < n; ++i)
+    affine_backward_one(x[i], dy[i], dx ? dx + i : nullptr, p, c, lsq, &sum_s, &sum_o);
   *d_scale += sum_s;
   *d_offset += sum_o;
 }

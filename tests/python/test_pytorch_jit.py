@@ -18,6 +18,7 @@ import quantizers_infrastructure as qi  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.path.join(os.environ.get("QI_BUILD_DIR", os.path.join(ROOT, "build")), "tests",
                       "torch", "qi_torch_tests")
+LINK_BINARY = os.path.join(os.path.dirname(BINARY), "qi_torch_link_test")
 F = torch.nn.functional
 
 
@@ -54,6 +55,16 @@ def build_model():
     ).eval()
 
 
+def _traced(model, x, tmp_path):
+    """Eager output, and the path of the traced model saved under tmp_path."""
+    with torch.no_grad():
+        y = model(x)
+        traced = torch.jit.trace(model, x)
+    path = tmp_path / "model.pt"
+    traced.save(str(path))
+    return y, path
+
+
 def test_traced_model_runs_from_cpp(tmp_path):
     if not os.path.exists(BINARY):
         pytest.skip(f"{BINARY} is not built (scripts/qi build)")
@@ -63,11 +74,8 @@ def test_traced_model_runs_from_cpp(tmp_path):
         pytest.skip("qi_torch_tests predates tests/torch/test_jit_load.cc; rebuild")
     model = build_model()
     x = torch.randn(8, 1, 8, 8)
-    with torch.no_grad():
-        y = model(x)
-        traced = torch.jit.trace(model, x)
-    model_path, data_path = tmp_path / "model.pt", tmp_path / "data.pt"
-    traced.save(str(model_path))
+    y, model_path = _traced(model, x, tmp_path)
+    data_path = tmp_path / "data.pt"
     conv = model[0]
     conv_x = torch.randn(3, 1, 9, 9)
     with torch.no_grad():
@@ -84,3 +92,17 @@ def test_traced_model_runs_from_cpp(tmp_path):
     results = dict(re.findall(r"QI_JIT_RESULT (\w+) compared=\d+ mismatches=(\d+)", run.stdout))
     assert results == {"model": "0", "frontend": "0"}, run.stdout[-3000:]
     assert "SKIPPED" not in run.stdout
+
+
+def test_traced_model_loads_in_a_program_that_only_links_qi(tmp_path):
+    """tests/torch/link: no qi::torch::init(), no load_library; linking is enough."""
+    if not os.path.exists(LINK_BINARY):
+        pytest.skip(f"{LINK_BINARY} is not built (scripts/qi build)")
+    x = torch.randn(4, 1, 8, 8)
+    y, model_path = _traced(build_model(), x, tmp_path)
+    data_path = tmp_path / "data.pt"
+    torch.jit.script(Tensors({"input": x, "expected": y}, {})).save(str(data_path))
+    run = subprocess.run([LINK_BINARY, str(model_path), str(data_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "traced model loaded and ran bit for bit (40 values)" in run.stdout

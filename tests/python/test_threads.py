@@ -17,11 +17,21 @@ def _run(code: str) -> str:
     return r.stdout.strip()
 
 
-def test_default_follows_torch_once_the_pytorch_front_end_is_loaded():
-    out = _run("import os; import torch; torch.set_num_threads(1); "
-               "import quantizers_infrastructure as qi; before = qi.get_num_threads(); "
-               "import quantizers_infrastructure.pytorch; "
-               "print(before == (os.cpu_count() or 1), qi.get_num_threads())")
+def test_default_is_one_thread_per_core_without_torch():
+    out = _run("import os, sys; import quantizers_infrastructure as qi; "
+               "print('torch' in sys.modules, qi.get_num_threads() == (os.cpu_count() or 1))")
+    assert out == "False True"
+
+
+@pytest.mark.parametrize("torch_first", [True, False])
+def test_default_follows_torch_once_torch_is_imported(torch_first):
+    # Importing torch, before or after qi, loads qi's PyTorch front end, which hands qi's
+    # threading to ATen.
+    order = ("import torch; import quantizers_infrastructure as qi" if torch_first else
+             "import quantizers_infrastructure as qi; import torch")
+    out = _run(f"{order}; torch.set_num_threads(1); "
+               "print('quantizers_infrastructure.pytorch' in __import__('sys').modules, "
+               "qi.get_num_threads())")
     assert out == "True 1"
 
 

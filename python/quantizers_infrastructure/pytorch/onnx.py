@@ -229,6 +229,73 @@ def register(opset: int = OPSET) -> None:
 register()
 
 
+# ---- the dynamo exporter (torch.onnx.export(..., dynamo=True)) ----
+
+def _onnx_constant(array, dtype):
+    import onnx
+    from onnxscript import opset18 as op
+    return op.Constant(value=onnx.numpy_helper.from_array(np.asarray(array, dtype=dtype)))
+
+
+def fake_quant_translation(x, quantizer: str):
+    """The dynamo exporter's translation of qi::fake_quant (what wrapped models record while
+    they are exported): the same nodes as the TorchScript exporter's symbolic."""
+    from onnxscript import opset18 as op
+    from onnxscript.values import Op, Opset
+    q = _quantizer(quantizer)
+    p = None if _state["custom_ops"] else qdq_parameters(q)
+    if p is not None:
+        if p["per_channel"]:
+            axis = int(p["channel_axis"])
+            if axis < 0:
+                axis += len(x.shape)
+            scale, zp = _onnx_constant(p["scale"], np.float32), _onnx_constant(p["zero_point"],
+                                                                              p["dtype"])
+            return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp, axis=axis), scale, zp,
+                                       axis=axis)
+        scale = _onnx_constant(p["scale"].reshape(-1)[0], np.float32)
+        zp = _onnx_constant(p["zero_point"].reshape(-1)[0], p["dtype"])
+        return op.DequantizeLinear(op.QuantizeLinear(x, scale, zp), scale, zp)
+    op_type, inputs, attrs = custom_op_spec(q, len(x.shape))
+    consts = [_onnx_constant(a, np.float32) for a in inputs]
+    return Op(Opset(DOMAIN, 1), op_type, _custom_schema(op_type, len(inputs), attrs))(
+        x, *consts, **attrs)
+
+
+def _custom_schema(op_type: str, n_inputs: int, attrs: Dict[str, Any]):
+    """An OpSchema for a custom node (the exporter builds nodes from schemas): float inputs,
+    one float output, the attributes' types."""
+    import onnx
+    S = onnx.defs.OpSchema
+    kinds = {int: S.AttrType.INT, float: S.AttrType.FLOAT, str: S.AttrType.STRING}
+    return S(op_type, DOMAIN, 1,
+             inputs=[S.FormalParameter(f"input{i}", "T") for i in range(n_inputs + 1)],
+             outputs=[S.FormalParameter("output", "T")],
+             type_constraints=[("T", ["tensor(float)"], "float32")],
+             attributes=[S.Attribute(k, kinds[type(v)], "") for k, v in attrs.items()])
+
+
+def translation_table() -> Dict[Any, Any]:
+    """The custom_translation_table for torch.onnx.export(..., dynamo=True) of models holding qi
+    quantizers (wrappers and holders record qi::fake_quant while exporting):
+
+        torch.onnx.export(model, (x,), "model.onnx", dynamo=True,
+                          custom_translation_table=qi.pytorch.onnx.translation_table())
+    """
+    table = {torch.ops.qi.fake_quant.default: fake_quant_translation}
+    for name in ("symmetric_quant", "uniform_quant", "soft_round"):
+        table[getattr(torch.ops.qi, name).default] = _trainable_translation(name)
+    return table
+
+
+def _trainable_translation(name: str):
+    def translation(*args, **kwargs):
+        raise ValueError(f"qi::{name} belongs to a trainable quantizer, which has no ONNX form: "
+                         "call convert_to_inferable_quantizers() on every wrapper and holder, "
+                         "then export")
+    return translation
+
+
 # ---- onnxruntime kernels (onnxruntime-extensions Python custom ops) ----
 
 _KERNELS_REGISTERED = False
@@ -361,4 +428,4 @@ def get_ort_session_options():
 
 __all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
            "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
-           "get_ort_session_options"]
+           "get_ort_session_options", "fake_quant_translation", "translation_table"]

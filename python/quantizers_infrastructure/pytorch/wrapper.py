@@ -76,12 +76,44 @@ def _owner_and_name(module: nn.Module, attribute: str):
     return module.get_submodule(path), leaf
 
 
+def _conv_transpose(fn, dims):
+    def call(layer, w, b, x, output_size=None):
+        output_padding = layer._output_padding(x, output_size, layer.stride, layer.padding,
+                                               layer.kernel_size, dims, layer.dilation)
+        return fn(x, w, b, layer.stride, layer.padding, output_padding, layer.groups,
+                  layer.dilation)
+    return call
+
+
+# The layers whose forward is one functional op of (weight, bias): they run it directly with the
+# quantized tensors (no attribute swapping, which every tracer follows and which costs nothing).
+_FUNCTIONAL_FORWARD = {
+    nn.Linear: lambda layer, w, b, x: torch.nn.functional.linear(x, w, b),
+    nn.Conv1d: lambda layer, w, b, x: layer._conv_forward(x, w, b),
+    nn.Conv2d: lambda layer, w, b, x: layer._conv_forward(x, w, b),
+    nn.Conv3d: lambda layer, w, b, x: layer._conv_forward(x, w, b),
+    nn.ConvTranspose1d: _conv_transpose(torch.nn.functional.conv_transpose1d, 1),
+    nn.ConvTranspose2d: _conv_transpose(torch.nn.functional.conv_transpose2d, 2),
+    nn.ConvTranspose3d: _conv_transpose(torch.nn.functional.conv_transpose3d, 3),
+    nn.Embedding: lambda layer, w, b, x: torch.nn.functional.embedding(
+        x, w, layer.padding_idx, layer.max_norm, layer.norm_type, layer.scale_grad_by_freq,
+        layer.sparse),
+}
+
+
 @torch.fx.wrap
 def call_layer_with_weights(layer, names, weights, args, kwargs):
-    """Runs `layer` with each attribute names[i] replaced by weights[i] (the quantized weights),
-    through torch.func.functional_call (which torch.compile and torch.export follow). A leaf for
-    torch.fx: traced graphs show this one call. TorchScript tracing, which functional_call does
-    not support, swaps the tensors in the layer's parameter dicts for the call instead."""
+    """Runs `layer` with each attribute names[i] replaced by weights[i] (the quantized weights).
+    Linear, ConvNd, ConvTransposeNd and Embedding run their functional op on the quantized
+    tensors; other layers run through torch.func.functional_call (which torch.compile and
+    non-strict torch.export follow). A leaf for torch.fx: traced graphs show this one call.
+    TorchScript tracing, which functional_call does not support, swaps the tensors in the
+    layer's parameter dicts for the call instead."""
+    direct = _FUNCTIONAL_FORWARD.get(type(layer))
+    if direct is not None and set(names) <= {"weight", "bias"}:
+        given = dict(zip(names, weights))
+        return direct(layer, given.get("weight", layer.weight),
+                      given.get("bias", getattr(layer, "bias", None)), *args, **kwargs)
     if not torch.jit.is_tracing():
         return torch.func.functional_call(layer, dict(zip(names, weights)), tuple(args), kwargs)
     owners = [_owner_and_name(layer, name) for name in names]
@@ -93,6 +125,10 @@ def call_layer_with_weights(layer, names, weights, args, kwargs):
     finally:
         for (owner, leaf), p in zip(owners, saved):
             owner._parameters[leaf] = p
+
+
+# The state-dict metadata entry by which a quantized model's checkpoint is told from a float one.
+QUANTIZED_MARK = "qi_quantized"
 
 
 class _QuantizerSlots(nn.Module):
@@ -123,21 +159,34 @@ class _QuantizerSlots(nn.Module):
             keys += getattr(q, "registered_names", [])
         return keys
 
+    def state_dict(self, *args, **kwargs):
+        out = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        meta = getattr(out, "_metadata", {}).get(prefix[:-1])
+        if meta is not None:
+            meta[QUANTIZED_MARK] = True  # so that a missing quantizer entry is reported on load
+        return out
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
+        self._state_dict_names_in(state_dict, prefix)
         own = set(self._quantizer_keys())
-        has_quantizer_state = any(k.startswith(prefix) and k[len(prefix):] in own
-                                  for k in state_dict)
+        # Entries of a float model (no quantizer state, no mark from a quantized model's
+        # state_dict): the quantizers keep their state. A quantized checkpoint must be complete.
+        has_quantizer_state = bool(local_metadata.get(QUANTIZED_MARK)) or any(
+            k.startswith(prefix) and k[len(prefix):] in own for k in state_dict)
         first = len(missing_keys)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         if not has_quantizer_state:
-            # A float checkpoint: the quantizers keep their state.
             missing_keys[first:] = [k for k in missing_keys[first:]
                                     if k[len(prefix):] not in own]
 
     def _all_quantizers(self):
         raise NotImplementedError
+
+    def _state_dict_names_in(self, state_dict, prefix) -> None:
+        """Renames a state dict's entries to this module's own names before loading."""
 
 
 class PytorchQuantizationWrapper(_QuantizerSlots):
@@ -233,9 +282,6 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
             self._bind(self._param_key(key), q, tuple(self._weight(key).shape))
         for i, q in enumerate(self.activation_quantizers):
             self._bind(f"tensor{i}", q, None)
-        # State-dict names are the layer's own: "layer.weight" reads "weight".
-        self._register_state_dict_hook(_drop_layer_prefix)
-        self._register_load_state_dict_pre_hook(_add_layer_prefix, with_module=True)
 
     # ---- weights ----
     @staticmethod
@@ -415,6 +461,27 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
         return list(self.weights_quantizers.values()) + list(self.activation_quantizers)
 
     # ---- state dict ----
+    # The wrapped layer's entries go under the layer's own names ("weight", not "layer.weight"),
+    # so that float checkpoints and wrapped models share one naming.
+    def state_dict(self, *args, **kwargs):
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        out = super().state_dict(*args, **kwargs)
+        head = prefix + LAYER + "."
+        for key in [k for k in out if k.startswith(head)]:
+            out[prefix + key[len(head):]] = out.pop(key)
+        return out
+
+    def _state_dict_names_in(self, state_dict, prefix) -> None:
+        # Entries under the layer's own names go back to the layer (files that already say
+        # "layer." load as they are).
+        if not isinstance(self.__dict__.get("_modules", {}).get(LAYER), nn.Module):
+            return
+        layer_keys = set(self.layer.state_dict(keep_vars=True).keys())
+        for key in [k for k in state_dict if k.startswith(prefix)]:
+            rest = key[len(prefix):]
+            if rest in layer_keys and prefix + LAYER + "." + rest not in state_dict:
+                state_dict[prefix + LAYER + "." + rest] = state_dict.pop(key)
+
     def get_extra_state(self) -> Dict[str, Any]:
         """The quantizers' JSON (the dispatcher schema; positions as strings), checksummed."""
         return make_extra_state({
@@ -471,27 +538,6 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
         acts = ", ".join(type(q).__name__ for q in self.activation_quantizers)
         layer = "" if isinstance(self.layer, nn.Module) else f"layer={getattr(self.layer, '__name__', self.layer)}, "
         return f"{layer}weights={{{ws}}}, activations=[{acts}]"
-
-
-def _drop_layer_prefix(module, state_dict, prefix, local_metadata):
-    """state_dict hook: the wrapped layer's entries under the layer's own names."""
-    head = prefix + LAYER + "."
-    for key in [k for k in state_dict if k.startswith(head)]:
-        state_dict[prefix + key[len(head):]] = state_dict.pop(key)
-    return state_dict
-
-
-def _add_layer_prefix(module, state_dict, prefix, local_metadata, strict, missing_keys,
-                      unexpected_keys, error_msgs):
-    """load_state_dict pre-hook: entries under the layer's own names go back to the layer (older
-    files that already say "layer." load as they are)."""
-    if not isinstance(module.__dict__.get("_modules", {}).get(LAYER), nn.Module):
-        return
-    layer_keys = set(module.layer.state_dict(keep_vars=True).keys())
-    for key in [k for k in state_dict if k.startswith(prefix)]:
-        rest = key[len(prefix):]
-        if rest in layer_keys and prefix + LAYER + "." + rest not in state_dict:
-            state_dict[prefix + LAYER + "." + rest] = state_dict.pop(key)
 
 
 __all__ = ["PytorchNodeQuantizationDispatcher", "PytorchQuantizationWrapper",

@@ -157,19 +157,19 @@ using SoftBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Te
 
 class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> {
  public:
-  // max_range: an empty tensor stands for None (autograd::Function records every tensor input).
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& w, const at::Tensor& alpha,
-                            const at::Tensor& threshold_or_min, const at::Tensor& max_range,
-                            int64_t num_bits, bool power_of_two,
-                            std::optional<int64_t> channel_axis, bool training) {
-    ctx->save_for_backward({alpha, threshold_or_min, max_range});
+                            const at::Tensor& threshold_or_min, int64_t num_bits,
+                            bool power_of_two, std::optional<int64_t> channel_axis, bool training,
+                            const std::optional<at::Tensor>& max_range) {
+    // An undefined tensor stands for None (saved tensors may be undefined).
+    ctx->save_for_backward({alpha, threshold_or_min, max_range.value_or(at::Tensor())});
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["power_of_two"] = power_of_two;
     ctx->saved_data["channel_axis"] = channel_axis;
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto fwd = op<SoftSig>("qi::soft_round");
     return fwd.call(w, alpha, threshold_or_min, num_bits, power_of_two, channel_axis, training,
-                    optional_of(max_range));
+                    max_range);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -179,16 +179,11 @@ class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> 
     if (ctx->needs_input_grad(1))
       da = bwd.call(grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
                     d["power_of_two"].toBool(), d["channel_axis"].toOptional<int64_t>(),
-                    optional_of(saved[2]));
+                    saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt);
     // w: floor(w / delta) carries no gradient (MCT computes it under no_grad); the grid's
     // parameters are not learned by soft rounding.
     return {at::Tensor(), da, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor()};
-  }
-
- private:
-  static std::optional<at::Tensor> optional_of(const at::Tensor& t) {
-    return t.defined() && t.numel() > 0 ? std::optional<at::Tensor>(t) : std::nullopt;
   }
 };
 
@@ -238,10 +233,8 @@ at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& threshold_or_min, int64_t num_bits,
                                bool power_of_two, std::optional<int64_t> channel_axis,
                                bool training, const std::optional<at::Tensor>& max_range) {
-  const at::Tensor hi = max_range && max_range->defined() ? *max_range
-                                                          : at::empty({0}, threshold_or_min.options());
-  return SoftRoundFunction::apply(w, alpha, threshold_or_min, hi, num_bits, power_of_two,
-                                  channel_axis, training);
+  return SoftRoundFunction::apply(w, alpha, threshold_or_min, num_bits, power_of_two,
+                                  channel_axis, training, max_range);
 }
 at::Tensor soft_round_regularization_autograd(const at::Tensor& alpha, double beta) {
   return SoftRoundRegFunction::apply(alpha, beta);

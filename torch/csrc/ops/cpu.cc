@@ -55,11 +55,11 @@ at::Tensor fake_quant_cpu(const at::Tensor& x, c10::string_view quantizer) {
   return apply_float(x, [&](ConstTensorView in, TensorView out) { q->apply(in, out); });
 }
 
-at::Tensor& fake_quant_out_cpu(const at::Tensor& x, c10::string_view quantizer, at::Tensor& out) {
+void fake_quant_out_cpu(const at::Tensor& x, c10::string_view quantizer, at::Tensor& out) {
   check_floating_cpu(x, "qi::fake_quant.out", "x");
   const auto q = quantizer_of(quantizer);
-  return apply_float_out(x, out, "qi::fake_quant.out",
-                         [&](ConstTensorView in, TensorView o) { q->apply(in, o); });
+  apply_float_out(x, out, "qi::fake_quant.out",
+                  [&](ConstTensorView in, TensorView o) { q->apply(in, o); });
 }
 
 // The packed plan of an int32 tensor (kernels::pack_plan's words).
@@ -84,13 +84,13 @@ at::Tensor quantize_cpu(const at::Tensor& x, const at::Tensor& plan,
   });
 }
 
-at::Tensor& quantize_out_cpu(const at::Tensor& x, const at::Tensor& plan,
-                             std::optional<int64_t> channel_axis,
-                             std::optional<int64_t> input_rank, at::Tensor& out) {
+void quantize_out_cpu(const at::Tensor& x, const at::Tensor& plan,
+                      std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank,
+                      at::Tensor& out) {
   const char* op = "qi::quantize.out";
   check_floating_cpu(x, op, "x");
   const auto p = plan_of(plan, op);
-  return apply_float_out(x, out, op, [&](ConstTensorView in, TensorView o) {
+  apply_float_out(x, out, op, [&](ConstTensorView in, TensorView o) {
     kernels::checked_fake_quant(op, p, channel_axis, input_rank, in, o);
   });
 }
@@ -139,14 +139,16 @@ void check_grad(const at::Tensor& grad, const at::Tensor& x, const char* op) {
 }
 
 // The shared backward of the affine ops: dx (LSQ masks it; STE passes dy) in x's dtype and the
-// per-channel parameter sums the core returns.
+// per-channel parameter sums the core returns. The sums run over row-major (contiguous) copies of
+// x and dy when they are laid out otherwise, so a gradient has the same bits in every layout
+// (eager, channels_last, or the strides a compiler picks).
 template <typename Backward>
 at::Tensor affine_backward(const at::Tensor& grad, const at::Tensor& x, trainable::GradMode mode,
                            bool need_x, bool need_params, Backward&& backward) {
   if (!need_params && mode == trainable::GradMode::kSte)
     return need_x ? grad.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true)
                   : not_needed(x);
-  const at::Tensor x32 = as_float(x), g32 = as_float(grad);
+  const at::Tensor x32 = as_float(x).contiguous(), g32 = as_float(grad).contiguous();
   at::Tensor dx;
   TensorView dx_view;
   if (need_x && mode == trainable::GradMode::kLsq) {
@@ -157,7 +159,10 @@ at::Tensor affine_backward(const at::Tensor& grad, const at::Tensor& x, trainabl
   if (!need_x) return not_needed(x);
   if (mode == trainable::GradMode::kSte)
     return grad.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
-  return in_dtype_of(dx, x);
+  if (dx.strides() == x.strides()) return in_dtype_of(dx, x);
+  at::Tensor laid_out = at::empty_like(x);  // dx in x's own layout, as the fake kernel says
+  laid_out.copy_(dx);
+  return laid_out;
 }
 
 at::Tensor symmetric_quant_cpu(const at::Tensor& x, const at::Tensor& threshold, int64_t n,

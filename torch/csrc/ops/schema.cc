@@ -9,14 +9,15 @@ TORCH_LIBRARY(qi, m) {
   // An inferable quantizer given by its to_json() text (portable: what TorchScript and ONNX
   // exports record). Gradient: straight through.
   m.def("fake_quant(Tensor x, str quantizer) -> Tensor");
-  // Into a preallocated tensor (may be x itself: in place). No autograd.
-  m.def("fake_quant.out(Tensor x, str quantizer, *, Tensor(a!) out) -> Tensor(a!)");
+  // Into a preallocated tensor (may be x itself: in place). No autograd; returns nothing (a
+  // custom op cannot return an alias of its input and still be functionalized).
+  m.def("fake_quant.out(Tensor x, str quantizer, *, Tensor(a!) out) -> ()");
   // An inferable quantizer given by its packed plan (an int32 tensor, kept as a buffer): no
   // parsing on the call, and the plan moves with the module. Gradient: straight through.
   m.def("quantize(Tensor x, Tensor plan, int? channel_axis, int? input_rank) -> Tensor");
   m.def(
       "quantize.out(Tensor x, Tensor plan, int? channel_axis, int? input_rank, *, "
-      "Tensor(a!) out) -> Tensor(a!)");
+      "Tensor(a!) out) -> ()");
   m.def(
       "symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed, int? channel_axis, "
       "str mode, float grad_scale, int? grad_scale_axis=None, float min_threshold=0., "
