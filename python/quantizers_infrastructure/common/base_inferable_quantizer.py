@@ -55,10 +55,16 @@ _INPUT_HANDLERS: Dict[type, Callable[[Any, Any], Any]] = {}
 _LAZY_FRONTENDS: Dict[str, str] = {}
 
 
+# Exact input type -> its resolved handler (what find_input_handler found), so that a call costs
+# one dict lookup; cleared whenever a handler is registered.
+_RESOLVED_HANDLERS: Dict[type, Callable[[Any, Any], Any]] = {}
+
+
 def register_input_type(input_type: type, handler: Callable[[Any, Any], Any]) -> None:
     """Makes `quantizer(x)` return `handler(quantizer, x)` for instances of `input_type` and of
     its subclasses (the most derived registered base wins)."""
     _INPUT_HANDLERS[input_type] = handler
+    _RESOLVED_HANDLERS.clear()
 
 
 def register_lazy_frontend(top_module: str, frontend_module: str) -> None:
@@ -71,10 +77,14 @@ def register_lazy_frontend(top_module: str, frontend_module: str) -> None:
 def find_input_handler(input_type: type) -> Optional[Callable[[Any, Any], Any]]:
     """The handler registered for `input_type` or its nearest registered base, importing a lazy
     front end if one is registered for the type's package; None when there is none."""
+    handler = _RESOLVED_HANDLERS.get(input_type)
+    if handler is not None:
+        return handler
     for attempt in range(2):
         for base in input_type.__mro__:
             handler = _INPUT_HANDLERS.get(base)
             if handler is not None:
+                _RESOLVED_HANDLERS[input_type] = handler
                 return handler
         if attempt == 0:
             frontend = _LAZY_FRONTENDS.get(input_type.__module__.split(".")[0])

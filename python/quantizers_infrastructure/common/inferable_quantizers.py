@@ -15,8 +15,8 @@ import numpy as np
 from quantizers_infrastructure import _core
 from quantizers_infrastructure.common import constants as C
 from quantizers_infrastructure.common.base_inferable_quantizer import (
-    BaseInferableQuantizer, find_input_handler, mark_quantizer, register_input_type,
-    supported_input_types)
+    _RESOLVED_HANDLERS, BaseInferableQuantizer, find_input_handler, mark_quantizer,
+    register_input_type, supported_input_types)
 from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
                                                     QuantizerID)
 
@@ -97,7 +97,7 @@ class InferableQuantizer(BaseInferableQuantizer):
         """Returns Q(inputs), a new tensor of the same kind and shape (numpy: float32 ndarray of
         any strides; other float dtypes raise ValueError). Raises TypeError for input types no
         front end handles."""
-        handler = find_input_handler(type(inputs))
+        handler = _RESOLVED_HANDLERS.get(type(inputs)) or find_input_handler(type(inputs))
         if handler is None:
             raise TypeError(f"{self._class_name}: cannot quantize an input of type "
                             f"{type(inputs).__module__}.{type(inputs).__qualname__}; supported: "

@@ -19,6 +19,8 @@ if not os.path.exists(_LIBRARY):
 torch.ops.load_library(_LIBRARY)
 
 from quantizers_infrastructure.pytorch import fake  # noqa: E402,F401  (fake kernels)
+# The eager fast path (loads after libqi_torch.so, which it links).
+from quantizers_infrastructure._torch_fast import FastQuantizer as _FastQuantizer  # noqa: E402
 
 
 def library_path() -> str:
@@ -33,6 +35,9 @@ def value_error_from(e: RuntimeError) -> ValueError:
     return ValueError(message)
 
 
+_is_compiling = torch.compiler.is_compiling
+
+
 def portable() -> bool:
     """True while a model is being traced or exported (torch.jit.trace, torch.onnx.export,
     torch.export): inferable quantizers then record qi::fake_quant with their JSON text, which
@@ -43,9 +48,25 @@ def portable() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+def _fast_of(quantizer):
+    """The quantizer's eager fast path (built on first use; its plan never changes)."""
+    fast = quantizer.__dict__.get("_torch_fast")
+    if fast is None:
+        fast = quantizer.__dict__["_torch_fast"] = _FastQuantizer(
+            plan_tensor(quantizer), quantizer.kernel_channel_axis, quantizer.kernel_input_rank)
+    return fast
+
+
 def quantize(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
     """An inferable quantizer on a torch tensor, given its packed plan as a tensor on x's
-    device (wrappers keep it as a buffer)."""
+    device (wrappers keep it as a buffer). Eager calls that autograd need not record (inference,
+    no_grad, frozen weights) go straight to the kernel (the same outputs, a fraction of the
+    per-call cost); the rest, and everything torch.compile, torch.export or a tracer sees, call
+    the torch.ops.qi ops."""
+    if not _is_compiling():
+        y = _fast_of(quantizer)(x)
+        if y is not None:
+            return y
     if portable():
         return torch.ops.qi.fake_quant(x, quantizer.to_json())
     return torch.ops.qi.quantize(x, plan, quantizer.kernel_channel_axis,
@@ -58,6 +79,10 @@ def plan_tensor(quantizer) -> torch.Tensor:
 
 
 def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
+    if not _is_compiling():
+        y = (quantizer.__dict__.get("_torch_fast") or _fast_of(quantizer))(inputs)
+        if y is not None:
+            return y
     plans = quantizer.__dict__.setdefault("_torch_plans", {})
     plan = plans.get(inputs.device)
     if plan is None:

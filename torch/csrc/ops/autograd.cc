@@ -18,12 +18,36 @@ c10::TypedOperatorHandle<Sig> op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
+// True when autograd must record the call: grad mode is on and an input requires grad. Otherwise
+// (inference, eval, frozen quantizers) the op calls its kernel directly below autograd, with no
+// graph node and no saved state: that is most of a small tensor's per-call cost.
+bool recorded(std::initializer_list<const at::Tensor*> inputs) {
+  for (const at::Tensor* t : inputs) {
+    if (!t->defined()) continue;
+    if (at::GradMode::is_enabled() && t->requires_grad()) return true;
+    // Forward-mode AD goes through the Function, which says it has no jvp (never a silent drop).
+    if (t->_fw_grad(/*level=*/0).defined()) return true;
+  }
+  return false;
+}
+
+// Runs the kernel of `handle` below autograd.
+template <typename Sig, typename... Args>
+auto below_autograd(const c10::TypedOperatorHandle<Sig>& handle, Args&&... args) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return handle.call(std::forward<Args>(args)...);
+}
+
+using FakeQuantSig = at::Tensor(const at::Tensor&, c10::string_view);
+const c10::TypedOperatorHandle<FakeQuantSig>& fake_quant_op() {
+  static const auto handle = op<FakeQuantSig>("qi::fake_quant");
+  return handle;
+}
+
 class FakeQuantFunction : public ::torch::autograd::Function<FakeQuantFunction> {
  public:
   static at::Tensor forward(AutogradContext*, const at::Tensor& x, c10::string_view quantizer) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fq = op<at::Tensor(const at::Tensor&, c10::string_view)>("qi::fake_quant");
-    return fq.call(x, quantizer);
+    return below_autograd(fake_quant_op(), x, quantizer);
   }
   static variable_list backward(AutogradContext*, variable_list grads) {
     return {grads[0], at::Tensor()};  // straight through
@@ -32,15 +56,17 @@ class FakeQuantFunction : public ::torch::autograd::Function<FakeQuantFunction> 
 
 using QuantizeSig = at::Tensor(const at::Tensor&, const at::Tensor&, std::optional<int64_t>,
                                std::optional<int64_t>);
+const c10::TypedOperatorHandle<QuantizeSig>& quantize_op() {
+  static const auto handle = op<QuantizeSig>("qi::quantize");
+  return handle;
+}
 
 class QuantizeFunction : public ::torch::autograd::Function<QuantizeFunction> {
  public:
   static at::Tensor forward(AutogradContext*, const at::Tensor& x, const at::Tensor& plan,
                             std::optional<int64_t> channel_axis,
                             std::optional<int64_t> input_rank) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto q = op<QuantizeSig>("qi::quantize");
-    return q.call(x, plan, channel_axis, input_rank);
+    return below_autograd(quantize_op(), x, plan, channel_axis, input_rank);
   }
   static variable_list backward(AutogradContext*, variable_list grads) {
     return {grads[0], at::Tensor(), at::Tensor(), at::Tensor()};  // straight through
@@ -54,6 +80,11 @@ using SymBwdSig = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
     std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>, double, bool, bool,
     bool);
+
+const c10::TypedOperatorHandle<SymSig>& symmetric_quant_op() {
+  static const auto handle = op<SymSig>("qi::symmetric_quant");
+  return handle;
+}
 
 class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuantFunction> {
  public:
@@ -71,10 +102,8 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
     ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
     ctx->saved_data["min_threshold"] = min_threshold;
     ctx->saved_data["power_of_two"] = power_of_two;
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = op<SymSig>("qi::symmetric_quant");
-    return fwd.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale,
-                    grad_scale_axis, min_threshold, power_of_two);
+    return below_autograd(symmetric_quant_op(), x, threshold, num_bits, is_signed, channel_axis,
+                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
@@ -107,6 +136,11 @@ using UniBwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
     std::optional<int64_t>, c10::string_view, double, bool, std::optional<int64_t>, bool, bool);
 
+const c10::TypedOperatorHandle<UniSig>& uniform_quant_op() {
+  static const auto handle = op<UniSig>("qi::uniform_quant");
+  return handle;
+}
+
 class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& min_range,
@@ -121,10 +155,8 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
     ctx->saved_data["grad_scale"] = grad_scale;
     ctx->saved_data["activation"] = activation;
     ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = op<UniSig>("qi::uniform_quant");
-    return fwd.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation,
-                    grad_scale_axis);
+    return below_autograd(uniform_quant_op(), x, min_range, max_range, num_bits, channel_axis,
+                          mode, grad_scale, activation, grad_scale_axis);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
@@ -155,6 +187,11 @@ using SoftSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tenso
 using SoftBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                               bool, std::optional<int64_t>, const std::optional<at::Tensor>&);
 
+const c10::TypedOperatorHandle<SoftSig>& soft_round_op() {
+  static const auto handle = op<SoftSig>("qi::soft_round");
+  return handle;
+}
+
 class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& w, const at::Tensor& alpha,
@@ -166,10 +203,8 @@ class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> 
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["power_of_two"] = power_of_two;
     ctx->saved_data["channel_axis"] = channel_axis;
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd = op<SoftSig>("qi::soft_round");
-    return fwd.call(w, alpha, threshold_or_min, num_bits, power_of_two, channel_axis, training,
-                    max_range);
+    return below_autograd(soft_round_op(), w, alpha, threshold_or_min, num_bits, power_of_two,
+                          channel_axis, training, max_range);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
@@ -187,15 +222,18 @@ class SoftRoundFunction : public ::torch::autograd::Function<SoftRoundFunction> 
   }
 };
 
+using SoftRegSig = at::Tensor(const at::Tensor&, double);
+const c10::TypedOperatorHandle<SoftRegSig>& soft_round_regularization_op() {
+  static const auto handle = op<SoftRegSig>("qi::soft_round_regularization");
+  return handle;
+}
+
 class SoftRoundRegFunction : public ::torch::autograd::Function<SoftRoundRegFunction> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& alpha, double beta) {
     ctx->save_for_backward({alpha});
     ctx->saved_data["beta"] = beta;
-    at::AutoDispatchBelowADInplaceOrView guard;
-    static auto fwd =
-        op<at::Tensor(const at::Tensor&, double)>("qi::soft_round_regularization");
-    return fwd.call(alpha, beta);
+    return below_autograd(soft_round_regularization_op(), alpha, beta);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static auto bwd = op<at::Tensor(const at::Tensor&, const at::Tensor&, double)>(
@@ -206,11 +244,13 @@ class SoftRoundRegFunction : public ::torch::autograd::Function<SoftRoundRegFunc
 };
 
 at::Tensor fake_quant_autograd(const at::Tensor& x, c10::string_view quantizer) {
+  if (!recorded({&x})) return below_autograd(fake_quant_op(), x, quantizer);
   return FakeQuantFunction::apply(x, quantizer);
 }
 at::Tensor quantize_autograd(const at::Tensor& x, const at::Tensor& plan,
                              std::optional<int64_t> channel_axis,
                              std::optional<int64_t> input_rank) {
+  if (!recorded({&x})) return below_autograd(quantize_op(), x, plan, channel_axis, input_rank);
   return QuantizeFunction::apply(x, plan, channel_axis, input_rank);
 }
 at::Tensor symmetric_quant_autograd(const at::Tensor& x, const at::Tensor& threshold,
@@ -218,6 +258,9 @@ at::Tensor symmetric_quant_autograd(const at::Tensor& x, const at::Tensor& thres
                                     std::optional<int64_t> channel_axis, c10::string_view mode,
                                     double grad_scale, std::optional<int64_t> grad_scale_axis,
                                     double min_threshold, bool power_of_two) {
+  if (!recorded({&x, &threshold}))
+    return below_autograd(symmetric_quant_op(), x, threshold, num_bits, is_signed, channel_axis,
+                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two);
   return SymmetricQuantFunction::apply(x, threshold, num_bits, is_signed, channel_axis, mode,
                                        grad_scale, grad_scale_axis, min_threshold, power_of_two);
 }
@@ -226,6 +269,9 @@ at::Tensor uniform_quant_autograd(const at::Tensor& x, const at::Tensor& min_ran
                                   std::optional<int64_t> channel_axis, c10::string_view mode,
                                   double grad_scale, bool activation,
                                   std::optional<int64_t> grad_scale_axis) {
+  if (!recorded({&x, &min_range, &max_range}))
+    return below_autograd(uniform_quant_op(), x, min_range, max_range, num_bits, channel_axis,
+                          mode, grad_scale, activation, grad_scale_axis);
   return UniformQuantFunction::apply(x, min_range, max_range, num_bits, channel_axis, mode,
                                      grad_scale, activation, grad_scale_axis);
 }
@@ -233,10 +279,15 @@ at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& threshold_or_min, int64_t num_bits,
                                bool power_of_two, std::optional<int64_t> channel_axis,
                                bool training, const std::optional<at::Tensor>& max_range) {
+  const at::Tensor none;
+  if (!recorded({&w, &alpha, &threshold_or_min, max_range ? &*max_range : &none}))
+    return below_autograd(soft_round_op(), w, alpha, threshold_or_min, num_bits, power_of_two,
+                          channel_axis, training, max_range);
   return SoftRoundFunction::apply(w, alpha, threshold_or_min, num_bits, power_of_two,
                                   channel_axis, training, max_range);
 }
 at::Tensor soft_round_regularization_autograd(const at::Tensor& alpha, double beta) {
+  if (!recorded({&alpha})) return below_autograd(soft_round_regularization_op(), alpha, beta);
   return SoftRoundRegFunction::apply(alpha, beta);
 }
 

@@ -7,6 +7,9 @@
 #include <tuple>
 
 #include <ATen/ATen.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/record_function.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
 #include "ops/common.h"
@@ -74,14 +77,18 @@ kernels::Plan plan_of(const at::Tensor& plan, const char* op) {
       [&] { return kernels::unpack_plan(c.const_data_ptr<int32_t>(), c.numel()); });
 }
 
+at::Tensor quantize_with(const at::Tensor& x, const kernels::Plan& p,
+                         std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank) {
+  return apply_float(x, [&](ConstTensorView in, TensorView out) {
+    kernels::checked_fake_quant("qi::quantize", p, channel_axis, input_rank, in, out);
+  });
+}
+
 at::Tensor quantize_cpu(const at::Tensor& x, const at::Tensor& plan,
                         std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank) {
   const char* op = "qi::quantize";
   check_floating_cpu(x, op, "x");
-  const auto p = plan_of(plan, op);
-  return apply_float(x, [&](ConstTensorView in, TensorView out) {
-    kernels::checked_fake_quant(op, p, channel_axis, input_rank, in, out);
-  });
+  return quantize_with(x, plan_of(plan, op), channel_axis, input_rank);
 }
 
 void quantize_out_cpu(const at::Tensor& x, const at::Tensor& plan,
@@ -354,6 +361,34 @@ at::Tensor soft_round_regularization_backward_cpu(const at::Tensor& grad, const 
 }
 
 }  // namespace
+
+at::Tensor quantize_eager(const at::Tensor& x, const kernels::Plan& plan,
+                          std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank) {
+  if (!x.defined() || !x.is_cpu() || x.layout() != at::kStrided || !x.is_floating_point() ||
+      x.is_neg() || x.is_conj())
+    return {};
+  const auto s = x.scalar_type();
+  if (s != at::kFloat && s != at::kHalf && s != at::kBFloat16 && s != at::kDouble) return {};
+  if (at::GradMode::is_enabled() && x.requires_grad()) return {};
+  if (x._fw_grad(/*level=*/0).defined()) return {};
+  // Anything that would intercept the call in the dispatcher: tracers, Python modes and tensor
+  // subclasses, functorch transforms, functionalization (their keys, on the tensor or in the
+  // thread's included set), and the JIT tracer.
+  const auto local = c10::impl::tls_local_dispatch_key_set();
+  const c10::DispatchKeySet keys = (x.key_set() | local.included_) - local.excluded_;
+  constexpr c10::DispatchKey kIntercepting[] = {
+      c10::DispatchKey::Python,        c10::DispatchKey::PythonTLSSnapshot,
+      c10::DispatchKey::PreDispatch,   c10::DispatchKey::FuncTorchDynamicLayerFrontMode,
+      c10::DispatchKey::FuncTorchDynamicLayerBackMode, c10::DispatchKey::FuncTorchBatched,
+      c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::FuncTorchVmapMode,
+      c10::DispatchKey::Functionalize, c10::DispatchKey::Tracer,
+      c10::DispatchKey::BatchedNestedTensor, c10::DispatchKey::Meta};
+  for (const auto k : kIntercepting)
+    if (keys.has(k)) return {};
+  if (at::impl::torch_function_mode_enabled()) return {};
+  RECORD_FUNCTION("qi::quantize", std::vector<c10::IValue>());
+  return quantize_with(x, plan, channel_axis, input_rank);
+}
 }  // namespace qi::torch
 
 TORCH_LIBRARY_IMPL(qi, CPU, m) {

@@ -12,6 +12,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "qi/inferable_quantizers.h"
+#include "qi/kernels.h"
 #include "qi/trainable_math.h"
 
 namespace qi::torch {
@@ -70,6 +71,15 @@ at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,
 // qi::soft_round_regularization(Tensor alpha, float beta) -> Tensor (a 0-d tensor)
 // sum(1 - |2 (h(alpha) - 0.5)|^beta); differentiable in alpha.
 at::Tensor soft_round_regularization(const at::Tensor& alpha, double beta);
+
+// The eager fast path of an inferable quantizer's call (Python's q(x) and the wrappers): qi::quantize
+// with an already unpacked plan, straight to the CPU kernel, skipping the dispatcher. Returns an
+// undefined tensor when the call must go through the dispatcher instead: x is not a plain CPU
+// floating tensor, autograd must record it (grad mode on and x requires grad, or a forward-mode
+// tangent), or a tracer, a Python mode, functorch or functionalization is active. Outputs are
+// those of qi::quantize, bit for bit; errors are the same c10::ValueError.
+at::Tensor quantize_eager(const at::Tensor& x, const kernels::Plan& plan,
+                          std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank);
 
 // Makes sure the op library is linked in and qi's parallel_for uses at::parallel_for.
 void init();
