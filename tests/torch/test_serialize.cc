@@ -537,6 +537,87 @@ TEST_F(SaveLoad, CorruptArchiveMemberRaisesQiError) {
   }
 }
 
+// ---- sizes the archive declares, checked before LibTorch reads them ------------------------------
+
+// A damaged length of a pickled string made LibTorch reserve and fill up to 4 GB (found by
+// fuzz_model_load); the length must fit in the pickle.
+TEST_F(SaveLoad, PickledStringLongerThanThePickleRaises) {
+  Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);
+  qi::torch::save(*a, path("model.pt"));
+  std::string bytes = read_bytes(path("model.pt"));
+  const size_t text = bytes.find("{\"format\":\"qi.torch.model/2\"");
+  ASSERT_NE(text, std::string::npos);
+  ASSERT_EQ(bytes[text - 5], 'X');  // BINUNICODE, then a 4-byte little-endian length
+  bytes.replace(text - 4, 4, std::string("\xff\xff\xff\x7f", 4));
+  write_bytes(path("long_string.pt"), bytes);
+  expect_refused(b, path("long_string.pt"), "member \"data.pkl\" at byte ");
+  expect_refused(b, path("long_string.pt"),
+                 "the pickle declares a string of 2147483647 bytes with ");
+}
+
+// A storage whose element count exceeds its data: tensors would be read past the data's end.
+TEST_F(SaveLoad, StorageLargerThanItsDataRaises) {
+  Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);
+  qi::torch::save(*a, path("model.pt"));
+  std::string bytes = read_bytes(path("model.pt"));
+  // ('storage', torch.FloatStorage, '0', 'cpu', 108): the first storage, conv's 6x2x3x3 weight.
+  const std::string cpu("X\x03\x00\x00\x00" "cpuq", 9);  // split: \x00c would be one escape
+  const size_t at = bytes.find(cpu);
+  ASSERT_NE(at, std::string::npos);
+  const size_t numel = at + cpu.size() + 1;  // after the memo index
+  ASSERT_EQ(bytes[numel], 'K');             // BININT1
+  ASSERT_EQ(static_cast<uint8_t>(bytes[numel + 1]), 108);
+  bytes[numel + 1] = static_cast<char>(0xff);
+  write_bytes(path("big_storage.pt"), bytes);
+  expect_refused(b, path("big_storage.pt"),
+                 "storage \"0\" declares 255 elements of 4 bytes but its data holds 432 bytes "
+                 "(corrupt file)");
+}
+
+// A memo index beyond the entries stored so far made LibTorch reserve room for it.
+TEST_F(SaveLoad, MemoIndexBeyondTheMemoRaises) {
+  Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);
+  qi::torch::save(*a, path("model.pt"));
+  std::string bytes = read_bytes(path("model.pt"));
+  const std::string storage("X\x07\x00\x00\x00storageq", 13);
+  const size_t at = bytes.find(storage);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + storage.size()] = static_cast<char>(0xff);  // BINPUT 255
+  write_bytes(path("memo.pt"), bytes);
+  expect_refused(b, path("memo.pt"), "the pickle stores memo entry 255 after only ");
+}
+
+// A member whose declared (uncompressed) size exceeds the whole file.
+TEST_F(SaveLoad, MemberLargerThanTheFileRaises) {
+  Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);
+  qi::torch::save(*a, path("model.pt"));
+  std::string bytes = read_bytes(path("model.pt"));
+  // The central directory entry of data.pkl: method at offset 10, uncompressed size at 24, the
+  // name at 46. Declared deflated, 2 GB once inflated.
+  size_t entry = std::string::npos;
+  for (size_t at = bytes.find("PK\x01\x02"); at != std::string::npos; at = bytes.find("PK\x01\x02", at + 4)) {
+    const size_t name_len = static_cast<uint8_t>(bytes[at + 28]) | (static_cast<uint8_t>(bytes[at + 29]) << 8);
+    const std::string name = bytes.substr(at + 46, name_len);
+    if (name.size() >= 8 && name.compare(name.size() - 8, 8, "data.pkl") == 0) entry = at;
+  }
+  ASSERT_NE(entry, std::string::npos);
+  bytes[entry + 10] = 8;
+  bytes.replace(entry + 24, 4, std::string("\x00\x00\x00\x80", 4));
+  write_bytes(path("big_member.pt"), bytes);
+  const State before = state_of(b);
+  try {
+    qi::torch::load(*b, path("big_member.pt"));
+    ADD_FAILURE() << "loaded";
+  } catch (const qi::Error& e) {
+    // miniz may refuse the directory itself; otherwise the size check does.
+    const std::string msg = e.what();
+    EXPECT_TRUE(msg.find("member \"data.pkl\" declares 2147483648 bytes in a file of ") != std::string::npos ||
+                msg.find("is not a readable model file") != std::string::npos)
+        << msg;
+  }
+  expect_same_state(b, before);
+}
+
 // ---- the record against the schema and the model -----------------------------------------------
 
 // Each wrapper's record must quantize what the model's wrapper quantizes: an empty

@@ -1,6 +1,7 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // save / load of wrapped models (the file layout is described in serialize.h). load checks the
-// whole file before it changes the model: checksums, the record's schema, the record against the
+// whole file before it changes the model: the archive's declared sizes (before LibTorch reads
+// it), checksums, the record's schema, the record against the
 // model (wrappers, holders, quantized weights, tensor shapes) and every quantizer against the
 // weight it quantizes; only then are quantizers and tensors replaced, with the old ones restored
 // when that fails. Every exception is turned into qi::Error naming the file and the part at fault.
@@ -20,6 +21,8 @@
 #include <sstream>
 #include <vector>
 
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/read_adapter_interface.h>
 #include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 #include <torch/torch.h>
@@ -381,14 +384,310 @@ void check_fits_weight(const BaseQuantizer& q, const at::Tensor& weight) {
   }
 }
 
+// ---- the archive's members, before LibTorch reads them ---------------------------------------------
+// LibTorch's reader trusts the sizes a file declares: a member's size in the zip directory, a
+// string's length in a pickle, a memo index, a storage's element count. A damaged 12 KB file can
+// make it allocate and fill gigabytes, or read a tensor past the end of its data. These checks
+// bound every such number by the bytes that are really there.
+
+class MemoryReader final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  MemoryReader(const char* data, size_t size) : data_(data), size_(size) {}
+  size_t size() const override { return size_; }
+  size_t read(uint64_t pos, void* buf, size_t n, const char*) const override {
+    if (pos >= size_) return 0;
+    const size_t k = std::min<size_t>(n, size_ - static_cast<size_t>(pos));
+    if (k > 0) std::memcpy(buf, data_ + pos, k);
+    return k;
+  }
+
+ private:
+  const char* data_;
+  size_t size_;
+};
+
+// Bytes per element of the storage classes torch's pickler writes (0: not one of them).
+size_t storage_itemsize(const std::string& global) {
+  static const std::map<std::string, size_t> kSizes = {
+      {"torch.FloatStorage", 4},       {"torch.DoubleStorage", 8},   {"torch.HalfStorage", 2},
+      {"torch.BFloat16Storage", 2},    {"torch.LongStorage", 8},     {"torch.IntStorage", 4},
+      {"torch.ShortStorage", 2},       {"torch.CharStorage", 1},     {"torch.ByteStorage", 1},
+      {"torch.BoolStorage", 1},        {"torch.ComplexFloatStorage", 8},
+      {"torch.ComplexDoubleStorage", 16}};
+  auto it = kSizes.find(global);
+  return it == kSizes.end() ? 0 : it->second;
+}
+
+// Walks one pickle as LibTorch's unpickler would, keeping only what the checks need: small
+// strings, integers, globals and short tuples (for the storages' persistent ids). Opcodes it does
+// not know end the walk (LibTorch then decides); a malformed stack ends it too.
+class PickleScan {
+ public:
+  PickleScan(const std::string& member, const uint8_t* p, size_t n,
+             caffe2::serialize::PyTorchStreamReader& reader, const std::string& what)
+      : member_(member), p_(p), n_(n), reader_(reader), what_(what) {}
+
+  void run() {
+    while (at_ < n_) {
+      const uint8_t op = p_[at_++];
+      if (!step(op)) return;
+    }
+  }
+
+ private:
+  struct Value {
+    enum Kind { kOther, kStr, kInt, kGlobal, kTuple } kind = kOther;
+    std::string s;
+    int64_t i = 0;
+    std::vector<Value> items;
+  };
+  static constexpr size_t kMaxKept = 64;  // longer strings and tuples are kept as kOther
+
+  std::string where() const { return str_cat(what_, ": member \"", member_, "\" at byte ", at_); }
+
+  uint64_t uint(size_t bytes) {
+    QI_CHECK(bytes <= n_ - at_, where(), ": truncated pickle (corrupt file)");
+    uint64_t v = 0;
+    for (size_t k = 0; k < bytes; ++k) v |= static_cast<uint64_t>(p_[at_ + k]) << (8 * k);
+    at_ += bytes;
+    return v;
+  }
+  // A length-prefixed string or byte run: the length must fit in what is left.
+  std::string payload(size_t len_bytes) {
+    const uint64_t len = uint(len_bytes);
+    QI_CHECK(len <= n_ - at_, where(), ": the pickle declares a string of ", len, " bytes with ",
+             n_ - at_, " left (corrupt file)");
+    std::string s = len <= kMaxKept ? std::string(reinterpret_cast<const char*>(p_ + at_), len) : "";
+    at_ += len;
+    return s;
+  }
+  bool line(std::string& out) {
+    const void* nl = std::memchr(p_ + at_, '\n', n_ - at_);
+    QI_CHECK(nl != nullptr, where(), ": truncated pickle (corrupt file)");
+    const size_t len = static_cast<size_t>(static_cast<const uint8_t*>(nl) - (p_ + at_));
+    out.assign(reinterpret_cast<const char*>(p_ + at_), len);
+    at_ += len + 1;
+    return true;
+  }
+  void push(Value v) { stack_.push_back(std::move(v)); }
+  Value str(std::string s, bool kept) {
+    Value v;
+    if (kept) {
+      v.kind = Value::kStr;
+      v.s = std::move(s);
+    }
+    return v;
+  }
+  Value integer(int64_t i) {
+    Value v;
+    v.kind = Value::kInt;
+    v.i = i;
+    return v;
+  }
+  bool pop(size_t k) {
+    if (stack_.size() < k) return false;
+    stack_.resize(stack_.size() - k);
+    return true;
+  }
+  // Pops the items above the last mark into a tuple value (or kOther when long).
+  bool pop_mark(Value* tuple) {
+    if (marks_.empty() || marks_.back() > stack_.size()) return false;
+    const size_t from = marks_.back();
+    marks_.pop_back();
+    if (tuple != nullptr) {
+      *tuple = Value();
+      if (stack_.size() - from <= kMaxKept) {
+        tuple->kind = Value::kTuple;
+        tuple->items.assign(stack_.begin() + static_cast<std::ptrdiff_t>(from), stack_.end());
+      }
+    }
+    stack_.resize(from);
+    return true;
+  }
+  bool tuple_of(size_t k) {
+    if (stack_.size() < k) return false;
+    Value t;
+    t.kind = Value::kTuple;
+    t.items.assign(stack_.end() - static_cast<std::ptrdiff_t>(k), stack_.end());
+    stack_.resize(stack_.size() - k);
+    push(std::move(t));
+    return true;
+  }
+  void memo_put(uint64_t id) {
+    QI_CHECK(id <= memo_.size(), where(), ": the pickle stores memo entry ", id, " after only ",
+             memo_.size(), " (corrupt file)");
+    if (stack_.empty()) return;
+    if (id == memo_.size()) memo_.push_back(stack_.back());
+    else memo_[id] = stack_.back();
+  }
+  void memo_get(uint64_t id) {
+    QI_CHECK(id < memo_.size(), where(), ": the pickle reads memo entry ", id, " of ",
+             memo_.size(), " (corrupt file)");
+    push(memo_[id]);
+  }
+  // ('storage', torch.<T>Storage, key, location, numel): the record data/<key> must hold numel
+  // elements.
+  void persistent_id(const Value& pid) {
+    if (pid.kind != Value::kTuple || pid.items.size() != 5) return;
+    const auto& it = pid.items;
+    if (it[0].kind != Value::kStr || it[0].s != "storage" || it[1].kind != Value::kGlobal ||
+        it[2].kind != Value::kStr || it[4].kind != Value::kInt)
+      return;
+    const size_t itemsize = storage_itemsize(it[1].s);
+    if (itemsize == 0) return;
+    // data.pkl's storages are the records data/<key>, constants.pkl's constants/<key>.
+    const std::string dir = member_.size() > 4 && member_.compare(member_.size() - 4, 4, ".pkl") == 0
+                                ? member_.substr(0, member_.size() - 4)
+                                : std::string("data");
+    const std::string record = dir + "/" + it[2].s;
+    QI_CHECK(reader_.hasRecord(record), where(), ": the pickle names a storage \"", it[2].s,
+             "\" that the archive lacks (corrupt file)");
+    const int64_t numel = it[4].i;
+    const uint64_t have = reader_.getRecordSize(record);
+    QI_CHECK(numel >= 0 && static_cast<uint64_t>(numel) <= have / itemsize, where(),
+             ": storage \"", it[2].s, "\" declares ", numel, " elements of ", itemsize,
+             " bytes but its data holds ", have, " bytes (corrupt file)");
+  }
+
+  // One opcode; false ends the walk.
+  bool step(uint8_t op) {
+    switch (op) {
+      case 0x80: uint(1); return true;                   // PROTO
+      case 0x95: uint(8); return true;                   // FRAME
+      case '(': marks_.push_back(stack_.size()); return true;
+      case '.': return false;                            // STOP
+      case '0': return pop(1);
+      case '1': return pop_mark(nullptr);
+      case '2': if (stack_.empty()) return false; push(stack_.back()); return true;
+      case 'N': case 0x88: case 0x89: case ']': case '}': case 0x8f: push(Value()); return true;
+      case 'J': push(integer(static_cast<int32_t>(static_cast<uint32_t>(uint(4))))); return true;
+      case 'K': push(integer(static_cast<int64_t>(uint(1)))); return true;
+      case 'M': push(integer(static_cast<int64_t>(uint(2)))); return true;
+      case 0x8a: {                                       // LONG1
+        const uint64_t len = uint(1);
+        QI_CHECK(len <= n_ - at_, where(), ": truncated pickle (corrupt file)");
+        if (len == 0 || len > 8) {
+          at_ += len;
+          push(Value());
+          return true;
+        }
+        uint64_t v = uint(len);
+        if (len < 8 && (v >> (8 * len - 1)) & 1) v |= ~uint64_t{0} << (8 * len);  // sign
+        push(integer(static_cast<int64_t>(v)));
+        return true;
+      }
+      case 0x8b: payload(4); push(Value()); return true;   // LONG4
+      case 'G': uint(8); push(Value()); return true;       // BINFLOAT
+      case 'X': case 'T': { auto s = payload(4); push(str(s, !s.empty())); return true; }
+      case 0x8c: case 'U': { auto s = payload(1); push(str(s, !s.empty())); return true; }
+      case 0x8d: payload(8); push(Value()); return true;   // BINUNICODE8
+      case 'B': payload(4); push(Value()); return true;    // BINBYTES
+      case 'C': payload(1); push(Value()); return true;    // SHORT_BINBYTES
+      case 0x8e: case 0x96: payload(8); push(Value()); return true;  // BINBYTES8, BYTEARRAY8
+      case 'c': {                                          // GLOBAL module\nname\n
+        std::string module, name;
+        line(module);
+        line(name);
+        Value v;
+        v.kind = Value::kGlobal;
+        v.s = module + "." + name;
+        push(std::move(v));
+        return true;
+      }
+      case 0x93: {                                         // STACK_GLOBAL
+        if (stack_.size() < 2) return false;
+        Value v;
+        const Value& m = stack_[stack_.size() - 2];
+        const Value& n = stack_.back();
+        if (m.kind == Value::kStr && n.kind == Value::kStr) {
+          v.kind = Value::kGlobal;
+          v.s = m.s + "." + n.s;
+        }
+        pop(2);
+        push(std::move(v));
+        return true;
+      }
+      case ')': tuple_of(0); return true;
+      case 't': { Value t; if (!pop_mark(&t)) return false; push(std::move(t)); return true; }
+      case 0x85: return tuple_of(1);
+      case 0x86: return tuple_of(2);
+      case 0x87: return tuple_of(3);
+      case 'a': return pop(1);                             // APPEND
+      case 's': return pop(2);                             // SETITEM
+      case 'e': case 'u': case 0x90: return pop_mark(nullptr);  // APPENDS, SETITEMS, ADDITEMS
+      case 'l': case 'd': case 0x91:                       // LIST, DICT, FROZENSET
+        if (!pop_mark(nullptr)) return false;
+        push(Value());
+        return true;
+      case 'R': case 0x81: if (!pop(2)) return false; push(Value()); return true;  // REDUCE, NEWOBJ
+      case 0x92: if (!pop(3)) return false; push(Value()); return true;            // NEWOBJ_EX
+      case 'b': return pop(1);                             // BUILD
+      case 'Q': {                                          // BINPERSID
+        if (stack_.empty()) return false;
+        const Value pid = stack_.back();
+        stack_.pop_back();
+        persistent_id(pid);
+        push(Value());
+        return true;
+      }
+      case 'q': memo_put(uint(1)); return true;            // BINPUT
+      case 'r': memo_put(uint(4)); return true;            // LONG_BINPUT
+      case 0x94: memo_put(memo_.size()); return true;      // MEMOIZE
+      case 'h': memo_get(uint(1)); return true;            // BINGET
+      case 'j': memo_get(uint(4)); return true;            // LONG_BINGET
+      default: return false;                               // not known here: LibTorch decides
+    }
+  }
+
+  const std::string& member_;
+  const uint8_t* p_;
+  size_t n_;
+  size_t at_ = 0;
+  caffe2::serialize::PyTorchStreamReader& reader_;
+  const std::string& what_;
+  std::vector<Value> stack_;
+  std::vector<size_t> marks_;
+  std::vector<Value> memo_;
+};
+
+// Every member's declared size within the file; every pickle member walked (see above).
+void check_members(caffe2::serialize::PyTorchStreamReader& reader, uint64_t file_size,
+                   const std::string& what) {
+  for (const std::string& name : reader.getAllRecords()) {
+    const uint64_t size = reader.getRecordSize(name);
+    QI_CHECK(size <= file_size, what, ": member \"", name, "\" declares ", size,
+             " bytes in a file of ", file_size, " bytes (corrupt file)");
+  }
+  for (const std::string& name : reader.getAllRecords()) {
+    const bool pickle = (name.size() >= 4 && name.compare(name.size() - 4, 4, ".pkl") == 0) ||
+                        (name.size() >= 10 && name.compare(name.size() - 10, 10, ".debug_pkl") == 0);
+    if (!pickle) continue;
+    auto [data, size] = reader.getRecord(name);
+    PickleScan(name, static_cast<const uint8_t*>(data.get()), size, reader, what).run();
+  }
+}
+
 // ---- load --------------------------------------------------------------------------------------
 
-using Opener = std::function<void(::torch::serialize::InputArchive&)>;
+// Where the bytes are: a file, or memory.
+struct Source {
+  std::string path;
+  const char* data = nullptr;
+  size_t size = 0;
+};
 
-void load_checked(::torch::nn::Module& model, const std::string& what, const Opener& open) {
+void load_checked(::torch::nn::Module& model, const std::string& what, const Source& src) {
   ::torch::serialize::InputArchive archive;
   try {
-    open(archive);
+    if (src.data == nullptr) {
+      caffe2::serialize::PyTorchStreamReader reader(src.path);
+      check_members(reader, std::filesystem::file_size(src.path), what);
+      archive.load_from(src.path);
+    } else {
+      caffe2::serialize::PyTorchStreamReader reader(std::make_shared<MemoryReader>(src.data, src.size));
+      check_members(reader, src.size, what);
+      archive.load_from(src.data, src.size);
+    }
   } catch (const Error&) {
     throw;
   } catch (...) {
@@ -600,9 +899,9 @@ void load_checked(::torch::nn::Module& model, const std::string& what, const Ope
   }
 }
 
-void load_guarded(::torch::nn::Module& model, const std::string& what, const Opener& open) {
+void load_guarded(::torch::nn::Module& model, const std::string& what, const Source& src) {
   try {
-    load_checked(model, what, open);
+    load_checked(model, what, src);
   } catch (const Error&) {
     throw;  // already names the file
   } catch (...) {
@@ -668,15 +967,20 @@ void load(::torch::nn::Module& model, const std::string& path) {
     std::ifstream f(path, std::ios::binary);
     QI_CHECK(f.good(), what, ": cannot open the file");
   }
-  load_guarded(model, what, [&](::torch::serialize::InputArchive& a) { a.load_from(path); });
+  Source src;
+  src.path = path;
+  load_guarded(model, what, src);
 }
 
 void load_from_memory(::torch::nn::Module& model, const void* data, size_t size,
                       const std::string& name) {
   const std::string what = str_cat("qi::torch::load: \"", name, "\"");
-  load_guarded(model, what, [&](::torch::serialize::InputArchive& a) {
-    a.load_from(static_cast<const char*>(data), size);
-  });
+  QI_CHECK(data != nullptr || size == 0, what, ": no data");
+  static const char kEmpty = 0;
+  Source src;
+  src.data = data != nullptr ? static_cast<const char*>(data) : &kEmpty;
+  src.size = size;
+  load_guarded(model, what, src);
 }
 
 }  // namespace qi::torch
