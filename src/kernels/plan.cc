@@ -136,6 +136,13 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
     p.zero_point = u.floats(c, "zero_point");
     check_scales(p.scale, "scale");
     QI_CHECK(p.qmin < p.qmax, "packed plan: qmin must be < qmax, got ", p.qmin, " and ", p.qmax);
+    // The kernel rounds with the 1.5 * 2^23 trick, exact for |x / scale| up to 2^22 after the
+    // clamp to [qmin - zp, qmax - zp]: bound the grid and keep each zero point on it.
+    QI_CHECK(p.qmin >= -65536.f && p.qmax <= 65536.f, "packed plan: qmin and qmax must be within ",
+             "+-65536, got ", p.qmin, " and ", p.qmax);
+    for (float zp : p.zero_point)
+      QI_CHECK(zp >= p.qmin && zp <= p.qmax && zp == std::nearbyint(zp),
+               "packed plan: zero_point must be an integer in [qmin, qmax], got ", zp);
     out = std::move(p);
   } else if (kind == 1) {
     AffineTfPlan p;
