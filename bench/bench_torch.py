@@ -1,11 +1,23 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""Side-by-side CPU benchmark: qi's quantizers against a plain copy (the memory-bandwidth
-limit), PyTorch's own fake-quant kernels and mct-quantizers, in one run, at 1 and 2 threads.
+"""Side-by-side CPU benchmark of the calls users make: qi's quantizers against a clone and a
+copy of the same tensor (the memory-bandwidth limit), PyTorch's own fake-quant ops and
+mct-quantizers, in one run, at 1 thread and at torch's default thread count.
 
-    .venv/bin/python bench/bench_torch.py [--repeats 10] [--json bench-results.json]
+    .venv/bin/python bench/bench_torch.py [--repeats 10] [--max-log2 26] [--thp] [--json F]
 
-Every figure is the median of --repeats timed runs after a warm-up; the table prints ratios
-(qi/copy: 1.0 is copy speed; torch/qi and mct/qi: how many times faster qi is)."""
+What each row measures (the table says which):
+  * alloc: `q(x)` (the quantizer object, what wrappers and holders call), output allocated by the
+    call, against `x.clone()` (same allocation, plain copy);
+  * out: `torch.ops.qi.fake_quant.out` into a preallocated tensor against `y.copy_(x)`;
+  * wrapper / holder: a wrapped Linear's forward against the float Linear's, an activation
+    holder's forward against `x.clone()`;
+  * fwd+bwd: an STE or LSQ op's forward and backward (autograd, output and gradients allocated)
+    against a clone (one allocating pass) and against `copy_` (preallocated);
+  * per call: 1,000 elements, time per call, against a clone of the same tensor.
+Each figure is the median of --repeats runs, qi's and its baseline's runs interleaved so that
+drift on a shared machine hits both. The environment is the default one: no
+THP_MEM_ALLOC_ENABLE (fresh outputs pay first-touch page faults, as in users' programs); --thp
+turns PyTorch's transparent-huge-page allocation on for comparison."""
 
 import argparse
 import json
@@ -13,14 +25,8 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # mct-quantizers imports TensorFlow
-# Large tensors: let PyTorch's CPU allocator use transparent huge pages (its own switch), so that
-# first-touch page faults of fresh 64 MB outputs (2 us per 4 KB page here) do not drown what is
-# measured. It applies to every allocation in the run, torch's baselines included. --no-thp
-# measures without it.
-if "--no-thp" in sys.argv:
-    sys.argv.remove("--no-thp")
-else:
-    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+if "--thp" in sys.argv:  # must be set before torch is imported
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1"
 import platform
 import statistics
 import subprocess
@@ -31,6 +37,22 @@ import torch
 
 import quantizers_infrastructure as qi
 import quantizers_infrastructure.pytorch  # noqa: F401  (loads torch.ops.qi)
+
+
+def paired_medians(fn_a, fn_b, repeats):
+    """Median seconds of fn_a and of fn_b, their runs interleaved (after one warm-up each)."""
+    fn_a()
+    fn_b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn_a()
+        t1 = time.perf_counter()
+        fn_b()
+        t2 = time.perf_counter()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def median_seconds(fn, repeats):
@@ -103,15 +125,21 @@ def torch_twin(name, q, x, axis):
     return lambda: torch.fake_quantize_per_channel_affine(x, scale, zp, axis, qmin, qmax)
 
 
-def forward_rows(threads, repeats):
+def forward_rows(threads, repeats, max_log2):
+    """Every inferable quantizer: allocating q(x) against clone, .out against copy_, and the
+    torch and mct-quantizers twins (mct at 2^24 and on the weight shapes only: it is slow)."""
     rows = []
-    shapes = [("2^24 per-tensor", (1 << 24,), None),
-              ("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
-              ("64x256x28x28 axis 1", (64, 256, 28, 28), 1)]
+    shapes = [(f"2^{k} per-tensor", (1 << k,), None) for k in range(10, max_log2 + 1, 4)]
+    if max_log2 >= 24 and (max_log2 - 10) % 4:
+        shapes.append((f"2^{max_log2} per-tensor", (1 << max_log2,), None))
+    shapes += [("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
+               ("4096x4096 axis 0", (4096, 4096), 0),
+               ("64x256x28x28 axis 1", (64, 256, 28, 28), 1)]
     for label, shape, axis in shapes:
         x = torch.empty(shape).uniform_(-1.5, 1.5)
         y = torch.empty_like(x)
-        copy = median_seconds(lambda: y.copy_(x), repeats)
+        numel = x.numel()
+        reps = repeats if numel <= (1 << 24) else max(3, repeats // 2)
         for name, qcls, mcls, kw in make_cases(None if axis is None else shape[axis]):
             if axis is not None:
                 kw = dict(kw, channel_axis=axis)
@@ -120,32 +148,66 @@ def forward_rows(threads, repeats):
                 mkw = dict(kw)
             q = qcls(**kw)
             text = q.to_json()
-            # Into a preallocated tensor, like the copy baseline (q(x) also allocates its output).
-            t_qi = median_seconds(lambda: torch.ops.qi.fake_quant.out(x, text, out=y), repeats)
+            t_alloc, t_clone = paired_medians(lambda: q(x), lambda: x.clone(), reps)
+            t_out, t_copy = paired_medians(
+                lambda: torch.ops.qi.fake_quant.out(x, text, out=y), lambda: y.copy_(x), reps)
             twin = torch_twin(name, q, x, axis)
-            t_torch = median_seconds(twin, repeats) if twin else None
-            try:
-                m = mcls(**mkw)
-                with torch.no_grad():
-                    t_mct = median_seconds(lambda: m(x), max(3, repeats // 3))
-            except Exception as e:  # noqa: BLE001 - report, do not hide
-                print(f"  mct-quantizers {name}: {e}", file=sys.stderr)
-                t_mct = None
-            rows.append(dict(case=label, quantizer=name, threads=threads, qi_s=t_qi, copy_s=copy,
-                             torch_s=t_torch, mct_s=t_mct,
-                             qi_alloc_s=median_seconds(lambda: q(x), repeats)))
+            t_torch = median_seconds(twin, reps) if twin else None
+            t_mct = None
+            if numel == (1 << 24) or axis is not None:
+                try:
+                    m = mcls(**mkw)
+                    with torch.no_grad():
+                        t_mct = median_seconds(lambda: m(x), max(3, reps // 3))
+                except Exception as e:  # noqa: BLE001 - report, do not hide
+                    print(f"  mct-quantizers {name}: {e}", file=sys.stderr)
+            rows.append(dict(kind="alloc", case=label, quantizer=name, threads=threads,
+                             qi_s=t_alloc, base_s=t_clone, base="clone", torch_s=t_torch,
+                             mct_s=t_mct))
+            rows.append(dict(kind="out", case=label, quantizer=name, threads=threads,
+                             qi_s=t_out, base_s=t_copy, base="copy_", torch_s=None, mct_s=None))
+    return rows
+
+
+def layer_rows(threads, repeats):
+    """A wrapped Linear's forward (weight quantized per channel at every call) against the float
+    Linear's, and an activation holder against a clone."""
+    rows = []
+    for n_in, n_out, batch in [(1024, 1024, 8), (4096, 4096, 8)]:
+        layer = torch.nn.Linear(n_in, n_out)
+        wq = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[1.0] * n_out,
+                                                  per_channel=True, channel_axis=0)
+        wrapped = qi.PytorchQuantizationWrapper(layer, {"weight": wq})
+        x = torch.randn(batch, n_in)
+        with torch.no_grad():
+            t_w, t_f = paired_medians(lambda: wrapped(x), lambda: layer(x), repeats)
+        rows.append(dict(kind="wrapper", case=f"Linear {n_in}x{n_out}, batch {batch}",
+                         quantizer="PytorchQuantizationWrapper", threads=threads, qi_s=t_w,
+                         base_s=t_f, base="float layer", torch_s=None, mct_s=None))
+    holder = qi.PytorchActivationQuantizationHolder(
+        qi.ActivationUniformInferableQuantizer(num_bits=8, min_range=[-1.0], max_range=[1.0]))
+    for label, shape in [("8x64x56x56", (8, 64, 56, 56)), ("64x256x28x28", (64, 256, 28, 28))]:
+        x = torch.empty(shape).uniform_(-1.5, 1.5)
+        with torch.no_grad():
+            t_h, t_c = paired_medians(lambda: holder(x), lambda: x.clone(), repeats)
+        rows.append(dict(kind="holder", case=label, quantizer="ActivationQuantizationHolder",
+                         threads=threads, qi_s=t_h, base_s=t_c, base="clone", torch_s=None,
+                         mct_s=None))
     return rows
 
 
 def backward_rows(threads, repeats):
-    """STE/LSQ forward+backward against torch's learnable fake quant."""
+    """STE/LSQ forward+backward (the op under autograd, as the trainable quantizers call it)
+    against a clone and a copy_, and against torch's learnable fake quant."""
     rows = []
     for label, shape, axis in [("2^24 per-tensor", (1 << 24,), None),
-                               ("512x512x3x3 axis 0", (512, 512, 3, 3), 0)]:
+                               ("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
+                               ("64x256x28x28 axis 1", (64, 256, 28, 28), 1)]:
         x = torch.empty(shape).uniform_(-1.5, 1.5).requires_grad_()
         g = torch.ones(shape)
         y = torch.empty(shape)
-        copy = median_seconds(lambda: y.copy_(x.detach()), repeats)
+        xd = x.detach()
+        t_copy = median_seconds(lambda: y.copy_(xd), repeats)
         c = 1 if axis is None else shape[axis]
         thr = torch.full((c,), 1.0, requires_grad=True)
         scale = torch.full((c,), 1.0 / 128, requires_grad=True)
@@ -168,44 +230,37 @@ def backward_rows(threads, repeats):
                         x, scale, zp, axis, -128, 127, 1.0)
                 out.backward(g)
 
-            rows.append(dict(case=label, quantizer=f"{mode.upper()} fwd+bwd", threads=threads,
-                             qi_s=median_seconds(run_qi, repeats), copy_s=copy,
-                             torch_s=median_seconds(run_torch, repeats), mct_s=None))
+            t_qi, t_clone = paired_medians(run_qi, lambda: xd.clone(), repeats)
+            rows.append(dict(kind="fwd+bwd", case=label, quantizer=f"{mode.upper()} symmetric",
+                             threads=threads, qi_s=t_qi, base_s=t_clone, base="clone",
+                             copy_s=t_copy, torch_s=median_seconds(run_torch, repeats),
+                             mct_s=None))
     return rows
 
 
 def per_call_rows(threads, repeats):
+    """1,000 elements: time per call of q(x) and of the op, against a clone (target: clone + 2 us)."""
     x = torch.empty(1000).uniform_(-1.5, 1.5)
     q = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[1.0], per_channel=False)
     text = q.to_json()
     calls = 2000
 
-    def loop_qi():
-        for _ in range(calls):
-            torch.ops.qi.fake_quant(x, text)
+    def loop(fn):
+        def run():
+            for _ in range(calls):
+                fn()
+        return run
 
-    def loop_qi_object():
-        for _ in range(calls):
-            q(x)
-
-    def loop_torch():
-        for _ in range(calls):
-            torch.fake_quantize_per_tensor_affine(x, 1.0 / 128, 0, -128, 127)
-
-    y = torch.empty_like(x)
-
-    def loop_copy():
-        for _ in range(calls):
-            y.copy_(x)
-
-    copy = median_seconds(loop_copy, repeats) / calls
-    torch_t = median_seconds(loop_torch, repeats) / calls
-    return [dict(case="1k per call", quantizer="torch.ops.qi.fake_quant", threads=threads,
-                 qi_s=median_seconds(loop_qi, repeats) / calls, copy_s=copy, torch_s=torch_t,
-                 mct_s=None),
-            dict(case="1k per call", quantizer="quantizer object q(x)", threads=threads,
-                 qi_s=median_seconds(loop_qi_object, repeats) / calls, copy_s=copy,
-                 torch_s=torch_t, mct_s=None)]
+    rows = []
+    for label, fn in [("quantizer object q(x)", lambda: q(x)),
+                      ("torch.ops.qi.fake_quant", lambda: torch.ops.qi.fake_quant(x, text))]:
+        t_qi, t_clone = paired_medians(loop(fn), loop(x.clone), repeats)
+        t_torch = median_seconds(loop(lambda: torch.fake_quantize_per_tensor_affine(
+            x, 1.0 / 128, 0, -128, 127)), repeats)
+        rows.append(dict(kind="per call", case="1k per call", quantizer=label, threads=threads,
+                         qi_s=t_qi / calls, base_s=t_clone / calls, base="clone",
+                         torch_s=t_torch / calls, mct_s=None))
+    return rows
 
 
 def qat_step_rows(build_dir):
@@ -215,47 +270,72 @@ def qat_step_rows(build_dir):
         print(f"  (skipping the QAT step: {exe} is not built)", file=sys.stderr)
         return []
     out = subprocess.run([exe, "--json"], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)
+    rows = json.loads(out)
+    for r in rows:  # its baseline is the float step
+        r.update(kind="qat", base_s=r.pop("copy_s"), base="float step")
+    return rows
 
 
-def fmt(v):
-    return "-" if v is None else f"{v:.2f}"
+def fmt(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()],
+                    help="thread counts (default: 1 and torch's default)")
+    ap.add_argument("--max-log2", type=int, default=26,
+                    help="largest per-tensor size, as a power of two (default 26)")
+    ap.add_argument("--only", nargs="+", choices=["forward", "layers", "backward", "per-call",
+                                                  "qat"],
+                    help="run only these sections")
     ap.add_argument("--json", default="bench-results.json")
     ap.add_argument("--build-dir", default=os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "build"))
     args = ap.parse_args()
+    want = set(args.only or ["forward", "layers", "backward", "per-call", "qat"])
 
     rows = []
-    for t in args.threads:
+    for t in dict.fromkeys(args.threads):
         torch.set_num_threads(t)
         print(f"[bench] {t} thread(s)...", file=sys.stderr)
-        rows += forward_rows(t, args.repeats)
-        rows += backward_rows(t, args.repeats)
-        rows += per_call_rows(t, args.repeats)
-    rows += qat_step_rows(args.build_dir)
+        if "forward" in want:
+            rows += forward_rows(t, args.repeats, args.max_log2)
+        if "layers" in want:
+            rows += layer_rows(t, args.repeats)
+        if "backward" in want:
+            rows += backward_rows(t, args.repeats)
+        if "per-call" in want:
+            rows += per_call_rows(t, args.repeats)
+    if "qat" in want:
+        rows += qat_step_rows(args.build_dir)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"torch {torch.__version__}; qi SIMD {qi._core.simd_target_name()}; "
-          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
-    print("qi/base: qi's time over the baseline's (copy into a preallocated tensor; for the QAT "
-          "step, the float step); torch/qi and mct/qi: how many times faster qi is")
-    print(f"{'case':31} {'quantizer':26} {'thr':>3} {'qi ms':>9} {'qi/base':>8} "
-          f"{'torch/qi':>9} {'mct/qi':>8}")
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}")
+    print("qi/base: qi's time over its baseline's (named in 'base'); fwd+bwd rows also give "
+          "qi/copy_ (preallocated copy); per-call rows give qi - base in us; torch/qi and mct/qi: "
+          "how many times faster qi is")
+    print(f"{'kind':8} {'case':26} {'quantizer':28} {'thr':>3} {'qi ms':>9} {'base':>11} "
+          f"{'qi/base':>8} {'extra':>9} {'torch/qi':>9} {'mct/qi':>8}")
     for r in rows:
         qi_s = r["qi_s"]
-        print(f"{r['case']:31} {r['quantizer']:26} {r['threads']:>3} {qi_s * 1e3:9.3f} "
-              f"{fmt(qi_s / r['copy_s'] if r.get('copy_s') else None):>8} "
+        base = r.get("base_s")
+        if r.get("kind") == "per call":
+            extra = f"+{(qi_s - base) * 1e6:.2f}us"
+        elif r.get("copy_s"):
+            extra = f"{qi_s / r['copy_s']:.2f}xcp"
+        else:
+            extra = ""
+        print(f"{r.get('kind', 'qat'):8} {r['case']:26} {r['quantizer']:28} "
+              f"{r.get('threads', '-'):>3} {qi_s * 1e3:9.4f} {r.get('base', 'float step'):>11} "
+              f"{fmt(qi_s / base if base else None):>8} {extra:>9} "
               f"{fmt(r['torch_s'] / qi_s if r.get('torch_s') else None):>9} "
               f"{fmt(r['mct_s'] / qi_s if r.get('mct_s') else None):>8}")
     with open(args.json, "w") as f:
-        json.dump(dict(torch=torch.__version__, simd=qi._core.simd_target_name(), rows=rows), f,
-                  indent=1)
+        json.dump(dict(torch=torch.__version__, simd=qi._core.simd_target_name(),
+                       thp=os.environ.get("THP_MEM_ALLOC_ENABLE"), rows=rows), f, indent=1)
     print(f"[bench] wrote {args.json}", file=sys.stderr)
 
 
