@@ -552,6 +552,7 @@ class QiSoftRoundRegularizationOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({}), &reg));
     double value = 0;
     OP_REQUIRES_OK(ctx, guarded([&] {
+      trainable::check_soft_rounding_beta(beta_, "QiSoftRoundRegularization");
       value = trainable::soft_rounding_regularization(const_view(ctx->input(0)), beta_);
     }));
     reg->scalar<float>()() = static_cast<float>(value);
@@ -576,6 +577,7 @@ class QiSoftRoundRegularizationGradOp : public OpKernel {
     Tensor* d = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, alpha.shape(), &d));
     OP_REQUIRES_OK(ctx, guarded([&] {
+      trainable::check_soft_rounding_beta(beta_, "QiSoftRoundRegularizationGrad");
       trainable::soft_rounding_regularization_backward(
           const_view(alpha), beta_, static_cast<double>(grad.flat<float>()(0)), mutable_view(d));
     }));

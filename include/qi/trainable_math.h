@@ -181,7 +181,9 @@ void soft_rounding_backward(const SoftRoundingPlan& plan, BasicTensorView<const 
 void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, TensorView alpha,
                               std::optional<int64_t> channel_axis);
 
-// Regularizer sum(1 - |2 (h(alpha) - 0.5)|^beta) over all elements, and its gradient.
+// Regularizer sum(1 - |2 (h(alpha) - 0.5)|^beta) over all elements, and its gradient. The ops
+// check beta first (op names the caller in the message): it must be finite.
+void check_soft_rounding_beta(double beta, const char* op);
 double soft_rounding_regularization(ConstTensorView alpha, double beta);
 double soft_rounding_regularization(BasicTensorView<const double> alpha, double beta);
 void soft_rounding_regularization_backward(ConstTensorView alpha, double beta, double d_reg,

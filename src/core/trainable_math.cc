@@ -448,6 +448,10 @@ void soft_rounding_init_alpha(const SoftRoundingPlan& plan, ConstTensorView w, T
                       });
 }
 
+void check_soft_rounding_beta(double beta, const char* op) {
+  QI_CHECK(std::isfinite(beta), op, ": beta must be finite, got ", beta);
+}
+
 double soft_rounding_regularization(ConstTensorView alpha, double beta) {
   return soft_regularization<float>(alpha, beta);
 }

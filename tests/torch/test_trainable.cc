@@ -286,9 +286,9 @@ TEST(TrainableQuantizers, VariablesByGroupAndRequiresGrad) {
       EXPECT_EQ(t.sizes(), in.x.sizes());  // soft rounding: one alpha per weight
     }
     // The variables are the module's own parameters (same storage).
+    const auto params = in.module->named_parameters(false);  // find() points into this dict
     for (const auto& [suffix, v] : in.q->variables()) {
-      const at::Tensor* p = in.module->named_parameters(false).find(
-          (in.weights ? "weight_" : "act_") + suffix);
+      const at::Tensor* p = params.find((in.weights ? "weight_" : "act_") + suffix);
       ASSERT_NE(p, nullptr) << suffix;
       EXPECT_TRUE(p->is_same(v.tensor)) << suffix;
     }

@@ -312,7 +312,8 @@ qi::TrainableQuantizerActivationConfig activation_config(QuantizationMethod meth
 }
 
 at::Tensor param(nn::Module& m, const std::string& name) {
-  const at::Tensor* p = m.named_parameters(/*recurse=*/false).find(name);
+  const auto params = m.named_parameters(/*recurse=*/false);  // find() points into this dict
+  const at::Tensor* p = params.find(name);
   EXPECT_NE(p, nullptr) << "no parameter " << name;
   return p ? *p : at::Tensor();
 }

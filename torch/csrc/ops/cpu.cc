@@ -330,7 +330,7 @@ at::Tensor soft_round_backward_cpu(const at::Tensor& grad, const at::Tensor& alp
 }
 
 void check_beta(double beta, const char* op) {
-  QI_TORCH_CHECK(std::isfinite(beta), op, ": beta must be finite, got ", beta);
+  translate_errors([&] { trainable::check_soft_rounding_beta(beta, op); });
 }
 
 at::Tensor soft_round_regularization_cpu(const at::Tensor& alpha, double beta) {
