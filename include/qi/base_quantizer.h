@@ -5,6 +5,7 @@
 #include <string>
 
 #include "qi/enums.h"
+#include "qi/tensor_view.h"
 
 namespace qi {
 
@@ -28,5 +29,11 @@ class BaseQuantizer {
 // policy (qi::TrainableQuantizer, which framework front ends bind to their variables). Unknown
 // classes and malformed text throw qi::Error.
 std::shared_ptr<BaseQuantizer> quantizer_from_json(const std::string& json);
+
+// Throws qi::Error unless `q` can quantize a weight of this shape: an inferable quantizer's
+// input_rank, channel axis and per-channel value count; a trainable quantizer's policy must be
+// able to create its variables for it (`weight`, row-major float32 values or null, lets soft
+// rounding check its initialization too). Loaders run it on every record before changing a model.
+void check_fits_weight(const BaseQuantizer& q, const Shape& shape, const float* weight = nullptr);
 
 }  // namespace qi

@@ -576,6 +576,14 @@ PYBIND11_MODULE(_core, m) {
       [](const std::string& s) { return qi::to_string(qi::numeric_profile_from_string(s)); },
       py::arg("name"), "Canonical numeric profile name ('torch' or 'tf').");
 
+  m.def(
+      "check_fits_weight",
+      [](const std::string& quantizer_json, const qi::Shape& shape) {
+        qi::check_fits_weight(*qi::quantizer_from_json(quantizer_json), shape);
+      },
+      py::arg("quantizer_json"), py::arg("shape"),
+      "ValueError unless the quantizer (its to_json() text) can quantize a weight of this shape.");
+
   // ---- threads and SIMD ----
   m.def("set_num_threads", &qi::set_num_threads, py::arg("n"),
         "Threads of qi's own pool (n >= 1).");

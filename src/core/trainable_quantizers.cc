@@ -409,4 +409,27 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
   return std::make_shared<WeightsSymmetricInferableQuantizer>(n, t, pc, weight_axis());
 }
 
+void check_fits_weight(const BaseQuantizer& q, const Shape& shape, const float* weight) {
+  const auto rank = static_cast<int64_t>(shape.size());
+  if (const auto* inf = dynamic_cast<const BaseInferableQuantizer*>(&q)) {
+    const QuantizerParams& p = inf->params();
+    if (p.input_rank)
+      QI_CHECK(*p.input_rank == rank, inf->class_name(), ": input_rank is ", *p.input_rank,
+               " but the weight has rank ", rank);
+    if (p.per_channel && p.channel_axis) {
+      const int64_t axis = *inf->resolve_channel_axis(rank);
+      QI_CHECK(inf->num_channels() == 1 || shape[static_cast<size_t>(axis)] == inf->num_channels(),
+               inf->class_name(), ": the quantizer holds ", inf->num_channels(),
+               " per-channel values but the weight has ", shape[static_cast<size_t>(axis)],
+               " channels along channel_axis ", *p.channel_axis);
+    }
+    return;
+  }
+  if (const auto* policy = dynamic_cast<const TrainableQuantizer*>(&q)) {
+    policy->variables(shape, weight);  // the same checks as at initialization
+    return;
+  }
+  QI_CHECK(false, q.class_name(), ": not a quantizer of qi's core (no weight rules to check)");
+}
+
 }  // namespace qi

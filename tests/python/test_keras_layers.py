@@ -145,12 +145,16 @@ def test_wrapper_errors():
         qi.KerasQuantizationWrapper(tf.keras.layers.Multiply(), {1: q}, weight_values={1: [1.0]})
     with pytest.raises(ValueError, match="must be a qi quantizer"):
         qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), {"kernel": object()})
-    # A per-channel quantizer whose count does not fit the kernel: the core's message.
+    # A per-channel quantizer whose count does not fit the kernel: refused when the wrapper is
+    # built, naming the wrapper and the weight, with the core's message.
     pc = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[1.0, 2.0], per_channel=True,
                                                channel_axis=-1)
-    with pytest.raises(ValueError, match="holds 2 per-channel values but the tensor has 3"):
+    with pytest.raises(ValueError, match=r"KerasQuantizationWrapper \"qw\": the quantizer of "
+                       r"weight \"kernel\" does not fit the layer's weight of shape \[4, 3\]: "
+                       r"WeightsSymmetricInferableQuantizer: the quantizer holds 2 per-channel "
+                       r"values but the weight has 3 channels along channel_axis -1"):
         tf.keras.Sequential([tf.keras.Input((4,)),
-                             qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), pc)])
+                             qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), pc, name="qw")])
 
 
 # ---- trainable quantizers ---------------------------------------------------------------------
@@ -364,3 +368,78 @@ def test_fashion_mnist_example_smoke():
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "4-bit LSQ weights after QAT" in r.stdout
     assert "converted == trainable (eval): True; .keras reload identical: True" in r.stdout
+
+
+# ---- damaged model files -----------------------------------------------------------------------
+
+def _saved_dense_model(tmp_path):
+    import zipfile
+    inp = tf.keras.Input((8,))
+    q = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[1.0] * 4, per_channel=True,
+                                              channel_axis=1)
+    w = qk.KerasQuantizationWrapper(tf.keras.layers.Dense(4, name="fc"), {"kernel": q},
+                                     name="qfc")
+    path = tmp_path / "m.keras"
+    tf.keras.Model(inp, w(inp)).save(path)
+    return path, json.loads(zipfile.ZipFile(path).read("config.json"))
+
+
+def _rewrite(path, config, out):
+    import zipfile
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(out, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            zout.writestr(item, json.dumps(config).encode() if item.filename == "config.json"
+                          else data)
+    return out
+
+
+def _wrapper_record(config):
+    return next(layer["config"] for layer in config["config"]["layers"]
+                if layer["class_name"] == "KerasQuantizationWrapper")
+
+
+DAMAGES = [
+    ("emptied record", lambda r: r.__setitem__("weights_quantizer", {}), True,
+     r"KerasQuantizationWrapper \"qfc\": the quantizer records \(weights_quantizer\) do not match "
+     r"the checksum written with them: the file is damaged or was edited"),
+    ("dropped record", lambda r: r.pop("weights_quantizer"), True,
+     r"KerasQuantizationWrapper \"qfc\": the quantizer records \(none left\) do not match"),
+    ("axis out of range", lambda r: r["weights_quantizer"]["kernel"]["config"].__setitem__(
+        "channel_axis", 65), False,
+     r"KerasQuantizationWrapper \"qfc\": the quantizer of weight \"kernel\" does not fit the "
+     r"layer's weight of shape \[8, 4\]: .*channel_axis"),
+    ("channel count", lambda r: r["weights_quantizer"]["kernel"]["config"].__setitem__(
+        "threshold", [1.0] * 3), False,
+     r"KerasQuantizationWrapper \"qfc\": the quantizer of weight \"kernel\" does not fit the "
+     r"layer's weight of shape \[8, 4\]: WeightsSymmetricInferableQuantizer: the quantizer holds "
+     r"3 per-channel values but the weight has 4 channels along channel_axis 1"),
+    ("wrong type", lambda r: r["weights_quantizer"]["kernel"]["config"].__setitem__(
+        "num_bits", "8"), False,
+     r"WeightsSymmetricInferableQuantizer: \"num_bits\" must be an integer, got string \"8\""),
+]
+
+
+@pytest.mark.parametrize("what,damage,keep_digest,message", DAMAGES, ids=[d[0] for d in DAMAGES])
+def test_damaged_keras_file_is_refused_naming_the_record(tmp_path, what, damage, keep_digest,
+                                                         message):
+    path, config = _saved_dense_model(tmp_path)
+    record = _wrapper_record(config)
+    assert len(record["qi_records_sha256"]) == 64
+    damage(record)
+    if not keep_digest:  # what the checksum would catch first: show the rule behind it
+        record.pop("qi_records_sha256")
+    bad = _rewrite(path, config, tmp_path / "bad.keras")
+    with pytest.raises(ValueError, match=message):
+        qk.keras_load_quantized_model(str(bad))
+
+
+def test_keras_file_without_a_records_checksum_loads(tmp_path):
+    """Files of other writers (mct-quantizers) carry no checksum: they load, checked by the rules."""
+    path, config = _saved_dense_model(tmp_path)
+    _wrapper_record(config).pop("qi_records_sha256")
+    good = _rewrite(path, config, tmp_path / "plain.keras")
+    x = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    a = qk.keras_load_quantized_model(str(path))(x).numpy()
+    b = qk.keras_load_quantized_model(str(good))(x).numpy()
+    assert np.array_equal(a, b)

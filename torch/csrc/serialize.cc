@@ -358,30 +358,11 @@ std::set<std::string> quantizer_variable_names(::torch::nn::Module& model) {
 // find): a channel axis outside the weight's rank, another number of per-channel values than the
 // weight has channels, an input_rank other than the weight's rank.
 void check_fits_weight(const BaseQuantizer& q, const at::Tensor& weight) {
-  const int64_t rank = weight.dim();
   const Shape shape(weight.sizes().begin(), weight.sizes().end());
-  if (const auto* inf = dynamic_cast<const BaseInferableQuantizer*>(&q)) {
-    const QuantizerParams& p = inf->params();
-    if (p.input_rank)
-      QI_CHECK(*p.input_rank == rank, inf->class_name(), ": input_rank is ", *p.input_rank,
-               " but the weight has rank ", rank);
-    if (p.per_channel && p.channel_axis) {
-      const int64_t axis = *inf->resolve_channel_axis(rank);
-      QI_CHECK(inf->num_channels() == 1 || shape[static_cast<size_t>(axis)] == inf->num_channels(),
-               inf->class_name(), ": the quantizer holds ", inf->num_channels(),
-               " per-channel values but the weight has ", shape[static_cast<size_t>(axis)],
-               " channels along channel_axis ", *p.channel_axis);
-    }
-    return;
-  }
-  const qi::TrainableQuantizer* policy = dynamic_cast<const qi::TrainableQuantizer*>(&q);
-  if (policy == nullptr)
-    if (const auto* bound = dynamic_cast<const TrainableQuantizer*>(&q)) policy = &bound->policy();
-  if (policy != nullptr) {
-    // The variables it would create for this weight: the same checks as at initialization.
-    const at::Tensor w = weight.detach().to(at::kFloat).contiguous();
-    policy->variables(shape, w.const_data_ptr<float>());
-  }
+  const qi::BaseQuantizer* core = &q;
+  if (const auto* bound = dynamic_cast<const TrainableQuantizer*>(&q)) core = &bound->policy();
+  const at::Tensor w = weight.detach().to(at::kFloat).contiguous();
+  qi::check_fits_weight(*core, shape, w.const_data_ptr<float>());
 }
 
 // ---- the archive's members, before LibTorch reads them ---------------------------------------------

@@ -27,6 +27,19 @@ OP_CALL_KWARGS = "op_call_kwargs"
 IS_INPUTS_AS_LIST = "is_inputs_as_list"
 ACTIVATION_HOLDER_QUANTIZER = "activation_holder_quantizer"
 QI_VERSION = C.QI_VERSION_KEY
+# SHA-256 of the wrapper's quantizer records as written (see _records_digest): a record emptied,
+# dropped or edited in a saved file is reported on load instead of running the layer unquantized.
+RECORDS_SHA256 = "qi_records_sha256"
+_RECORDS = (DISPATCHER, C.WEIGHTS_QUANTIZERS, C.ACTIVATION_QUANTIZERS)
+
+
+def _records_digest(config: Dict[str, Any]) -> str:
+    import hashlib
+    import json
+    records = {k: config.get(k) for k in _RECORDS}
+    text = json.dumps(records, sort_keys=True, separators=(",", ":"), allow_nan=True,
+                      default=lambda o: list(o) if isinstance(o, tuple) else repr(o))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _weight_name(name: str) -> str:
@@ -196,6 +209,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                     raise ValueError(f"{type(self).__name__}: layer {self.layer.name} "
                                      f"({type(self.layer).__name__}) has no weight attribute "
                                      f"\"{key}\"")
+                self._check_fits(key, q, var.shape)
                 q.initialize_quantization(tuple(var.shape), key, self)
             else:
                 value = np.asarray(self.weight_values[key].numpy() if tf.is_tensor(
@@ -204,12 +218,27 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                                       dtype=tf.as_dtype(value.dtype),
                                       initializer=tf.keras.initializers.Constant(value),
                                       trainable=False)
+                self._check_fits(key, q, var.shape)
                 q.initialize_quantization(tuple(var.shape), f"positional_weight_{key}_", self)
             weights_vars.append((key, var, q))
         self._set_weights_vars(weights_vars)
         for i, q in enumerate(self.activation_quantizers):
             q.initialize_quantization(None, f"out{i}_", self)
         self.built = True
+
+    def _check_fits(self, key, q, shape) -> None:
+        """The core's rule that an inferable quantizer fits its weight (axis, channel count,
+        input_rank), at build time: a model file with a record that does not fit fails to load,
+        naming the layer and the weight, instead of failing at the first call. Trainable
+        quantizers are checked by the core policy when they create their variables."""
+        if isinstance(q, BaseTrainableQuantizer):
+            return
+        try:
+            _core.check_fits_weight(q.to_json(), [int(d) for d in shape])
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__} \"{self.name}\": the quantizer of weight "
+                             f"\"{key}\" does not fit the layer's weight of shape "
+                             f"{[int(d) for d in shape]}: {e}") from None
 
     def _set_weights_vars(self, weights_vars) -> None:
         # Not through Keras's attribute tracking: a tracked list holding the layer's variables
@@ -317,6 +346,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                 config[OP_CALL_KWARGS] = dict(self.op_call_kwargs)
                 config[IS_INPUTS_AS_LIST] = self.is_inputs_as_list
         config[QI_VERSION] = _core.kVersion
+        config[RECORDS_SHA256] = _records_digest(config)
         return config
 
     @classmethod
@@ -327,6 +357,12 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
             raise ValueError(f"{who}: config has no \"layer\"")
         layer = tf.keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         config.pop(QI_VERSION, None)
+        digest = config.pop(RECORDS_SHA256, None)  # absent in files of other writers
+        if digest is not None and digest != _records_digest(config):
+            raise ValueError(f"{who} \"{config.get('name', '?')}\": the quantizer records "
+                             f"({', '.join(k for k in _RECORDS if k in config) or 'none left'}) do "
+                             f"not match the checksum written with them: the file is damaged or "
+                             f"was edited")
         if DISPATCHER in config:
             d = config.pop(DISPATCHER)
             if not isinstance(d, dict) or d.get("class_name") != \
