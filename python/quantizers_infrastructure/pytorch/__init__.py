@@ -114,6 +114,9 @@ from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
     PytorchActivationQuantizationHolder, PytorchFLNActivationQuantizationHolder,
     PytorchPreservingActivationQuantizationHolder)
 from quantizers_infrastructure.pytorch.serialization import safe_globals  # noqa: E402
+# Whole-model quantization in one call.
+from quantizers_infrastructure.pytorch.model import (  # noqa: E402
+    ModelQuantizationConfig, convert, prepare_qat, quantize, quantized_modules)
 # ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
 from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
 
@@ -123,4 +126,5 @@ __all__ = ["library_path", "value_error_from", "portable", "quantize", "plan_ten
            "TrainableQuantizerCandidateConfig", "PytorchNodeQuantizationDispatcher",
            "PytorchQuantizationWrapper", "quantizer_from_json",
            "PytorchActivationQuantizationHolder", "PytorchPreservingActivationQuantizationHolder",
-           "PytorchFLNActivationQuantizationHolder"] + list(_trainable_names)
+           "PytorchFLNActivationQuantizationHolder", "quantize", "prepare_qat", "convert",
+           "quantized_modules", "ModelQuantizationConfig"] + list(_trainable_names)
