@@ -630,7 +630,7 @@ def quantize(model: nn.Module, config="w8a8", calibration_data: Optional[Iterabl
     Args:
       model: any nn.Module (left unchanged).
       config: a ModelQuantizationConfig, a preset name ("w8a8", "w8_weight_only", ...), a dict
-        or JSON text of the config.
+        or JSON text of the config (a spec's "training" is ignored here: nothing trains).
       calibration_data: an iterable of batches (a DataLoader, a list of tensors, a generator);
         needed when the config quantizes activations. A batch runs as model(batch),
         model(*batch) for a tuple or list, model(**batch) for a dict, unless `forward` is given.
