@@ -302,6 +302,40 @@ def test_activation_ops_and_overrides_and_skip_on_a_model():
     assert any("skipped 'up' (ConvTranspose2d)" in n for n in q.qi_report.notes)
 
 
+class Mixed(nn.Module):
+    """Embedding, Conv1d, Conv3d, ConvTranspose1d and a shared Linear called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 6)
+        self.c1 = nn.Conv1d(6, 4, 3, padding=1)
+        self.t1 = nn.ConvTranspose1d(4, 4, 2, stride=2)
+        self.c3 = nn.Conv3d(1, 2, 2)
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, tokens, volume):
+        e = self.emb(tokens).transpose(1, 2)          # (N, 6, L)
+        y = self.t1(self.c1(e)).mean(dim=2)            # (N, 4)
+        v = self.c3(volume).mean(dim=(1, 2, 3, 4))     # (N,)
+        return self.fc(self.fc(y) + v.unsqueeze(1))
+
+
+def test_embedding_conv1d_conv3d_transpose1d_and_a_shared_layer():
+    model = Mixed().eval()
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randint(0, 10, (3, 5), generator=g), torch.randn(3, 1, 4, 4, 4, generator=g))
+            for _ in range(2)]
+    q = qp.quantize(model, "w8a8", data, progress=False)
+    w = wrappers(q)
+    assert set(w) == {"emb", "c1", "t1", "c3", "fc"}  # fc once, though called twice
+    assert len(w["emb"].weights_quantizers["weight"].threshold) == 10  # per embedding row
+    assert w["t1"].weights_quantizers["weight"].channel_axis == 1     # transposed: axis 1
+    tokens, volume = data[0]
+    assert sqnr(model(tokens, volume), q(tokens, volume)) > 25
+    # Two calls of fc: two output quantizers, the second named apart.
+    assert {"fc" + qp.model.HOLDER_SUFFIX, "fc" + qp.model.HOLDER_SUFFIX + "_"} <= set(holders(q))
+
+
 @pytest.mark.parametrize("layer,bn,shape", [
     (nn.Conv2d(3, 6, 3, bias=False), nn.BatchNorm2d(6), (2, 3, 7, 7)),
     (nn.Conv2d(6, 6, 3, groups=6), nn.BatchNorm2d(6), (2, 6, 7, 7)),       # depthwise
@@ -473,6 +507,28 @@ def test_prepare_qat_train_convert_matches_the_trainable_eval_forward():
     with torch.no_grad():
         got = converted(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("weights,activations,wcls,acls", [
+    ({"training": "STE", "method": "POWER_OF_TWO"}, {"method": "SYMMETRIC"},
+     "STEWeightQATQuantizer", "LSQSymmetricActivationTrainableQuantizer"),
+    ({"method": "UNIFORM", "calibration": "minmax"}, {"training": "STE"},
+     "LSQUniformWeightQATQuantizer", "STEUniformActivationTrainableQuantizer"),
+])
+def test_prepare_qat_classes_follow_the_config(weights, activations, wcls, acls):
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    data = batches((4, 2, 6, 6), n=2)
+    qat = qp.prepare_qat(model, {"preset": "w4a8_lsq", "weights": weights,
+                                 "activations": activations}, data, progress=False)
+    assert type(qat.get_submodule("0").weights_quantizers["weight"]).__name__ == wcls
+    hq = qat.get_submodule("0" + qp.model.HOLDER_SUFFIX).activation_holder_quantizer
+    assert type(hq).__name__ == acls
+    qat(data[0]).sum().backward()
+    qat.eval()
+    with torch.no_grad():
+        expected = qat(data[1])
+    with torch.no_grad():
+        torch.testing.assert_close(qp.convert(qat)(data[1]), expected, rtol=0, atol=1e-6)
 
 
 def test_prepare_qat_needs_data_for_activations():
