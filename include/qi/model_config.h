@@ -29,7 +29,26 @@ struct TensorQuantizationSpec {
   std::optional<TrainingMethod> training;
 
   bool operator==(const TensorQuantizationSpec& o) const;
+  // JSON object of every key; from_json reads a (partial) object over the default spec of
+  // weights (8-bit per-channel symmetric) or activations (8-bit uniform), validated.
+  std::string to_json() const;
+  static TensorQuantizationSpec from_json(const std::string& text, bool weights);
 };
+
+// A quantizer's calibrated parameters: thresholds (SYMMETRIC, POWER_OF_TWO: rounded up to
+// powers of two) with the grid's sign, or ranges (UNIFORM); one value per channel or one.
+struct CalibratedParams {
+  std::vector<double> threshold, min_range, max_range;
+  bool is_signed = true;
+};
+// Weights: the spec's method on the tensor itself (minmax, mse: exact; percentile, kl: over a
+// histogram of the tensor), per channel along channel_axis when spec.per_channel.
+CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
+                                   int64_t channel_axis);
+// Activations: the spec's method over the histogram of what the site saw (per tensor);
+// symmetric grids are unsigned when no value was negative.
+CalibratedParams calibrate_activations(const TensorQuantizationSpec& spec,
+                                       const calibration::Histogram& h);
 
 // Which layers an override or a skip entry names: a glob over the layer's qualified name ("*"
 // any characters, dots included; "?" one character) and/or its type name (e.g. "Conv2d", or

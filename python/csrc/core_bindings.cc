@@ -504,6 +504,18 @@ qi::ConstTensorView input_view(const py::handle& obj, const char* what, py::arra
 
 py::tuple range_tuple(const qi::calibration::Range& r) { return py::make_tuple(r.min, r.max); }
 
+py::dict calibrated_to_py(const qi::CalibratedParams& p) {
+  py::dict d;
+  if (!p.threshold.empty()) {
+    d["threshold"] = p.threshold;
+    d["signed"] = p.is_signed;
+  } else {
+    d["min_range"] = p.min_range;
+    d["max_range"] = p.max_range;
+  }
+  return d;
+}
+
 py::object spec_to_py(const std::optional<qi::TensorQuantizationSpec>& s) {
   if (!s) return py::none();
   py::dict d;
@@ -816,9 +828,6 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("x"), py::arg("channel_axis"), py::arg("num_bits"), py::arg("activation") = false,
       py::arg("num_candidates") = 100, "The uniform range of least squared error.");
-  m.def("power_of_two_ceil", &qi::trainable::power_of_two_ceil, py::arg("t"),
-        py::arg("min_threshold") = 0.0,
-        "The smallest power of two >= max(t, min_threshold) (the core's POT rounding).");
   m.def(
       "calibration_method_name",
       [](const std::string& s) { return cal::to_string(cal::method_from_string(s)); },
@@ -862,6 +871,31 @@ PYBIND11_MODULE(_core, m) {
           [](const cal::Histogram& h, int64_t n, int64_t k) { return range_tuple(h.range_mse(n, k)); },
           py::arg("num_bits"), py::arg("num_candidates") = 100)
       .def("threshold_kl", &cal::Histogram::threshold_kl, py::arg("num_bits"), py::arg("signed"));
+
+  m.def(
+      "calibrate_weights",
+      [](const std::string& spec, const py::handle& w, int64_t channel_axis) {
+        const auto s = qi::TensorQuantizationSpec::from_json(spec, /*weights=*/true);
+        py::array keep;
+        auto v = input_view(w, "calibrate_weights", &keep);
+        qi::CalibratedParams p;
+        {
+          py::gil_scoped_release r;
+          p = qi::calibrate_weights(s, v, channel_axis);
+        }
+        return calibrated_to_py(p);
+      },
+      py::arg("spec"), py::arg("weight"), py::arg("channel_axis"),
+      "A weights quantizer's calibrated parameters (qi::calibrate_weights) from its spec (JSON): "
+      "{threshold: [...], signed} or {min_range: [...], max_range: [...]}.");
+  m.def(
+      "calibrate_activations",
+      [](const std::string& spec, const cal::Histogram& h) {
+        return calibrated_to_py(
+            qi::calibrate_activations(qi::TensorQuantizationSpec::from_json(spec, false), h));
+      },
+      py::arg("spec"), py::arg("histogram"),
+      "An activation quantizer's calibrated parameters from its spec (JSON) and Histogram.");
 
   // ---- whole-model configs ----
   py::class_<qi::ModelQuantizationConfig>(m, "ModelQuantizationConfig",

@@ -6,6 +6,7 @@
 
 #include "core/json_util.h"
 #include "qi/error.h"
+#include "qi/trainable_math.h"
 #include "qi/version.h"
 
 namespace qi {
@@ -176,6 +177,87 @@ ModelQuantizationConfig preset_config(const std::string& name) {
 
 bool TensorQuantizationSpec::operator==(const TensorQuantizationSpec& o) const {
   return spec_json(*this) == spec_json(o);
+}
+
+std::string TensorQuantizationSpec::to_json() const { return spec_json(*this).dump(); }
+
+TensorQuantizationSpec TensorQuantizationSpec::from_json(const std::string& text, bool weights) {
+  const char* what = weights ? "weights spec" : "activations spec";
+  return patched(default_spec(weights), ju::parse(text, what), weights, what);
+}
+
+namespace {
+std::vector<double> pot_ceil(std::vector<double> t) {
+  for (double& v : t) v = trainable::power_of_two_ceil(v);
+  return t;
+}
+}  // namespace
+
+CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
+                                   int64_t channel_axis) {
+  namespace cal = calibration;
+  std::optional<int64_t> axis;
+  if (spec.per_channel) {
+    const int64_t a = channel_axis < 0 ? channel_axis + w.dim() : channel_axis;
+    QI_CHECK(a >= 0 && a < w.dim(), "calibrate_weights: channel_axis ", channel_axis,
+             " is out of range for a weight of rank ", w.dim());
+    axis = a;
+  }
+  CalibratedParams out;
+  const bool histogram = spec.calibration == cal::Method::kPercentile ||
+                         spec.calibration == cal::Method::kKl;
+  cal::Histogram h(2048, axis);
+  if (histogram) h.update(w);
+  if (spec.method == QuantizationMethod::UNIFORM) {
+    cal::Range r;
+    if (spec.calibration == cal::Method::kMinMax) r = cal::range_min_max(w, axis);
+    else if (spec.calibration == cal::Method::kMse)
+      r = cal::range_mse(w, axis, spec.n_bits, /*activation=*/false, spec.num_candidates);
+    else r = h.range_percentile(spec.percentile);  // kl is refused for UNIFORM by check_spec
+    out.min_range = r.min;
+    out.max_range = r.max;
+    return out;
+  }
+  const bool pot = spec.method == QuantizationMethod::POWER_OF_TWO;
+  switch (spec.calibration) {
+    case cal::Method::kMinMax: out.threshold = cal::threshold_max(w, axis); break;
+    case cal::Method::kMse:
+      out.threshold = cal::threshold_mse(w, axis, spec.n_bits, true, pot, spec.num_candidates);
+      break;
+    case cal::Method::kPercentile: out.threshold = h.threshold_percentile(spec.percentile); break;
+    case cal::Method::kKl: out.threshold = h.threshold_kl(spec.n_bits, true); break;
+  }
+  if (pot) out.threshold = pot_ceil(out.threshold);
+  return out;
+}
+
+CalibratedParams calibrate_activations(const TensorQuantizationSpec& spec,
+                                       const calibration::Histogram& h) {
+  namespace cal = calibration;
+  QI_CHECK(h.channels() == 1, "calibrate_activations: expected a per-tensor histogram, got ",
+           h.channels(), " channels");
+  CalibratedParams out;
+  if (spec.method == QuantizationMethod::UNIFORM) {
+    cal::Range r;
+    if (spec.calibration == cal::Method::kMinMax) r = h.range_min_max();
+    else if (spec.calibration == cal::Method::kPercentile) r = h.range_percentile(spec.percentile);
+    else r = h.range_mse(spec.n_bits, spec.num_candidates);
+    out.min_range = r.min;
+    out.max_range = r.max;
+    return out;
+  }
+  out.is_signed = h.range_min_max().min[0] < 0;
+  const bool pot = spec.method == QuantizationMethod::POWER_OF_TWO;
+  switch (spec.calibration) {
+    case cal::Method::kMinMax: out.threshold = h.threshold_max(); break;
+    case cal::Method::kPercentile: out.threshold = h.threshold_percentile(spec.percentile); break;
+    case cal::Method::kMse:
+      out.threshold = h.threshold_mse(spec.n_bits, out.is_signed, pot, spec.num_candidates);
+      break;
+    case cal::Method::kKl: out.threshold = h.threshold_kl(spec.n_bits, out.is_signed); break;
+  }
+  if (pot) out.threshold = pot_ceil(out.threshold);
+  return out;
 }
 
 bool LayerOverride::operator==(const LayerOverride& o) const {

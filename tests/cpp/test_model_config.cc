@@ -81,4 +81,31 @@ TEST(ModelConfig, ErrorsNameTheKeyAndValue) {
               HasSubstr("unknown calibration method \"entropy\""));
 }
 
+TEST(ModelConfig, CalibrateWeightsAndActivationsFollowTheSpec) {
+  const std::vector<float> w = {0.5f, -3.f, 1.f, 0.25f, 2.f, -0.5f};  // [2, 3]
+  auto spec = qi::TensorQuantizationSpec::from_json(R"({"method": "POWER_OF_TWO",
+      "calibration": "minmax"})", /*weights=*/true);
+  const auto p = qi::calibrate_weights(spec, qi::ConstTensorView(w.data(), {2, 3}), 0);
+  EXPECT_EQ(p.threshold, (std::vector<double>{4.0, 2.0}));  // max |w| rounded up per row
+  spec = qi::TensorQuantizationSpec::from_json(R"({"method": "UNIFORM", "per_channel": false,
+      "calibration": "minmax"})", true);
+  const auto u = qi::calibrate_weights(spec, qi::ConstTensorView(w.data(), {2, 3}), 0);
+  EXPECT_EQ(u.min_range, std::vector<double>{-3.0});
+  EXPECT_EQ(u.max_range, std::vector<double>{2.0});
+
+  qi::calibration::Histogram h(64);
+  const std::vector<float> relu = {0.f, 0.5f, 3.f, 1.f};
+  h.update(qi::ConstTensorView(relu.data(), {4}));
+  const auto a = qi::calibrate_activations(
+      qi::TensorQuantizationSpec::from_json(R"({"method": "SYMMETRIC"})", false), h);
+  EXPECT_FALSE(a.is_signed);
+  EXPECT_EQ(a.threshold, std::vector<double>{3.0});
+  try {
+    qi::TensorQuantizationSpec::from_json(R"({"per_channel": true})", false);
+    FAIL();
+  } catch (const qi::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("activations spec: \"per_channel\" must be false"));
+  }
+}
+
 }  // namespace

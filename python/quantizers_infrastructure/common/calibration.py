@@ -8,8 +8,11 @@ batch by batch through a Histogram (one pass: exact min/max plus a histogram who
 powers of two as the range grows), from which every method reads its result.
 
 A "spec" is a ModelQuantizationConfig spec dict: method, n_bits, per_channel, calibration
-(minmax, percentile, mse, kl), percentile, num_candidates, training."""
+(minmax, percentile, mse, kl), percentile, num_candidates, training. Which statistic each
+method reads, and the rounding of power-of-two thresholds, are the core's
+(qi::calibrate_weights, qi::calibrate_activations), shared by every front end."""
 
+import json
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -44,72 +47,20 @@ def range_mse(x: np.ndarray, channel_axis: Optional[int], num_bits: int,
     return _core.calibration_range_mse(x, channel_axis, num_bits, activation, num_candidates)
 
 
-def _pot(t: float) -> float:
-    """The smallest power of two >= t (power-of-two quantizers take no other threshold)."""
-    return _core.power_of_two_ceil(t)
-
-
-def _is_uniform(spec: Dict[str, Any]) -> bool:
-    return spec["method"] == "UNIFORM"
-
-
-def _normal_axis(channel_axis: int, rank: int) -> int:
-    return channel_axis + rank if channel_axis < 0 else channel_axis
-
-
 def weight_params(spec: Dict[str, Any], weight: np.ndarray, channel_axis: int) -> Dict[str, Any]:
-    """The calibrated parameters of a weights quantizer: {"threshold": [...]} (symmetric, POT) or
-    {"min_range": [...], "max_range": [...]} (uniform), one value per channel when
-    spec["per_channel"], else one."""
-    axis = _normal_axis(channel_axis, weight.ndim) if spec["per_channel"] else None
-    method, n = spec["calibration"], spec["n_bits"]
-    pot = spec["method"] == "POWER_OF_TWO"
-    if _is_uniform(spec):
-        if method == "minmax":
-            lo, hi = range_min_max(weight, axis)
-        elif method == "mse":
-            lo, hi = range_mse(weight, axis, n, False, spec["num_candidates"])
-        else:  # percentile (kl is refused for UNIFORM by the config)
-            h = Histogram(2048, axis)
-            h.update(weight)
-            lo, hi = h.range_percentile(spec["percentile"])
-        return {"min_range": list(lo), "max_range": list(hi)}
-    if method == "minmax":
-        t = threshold_max(weight, axis)
-    elif method == "mse":
-        t = threshold_mse(weight, axis, n, True, pot, spec["num_candidates"])
-    else:
-        h = Histogram(2048, axis)
-        h.update(weight)
-        t = h.threshold_percentile(spec["percentile"]) if method == "percentile" else \
-            h.threshold_kl(n, True)
-    return {"threshold": [_pot(v) for v in t] if pot else list(t)}
+    """The calibrated parameters of a weights quantizer (the core's qi::calibrate_weights):
+    {"threshold": [...], "signed": True} (symmetric; POT rounded up to powers of two) or
+    {"min_range": [...], "max_range": [...]} (uniform), one value per channel along
+    channel_axis when spec["per_channel"], else one."""
+    return _core.calibrate_weights(json.dumps(spec), weight, channel_axis)
 
 
 def activation_params(spec: Dict[str, Any], histogram) -> Dict[str, Any]:
-    """The calibrated parameters of an activation quantizer from its Histogram:
-    {"threshold": t, "signed": bool} (symmetric, POT; unsigned when no value was negative) or
-    {"min_range": lo, "max_range": hi} (uniform)."""
-    method, n = spec["calibration"], spec["n_bits"]
-    if _is_uniform(spec):
-        if method == "minmax":
-            lo, hi = histogram.range_min_max()
-        elif method == "percentile":
-            lo, hi = histogram.range_percentile(spec["percentile"])
-        else:
-            lo, hi = histogram.range_mse(n, spec["num_candidates"])
-        return {"min_range": lo[0], "max_range": hi[0]}
-    signed = bool(histogram.range_min_max()[0][0] < 0)
-    pot = spec["method"] == "POWER_OF_TWO"
-    if method == "minmax":
-        t = histogram.threshold_max()[0]
-    elif method == "percentile":
-        t = histogram.threshold_percentile(spec["percentile"])[0]
-    elif method == "mse":
-        t = histogram.threshold_mse(n, signed, pot, spec["num_candidates"])[0]
-    else:
-        t = histogram.threshold_kl(n, signed)[0]
-    return {"threshold": _pot(t) if pot else t, "signed": signed}
+    """The calibrated parameters of an activation quantizer from the Histogram of what it saw
+    (qi::calibrate_activations): {"threshold": t, "signed": bool} (unsigned when no value was
+    negative) or {"min_range": lo, "max_range": hi}."""
+    p = _core.calibrate_activations(json.dumps(spec), histogram)
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in p.items()}
 
 
 def method_of(spec: Dict[str, Any]) -> QuantizationMethod:
