@@ -209,6 +209,47 @@ def test_histogram_mse_close_to_the_exact_search():
     assert 2.0 < h.threshold_kl(8, True)[0] < 40
 
 
+def _kl_reference(h, num_bits, signed):
+    """TensorRT-style entropy calibration in numpy over the histogram of |x| made from h's bins
+    (each bin's count at its center)."""
+    bins, n = h.bins(), h.num_bins
+    tmax = max(abs(h.range_min_max()[0][0]), abs(h.range_min_max()[1][0]))
+    w = tmax / n
+    centers = np.abs(h.lower() + (np.arange(n) + 0.5) * h.width())
+    a = np.zeros(n)
+    np.add.at(a, np.minimum((centers / w).astype(np.int64), n - 1), bins)
+    levels = 2 ** (num_bits - (1 if signed else 0))
+    best, best_i = np.inf, n
+    for i in range(min(levels, n), n + 1):
+        p = a[:i].copy()
+        p[i - 1] += a[i:].sum()
+        if p.sum() == 0:
+            continue
+        q = np.zeros(i)
+        for g in range(levels):
+            b0, b1 = g * i // levels, (g + 1) * i // levels
+            nz = a[b0:b1] > 0
+            if nz.any():
+                q[b0:b1][nz] = a[b0:b1].sum() / nz.sum()
+        pm, qm = p > 0, q > 0
+        if (pm & ~qm).any():
+            continue
+        pn, qn = p / p.sum(), q / q.sum()
+        kl = float(np.sum(pn[pm] * np.log(pn[pm] / qn[pm])))
+        if kl < best:
+            best, best_i = kl, i
+    return max(best_i * w, 2 ** -16)
+
+
+def test_histogram_kl_against_numpy():
+    x = np.random.default_rng(6).laplace(size=30000).astype(np.float32)
+    h = cal.Histogram(256)
+    h.update(x)
+    for bits, signed in [(8, True), (6, False)]:
+        assert h.threshold_kl(bits, signed)[0] == pytest.approx(_kl_reference(h, bits, signed),
+                                                                rel=1e-9)
+
+
 def test_calibration_errors():
     with pytest.raises(ValueError, match="Histogram: num_bins must be in \\[16, 1048576\\], got 8"):
         cal.Histogram(8)
