@@ -5,7 +5,6 @@ the torch.fx fallback, QAT, and torchvision's ResNet-18 and MobileNetV2."""
 
 import json
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -522,12 +521,10 @@ def test_prepare_qat_train_convert_matches_the_trainable_eval_forward():
     data = batches((4, 3, 8, 8), n=2)
     qat = qp.prepare_qat(model, "w4a8_lsq", data, progress=False)
     assert qat.training
-    trainable = [m for m in qat.modules() if isinstance(m, qp.BasePytorchTrainableQuantizer)]
     lsq = [q for m in qat.modules() for q in getattr(m, "weights_quantizers", {}).values()]
     assert lsq and all(type(q).__name__ == "LSQWeightQATQuantizer" for q in lsq)
     hq = [m.activation_holder_quantizer for m in holders(qat).values()]
     assert hq and all(type(q).__name__ == "LSQUniformActivationTrainableQuantizer" for q in hq)
-    del trainable
     opt = torch.optim.SGD(qat.parameters(), lr=1e-3)
     for x in data * 2:
         out, _ = qat(x)
