@@ -478,22 +478,35 @@ class Untraceable(nn.Module):
 
 
 def test_fx_fallback_enters_untraceable_modules_and_says_so():
-    model = nn.Sequential(nn.Linear(4, 4), Untraceable())
+    model = nn.Sequential(nn.Linear(4, 4), Untraceable(), nn.Linear(4, 4), nn.BatchNorm1d(4))
+    _randomize_bn(model)
     data = batches((8, 4), n=2)
     with pytest.warns(UserWarning) as record:
         q = qp.quantize(model, "w8a8", data, progress=False)
     messages = [str(r.message) for r in record]
-    # The whole model does not trace, nor does '1'; '1.inner' does.
-    assert any("torch.fx could not trace the model (Sequential)" in m for m in messages)
-    assert any("torch.fx could not trace '1' (Untraceable): TraceError" in m and
-               "functional ops directly in its forward are not quantized" in m for m in messages)
-    assert set(wrappers(q)) == {"0", "1.a", "1.b", "1.inner.0"}
+    # The model traces with '1' kept whole; '1' does not trace and is entered; '1.inner' traces.
+    assert len(messages) == 1
+    assert ("torch.fx could not trace '1' (Untraceable): TraceError: symbolically traced "
+            "variables cannot be used as inputs to control flow. Its children were quantized one "
+            "by one; functional ops directly in its forward are not quantized and its batch norms "
+            "are not folded") in messages[0]
+    assert isinstance(q, torch.fx.GraphModule) and isinstance(q.get_submodule("1"), Untraceable)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in q.modules())  # folded in the graph
+    assert set(wrappers(q)) == {"0", "1.a", "1.b", "1.inner.0", "2"}
     # Traversal layers carry their output quantizer; the traced child has a holder.
     assert q.get_submodule("1.a").num_activation_quantizers == 1
     assert isinstance(q.get_submodule("1.inner"), torch.fx.GraphModule)
-    assert len(q.qi_report.notes) >= 2
+    assert "0" + qp.model.HOLDER_SUFFIX in holders(q)
+    assert any("could not trace '1'" in n for n in q.qi_report.notes)
     x = data[0]
     assert sqnr(model(x), q(x)) > 25
+
+
+def test_fx_fallback_when_the_model_itself_does_not_trace():
+    model = Untraceable()
+    with pytest.warns(UserWarning, match="torch.fx could not trace the model \\(Untraceable\\)"):
+        q = qp.quantize(model, "w8_weight_only", None, progress=False)
+    assert set(wrappers(q)) == {"a", "b", "inner.0"}
 
 
 class OptionalScale(nn.Module):

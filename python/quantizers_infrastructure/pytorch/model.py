@@ -13,9 +13,10 @@ that follow a convolution or linear layer are folded into it; Conv1d/2d/3d, Conv
 Linear and Embedding layers are wrapped (PytorchQuantizationWrapper, their weights quantized);
 activation holders (PytorchActivationQuantizationHolder) go on the layers' outputs (after the
 activation function that follows, when one does) and on the outputs of the functional adds,
-concatenations and matmuls the config names. A module that torch.fx cannot trace is entered
-instead, and its children are quantized one by one: a warning (and the report's notes) name it
-and what inside it stays float. The model takes and returns what it did.
+concatenations and matmuls the config names. A submodule that torch.fx cannot trace stays whole
+in its parent's graph and is entered instead, its children quantized one by one: a warning (and
+the report's notes) name it and what inside it stays float. The model takes and returns what it
+did.
 
 Which layer gets what is the config's (ModelQuantizationConfig, the core's rules); calibration
 statistics are the core's (qi::calibration, through quantizers_infrastructure.common.calibration).
@@ -243,6 +244,63 @@ def _module_path(node: torch.fx.Node) -> str:
     return path if isinstance(path, str) else ""
 
 
+class _Tracer(torch.fx.Tracer):
+    """torch.fx's tracer with some submodules kept whole (call_module nodes)."""
+
+    def __init__(self, leaves):
+        super().__init__()
+        self.leaves = {id(m) for m in leaves}
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return id(m) in self.leaves or super().is_leaf_module(m, qualname)
+
+
+def _error_text(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _trace_with(module: nn.Module, leaves) -> torch.fx.GraphModule:
+    tracer = _Tracer(leaves)
+    graph = tracer.trace(module)
+    return torch.fx.GraphModule(tracer.root, graph, type(module).__name__)
+
+
+def _untraceable(module: nn.Module, tracer: torch.fx.Tracer) -> List[nn.Module]:
+    """The smallest descendants that make `module` fail to trace: each child that does not
+    trace even with its own untraceable descendants kept whole, else those descendants."""
+    leaves = []
+    for name, child in module.named_children():
+        if tracer.is_leaf_module(child, name):
+            continue
+        inner = _untraceable(child, tracer)
+        try:
+            _trace_with(child, inner)
+            leaves += inner
+        except Exception:  # noqa: BLE001 (any failure: the child stays whole)
+            leaves.append(child)
+    return leaves
+
+
+def _trace(module: nn.Module):
+    """(graph module, qualified names of the submodules kept whole, None) when the module
+    traces, with its untraceable descendants kept as modules if need be; else (None, [], the
+    reason)."""
+    try:
+        return torch.fx.symbolic_trace(module), [], None
+    except Exception as e:  # noqa: BLE001 (any tracing failure)
+        reason = _error_text(e)
+    leaves = _untraceable(module, torch.fx.Tracer())
+    if not leaves:
+        return None, [], reason
+    try:
+        gm = _trace_with(module, leaves)
+    except Exception:  # noqa: BLE001 (its own forward does not trace)
+        return None, [], reason
+    names = {id(m): n for n, m in module.named_modules()}
+    return gm, [names[id(m)] for m in leaves], None
+
+
 def _optional_arguments_used(module: nn.Module, gm: torch.fx.GraphModule) -> Optional[str]:
     """Why a traced graph cannot stand for the module: it uses an argument whose default is
     None, so tracing fixed the branch where it is given (`if mask is not None` is always true on
@@ -277,17 +335,15 @@ class _Quantizer:
         return self._enter(model, "")
 
     def _enter(self, module: nn.Module, prefix: str) -> nn.Module:
-        """The module quantized: traced by torch.fx when it can be, else entered child by
+        """The module quantized: traced by torch.fx when it can be (the descendants that cannot
+        be traced kept as modules of its graph, and entered in turn), else entered child by
         child."""
         if type(module) in QUANTIZED_LAYERS:
             self._plain_layer(module, prefix)
             return module
-        try:
-            gm = torch.fx.symbolic_trace(module)
+        gm, leaves, reason = _trace(module)
+        if gm is not None:
             reason = _optional_arguments_used(module, gm)
-        except Exception as e:  # any tracing failure: this module is entered instead
-            text = str(e).strip()
-            reason = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
         if reason is not None:
             where = f"'{prefix[:-1]}' ({type(module).__name__})" if prefix else \
                 f"the model ({type(module).__name__})"
@@ -302,6 +358,12 @@ class _Quantizer:
                     setattr(module, name, new)
             return module
         self._graph(gm, prefix)
+        for target in leaves:  # untraceable descendants, now call_module nodes of gm
+            child = gm.get_submodule(target)
+            new = self._enter(child, f"{prefix}{target}.")
+            if new is not child:
+                parent, _, leaf = target.rpartition(".")
+                setattr(gm.get_submodule(parent) if parent else gm, leaf, new)
         return gm
 
     def _plain_layer(self, module: nn.Module, prefix: str) -> None:
