@@ -9,6 +9,7 @@
 #include "qi/error.h"
 #include "qi/inferable_quantizers.h"
 #include "qi/kernels.h"
+#include "qi/model_config.h"
 #include "qi/parallel.h"
 #include "qi/registry.h"
 #include "qi/tensor_view.h"

@@ -18,6 +18,7 @@
 
 #include "qi/qi.h"
 #include "qi/dispatcher.h"
+#include "qi/model_config.h"
 
 namespace py = pybind11;
 
@@ -480,6 +481,54 @@ py::dict fields_of(const qi::TrainableQuantizerActivationConfig& c) {
   return d;
 }
 
+
+// ---- calibration ----
+
+// A read-only strided view of a float32 ndarray (through a contiguous copy held in `keep` when
+// qi cannot address it directly).
+qi::ConstTensorView input_view(const py::handle& obj, const char* what, py::array* keep) {
+  if (!py::isinstance<py::array>(obj))
+    throw py::type_error(qi::str_cat(what, ": expected a numpy.ndarray, got ",
+                                     std::string(py::str(py::type::of(obj).attr("__name__")))));
+  *keep = py::reinterpret_borrow<py::array>(obj);
+  if (!keep->dtype().equal(py::dtype::of<float>()))
+    throw py::value_error(qi::str_cat(what, ": input must be a float32 array, got dtype ",
+                                      std::string(py::str(keep->dtype()))));
+  qi::Shape sizes, strides;
+  if (!element_view(*keep, /*for_output=*/false, &sizes, &strides)) {
+    *keep = contiguous_copy(*keep);
+    element_view(*keep, false, &sizes, &strides);
+  }
+  return qi::ConstTensorView(static_cast<const float*>(keep->data()), sizes, strides);
+}
+
+py::tuple range_tuple(const qi::calibration::Range& r) { return py::make_tuple(r.min, r.max); }
+
+py::dict calibrated_to_py(const qi::CalibratedParams& p) {
+  py::dict d;
+  if (!p.threshold.empty()) {
+    d["threshold"] = p.threshold;
+    d["signed"] = p.is_signed;
+  } else {
+    d["min_range"] = p.min_range;
+    d["max_range"] = p.max_range;
+  }
+  return d;
+}
+
+py::object spec_to_py(const std::optional<qi::TensorQuantizationSpec>& s) {
+  if (!s) return py::none();
+  py::dict d;
+  d["method"] = qi::to_string(s->method);
+  d["n_bits"] = s->n_bits;
+  d["per_channel"] = s->per_channel;
+  d["calibration"] = qi::calibration::to_string(s->calibration);
+  d["percentile"] = s->percentile;
+  d["num_candidates"] = s->num_candidates;
+  d["training"] = s->training ? py::object(py::str(qi::to_string(*s->training))) : py::none();
+  return std::move(d);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -734,4 +783,154 @@ PYBIND11_MODULE(_core, m) {
   m.attr("kMinThreshold") = qi::trainable::kMinThreshold;
   m.attr("kSoftRoundingGamma") = qi::trainable::kSoftRoundingGamma;
   m.attr("kSoftRoundingZeta") = qi::trainable::kSoftRoundingZeta;
+  // ---- calibration: the core's statistics over float32 arrays ----
+  namespace cal = qi::calibration;
+  using Axis = std::optional<int64_t>;
+  m.def(
+      "calibration_threshold_max",
+      [](const py::handle& x, Axis axis) {
+        py::array keep;
+        auto v = input_view(x, "threshold_max", &keep);
+        py::gil_scoped_release r;
+        return cal::threshold_max(v, axis);
+      },
+      py::arg("x"), py::arg("channel_axis") = py::none(),
+      "max |x| per tensor or per channel (qi::calibration::threshold_max).");
+  m.def(
+      "calibration_range_min_max",
+      [](const py::handle& x, Axis axis) {
+        py::array keep;
+        auto v = input_view(x, "range_min_max", &keep);
+        cal::Range out;
+        {
+          py::gil_scoped_release r;
+          out = cal::range_min_max(v, axis);
+        }
+        return range_tuple(out);
+      },
+      py::arg("x"), py::arg("channel_axis") = py::none(), "(min, max) per tensor or per channel.");
+  m.def(
+      "calibration_threshold_mse",
+      [](const py::handle& x, Axis axis, int64_t num_bits, bool is_signed, bool power_of_two,
+         int64_t num_candidates) {
+        py::array keep;
+        auto v = input_view(x, "threshold_mse", &keep);
+        py::gil_scoped_release r;
+        return cal::threshold_mse(v, axis, num_bits, is_signed, power_of_two, num_candidates);
+      },
+      py::arg("x"), py::arg("channel_axis"), py::arg("num_bits"), py::arg("signed"),
+      py::arg("power_of_two"), py::arg("num_candidates") = 100,
+      "The symmetric (or power-of-two) threshold of least squared error.");
+  m.def(
+      "calibration_range_mse",
+      [](const py::handle& x, Axis axis, int64_t num_bits, bool activation,
+         int64_t num_candidates) {
+        py::array keep;
+        auto v = input_view(x, "range_mse", &keep);
+        cal::Range out;
+        {
+          py::gil_scoped_release r;
+          out = cal::range_mse(v, axis, num_bits, activation, num_candidates);
+        }
+        return range_tuple(out);
+      },
+      py::arg("x"), py::arg("channel_axis"), py::arg("num_bits"), py::arg("activation") = false,
+      py::arg("num_candidates") = 100, "The uniform range of least squared error.");
+  m.def(
+      "calibration_method_name",
+      [](const std::string& s) { return cal::to_string(cal::method_from_string(s)); },
+      py::arg("name"), "Canonical calibration method name (minmax, percentile, mse, kl).");
+  py::class_<cal::Histogram>(m, "Histogram",
+                             "Streaming min/max and histogram of a tensor (qi::calibration::Histogram).")
+      .def(py::init<int64_t, Axis>(), py::arg("num_bins") = 2048,
+           py::arg("channel_axis") = py::none())
+      .def(
+          "update",
+          [](cal::Histogram& h, const py::handle& x) {
+            py::array keep;
+            auto v = input_view(x, "Histogram.update", &keep);
+            py::gil_scoped_release r;
+            h.update(v);
+          },
+          py::arg("x"), "Adds a batch (a float32 array).")
+      .def_property_readonly("num_bins", &cal::Histogram::num_bins)
+      .def_property_readonly("channels", &cal::Histogram::channels)
+      .def("counts", &cal::Histogram::counts)
+      .def(
+          "bins",
+          [](const cal::Histogram& h, int64_t c) {
+            const auto& b = h.bins(c);
+            return py::array_t<double>(static_cast<py::ssize_t>(b.size()), b.data());
+          },
+          py::arg("channel") = 0)
+      .def("lower", &cal::Histogram::lower, py::arg("channel") = 0)
+      .def("width", &cal::Histogram::width, py::arg("channel") = 0)
+      .def("range_min_max", [](const cal::Histogram& h) { return range_tuple(h.range_min_max()); })
+      .def("threshold_max", [](const cal::Histogram& h) { return h.threshold_max(); })
+      .def("threshold_percentile", &cal::Histogram::threshold_percentile, py::arg("percentile"))
+      .def(
+          "range_percentile",
+          [](const cal::Histogram& h, double p) { return range_tuple(h.range_percentile(p)); },
+          py::arg("percentile"))
+      .def("threshold_mse", &cal::Histogram::threshold_mse, py::arg("num_bits"),
+           py::arg("signed"), py::arg("power_of_two"), py::arg("num_candidates") = 100)
+      .def(
+          "range_mse",
+          [](const cal::Histogram& h, int64_t n, int64_t k) { return range_tuple(h.range_mse(n, k)); },
+          py::arg("num_bits"), py::arg("num_candidates") = 100)
+      .def("threshold_kl", &cal::Histogram::threshold_kl, py::arg("num_bits"), py::arg("signed"));
+
+  m.def(
+      "calibrate_weights",
+      [](const std::string& spec, const py::handle& w, int64_t channel_axis) {
+        const auto s = qi::TensorQuantizationSpec::from_json(spec, /*weights=*/true);
+        py::array keep;
+        auto v = input_view(w, "calibrate_weights", &keep);
+        qi::CalibratedParams p;
+        {
+          py::gil_scoped_release r;
+          p = qi::calibrate_weights(s, v, channel_axis);
+        }
+        return calibrated_to_py(p);
+      },
+      py::arg("spec"), py::arg("weight"), py::arg("channel_axis"),
+      "A weights quantizer's calibrated parameters (qi::calibrate_weights) from its spec (JSON): "
+      "{threshold: [...], signed} or {min_range: [...], max_range: [...]}.");
+  m.def(
+      "calibrate_activations",
+      [](const std::string& spec, const cal::Histogram& h) {
+        return calibrated_to_py(
+            qi::calibrate_activations(qi::TensorQuantizationSpec::from_json(spec, false), h));
+      },
+      py::arg("spec"), py::arg("histogram"),
+      "An activation quantizer's calibrated parameters from its spec (JSON) and Histogram.");
+
+  // ---- whole-model configs ----
+  py::class_<qi::ModelQuantizationConfig>(m, "ModelQuantizationConfig",
+                                          "A whole-model quantization config (the core's).")
+      .def_static("from_json", &qi::ModelQuantizationConfig::from_json, py::arg("text"))
+      .def_static("preset", &qi::ModelQuantizationConfig::preset, py::arg("name"))
+      .def_static("preset_names", &qi::ModelQuantizationConfig::preset_names)
+      .def("to_json", &qi::ModelQuantizationConfig::to_json)
+      .def(
+          "resolve",
+          [](const qi::ModelQuantizationConfig& c, const std::string& name,
+             const std::string& type) {
+            const auto l = c.resolve(name, type);
+            py::dict d;
+            d["skipped"] = l.skipped;
+            d["weights"] = spec_to_py(l.weights);
+            d["activations"] = spec_to_py(l.activations);
+            return d;
+          },
+          py::arg("name"), py::arg("type"),
+          "{skipped, weights, activations} for the layer (specs as dicts, None: not quantized).")
+      .def_property_readonly("activation_ops",
+                             [](const qi::ModelQuantizationConfig& c) { return c.activation_ops; })
+      .def_property_readonly("fold_batch_norm",
+                             [](const qi::ModelQuantizationConfig& c) { return c.fold_batch_norm; })
+      .def_property_readonly("num_bins",
+                             [](const qi::ModelQuantizationConfig& c) { return c.num_bins; })
+      .def("__eq__", [](const qi::ModelQuantizationConfig& a,
+                        const qi::ModelQuantizationConfig& b) { return a == b; });
 }

@@ -38,6 +38,8 @@ from quantizers_infrastructure.common.inferable_quantizers import (  # noqa: F40
     WeightsUniformInferableQuantizer)
 from quantizers_infrastructure.common.node_quantization_dispatcher import \
     NodeQuantizationDispatcher
+from quantizers_infrastructure.common.model_config import ModelQuantizationConfig
+from quantizers_infrastructure.common import calibration
 from quantizers_infrastructure import keras_inferable_quantizers, pytorch_inferable_quantizers
 
 __version__ = _core.kVersion
@@ -150,5 +152,5 @@ __all__ = [
     "get_inferable_quantizer_class", "quantizer_from_json", "INFERABLE_QUANTIZER_CLASSES",
     "register_input_type", "register_lazy_frontend", "set_num_threads", "get_num_threads",
     "simd_target_name", "supported_simd_targets", "constants", "keras_inferable_quantizers",
-    "pytorch_inferable_quantizers", "__version__",
+    "pytorch_inferable_quantizers", "__version__", "ModelQuantizationConfig", "calibration",
 ] + list(INFERABLE_QUANTIZER_CLASSES)

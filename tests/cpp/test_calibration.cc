@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -80,6 +81,84 @@ TEST(Calibration, MseRejectsBadArguments) {
   } catch (const qi::Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("calibration: channel_axis must be in [0, 1), got 3"));
   }
+}
+
+TEST(Calibration, HistogramWidensByWholeBinsAndKeepsEveryCount) {
+  qi::calibration::Histogram h(64);
+  std::vector<float> a = {0.f, 0.25f, 0.5f, 1.f};
+  h.update(ConstTensorView(a.data(), {4}));
+  const double w0 = h.width(0);
+  std::vector<float> b = {-3.f, 5.f, 0.75f};  // outside on both sides
+  h.update(ConstTensorView(b.data(), {3}));
+  EXPECT_EQ(h.counts(), std::vector<double>{7.0});
+  const double ratio = h.width(0) / w0;
+  EXPECT_EQ(std::exp2(std::round(std::log2(ratio))), ratio);  // a power of two
+  EXPECT_LE(h.lower(0), -3.0);
+  EXPECT_GE(h.lower(0) + 64 * h.width(0), 5.0);
+  const auto r = h.range_min_max();
+  EXPECT_EQ(r.min, std::vector<double>{-3.0});
+  EXPECT_EQ(r.max, std::vector<double>{5.0});
+  EXPECT_EQ(h.threshold_max(), std::vector<double>{5.0});
+}
+
+TEST(Calibration, HistogramPercentileAndMseFollowTheData) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n(0.f, 1.f);
+  std::vector<float> x(40000);
+  for (auto& v : x) v = n(rng);
+  x[0] = 50.f;
+  qi::calibration::Histogram h(4096);
+  h.update(ConstTensorView(x.data(), {20000}));
+  h.update(ConstTensorView(x.data() + 20000, {20000}));
+  std::vector<float> sorted(x.size());
+  for (size_t i = 0; i < x.size(); ++i) sorted[i] = std::fabs(x[i]);
+  std::sort(sorted.begin(), sorted.end());
+  const double p99 = sorted[static_cast<size_t>(0.99 * (x.size() - 1))];
+  EXPECT_NEAR(h.threshold_percentile(99.0)[0], p99, 2 * h.width(0));
+  const ConstTensorView v(x.data(), {40000});
+  const double exact = qi::calibration::threshold_mse(v, std::nullopt, 4, true, false)[0];
+  const double from_hist = h.threshold_mse(4, true, false)[0];
+  EXPECT_LT(mse_at(x, from_hist), 1.02 * mse_at(x, exact));
+  const double kl = h.threshold_kl(8, true)[0];
+  EXPECT_GT(kl, 2.0);
+  EXPECT_LT(kl, 50.0);
+}
+
+TEST(Calibration, HistogramPerChannelAndErrors) {
+  const std::vector<float> x = {1, -2, 3, 10, 20, 30};  // [2, 3], channels along axis 0
+  qi::calibration::Histogram h(16, 0);
+  h.update(ConstTensorView(x.data(), {2, 3}));
+  EXPECT_EQ(h.threshold_max(), (std::vector<double>{3.0, 30.0}));
+  qi::calibration::Histogram empty(16);
+  try {
+    empty.threshold_max();
+    FAIL();
+  } catch (const qi::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Histogram::threshold_max: no data yet"));
+  }
+  try {
+    h.update(ConstTensorView(x.data(), {3, 2}));
+    FAIL();
+  } catch (const qi::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("Histogram: a batch has 3 channels, the earlier ones 2"));
+  }
+  try {
+    h.threshold_percentile(0.0);
+    FAIL();
+  } catch (const qi::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("percentile must be in (0, 100], got 0"));
+  }
+}
+
+TEST(Calibration, RangeMseShrinksAroundOutliers) {
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  std::vector<float> x(10000);
+  for (auto& v : x) v = u(rng);
+  x[0] = 30.f;
+  const auto r = qi::calibration::range_mse(ConstTensorView(x.data(), {10000}), std::nullopt, 4);
+  EXPECT_LT(r.max[0], 30.0);
+  EXPECT_GT(r.max[0], 0.5);
 }
 
 TEST(TrainableMath, PowerOfTwoCeil) {

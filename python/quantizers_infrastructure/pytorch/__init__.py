@@ -57,7 +57,7 @@ def _fast_of(quantizer):
     return fast
 
 
-def quantize(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
+def quantize_tensor(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
     """An inferable quantizer on a torch tensor, given its packed plan as a tensor on x's
     device (wrappers keep it as a buffer). Eager calls that autograd need not record (inference,
     no_grad, frozen weights) go straight to the kernel (the same outputs, a fraction of the
@@ -87,7 +87,7 @@ def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
     plan = plans.get(inputs.device)
     if plan is None:
         plan = plans[inputs.device] = plan_tensor(quantizer).to(inputs.device)
-    return quantize(quantizer, inputs, plan)
+    return quantize_tensor(quantizer, inputs, plan)
 
 
 def _proxy_call(quantizer, inputs):
@@ -114,13 +114,17 @@ from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
     PytorchActivationQuantizationHolder, PytorchFLNActivationQuantizationHolder,
     PytorchPreservingActivationQuantizationHolder)
 from quantizers_infrastructure.pytorch.serialization import safe_globals  # noqa: E402
+# Whole-model quantization in one call.
+from quantizers_infrastructure.pytorch.model import (  # noqa: E402
+    ModelQuantizationConfig, convert, prepare_qat, quantize, quantized_modules)
 # ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
 from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
 
-__all__ = ["library_path", "value_error_from", "portable", "quantize", "plan_tensor",
+__all__ = ["library_path", "value_error_from", "portable", "quantize_tensor", "plan_tensor",
            "safe_globals", "VariableGroup", "BaseTrainableQuantizer",
            "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
            "TrainableQuantizerCandidateConfig", "PytorchNodeQuantizationDispatcher",
            "PytorchQuantizationWrapper", "quantizer_from_json",
            "PytorchActivationQuantizationHolder", "PytorchPreservingActivationQuantizationHolder",
-           "PytorchFLNActivationQuantizationHolder"] + list(_trainable_names)
+           "PytorchFLNActivationQuantizationHolder", "quantize", "prepare_qat", "convert",
+           "quantized_modules", "ModelQuantizationConfig"] + list(_trainable_names)

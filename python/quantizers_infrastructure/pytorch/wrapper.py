@@ -27,7 +27,7 @@ from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS
 from quantizers_infrastructure.common.enums import QuantizationTarget
 from quantizers_infrastructure.common.node_quantization_dispatcher import (
     WEIGHT_QUANTIZER, NodeQuantizationDispatcher)
-from quantizers_infrastructure.pytorch import plan_tensor, quantize
+from quantizers_infrastructure.pytorch import plan_tensor, quantize_tensor
 from quantizers_infrastructure.pytorch.serialization import make_extra_state, read_extra_state
 from quantizers_infrastructure.pytorch.trainable_quantizers import (
     BasePytorchTrainableQuantizer, TRAINABLE_QUANTIZER_CLASSES)
@@ -150,7 +150,7 @@ class _QuantizerSlots(nn.Module):
     def _run(self, key: str, quantizer, x: torch.Tensor, training: bool) -> torch.Tensor:
         if _is_trainable(quantizer):
             return quantizer(x, training)
-        return quantize(quantizer, x, getattr(self, PLAN_PREFIX + key))
+        return quantize_tensor(quantizer, x, getattr(self, PLAN_PREFIX + key))
 
     def _quantizer_keys(self) -> List[str]:
         """State-dict keys of this module's quantizer state (for float checkpoints)."""

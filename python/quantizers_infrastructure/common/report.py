@@ -1,0 +1,88 @@
+# qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+"""The report of a whole-model quantization: one row per quantized layer or activation site
+(signal-to-quantization-noise ratios of its weights and of its output on a calibration batch),
+the model output's SQNR, and notes on what was not quantized. A data structure that prints as a
+table (str(report)) and converts to plain dicts (report.to_dict()) for JSON."""
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+
+def sqnr_db(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """10 log10(sum(ref^2) / sum((ref - q)^2)) in dB (inf when they are equal), in float64."""
+    r = np.asarray(reference, dtype=np.float64)
+    d = r - np.asarray(quantized, dtype=np.float64)
+    noise = float(np.sum(d * d))
+    signal = float(np.sum(r * r))
+    if noise == 0.0:
+        return math.inf
+    if signal == 0.0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+@dataclasses.dataclass
+class LayerReport:
+    name: str                      # qualified name of the layer or activation site
+    type: str                      # layer type (Conv2d, ...) or functional op (add, cat, matmul)
+    weights: Optional[str] = None  # e.g. "SYMMETRIC 8b per-channel mse"; None: not quantized
+    activations: Optional[str] = None
+    weight_sqnr_db: Optional[float] = None
+    output_sqnr_db: Optional[float] = None
+
+
+@dataclasses.dataclass
+class QuantizationReport:
+    layers: List[LayerReport] = dataclasses.field(default_factory=list)
+    model_output_sqnr_db: Optional[float] = None
+    calibration_batches: int = 0
+    calibration_seconds: float = 0.0
+    notes: List[str] = dataclasses.field(default_factory=list)  # skipped layers, fallbacks
+
+    @property
+    def num_wrapped(self) -> int:
+        """Layers whose weights are quantized."""
+        return sum(1 for l in self.layers if l.weights is not None)
+
+    @property
+    def num_activation_quantizers(self) -> int:
+        return sum(1 for l in self.layers if l.activations is not None)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def __str__(self) -> str:
+        def num(v):
+            return "-" if v is None else ("inf" if v == math.inf else f"{v:.1f}")
+        rows = [("layer", "type", "weights", "activations", "W SQNR dB", "out SQNR dB")]
+        rows += [(l.name, l.type, l.weights or "-", l.activations or "-", num(l.weight_sqnr_db),
+                  num(l.output_sqnr_db)) for l in self.layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"{self.num_wrapped} layers with quantized weights, "
+                     f"{self.num_activation_quantizers} activation quantizers; model output SQNR "
+                     f"{num(self.model_output_sqnr_db)} dB; calibration: "
+                     f"{self.calibration_batches} batches in {self.calibration_seconds:.2f} s")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def describe(spec: Optional[Dict[str, Any]]) -> Optional[str]:
+    """A spec in one short phrase, for the table."""
+    if spec is None:
+        return None
+    parts = [spec["method"], f"{spec['n_bits']}b"]
+    if spec.get("per_channel"):
+        parts.append("per-channel")
+    parts.append(spec["calibration"])
+    if spec.get("training"):
+        parts.append(spec["training"])
+    return " ".join(parts)
+
+
+__all__ = ["LayerReport", "QuantizationReport", "sqnr_db", "describe"]

@@ -1,0 +1,428 @@
+// qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
+#include "qi/model_config.h"
+
+#include <array>
+#include <utility>
+
+#include "core/json_util.h"
+#include "qi/error.h"
+#include "qi/trainable_math.h"
+#include "qi/version.h"
+
+namespace qi {
+namespace {
+
+namespace ju = json_util;
+using Json = ju::Json;
+
+constexpr std::array<const char*, 7> kSpecKeys = {
+    "method", "n_bits", "per_channel", "calibration", "percentile", "num_candidates", "training"};
+constexpr std::array<const char*, 9> kConfigKeys = {
+    "preset",   "weights", "activations", "activation_ops", "fold_batch_norm",
+    "num_bins", "overrides", "skip",      "qi_version"};
+constexpr std::array<const char*, 3> kActivationOps = {"add", "cat", "matmul"};
+constexpr std::array<const char*, 4> kMatchKeys = {"name", "type", "weights", "activations"};
+
+// The spec a patch starts from when the config quantizes nothing of that kind.
+TensorQuantizationSpec default_spec(bool weights) {
+  TensorQuantizationSpec s;
+  s.method = weights ? QuantizationMethod::SYMMETRIC : QuantizationMethod::UNIFORM;
+  s.per_channel = weights;
+  return s;
+}
+
+Json spec_json(const TensorQuantizationSpec& s) {
+  return Json{{"method", to_string(s.method)},
+              {"n_bits", s.n_bits},
+              {"per_channel", s.per_channel},
+              {"calibration", calibration::to_string(s.calibration)},
+              {"percentile", s.percentile},
+              {"num_candidates", s.num_candidates},
+              {"training", s.training ? Json(to_string(*s.training)) : Json(nullptr)}};
+}
+
+void check_spec(const TensorQuantizationSpec& s, bool weights, const std::string& where) {
+  const char* w = where.c_str();
+  QI_CHECK(s.method == QuantizationMethod::SYMMETRIC ||
+               s.method == QuantizationMethod::POWER_OF_TWO ||
+               s.method == QuantizationMethod::UNIFORM,
+           w, ": \"method\" must be one of SYMMETRIC, POWER_OF_TWO, UNIFORM, got ",
+           to_string(s.method));
+  QI_CHECK(s.n_bits >= 2 && s.n_bits <= 16, w, ": \"n_bits\" must be in [2, 16], got ", s.n_bits);
+  QI_CHECK(weights || !s.per_channel, w,
+           ": \"per_channel\" must be false: activation quantizers are per tensor");
+  QI_CHECK(s.percentile > 0 && s.percentile <= 100, w,
+           ": \"percentile\" must be in (0, 100], got ", s.percentile);
+  QI_CHECK(s.num_candidates >= 1, w, ": \"num_candidates\" must be >= 1, got ", s.num_candidates);
+  QI_CHECK(s.calibration != calibration::Method::kKl || s.method != QuantizationMethod::UNIFORM, w,
+           ": \"calibration\" kl gives a symmetric threshold; use it with SYMMETRIC or "
+           "POWER_OF_TWO, not UNIFORM");
+  QI_CHECK(s.calibration != calibration::Method::kKl || s.n_bits <= 12, w,
+           ": \"calibration\" kl takes \"n_bits\" <= 12, got ", s.n_bits);
+  QI_CHECK(!s.training || *s.training == TrainingMethod::STE || *s.training == TrainingMethod::LSQ,
+           w, ": \"training\" must be null, \"STE\" or \"LSQ\", got \"", to_string(*s.training),
+           "\"");
+}
+
+// `base` with the keys of the object `patch` changed; validated.
+TensorQuantizationSpec patched(TensorQuantizationSpec s, const Json& patch, bool weights,
+                               const std::string& where) {
+  const char* w = where.c_str();
+  QI_CHECK(patch.is_object(), w, ": expected an object of quantization settings or null, got ",
+           patch.type_name(), " ", patch.dump());
+  ju::reject_unknown_keys(patch, kSpecKeys, w);
+  for (auto it = patch.begin(); it != patch.end(); ++it) {
+    const std::string& k = it.key();
+    const Json& v = it.value();
+    if (k == "method") {
+      try {
+        s.method = quantization_method_from_string(ju::get_string(v, k, w));
+      } catch (const Error& e) {
+        throw Error(str_cat(w, ": \"method\": ", e.what()));
+      }
+    } else if (k == "n_bits") {
+      s.n_bits = ju::get_int(v, k, w);
+    } else if (k == "per_channel") {
+      s.per_channel = ju::get_bool(v, k, w);
+    } else if (k == "calibration") {
+      try {
+        s.calibration = calibration::method_from_string(ju::get_string(v, k, w));
+      } catch (const Error& e) {
+        throw Error(str_cat(w, ": \"calibration\": ", e.what()));
+      }
+    } else if (k == "percentile") {
+      s.percentile = ju::get_double(v, k, w);
+    } else if (k == "num_candidates") {
+      s.num_candidates = ju::get_int(v, k, w);
+    } else if (k == "training") {
+      if (v.is_null()) {
+        s.training.reset();
+      } else {
+        const std::string name = ju::get_string(v, k, w);
+        QI_CHECK(name == "STE" || name == "LSQ", w,
+                 ": \"training\" must be null, \"STE\" or \"LSQ\", got \"", name, "\"");
+        s.training = training_method_from_string(name);
+      }
+    }
+  }
+  check_spec(s, weights, where);
+  return s;
+}
+
+// A spec, null, or (in a patch) absent.
+std::optional<TensorQuantizationSpec> apply_patch(const std::optional<TensorQuantizationSpec>& s,
+                                                  const Json& patch, bool weights,
+                                                  const std::string& where) {
+  if (patch.is_null()) return std::nullopt;
+  return patched(s ? *s : default_spec(weights), patch, weights, where);
+}
+
+LayerMatch match_of(const Json& j, const std::string& where, bool with_patches) {
+  const char* w = where.c_str();
+  if (j.is_string()) {
+    QI_CHECK(!with_patches, w, ": expected an object {\"name\", \"type\", \"weights\", "
+             "\"activations\"}, got string ", j.dump());
+    return LayerMatch{j.get<std::string>(), ""};
+  }
+  QI_CHECK(j.is_object(), w, ": expected ", with_patches ? "an object" : "a name pattern or an object",
+           ", got ", j.type_name(), " ", j.dump());
+  if (with_patches) {
+    ju::reject_unknown_keys(j, kMatchKeys, w);
+  } else {
+    ju::reject_unknown_keys(j, std::array<const char*, 2>{"name", "type"}, w);
+  }
+  LayerMatch m;
+  if (j.contains("name")) m.name = ju::get_string(j["name"], "name", w);
+  if (j.contains("type")) m.type = ju::get_string(j["type"], "type", w);
+  QI_CHECK(!m.name.empty() || !m.type.empty(), w, ": give \"name\" (a pattern) and/or \"type\"");
+  return m;
+}
+
+Json match_json(const LayerMatch& m) {
+  Json j = Json::object();
+  if (!m.name.empty()) j["name"] = m.name;
+  if (!m.type.empty()) j["type"] = m.type;
+  return j;
+}
+
+ModelQuantizationConfig preset_config(const std::string& name) {
+  ModelQuantizationConfig c;
+  TensorQuantizationSpec w;  // 8-bit per-channel symmetric weights, MSE
+  w.per_channel = true;
+  w.calibration = calibration::Method::kMse;
+  TensorQuantizationSpec a = default_spec(false);  // 8-bit uniform activations, MSE
+  a.calibration = calibration::Method::kMse;
+  if (name == "w8a8") {
+    c.weights = w;
+    c.activations = a;
+  } else if (name == "w4a8_lsq") {
+    w.n_bits = 4;
+    w.training = TrainingMethod::LSQ;
+    a.training = TrainingMethod::LSQ;
+    c.weights = w;
+    c.activations = a;
+  } else if (name == "w8_weight_only") {
+    c.weights = w;
+    c.activation_ops.clear();
+  } else {
+    std::string known;
+    for (const auto& n : ModelQuantizationConfig::preset_names())
+      known += (known.empty() ? "" : ", ") + n;
+    throw Error(str_cat("model config: unknown preset \"", name, "\"; known presets: ", known));
+  }
+  return c;
+}
+
+}  // namespace
+
+bool TensorQuantizationSpec::operator==(const TensorQuantizationSpec& o) const {
+  return spec_json(*this) == spec_json(o);
+}
+
+std::string TensorQuantizationSpec::to_json() const { return spec_json(*this).dump(); }
+
+TensorQuantizationSpec TensorQuantizationSpec::from_json(const std::string& text, bool weights) {
+  const char* what = weights ? "weights spec" : "activations spec";
+  return patched(default_spec(weights), ju::parse(text, what), weights, what);
+}
+
+namespace {
+std::vector<double> pot_ceil(std::vector<double> t) {
+  for (double& v : t) v = trainable::power_of_two_ceil(v);
+  return t;
+}
+}  // namespace
+
+CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
+                                   int64_t channel_axis) {
+  namespace cal = calibration;
+  std::optional<int64_t> axis;
+  if (spec.per_channel) {
+    const int64_t a = channel_axis < 0 ? channel_axis + w.dim() : channel_axis;
+    QI_CHECK(a >= 0 && a < w.dim(), "calibrate_weights: channel_axis ", channel_axis,
+             " is out of range for a weight of rank ", w.dim());
+    axis = a;
+  }
+  CalibratedParams out;
+  const bool histogram = spec.calibration == cal::Method::kPercentile ||
+                         spec.calibration == cal::Method::kKl;
+  cal::Histogram h(2048, axis);
+  if (histogram) h.update(w);
+  if (spec.method == QuantizationMethod::UNIFORM) {
+    cal::Range r;
+    if (spec.calibration == cal::Method::kMinMax) r = cal::range_min_max(w, axis);
+    else if (spec.calibration == cal::Method::kMse)
+      r = cal::range_mse(w, axis, spec.n_bits, /*activation=*/false, spec.num_candidates);
+    else r = h.range_percentile(spec.percentile);  // kl is refused for UNIFORM by check_spec
+    out.min_range = r.min;
+    out.max_range = r.max;
+    return out;
+  }
+  const bool pot = spec.method == QuantizationMethod::POWER_OF_TWO;
+  switch (spec.calibration) {
+    case cal::Method::kMinMax: out.threshold = cal::threshold_max(w, axis); break;
+    case cal::Method::kMse:
+      out.threshold = cal::threshold_mse(w, axis, spec.n_bits, true, pot, spec.num_candidates);
+      break;
+    case cal::Method::kPercentile: out.threshold = h.threshold_percentile(spec.percentile); break;
+    case cal::Method::kKl: out.threshold = h.threshold_kl(spec.n_bits, true); break;
+  }
+  if (pot) out.threshold = pot_ceil(out.threshold);
+  return out;
+}
+
+CalibratedParams calibrate_activations(const TensorQuantizationSpec& spec,
+                                       const calibration::Histogram& h) {
+  namespace cal = calibration;
+  QI_CHECK(h.channels() == 1, "calibrate_activations: expected a per-tensor histogram, got ",
+           h.channels(), " channels");
+  CalibratedParams out;
+  if (spec.method == QuantizationMethod::UNIFORM) {
+    cal::Range r;
+    if (spec.calibration == cal::Method::kMinMax) r = h.range_min_max();
+    else if (spec.calibration == cal::Method::kPercentile) r = h.range_percentile(spec.percentile);
+    else r = h.range_mse(spec.n_bits, spec.num_candidates);
+    out.min_range = r.min;
+    out.max_range = r.max;
+    return out;
+  }
+  out.is_signed = h.range_min_max().min[0] < 0;
+  const bool pot = spec.method == QuantizationMethod::POWER_OF_TWO;
+  switch (spec.calibration) {
+    case cal::Method::kMinMax: out.threshold = h.threshold_max(); break;
+    case cal::Method::kPercentile: out.threshold = h.threshold_percentile(spec.percentile); break;
+    case cal::Method::kMse:
+      out.threshold = h.threshold_mse(spec.n_bits, out.is_signed, pot, spec.num_candidates);
+      break;
+    case cal::Method::kKl: out.threshold = h.threshold_kl(spec.n_bits, out.is_signed); break;
+  }
+  if (pot) out.threshold = pot_ceil(out.threshold);
+  return out;
+}
+
+bool LayerOverride::operator==(const LayerOverride& o) const {
+  auto parse = [](const std::optional<std::string>& s) {
+    return s ? ju::parse(*s, "LayerOverride") : Json("absent");
+  };
+  return match == o.match && parse(weights) == parse(o.weights) &&
+         parse(activations) == parse(o.activations);
+}
+
+bool ModelQuantizationConfig::operator==(const ModelQuantizationConfig& o) const {
+  return to_json() == o.to_json();
+}
+
+bool glob_match(const std::string& pattern, const std::string& text) {
+  // Iterative matcher with backtracking to the last '*'.
+  size_t p = 0, t = 0, star = std::string::npos, mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && (pattern[p] == '?' || pattern[p] == text[t])) {
+      ++p;
+      ++t;
+    } else if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (star != std::string::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+bool LayerMatch::matches(const std::string& layer_name, const std::string& layer_type) const {
+  return (name.empty() || glob_match(name, layer_name)) && (type.empty() || type == layer_type);
+}
+
+std::vector<std::string> ModelQuantizationConfig::preset_names() {
+  return {"w8a8", "w4a8_lsq", "w8_weight_only"};
+}
+
+ModelQuantizationConfig ModelQuantizationConfig::preset(const std::string& name) {
+  return preset_config(name);
+}
+
+ModelQuantizationConfig ModelQuantizationConfig::from_json(const std::string& text) {
+  const char* what = "model config";
+  const Json j = ju::parse(text, what);
+  ju::require_object(j, what);
+  ju::reject_unknown_keys(j, kConfigKeys, what);
+  ModelQuantizationConfig c;
+  if (j.contains("preset")) c = preset_config(ju::get_string(j["preset"], "preset", what));
+  if (j.contains("weights")) c.weights = apply_patch(c.weights, j["weights"], true, "model config: weights");
+  if (j.contains("activations"))
+    c.activations = apply_patch(c.activations, j["activations"], false, "model config: activations");
+  if (j.contains("activation_ops")) {
+    const Json& ops = j["activation_ops"];
+    QI_CHECK(ops.is_array(), what, ": \"activation_ops\" must be a list, got ", ops.type_name(),
+             " ", ops.dump());
+    c.activation_ops.clear();
+    for (size_t i = 0; i < ops.size(); ++i)
+      c.activation_ops.push_back(ju::get_string(ops[i], str_cat("activation_ops[", i, "]"), what));
+  }
+  if (j.contains("fold_batch_norm"))
+    c.fold_batch_norm = ju::get_bool(j["fold_batch_norm"], "fold_batch_norm", what);
+  if (j.contains("num_bins")) c.num_bins = ju::get_int(j["num_bins"], "num_bins", what);
+  if (j.contains("overrides")) {
+    const Json& list = j["overrides"];
+    QI_CHECK(list.is_array(), what, ": \"overrides\" must be a list, got ", list.type_name(), " ",
+             list.dump());
+    c.overrides.clear();
+    for (size_t i = 0; i < list.size(); ++i) {
+      const std::string where = str_cat("model config: overrides[", i, "]");
+      LayerOverride o;
+      o.match = match_of(list[i], where, /*with_patches=*/true);
+      if (list[i].contains("weights")) o.weights = list[i]["weights"].dump();
+      if (list[i].contains("activations")) o.activations = list[i]["activations"].dump();
+      c.overrides.push_back(std::move(o));
+    }
+  }
+  if (j.contains("skip")) {
+    const Json& list = j["skip"];
+    QI_CHECK(list.is_array(), what, ": \"skip\" must be a list, got ", list.type_name(), " ",
+             list.dump());
+    c.skip.clear();
+    for (size_t i = 0; i < list.size(); ++i)
+      c.skip.push_back(match_of(list[i], str_cat("model config: skip[", i, "]"), false));
+  }
+  c.validate();
+  return c;
+}
+
+void ModelQuantizationConfig::validate() const {
+  if (weights) check_spec(*weights, true, "model config: weights");
+  if (activations) check_spec(*activations, false, "model config: activations");
+  for (size_t i = 0; i < activation_ops.size(); ++i) {
+    bool known = false;
+    for (const char* op : kActivationOps) known = known || activation_ops[i] == op;
+    QI_CHECK(known, "model config: activation_ops[", i, "] must be one of add, cat, matmul, got \"",
+             activation_ops[i], "\"");
+  }
+  QI_CHECK(num_bins >= 16 && num_bins <= (1 << 20),
+           "model config: \"num_bins\" must be in [16, 1048576], got ", num_bins);
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const std::string where = str_cat("model config: overrides[", i, "]");
+    const auto& o = overrides[i];
+    QI_CHECK(!o.match.name.empty() || !o.match.type.empty(), where,
+             ": give \"name\" (a pattern) and/or \"type\"");
+    // Each patch must give a valid spec from the config's own (what it changes first).
+    if (o.weights) apply_patch(weights, ju::parse(*o.weights, where.c_str()), true, where + ".weights");
+    if (o.activations)
+      apply_patch(activations, ju::parse(*o.activations, where.c_str()), false,
+                  where + ".activations");
+  }
+  for (size_t i = 0; i < skip.size(); ++i)
+    QI_CHECK(!skip[i].name.empty() || !skip[i].type.empty(), "model config: skip[", i,
+             "]: give \"name\" (a pattern) and/or \"type\"");
+}
+
+std::string ModelQuantizationConfig::to_json() const {
+  Json j;
+  j["weights"] = weights ? spec_json(*weights) : Json(nullptr);
+  j["activations"] = activations ? spec_json(*activations) : Json(nullptr);
+  j["activation_ops"] = activation_ops;
+  j["fold_batch_norm"] = fold_batch_norm;
+  j["num_bins"] = num_bins;
+  Json list = Json::array();
+  for (const auto& o : overrides) {
+    Json e = match_json(o.match);
+    if (o.weights) e["weights"] = ju::parse(*o.weights, "model config");
+    if (o.activations) e["activations"] = ju::parse(*o.activations, "model config");
+    list.push_back(e);
+  }
+  j["overrides"] = list;
+  Json skips = Json::array();
+  for (const auto& s : skip) skips.push_back(match_json(s));
+  j["skip"] = skips;
+  j["qi_version"] = kVersion;
+  return j.dump();
+}
+
+ModelQuantizationConfig::Layer ModelQuantizationConfig::resolve(const std::string& name,
+                                                                const std::string& type) const {
+  Layer out;
+  for (const auto& s : skip)
+    if (s.matches(name, type)) {
+      out.skipped = true;
+      return out;
+    }
+  out.weights = weights;
+  out.activations = activations;
+  for (size_t i = 0; i < overrides.size(); ++i) {
+    const auto& o = overrides[i];
+    if (!o.match.matches(name, type)) continue;
+    const std::string where = str_cat("model config: overrides[", i, "]");
+    if (o.weights)
+      out.weights = apply_patch(out.weights, ju::parse(*o.weights, where.c_str()), true,
+                                where + ".weights");
+    if (o.activations)
+      out.activations = apply_patch(out.activations, ju::parse(*o.activations, where.c_str()),
+                                    false, where + ".activations");
+  }
+  return out;
+}
+
+}  // namespace qi
