@@ -47,6 +47,6 @@ def pytest_terminal_summary(terminalreporter):
         return
     tr = terminalreporter
     tr.write_sep("=", "MCT 2.6.1 flows: qi against mct-quantizers")
-    tr.write_line(f"{'flow':<34} {'result':<48} {'max abs diff':>12}")
+    tr.write_line(f"{'flow':<42} {'result':<48} {'max abs diff':>12}")
     for flow, result, diff in RESULTS:
-        tr.write_line(f"{flow:<34} {result:<48} {diff:>12}")
+        tr.write_line(f"{flow:<42} {result:<48} {diff:>12}")
