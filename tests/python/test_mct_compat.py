@@ -240,6 +240,20 @@ def test_symmetric_activation_min_max_range_as_mct_quantizers_keras(name, signed
     assert getattr(qi, name)(**kw).max_range == ours.max_range
 
 
+@pytest.mark.parametrize("name,lo,hi", [("ActivationUniformInferableQuantizer", [-0.7], [2.3]),
+                                         ("WeightsUniformInferableQuantizer", [-1.0, 0.2],
+                                          [0.95, 1.7])])
+def test_keras_uniform_min_max_range_are_adjusted_as_mct_quantizers_keras(name, lo, hi):
+    kw = dict(num_bits=5, min_range=lo, max_range=hi)
+    if name.startswith("Weights"):
+        kw.update(per_channel=True, channel_axis=1, input_rank=2)
+    ours, ref = getattr(qk, name)(**kw), getattr(mk, name)(**kw)
+    np.testing.assert_array_equal(np.float32(ours.min_range), np.float32(ref.min_range))
+    np.testing.assert_array_equal(np.float32(ours.max_range), np.float32(ref.max_range))
+    assert getattr(qi, name)(**kw).min_range == lo  # qi's own: the configured range
+    assert type(ours)(**ours.get_config()).get_config() == ours.get_config()
+
+
 def test_threshold_np_scales_zero_points():
     q = qi.WeightsSymmetricInferableQuantizer(num_bits=8, threshold=[1.0, 0.5], per_channel=True,
                                               channel_axis=0)
@@ -303,6 +317,8 @@ def test_enable_custom_impl_exports_that_quantizer_as_its_custom_op(tmp_path):
     custom = _export(model(True), str(tmp_path / "custom.onnx"))
     assert "WeightsPOTQuantizer" in custom and "ActivationPOTQuantizer" in custom
     assert "QuantizeLinear" not in custom
+    # The choice belongs to the quantizer object: equal quantizers elsewhere export as QDQ.
+    assert _export(model(False), str(tmp_path / "again.onnx")) == plain
     import onnxruntime as ort
     x = RNG.normal(0, 2, (2, 4)).astype(np.float32)
     outs = [ort.InferenceSession(str(tmp_path / f), qi.pytorch.onnx.get_ort_session_options(),

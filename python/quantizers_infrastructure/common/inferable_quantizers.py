@@ -457,6 +457,14 @@ def framework_classes(base: type, module: str, profile: Optional[str] = None,
             params = [p.replace(default=profile) if p.name == C.PROFILE else p
                       for p in parent._signature.parameters.values()]
             namespace["_signature"] = parent._signature.replace(parameters=params)
+        if tf_native_fake_quant and parent.param_family in ("uniform_weights",
+                                                            "uniform_activation"):
+            # What TensorFlow's op gets, as MCT Quantizers' Keras quantizers report it.
+            for i, key in enumerate((C.MIN_RANGE, C.MAX_RANGE)):
+                namespace[key] = property(
+                    lambda self, i=i: self.tf_range()[i],
+                    doc=f"{key}: the configured range adjusted to hold zero (tf_range()), per "
+                        f"channel.")
         cls = type(name, (parent, base), namespace)
         out[name] = mark_quantizer(parent.quantization_target, parent.quantization_method,
                                    parent.identifier)(cls)

@@ -71,9 +71,9 @@ def quantize(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
         if y is not None:
             return y
     if portable():
-        if quantizer._use_custom_impl:
-            from quantizers_infrastructure.pytorch.onnx import mark_custom_impl
-            mark_custom_impl(quantizer)
+        if quantizer._use_custom_impl and torch.onnx.is_in_onnx_export():
+            from quantizers_infrastructure.pytorch.onnx import custom_impl_quant
+            return custom_impl_quant(quantizer, x)
         return torch.ops.qi.fake_quant(x, quantizer.to_json())
     return torch.ops.qi.quantize(x, plan, quantizer.kernel_channel_axis,
                                  quantizer.kernel_input_rank)

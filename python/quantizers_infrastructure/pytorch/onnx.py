@@ -48,15 +48,23 @@ TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
 
 _state = {"custom_ops": False}
 
-# The JSON texts of quantizers whose custom implementation is enabled (enable_custom_impl),
-# recorded as they are traced: qi::fake_quant carries only the JSON, so the symbolic finds the
-# choice here. Two quantizers with the same JSON export alike (the numbers are the same anyway).
-_custom_impl_texts = set()
+class _CustomImpl(torch.autograd.Function):
+    """A quantizer whose custom implementation is enabled (enable_custom_impl), as the ONNX
+    exporter sees it: qi's op forward, its custom node as the symbolic (MCT Quantizers'
+    mechanism; the choice travels with this quantizer object, not with its JSON)."""
+
+    @staticmethod
+    def forward(ctx, x, quantizer):
+        return torch.ops.qi.fake_quant(x, quantizer.to_json())
+
+    @staticmethod
+    def symbolic(g, x, quantizer):
+        return _emit_custom(g, x, quantizer)
 
 
-def mark_custom_impl(quantizer) -> None:
-    """Exports of `quantizer` (traced from now on) use its custom op."""
-    _custom_impl_texts.add(quantizer.to_json())
+def custom_impl_quant(quantizer, x: torch.Tensor) -> torch.Tensor:
+    """Q(x) recorded for ONNX export as the quantizer's custom node."""
+    return _CustomImpl.apply(x, quantizer)
 
 
 def use_custom_ops(enabled: bool = True) -> None:
@@ -228,7 +236,7 @@ def fake_quant_symbolic(g, x, quantizer):
                          "string in the traced graph")
     json.loads(text)  # a clear error for a malformed constant
     q = _quantizer(text)
-    if not _state["custom_ops"] and text not in _custom_impl_texts:
+    if not _state["custom_ops"]:
         p = qdq_parameters(q)
         if p is not None:
             return _emit_qdq(g, x, p)
@@ -257,7 +265,7 @@ def fake_quant_translation(x, quantizer: str):
     from onnxscript import opset18 as op
     from onnxscript.values import Op, Opset
     q = _quantizer(quantizer)
-    p = None if (_state["custom_ops"] or quantizer in _custom_impl_texts) else qdq_parameters(q)
+    p = None if _state["custom_ops"] else qdq_parameters(q)
     if p is not None:
         if p["per_channel"]:
             axis = int(p["channel_axis"])
