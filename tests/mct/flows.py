@@ -64,13 +64,25 @@ def run(flow, fn):
 
 
 def tpc(version):
-    # v1.0 adds no metadata; v4.0 does (add_metadata=True), so the facade calls add_metadata.
+    """IMX500 v1.0 (no metadata), v4.0 (add_metadata=True, so the facades call add_metadata)
+    or "uniform": IMX500 v1.0 with uniform activation quantization (MCT 2.6.1's own TFLite and
+    QNNPACK TPCs fail to build)."""
+    if version == "uniform":
+        from model_compression_toolkit.target_platform_capabilities.tpc_models.imx500_tpc.v1_0 \
+            import tpc as imx500
+        base, _, default = imx500.get_op_quantization_configs()
+        method = mct.target_platform_capabilities.QuantizationMethod.UNIFORM
+
+        def uniform(config):
+            return config.clone_and_edit(activation_quantization_method=method)
+
+        return imx500.generate_tpc(default_config=uniform(default), base_config=uniform(base),
+                                   mixed_precision_cfg_list=[uniform(base)], name="uniform")
     return mct.get_target_platform_capabilities(tpc_version=version)
 
 
-def export_flow(ptq_models, export, load, serialization, quantization, ext, version="4.0"):
-    """A flow that exports the PTQ model made with TPC `version` (metadata included) and runs
-    the file."""
+def export_flow(ptq_models, export, load, serialization, quantization, ext, version):
+    """A flow that exports the PTQ model made with TPC `version` and runs the file."""
     def flow(name):
         model = ptq_models.get(version)
         if model is None:
@@ -126,13 +138,13 @@ def torch_flows():
             q, _ = mct.ptq.pytorch_post_training_quantization(
                 float_model(), repr_gen, target_platform_capabilities=tpc(version))
             ptq_models[version] = q
-            meta = (mct_quantizers.pytorch.metadata.get_metadata(q)
-                    if version != "1.0" else {})
+            meta = mct_quantizers.pytorch.metadata.get_metadata(q)
             save(name, y=outputs(q), has_metadata=np.array(bool(meta)))
         return flow
 
     run("torch_ptq", ptq("1.0"))
     run("torch_ptq_metadata", ptq("4.0"))
+    run("torch_ptq_uniform", ptq("uniform"))
 
     def qat(name):
         qat_model, _ = mct.qat.pytorch_quantization_aware_training_init_experimental(
@@ -167,12 +179,14 @@ def torch_flows():
         mct.exporter.pytorch_export_model(model, path, repr_gen, serialization_format=serialization,
                                           quantization_format=quantization)
 
-    for name, serialization, quantization, ext in (
-            ("torch_onnx_mctq", ser.ONNX, fmt.MCTQ, "onnx"),
-            ("torch_onnx_fakequant", ser.ONNX, fmt.FAKELY_QUANT, "onnx"),
-            ("torch_torchscript", ser.TORCHSCRIPT, fmt.FAKELY_QUANT, "pt")):
+    for name, serialization, quantization, ext, version in (
+            ("torch_onnx_mctq", ser.ONNX, fmt.MCTQ, "onnx", "4.0"),
+            ("torch_onnx_fakequant", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "4.0"),
+            ("torch_torchscript", ser.TORCHSCRIPT, fmt.FAKELY_QUANT, "pt", "4.0"),
+            ("torch_onnx_mctq_uniform", ser.ONNX, fmt.MCTQ, "onnx", "uniform"),
+            ("torch_onnx_fakequant_uniform", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "uniform")):
         run(name, export_flow(ptq_models, export_torch, torch_load, serialization, quantization,
-                              ext))
+                              ext, version))
 
 
 def torch_load(path, ext):
@@ -233,12 +247,13 @@ def keras_flows():
             q, _ = mct.ptq.keras_post_training_quantization(
                 float_model(), repr_gen, target_platform_capabilities=tpc(version))
             ptq_models[version] = q
-            meta = (mct_quantizers.keras.metadata.get_metadata(q) if version != "1.0" else {})
+            meta = mct_quantizers.keras.metadata.get_metadata(q)
             save(name, y=q(x_eval).numpy(), has_metadata=np.array(bool(meta)))
         return flow
 
     run("keras_ptq", ptq("1.0"))
     run("keras_ptq_metadata", ptq("4.0"))
+    run("keras_ptq_uniform", ptq("uniform"))
 
     fmt = mct.exporter.QuantizationFormat
     ser = mct.exporter.KerasExportSerializationFormat
@@ -247,13 +262,15 @@ def keras_flows():
         mct.exporter.keras_export_model(model, path, serialization_format=serialization,
                                         quantization_format=quantization)
 
-    for name, serialization, quantization, ext in (
-            ("keras_keras_mctq", ser.KERAS, fmt.MCTQ, "keras"),
-            ("keras_keras_fakequant", ser.KERAS, fmt.FAKELY_QUANT, "keras"),
-            ("keras_tflite_fakequant", ser.TFLITE, fmt.FAKELY_QUANT, "tflite"),
-            ("keras_tflite_int8", ser.TFLITE, fmt.INT8, "tflite")):
+    for name, serialization, quantization, ext, version in (
+            ("keras_keras_mctq", ser.KERAS, fmt.MCTQ, "keras", "4.0"),
+            ("keras_keras_fakequant", ser.KERAS, fmt.FAKELY_QUANT, "keras", "4.0"),
+            ("keras_tflite_fakequant", ser.TFLITE, fmt.FAKELY_QUANT, "tflite", "4.0"),
+            ("keras_tflite_int8", ser.TFLITE, fmt.INT8, "tflite", "4.0"),
+            ("keras_keras_fakequant_uniform", ser.KERAS, fmt.FAKELY_QUANT, "keras", "uniform"),
+            ("keras_tflite_int8_uniform", ser.TFLITE, fmt.INT8, "tflite", "uniform")):
         run(name, export_flow(ptq_models, export_keras, keras_load, serialization, quantization,
-                              ext))
+                              ext, version))
 
 
 def keras_load(path, ext):

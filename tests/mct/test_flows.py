@@ -13,10 +13,18 @@ import pytest
 
 from conftest import RESULTS
 
-TORCH_FLOWS = ["torch_ptq", "torch_ptq_metadata", "torch_qat", "torch_gptq", "torch_onnx_mctq",
-               "torch_onnx_fakequant", "torch_torchscript"]
-KERAS_FLOWS = ["keras_ptq", "keras_ptq_metadata", "keras_keras_mctq", "keras_keras_fakequant",
-               "keras_tflite_fakequant", "keras_tflite_int8"]
+TORCH_FLOWS = ["torch_ptq", "torch_ptq_metadata", "torch_ptq_uniform", "torch_qat", "torch_gptq",
+               "torch_onnx_mctq", "torch_onnx_fakequant", "torch_torchscript",
+               "torch_onnx_mctq_uniform", "torch_onnx_fakequant_uniform"]
+KERAS_FLOWS = ["keras_ptq", "keras_ptq_metadata", "keras_ptq_uniform", "keras_keras_mctq",
+               "keras_keras_fakequant", "keras_tflite_fakequant", "keras_tflite_int8",
+               "keras_keras_fakequant_uniform", "keras_tflite_int8_uniform"]
+# Known differences (docs/mct.md, "Open"): reported in the table and as xfail, never hidden.
+KNOWN = {"torch_onnx_mctq_uniform": "ONNX custom ops of uniform activation quantizers: "
+                                    "onnxruntime-extensions hands the kernels (qi's and "
+                                    "mct-quantizers') float attributes as 6-digit text, and qi "
+                                    "writes the configured range where mct-quantizers writes "
+                                    "its adjusted one (docs/mct.md)"}
 EXPORT_FLOWS = [f for f in TORCH_FLOWS + KERAS_FLOWS
                 if f.split("_")[1] in ("onnx", "torchscript", "keras", "tflite")]
 
@@ -69,18 +77,32 @@ def _compare(label, ref, got, sides=("mct-quantizers", "qi")):
     RESULTS.append((label, "bit-identical", "0"))
 
 
+def _checked(flow, label, ref, got, sides=("mct-quantizers", "qi")):
+    """_compare, with a known difference (KNOWN) reported as xfail."""
+    if flow not in KNOWN:
+        _compare(label, ref, got, sides)
+        return
+    try:
+        _compare(label, ref, got, sides)
+    except pytest.fail.Exception as e:
+        label_, text, diff = RESULTS.pop()
+        text = text[len("differs: "):] if text.startswith("differs: ") else text
+        RESULTS.append((label_, "known: " + text, diff))
+        pytest.xfail(f"{KNOWN[flow]}: {e}")
+
+
 @pytest.mark.parametrize("flow", TORCH_FLOWS + KERAS_FLOWS)
 def test_flow(flow_dir, flow):
-    _compare(flow, _load(flow_dir, "mctq", flow), _load(flow_dir, "qi", flow))
+    _checked(flow, flow, _load(flow_dir, "mctq", flow), _load(flow_dir, "qi", flow))
 
 
 @pytest.mark.parametrize("flow", EXPORT_FLOWS)
 def test_qi_loads_mct_quantizers_file(flow_dir, flow):
-    _compare(f"{flow} (mctq file in qi)", _load(flow_dir, "mctq", flow),
+    _checked(flow, f"{flow} (mctq file in qi)", _load(flow_dir, "mctq", flow),
              _load(flow_dir, "qi", flow + ".cross"))
 
 
 @pytest.mark.parametrize("flow", EXPORT_FLOWS)
 def test_mct_quantizers_loads_qi_file(flow_dir, flow):
-    _compare(f"{flow} (qi file in mctq)", _load(flow_dir, "qi", flow),
+    _checked(flow, f"{flow} (qi file in mctq)", _load(flow_dir, "qi", flow),
              _load(flow_dir, "mctq", flow + ".cross"), ("qi", "mct-quantizers"))
