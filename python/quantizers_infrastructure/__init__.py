@@ -21,7 +21,8 @@ del _importlib_util
 
 from quantizers_infrastructure.common import constants
 from quantizers_infrastructure.common.base_inferable_quantizer import (
-    BaseInferableQuantizer, mark_quantizer, register_input_type, register_lazy_frontend)
+    BaseInferableQuantizer, get_all_subclasses, mark_quantizer, register_input_type,
+    register_lazy_frontend)
 from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
                                                     QuantizerID, TrainingMethod, VariableGroup)
 from quantizers_infrastructure.common.trainable_configs import (
@@ -99,7 +100,7 @@ _LAZY_ATTRIBUTES = {
     for name in ("PytorchNodeQuantizationDispatcher", "PytorchQuantizationWrapper",
                  "PytorchActivationQuantizationHolder",
                  "PytorchPreservingActivationQuantizationHolder",
-                 "PytorchFLNActivationQuantizationHolder")
+                 "PytorchFLNActivationQuantizationHolder", "pytorch_load_quantized_model")
 }
 _LAZY_ATTRIBUTES.update({
     name: "quantizers_infrastructure.keras"
@@ -145,7 +146,8 @@ def supported_simd_targets():
 
 
 __all__ = [
-    "BaseInferableQuantizer", "InferableQuantizer", "mark_quantizer", "QuantizationMethod",
+    "BaseInferableQuantizer", "InferableQuantizer", "mark_quantizer", "get_all_subclasses",
+    "QuantizationMethod",
     "QuantizationTarget", "QuantizerID", "TrainingMethod", "VariableGroup",
     "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
     "TrainableQuantizerCandidateConfig", "NodeQuantizationDispatcher",

@@ -78,7 +78,9 @@ def test_wrapper_quantizes_weights_and_outputs():
     h = tf.keras.Model(model.input, mul.input)(x).numpy()
     qc = mul.weights_quantizers[1](const)
     np.testing.assert_array_equal(tf.keras.Model(model.input, mul.output)(x).numpy(), h * qc)
-    assert [v.name.split("/")[-1] for v in mul.weights] == ["positional_weight_1:0"]
+    # MCT Quantizers' layout: the step counter, then the positional weight.
+    assert [v.name.split("/")[-1] for v in mul.weights] == ["optimizer_step:0",
+                                                           "positional_weight_1:0"]
 
 
 def test_configs_are_json_and_save_load_identical(tmp_path):
@@ -143,7 +145,9 @@ def test_wrapper_errors():
                                     weight_values={0: np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="should be either an ndarray or a tf.Tensor"):
         qi.KerasQuantizationWrapper(tf.keras.layers.Multiply(), {1: q}, weight_values={1: [1.0]})
-    with pytest.raises(ValueError, match="must be a qi quantizer"):
+    with pytest.raises(ValueError, match=r"quantizer 'kernel' must be a BaseInferableQuantizer \(or an "
+                                         r"object with initialize_quantization and __call__\), "
+                                         r"got object"):
         qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), {"kernel": object()})
     # A per-channel quantizer whose count does not fit the kernel: refused when the wrapper is
     # built, naming the wrapper and the weight, with the core's message.

@@ -3,6 +3,7 @@
 for x's type (numpy here; the torch and TensorFlow front ends register their tensor types)."""
 
 import importlib
+import inspect
 from typing import Any, Callable, Dict, List, Optional
 
 from quantizers_infrastructure.common.enums import QuantizationMethod, QuantizationTarget
@@ -24,6 +25,16 @@ def mark_quantizer(quantization_target: Optional[QuantizationTarget] = None,
     return mark
 
 
+def get_all_subclasses(cls: type) -> set:
+    """Every subclass of `cls`, recursively (a set; MCT's helper for the quantizer lookups,
+    REFERENCE.md 1.4)."""
+    out = set()
+    for sub in cls.__subclasses__():
+        out.add(sub)
+        out |= get_all_subclasses(sub)
+    return out
+
+
 class BaseInferableQuantizer:
     """Base of every quantizer that runs inference with fixed parameters. Subclasses are marked
     with mark_quantizer and implement `__call__(inputs)`, which returns the fake-quantized
@@ -43,6 +54,36 @@ class BaseInferableQuantizer:
 
     def __call__(self, inputs):
         raise NotImplementedError(f"{type(self).__name__} does not implement __call__")
+
+
+def is_quantizer(obj: Any) -> bool:
+    """A BaseInferableQuantizer, or an object that follows MCT Quantizers' quantizer protocol
+    without deriving from it (callable, with initialize_quantization; MCT wraps its quantizers
+    in such objects): what wrappers and holders accept."""
+    return isinstance(obj, BaseInferableQuantizer) or (
+        callable(obj) and callable(getattr(obj, "initialize_quantization", None)))
+
+
+QUANTIZER_KINDS = ("a BaseInferableQuantizer (or an object with initialize_quantization and "
+                   "__call__)")
+
+
+# Quantizer class -> whether its __call__ has a `training` parameter.
+_TAKES_TRAINING: Dict[type, bool] = {}
+
+
+def call_takes_training(quantizer: Any) -> bool:
+    """Whether quantizer.__call__ has a `training` parameter (cached per class): MCT Quantizers'
+    rule for which quantizers a wrapper passes its training mode to."""
+    cls = type(quantizer)
+    known = _TAKES_TRAINING.get(cls)
+    if known is None:
+        try:
+            known = "training" in inspect.signature(quantizer.__call__).parameters
+        except (TypeError, ValueError):
+            known = False
+        _TAKES_TRAINING[cls] = known
+    return known
 
 
 # ---- input-type dispatch --------------------------------------------------------------------

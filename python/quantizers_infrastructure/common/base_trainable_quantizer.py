@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from quantizers_infrastructure import _core
-from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.base_inferable_quantizer import (BaseInferableQuantizer,
+                                                                       get_all_subclasses)
 from quantizers_infrastructure.common.enums import QuantizationTarget, VariableGroup
 from quantizers_infrastructure.common.trainable_configs import (
     TrainableQuantizerActivationConfig, TrainableQuantizerWeightsConfig)
@@ -223,22 +224,25 @@ def generate_trainable_classes(namespace: Dict[str, Any], bases: Dict[str, type]
     return classes
 
 
-def get_all_subclasses(cls: type) -> set:
-    """Every subclass of `cls`, recursively (MCT's helper for the trainable lookups)."""
-    out = set()
-    for sub in cls.__subclasses__():
-        out.add(sub)
-        out |= get_all_subclasses(sub)
-    return out
-
-
 def find_trainable_class(classes: Dict[str, type], quant_target, quant_method, training_method,
-                         quantizer_base_class: Optional[type] = None) -> type:
+                         quantizer_base_class: Optional[type] = None,
+                         quantizer_type: Any = None, quantizer_id: Any = None) -> type:
     """The class of `classes` (a front end's generated classes) registered for (target, method,
     training method): the core's lookup, with its message when not exactly one matches. With
     quantizer_base_class, searches its marked subclasses instead (user-defined quantizers
-    included), as MCT does."""
+    included), as MCT does. The training method may also come as `quantizer_type` (the seed
+    era's keyword) or `quantizer_id` (MCT's); giving two different ones is an error."""
     from quantizers_infrastructure.common.enums import TrainingMethod
+    given = {k: v for k, v in (("training_method", training_method),
+                               ("quantizer_type", quantizer_type),
+                               ("quantizer_id", quantizer_id)) if v is not None}
+    if len(set(map(repr, given.values()))) > 1:
+        raise ValueError(f"get_trainable_quantizer_class: {' and '.join(given)} name different "
+                         f"training methods: {', '.join(repr(v) for v in given.values())}")
+    if not given:
+        raise ValueError("get_trainable_quantizer_class: training_method (or quantizer_type) is "
+                         "missing")
+    training_method = next(iter(given.values()))
     training_method = TrainingMethod(getattr(training_method, "value", training_method))
     if quantizer_base_class is None:
         return classes[_core.trainable_class_name(quant_target.value, quant_method.name,

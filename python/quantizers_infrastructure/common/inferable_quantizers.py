@@ -15,8 +15,8 @@ import numpy as np
 from quantizers_infrastructure import _core
 from quantizers_infrastructure.common import constants as C
 from quantizers_infrastructure.common.base_inferable_quantizer import (
-    _RESOLVED_HANDLERS, BaseInferableQuantizer, find_input_handler, mark_quantizer,
-    register_input_type, supported_input_types)
+    _RESOLVED_HANDLERS, BaseInferableQuantizer, find_input_handler, get_all_subclasses,
+    mark_quantizer, register_input_type, supported_input_types)
 from quantizers_infrastructure.common.enums import (QuantizationMethod, QuantizationTarget,
                                                     QuantizerID)
 
@@ -75,11 +75,15 @@ class InferableQuantizer(BaseInferableQuantizer):
     _config_keys: tuple = ()
     _signature: Optional[inspect.Signature] = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, qi_version: Optional[str] = None, **kwargs):
         cls = type(self)
-        bound = cls._signature.bind(*args, **kwargs)
+        bound = cls._signature.bind(*args, **_seed_keywords(cls, kwargs))
         bound.apply_defaults()
         config = {k: _config_value(cls._class_name, k, v) for k, v in bound.arguments.items()}
+        # get_config() carries qi_version, so that type(q)(**q.get_config()) rebuilds q (as
+        # Keras does with a layer's quantizers); the core checks it as in from_config.
+        if qi_version is not None:
+            config[C.QI_VERSION_KEY] = qi_version
         self._set_core(_core.make_quantizer(cls._class_name, json.dumps(config, allow_nan=False)))
 
     def _set_core(self, core_quantizer) -> None:
@@ -91,6 +95,34 @@ class InferableQuantizer(BaseInferableQuantizer):
         self.kernel_channel_axis = (self._config.get("channel_axis")
                                     if self._config.get("per_channel") else None)
         self.kernel_input_rank = self._config.get("input_rank")
+
+    # ---- MCT Quantizers' PyTorch export switches (read by the PyTorch front end) ----
+    # reuse: MCT marks the quantizers of a layer used several times; while reuse is enabled the
+    # PyTorch front end returns the first call's output for every later call (so that an export
+    # records the quantization once). A custom implementation, once enabled, makes ONNX export
+    # write this quantizer as its mct_quantizers custom op even where a QDQ pair would fit.
+    reuse = False
+    enable_reuse = False
+    quantizer_first_run = True
+    reuse_outputs = None
+    _use_custom_impl = False
+
+    def enable_reuse_quantizer(self) -> None:
+        """From now on, calls on torch tensors return the first call's output (until
+        disable_reuse_quantizer)."""
+        self.enable_reuse = True
+        self.quantizer_first_run = True
+        self.reuse_outputs = None
+
+    def disable_reuse_quantizer(self) -> None:
+        """Every call quantizes its input again."""
+        self.enable_reuse = False
+        self.reuse_outputs = None
+
+    def enable_custom_impl(self) -> None:
+        """ONNX export writes this quantizer as its custom op (MCT Quantizers' op type) instead
+        of a QuantizeLinear/DequantizeLinear pair; the numbers are the same."""
+        self._use_custom_impl = True
 
     # ---- calling ----
     def __call__(self, inputs):
@@ -172,15 +204,103 @@ class InferableQuantizer(BaseInferableQuantizer):
         otherwise."""
         return self._core.plan.get("zero_point")
 
+    # Whether TensorFlow tensors go through TensorFlow's own fake_quant ops when they compute
+    # the same bits (tf profile, per tensor or per channel on the last axis): what MCT
+    # Quantizers' Keras quantizers run, and what the TFLite converter understands. qi's own
+    # classes run qi's op; the Keras classes of quantizers_infrastructure.mct set it.
+    tf_native_fake_quant = False
+
+    def tf_range(self) -> Optional[tuple]:
+        """([min...], [max...]) per channel, as TensorFlow's fake_quant_with_min_max_vars takes
+        them, for symmetric, POT and uniform quantizers (None for LUT ones): the grid's ends
+        ([-t] or [0.0] to [t - t / 2^(num_bits - signed)]; the configured range for uniform),
+        adjusted to hold zero by the core's tf-profile rule, as float32 values."""
+        ends = self.__dict__.get("_tf_range")
+        if ends is None:
+            c = self._config
+            if self.param_family in ("symmetric_weights", "symmetric_activation"):
+                signed = bool(c.get(C.SIGNED, True))
+                bits = int(c[C.NUM_BITS]) - int(signed)
+                lo = [-float(t) if signed else 0.0 for t in c[C.THRESHOLD]]
+                hi = [float(t) - float(t) / (2 ** bits) for t in c[C.THRESHOLD]]
+            elif self.param_family in ("uniform_weights", "uniform_activation"):
+                lo, hi = list(c[C.MIN_RANGE]), list(c[C.MAX_RANGE])
+            else:
+                return None
+            ends = self.__dict__["_tf_range"] = _adjusted_range(lo, hi, int(c[C.NUM_BITS]), "tf")
+        return list(ends[0]), list(ends[1])
+
+    @property
+    def threshold_np(self) -> Optional[np.ndarray]:
+        """The configured thresholds as a float64 array; None for uniform quantizers."""
+        threshold = self._config.get(C.THRESHOLD)
+        return None if threshold is None else np.asarray(threshold, dtype=np.float64)
+
+    @property
+    def scales(self) -> Optional[np.ndarray]:
+        """Same as scale (MCT Quantizers' name)."""
+        return self.scale
+
+    @property
+    def zero_points(self) -> Optional[np.ndarray]:
+        """The per-channel zero points as int32 (torch profile); None otherwise."""
+        zp = self.zero_point
+        return None if zp is None else np.asarray(zp).astype(np.int32)
+
     @property
     def adjusted_min_range(self) -> Optional[np.ndarray]:
-        """WeightsUniform: the per-channel min_range after zero adjustment; None otherwise."""
-        return self._core.adjusted_min_range
+        """Uniform quantizers: the per-channel min_range after zero adjustment (float32, the
+        profile's rule); None otherwise."""
+        return self._adjusted(0)
 
     @property
     def adjusted_max_range(self) -> Optional[np.ndarray]:
-        """WeightsUniform: the per-channel max_range after zero adjustment; None otherwise."""
-        return self._core.adjusted_max_range
+        """Uniform quantizers: the per-channel max_range after zero adjustment (float32, the
+        profile's rule); None otherwise."""
+        return self._adjusted(1)
+
+    def _adjusted(self, index: int) -> Optional[np.ndarray]:
+        own = self._core.adjusted_max_range if index else self._core.adjusted_min_range
+        if own is not None or self.param_family != "uniform_activation":
+            return own
+        c = self._config
+        ends = _adjusted_range(c[C.MIN_RANGE], c[C.MAX_RANGE], int(c[C.NUM_BITS]),
+                               c.get(C.PROFILE, "torch"))
+        return np.asarray(ends[index], dtype=np.float32)
+
+
+# Keywords of the seed era's LUT quantizers (mct-quantizers before 1.2) -> today's names.
+_SEED_KEYWORDS = {"cluster_centers": C.LUT_VALUES, "multiplier_nbits": C.LUT_VALUES_BITWIDTH}
+
+
+def _seed_keywords(cls, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """kwargs with the seed-era LUT keywords renamed, for classes that take the new name."""
+    if not any(k in kwargs for k in _SEED_KEYWORDS):
+        return kwargs
+    out = dict(kwargs)
+    for old, new in _SEED_KEYWORDS.items():
+        if old in out and new in cls._signature.parameters:
+            if new in out:
+                raise TypeError(f"{cls._class_name}: {old} is the old name of {new}; give one "
+                                f"of them, not both")
+            out[new] = out.pop(old)
+    return out
+
+
+def _adjusted_range(lo: List[float], hi: List[float], num_bits: int, profile: str) -> tuple:
+    """([min...], [max...]) adjusted to hold zero on the grid by the core's rule for `profile`
+    (that of its uniform weights quantizer), as float32 values."""
+    adjusted = _core.make_quantizer("WeightsUniformInferableQuantizer", json.dumps({
+        C.NUM_BITS: num_bits, C.MIN_RANGE: list(lo), C.MAX_RANGE: list(hi),
+        C.PER_CHANNEL: len(lo) > 1, C.CHANNEL_AXIS: 0, C.PROFILE: profile}))
+    return ([float(v) for v in adjusted.adjusted_min_range],
+            [float(v) for v in adjusted.adjusted_max_range])
+
+
+def _symmetric_activation_range(self, index: int) -> List[float]:
+    """min_range ([min]) or max_range ([max]) of a symmetric or POT activation quantizer: the
+    range MCT Quantizers' Keras quantizers hand TensorFlow's fake_quant (tf_range())."""
+    return self.tf_range()[index]
 
 
 def _from_config_of(cls, config):
@@ -253,6 +373,13 @@ def _make_class(entry: Dict[str, Any]) -> type:
     for k in keys:
         if k not in namespace and not hasattr(InferableQuantizer, k):
             namespace[k] = _config_property(k, docs[k])
+    if target == QuantizationTarget.Activation and C.THRESHOLD in keys and \
+            entry["family"] == "symmetric_activation":
+        for i, key in enumerate((C.MIN_RANGE, C.MAX_RANGE)):
+            namespace[key] = property(
+                lambda self, i=i: _symmetric_activation_range(self, i),
+                doc=f"{key}: the grid's {'lower' if i == 0 else 'upper'} end as a one-element "
+                    f"list (what TensorFlow's fake_quant takes), derived from the threshold.")
     cls = type(name, (InferableQuantizer,), namespace)
     return mark_quantizer(target, [method], QuantizerID.INFERABLE)(cls)
 
@@ -265,7 +392,8 @@ for _entry in _REGISTRY:
 del _entry
 
 __all__ = ["InferableQuantizer", "INFERABLE_QUANTIZER_CLASSES", "get_inferable_quantizer_class",
-           "quantizer_from_json", "from_core_quantizer"] + list(INFERABLE_QUANTIZER_CLASSES)
+           "quantizer_from_json", "from_core_quantizer",
+           "framework_classes"] + list(INFERABLE_QUANTIZER_CLASSES)
 
 
 def get_inferable_quantizer_class(quant_target: QuantizationTarget,
@@ -273,7 +401,10 @@ def get_inferable_quantizer_class(quant_target: QuantizationTarget,
                                   quantizer_base_class: Optional[type] = None) -> type:
     """The inferable quantizer class registered for (quant_target, quant_method) (REFERENCE.md
     1.4); ValueError (the core's message) when none is, e.g. (Activation, LUT_SYM_QUANTIZER).
-    quantizer_base_class, when given, must be a base of the class found."""
+    With quantizer_base_class: that class when it derives from the base, else the one subclass
+    of the base marked for (quant_target, quant_method) as inferable (MCT's search, which finds
+    framework classes such as quantizers_infrastructure.mct's); ValueError unless exactly one
+    is."""
     if not isinstance(quant_target, QuantizationTarget):
         raise ValueError(f"get_inferable_quantizer_class: quant_target must be a "
                          f"QuantizationTarget, got {quant_target!r}")
@@ -282,10 +413,19 @@ def get_inferable_quantizer_class(quant_target: QuantizationTarget,
                          f"QuantizationMethod, got {quant_method!r}")
     cls = INFERABLE_QUANTIZER_CLASSES[_core.inferable_class_name(quant_target.value,
                                                                  quant_method.name)]
-    if quantizer_base_class is not None and not issubclass(cls, quantizer_base_class):
-        raise ValueError(f"get_inferable_quantizer_class: {cls.__name__} does not inherit from "
-                         f"{quantizer_base_class.__name__}")
-    return cls
+    if quantizer_base_class is None or issubclass(cls, quantizer_base_class):
+        return cls
+    found = [c for c in get_all_subclasses(quantizer_base_class)
+             if getattr(c, C.QUANTIZATION_TARGET, None) == quant_target
+             and quant_method in (getattr(c, C.QUANTIZATION_METHOD, None) or [])
+             and getattr(c, C.QUANTIZER_ID, None) is QuantizerID.INFERABLE]
+    if len(found) != 1:
+        raise ValueError(f"get_inferable_quantizer_class: found {len(found)} quantizers deriving "
+                         f"from {quantizer_base_class.__name__} for target {quant_target.value} "
+                         f"and method {quant_method.name} "
+                         f"({', '.join(sorted(c.__name__ for c in found)) or 'none'}); expected "
+                         f"exactly one")
+    return found[0]
 
 
 def quantizer_from_json(text: str) -> InferableQuantizer:
@@ -300,3 +440,32 @@ def from_core_quantizer(core_quantizer) -> InferableQuantizer:
     obj = cls.__new__(cls)
     obj._set_core(core_quantizer)
     return obj
+
+
+def framework_classes(base: type, module: str, profile: Optional[str] = None,
+                      tf_native_fake_quant: bool = False) -> Dict[str, type]:
+    """One subclass of every registered class that also derives from `base` (a framework's
+    quantizer base, such as MCT Quantizers' BaseKerasInferableQuantizer), defined in `module`,
+    marked as its parent (so MCT's get_inferable_quantizer_class(target, method, base) finds
+    exactly one per pair) and, when `profile` is given, taking that numeric profile by default;
+    tf_native_fake_quant as the class attribute. {class name: class}."""
+    out = {}
+    for name, parent in INFERABLE_QUANTIZER_CLASSES.items():
+        namespace = {"__module__": module, "__qualname__": name, "__doc__": parent.__doc__,
+                     "tf_native_fake_quant": tf_native_fake_quant}
+        if profile is not None and C.PROFILE in parent._signature.parameters:
+            params = [p.replace(default=profile) if p.name == C.PROFILE else p
+                      for p in parent._signature.parameters.values()]
+            namespace["_signature"] = parent._signature.replace(parameters=params)
+        if tf_native_fake_quant and parent.param_family in ("uniform_weights",
+                                                            "uniform_activation"):
+            # What TensorFlow's op gets, as MCT Quantizers' Keras quantizers report it.
+            for i, key in enumerate((C.MIN_RANGE, C.MAX_RANGE)):
+                namespace[key] = property(
+                    lambda self, i=i: self.tf_range()[i],
+                    doc=f"{key}: the configured range adjusted to hold zero (tf_range()), per "
+                        f"channel.")
+        cls = type(name, (parent, base), namespace)
+        out[name] = mark_quantizer(parent.quantization_target, parent.quantization_method,
+                                   parent.identifier)(cls)
+    return out

@@ -15,6 +15,7 @@ from quantizers_infrastructure.keras import ops
 from quantizers_infrastructure.keras.dispatcher import KerasNodeQuantizationDispatcher
 from quantizers_infrastructure.keras.load import (convert_to_inferable_quantizers,
                                                   keras_load_quantized_model, qi_custom_objects)
+from quantizers_infrastructure.keras.metadata import MetadataLayer, add_metadata, get_metadata
 from quantizers_infrastructure.keras.ops import library_path
 from quantizers_infrastructure.keras.serialization import (deserialize_quantizer,
                                                            serialize_quantizer)
@@ -37,5 +38,5 @@ __all__ = [
     "KerasQuantizationWrapper", "KerasNodeQuantizationDispatcher",
     "KerasActivationQuantizationHolder", "convert_to_inferable_quantizers",
     "keras_load_quantized_model", "qi_custom_objects", "serialize_quantizer",
-    "deserialize_quantizer", "library_path", "ops",
+    "deserialize_quantizer", "library_path", "ops", "MetadataLayer", "add_metadata", "get_metadata",
 ] + list(_trainable_names)

@@ -64,9 +64,46 @@ def quantizer_json(quantizer) -> str:
 
 def fake_quant(quantizer, x) -> tf.Tensor:
     """Q(x) for an inferable quantizer, through the QiFakeQuant op. The gradient is the
-    straight-through identity (dQ/dx = 1)."""
+    straight-through identity (dQ/dx = 1). Quantizers with tf_native_fake_quant run
+    TensorFlow's fake_quant op instead where it computes the same bits (native_fake_quant)."""
     x = _float32(x, type(quantizer).__name__)
+    if getattr(quantizer, "tf_native_fake_quant", False):
+        y = native_fake_quant(quantizer, x)
+        if y is not None:
+            return y
     return _run(_ops.qi_fake_quant, x, quantizer=quantizer_json(quantizer))
+
+
+def native_fake_quant(quantizer, x: tf.Tensor) -> Optional[tf.Tensor]:
+    """Q(x) through TensorFlow's fake_quant_with_min_max_vars(_per_channel) when that is the
+    quantizer's own formula (the tf profile of an affine quantizer, per tensor or per channel;
+    its gradient is TensorFlow's: zero outside the range), else None. This is what MCT
+    Quantizers' Keras quantizers run, and what TFLite converts to int8 kernels."""
+    plan = quantizer.plan
+    bits = int(quantizer.get_config().get("num_bits", 0))
+    if plan.get("kind") != "affine_tf" or not 2 <= bits <= 16:
+        return None
+    lo, hi = quantizer.tf_range()
+    config = quantizer.get_config()
+    if not config.get("per_channel"):
+        if len(lo) != 1:
+            return None
+        return tf.quantization.fake_quant_with_min_max_vars(x, min=lo[0], max=hi[0],
+                                                            num_bits=bits, narrow_range=False)
+    rank, axis = x.shape.rank, config.get("channel_axis")
+    if rank is None or axis is None or x.shape[axis] != len(lo):
+        return None
+    # TensorFlow's per-channel op takes the last axis: another channel axis is swapped with it
+    # around the op (as MCT Quantizers does), which TFLite folds into the weights.
+    axis %= rank
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    if axis != rank - 1:
+        x = tf.transpose(x, perm=perm)
+    y = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        x, min=tf.constant(lo, tf.float32), max=tf.constant(hi, tf.float32), num_bits=bits,
+        narrow_range=False)
+    return tf.transpose(y, perm=perm) if axis != rank - 1 else y
 
 
 def _optional_attrs(name: str, value: Optional[int]):

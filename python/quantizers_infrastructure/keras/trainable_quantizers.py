@@ -9,6 +9,7 @@ The grid is qi's torch profile (round half to even), so Keras, PyTorch and C++ t
 the same numbers and convert to the same inferable quantizer."""
 
 import sys
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -89,12 +90,16 @@ TRAINABLE_QUANTIZER_CLASSES = generate_trainable_classes(
 
 def get_trainable_quantizer_class(quant_target: QuantizationTarget,
                                   quant_method: QuantizationMethod,
-                                  training_method: TrainingMethod,
-                                  quantizer_base_class=None) -> type:
+                                  training_method: Optional[TrainingMethod] = None,
+                                  quantizer_base_class=None, *,
+                                  quantizer_type=None, quantizer_id=None) -> type:
     """The Keras trainable class for (target, method, training method) (the core's lookup, or
-    MCT's search of quantizer_base_class's subclasses); ValueError unless exactly one matches."""
+    MCT's search of quantizer_base_class's subclasses); ValueError unless exactly one matches.
+    The training method may be given as training_method, quantizer_type (the seed era's
+    keyword) or quantizer_id (MCT's)."""
     return find_trainable_class(TRAINABLE_QUANTIZER_CLASSES, quant_target, quant_method,
-                                training_method, quantizer_base_class)
+                                training_method, quantizer_base_class, quantizer_type,
+                                quantizer_id)
 
 
 __all__ = ["BaseKerasTrainableQuantizer", "BaseKerasQATWeightTrainableQuantizer",

@@ -12,8 +12,10 @@ import tensorflow as tf
 
 from quantizers_infrastructure import _core
 from quantizers_infrastructure.common import constants as C
-from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.base_inferable_quantizer import (
+    QUANTIZER_KINDS, BaseInferableQuantizer, call_takes_training, is_quantizer)
 from quantizers_infrastructure.common.base_trainable_quantizer import BaseTrainableQuantizer
+from quantizers_infrastructure.common.inferable_quantizers import InferableQuantizer
 from quantizers_infrastructure.common.node_quantization_dispatcher import \
     NodeQuantizationDispatcher
 from quantizers_infrastructure.keras.dispatcher import KerasNodeQuantizationDispatcher
@@ -57,7 +59,56 @@ def _accepts(fn, arg: str) -> bool:
 def _quantize(quantizer, x, training):
     if isinstance(quantizer, BaseTrainableQuantizer):
         return quantizer(x, training=training)
+    if not isinstance(quantizer, InferableQuantizer) and call_takes_training(quantizer):
+        # A foreign quantizer (MCT's own trainable ones) gets the mode as MCT Quantizers gives
+        # it: the Keras learning phase when the call has none.
+        if training is None:
+            training = tf.keras.backend.learning_phase()
+        if isinstance(training, (bool, int, np.bool_)):
+            return quantizer(x, training=bool(training))
+        return tf.__internal__.smart_cond.smart_cond(
+            training, lambda: quantizer(x, training=True), lambda: quantizer(x, training=False))
     return quantizer(x)
+
+
+def _file_layout_as_mct_quantizers(layer, moved) -> None:
+    """Makes `layer` save to .keras files as it does inside MCT Quantizers' wrapper, whose call
+    takes the quantized weights (`moved`) out of the layer's own variables: the layer saves the
+    others, the wrapper saves the moved ones among its own. The layer loads that layout and the
+    one qi wrote before (all its variables), and keeps its weight lists (get_weights,
+    set_weights) as they are."""
+    def own():
+        return list(layer._trainable_weights) + list(layer._non_trainable_weights)
+
+    def kept():
+        return [v for v in own() if not any(v is m for m in moved)]
+
+    def save_own_variables(store):
+        for i, v in enumerate(kept()):
+            store[str(i)] = v.numpy()
+
+    def load_own_variables(store):
+        targets = kept() if len(store.keys()) == len(kept()) else own()
+        if len(store.keys()) != len(targets):
+            raise ValueError(f"Layer '{layer.name}' expected {len(kept())} variables (or "
+                             f"{len(own())}, as older qi files hold), but received "
+                             f"{len(store.keys())} variables during loading")
+        for i, v in enumerate(targets):
+            v.assign(store[str(i)])
+
+    object.__setattr__(layer, "save_own_variables", save_own_variables)
+    object.__setattr__(layer, "load_own_variables", load_own_variables)
+
+
+def _is_foreign(q) -> bool:
+    """Neither qi's inferable nor qi's trainable kind (e.g. MCT's own trainable quantizers)."""
+    return not isinstance(q, (InferableQuantizer, BaseTrainableQuantizer))
+
+
+def _convertible(q) -> bool:
+    """qi's trainable quantizers and foreign ones with a convert2inferable()."""
+    return isinstance(q, BaseTrainableQuantizer) or (
+        not isinstance(q, InferableQuantizer) and callable(getattr(q, "convert2inferable", None)))
 
 
 def _check_training(training, who: str) -> None:
@@ -135,8 +186,8 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                                  f"{type(weights_quantizers).__name__}")
             acts = list(activation_quantizers or [])
         for key, q in list(weights.items()) + list(enumerate(acts)):
-            if not isinstance(q, BaseInferableQuantizer):
-                raise ValueError(f"{who}: quantizer {key!r} must be a qi quantizer, got "
+            if not is_quantizer(q):
+                raise ValueError(f"{who}: quantizer {key!r} must be {QUANTIZER_KINDS}, got "
                                  f"{type(q).__name__}")
         weight_values = dict(weight_values or {})
         if weight_values:
@@ -194,15 +245,21 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
 
     @property
     def has_trainable_quantizers(self) -> bool:
-        return any(isinstance(q, BaseTrainableQuantizer) for q in self._all_quantizers())
+        return any(_convertible(q) for q in self._all_quantizers())
 
     # ---- build / call ----
     def build(self, input_shape=None):
         if self.is_str_attr and not self.layer.built:
             self.layer.build(input_shape)
             self.layer.built = True
+        # MCT Quantizers' variable layout, which its .keras files and MCT's exporters (reading
+        # get_weights() by index) rely on: a step counter, then the quantized weights of the
+        # layer among the wrapper's own trainable weights, then the quantizers' variables.
+        self.optimizer_step = self.add_weight(
+            C.STEPS, initializer=tf.keras.initializers.Constant(-1), dtype=tf.int32,
+            trainable=False)
         weights_vars = []
-        for key, q in self.weights_quantizers.items():
+        for key, q in self._build_order():
             if self.is_str_attr:
                 var = self.layer.__dict__.get(key, getattr(self.layer, key, None))
                 if not isinstance(var, tf.Variable):
@@ -210,7 +267,9 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                                      f"({type(self.layer).__name__}) has no weight attribute "
                                      f"\"{key}\"")
                 self._check_fits(key, q, var.shape)
-                q.initialize_quantization(tuple(var.shape), key, self)
+                if not any(var is w for w in self._trainable_weights):
+                    self._trainable_weights.append(var)
+                q.initialize_quantization(tuple(var.shape), key, self)  # MCT's name too
             else:
                 value = np.asarray(self.weight_values[key].numpy() if tf.is_tensor(
                     self.weight_values[key]) else self.weight_values[key])
@@ -219,9 +278,12 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                                       initializer=tf.keras.initializers.Constant(value),
                                       trainable=False)
                 self._check_fits(key, q, var.shape)
-                q.initialize_quantization(tuple(var.shape), f"positional_weight_{key}_", self)
+                q.initialize_quantization(tuple(var.shape), None if _is_foreign(q) else
+                                          f"positional_weight_{key}_", self)
             weights_vars.append((key, var, q))
         self._set_weights_vars(weights_vars)
+        if self.is_str_attr:
+            _file_layout_as_mct_quantizers(self.layer, self._moved_weights())
         for i, q in enumerate(self.activation_quantizers):
             q.initialize_quantization(None, f"out{i}_", self)
         self.built = True
@@ -231,7 +293,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
         input_rank), at build time: a model file with a record that does not fit fails to load,
         naming the layer and the weight, instead of failing at the first call. Trainable
         quantizers are checked by the core policy when they create their variables."""
-        if isinstance(q, BaseTrainableQuantizer):
+        if isinstance(q, BaseTrainableQuantizer) or _is_foreign(q):
             return
         try:
             _core.check_fits_weight(q.to_json(), [int(d) for d in shape])
@@ -239,6 +301,65 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
             raise ValueError(f"{type(self).__name__} \"{self.name}\": the quantizer of weight "
                              f"\"{key}\" does not fit the layer's weight of shape "
                              f"{[int(d) for d in shape]}: {e}") from None
+
+    def _moved_weights(self):
+        """The layer's quantized weights, which count as the wrapper's own (MCT Quantizers'
+        wrapper moves them out of the layer on its first call)."""
+        return [var for _, var, _ in self._weights_vars] if self.is_str_attr else []
+
+    def _children(self, attribute: str):
+        moved = self._moved_weights()
+        return [w for w in self._gather_children_attribute(attribute)
+                if not any(w is m for m in moved)]
+
+    # Keras's own definitions, with the quantized weights counted once, as the wrapper's: the
+    # order of get_weights() is MCT Quantizers' (its TFLite INT8 exporter reads it by index).
+    @property
+    def trainable_weights(self):
+        self._update_trackables()
+        if not self.trainable:
+            return []
+        return self._dedup_weights(self._trainable_weights + self._children("trainable_variables"))
+
+    @property
+    def non_trainable_weights(self):
+        self._update_trackables()
+        if self.trainable:
+            weights = self._non_trainable_weights + self._children("non_trainable_variables")
+        else:
+            weights = (self._trainable_weights + self._non_trainable_weights
+                       + self._children("variables"))
+        return self._dedup_weights(weights)
+
+    def _build_order(self):
+        """The weight quantizers in the order of the layer's own variables (positions in
+        increasing order): a fixed order of the wrapper's variables, whatever order the
+        quantizers dict came in (a config read back by the core lists its keys sorted)."""
+        items = list(self.weights_quantizers.items())
+        if not self.is_str_attr:
+            return sorted(items, key=lambda kv: kv[0])
+        own = getattr(self.layer, "_qi_own_variables", None) or (
+            list(self.layer._trainable_weights) + list(self.layer._non_trainable_weights))
+
+        def index(kv):
+            var = self.layer.__dict__.get(kv[0], getattr(self.layer, kv[0], None))
+            return next((i for i, w in enumerate(own) if w is var), len(own))
+
+        return sorted(items, key=index)
+
+    def load_own_variables(self, store):
+        own = self._trainable_weights + self._non_trainable_weights
+        if len(store.keys()) != len(own):
+            # A file written before the wrapper had MCT Quantizers' layout: no step counter and
+            # none of the layer's weights (they load with the layer) among its own.
+            layer_vars = [w for _, w, _ in self._weights_vars] if self.is_str_attr else []
+            legacy = [v for v in own if v is not self.optimizer_step
+                      and not any(v is w for w in layer_vars)]
+            if len(store.keys()) == len(legacy):
+                for i, v in enumerate(legacy):
+                    v.assign(store[str(i)])
+                return
+        super().load_own_variables(store)
 
     def _set_weights_vars(self, weights_vars) -> None:
         # Not through Keras's attribute tracking: a tracked list holding the layer's variables
@@ -305,7 +426,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
                              f"converting its quantizers")
 
         def convert(q):
-            return q.convert2inferable() if isinstance(q, BaseTrainableQuantizer) else q
+            return q.convert2inferable() if _convertible(q) else q
 
         weights = {k: convert(q) for k, q in self.weights_quantizers.items()}
         acts = [convert(q) for q in self.activation_quantizers]
@@ -319,6 +440,9 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
         new.build(self._build_input_shape)
         if self.layer.weights:
             new.layer.set_weights(self.layer.get_weights())
+        if self.is_str_attr:  # the quantized weights, which the wrapper holds
+            for key, var, _ in self._weights_vars:
+                getattr(new.layer, key).assign(var)
         # Soft rounding: the converted quantizer keeps the hard-rounded weights, so they replace
         # the float ones.
         for key, var, q in self._weights_vars:
@@ -357,6 +481,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
             raise ValueError(f"{who}: config has no \"layer\"")
         layer = tf.keras.layers.deserialize(config.pop("layer"), custom_objects=custom_objects)
         config.pop(QI_VERSION, None)
+        config.pop(C.MCTQ_VERSION, None)  # files written by MCT Quantizers
         digest = config.pop(RECORDS_SHA256, None)  # absent in files of other writers
         if digest is not None and digest != _records_digest(config):
             raise ValueError(f"{who} \"{config.get('name', '?')}\": the quantizer records "
@@ -393,14 +518,30 @@ class KerasActivationQuantizationHolder(tf.keras.layers.Layer):
     def __init__(self, activation_holder_quantizer: BaseInferableQuantizer, **kwargs):
         kwargs.pop(QI_VERSION, None)
         super().__init__(**kwargs)
-        if not isinstance(activation_holder_quantizer, BaseInferableQuantizer):
-            raise ValueError(f"{type(self).__name__}: activation_holder_quantizer must be a qi "
-                             f"quantizer, got {type(activation_holder_quantizer).__name__}")
+        if not is_quantizer(activation_holder_quantizer):
+            raise ValueError(f"{type(self).__name__}: activation_holder_quantizer must be "
+                             f"{QUANTIZER_KINDS}, "
+                             f"got {type(activation_holder_quantizer).__name__}")
         self.activation_holder_quantizer = activation_holder_quantizer
 
     def build(self, input_shape=None):
-        self.activation_holder_quantizer.initialize_quantization(None, "out_", self)
+        # A step counter first, as MCT Quantizers' holder has (its files hold one).
+        self.optimizer_step = self.add_weight(
+            C.STEPS, initializer=tf.keras.initializers.Constant(-1), dtype=tf.int32,
+            trainable=False)
+        q = self.activation_holder_quantizer
+        # Foreign quantizers get MCT Quantizers' name for the tensor; qi's name their variables
+        # as the C++ holder does.
+        q.initialize_quantization(None, self.name + "/out_" if _is_foreign(q) else "out_", self)
         self.built = True
+
+    def load_own_variables(self, store):
+        own = self._trainable_weights + self._non_trainable_weights
+        if len(store.keys()) == len(own) - 1:  # a file of qi before the step counter
+            for i, v in enumerate(v for v in own if v is not self.optimizer_step):
+                v.assign(store[str(i)])
+            return
+        super().load_own_variables(store)
 
     def call(self, inputs, training=None):
         _check_training(training, type(self).__name__)
@@ -411,13 +552,13 @@ class KerasActivationQuantizationHolder(tf.keras.layers.Layer):
 
     @property
     def has_trainable_quantizers(self) -> bool:
-        return isinstance(self.activation_holder_quantizer, BaseTrainableQuantizer)
+        return _convertible(self.activation_holder_quantizer)
 
     def convert_to_inferable_quantizers(self) -> Optional["KerasActivationQuantizationHolder"]:
         """A new holder with the converted quantizer, or None when the quantizer is not
         trainable (as MCT)."""
         q = self.activation_holder_quantizer
-        if not isinstance(q, BaseTrainableQuantizer):
+        if not _convertible(q):
             return None
         new = type(self)(q.convert2inferable(), name=self.name, dtype=self.dtype)
         new.build(None)
@@ -432,7 +573,14 @@ class KerasActivationQuantizationHolder(tf.keras.layers.Layer):
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "KerasActivationQuantizationHolder":
         config = dict(config)
+        if ACTIVATION_HOLDER_QUANTIZER not in config and "function" in config:
+            # MCT's fake-quant exporter rewrites a holder's entry of a model config into a
+            # TFOpLambda (TensorFlow's fake_quant) but keeps its registered name, which is
+            # this class's.
+            return tf.keras.layers.deserialize({"class_name": "TFOpLambda", "config": config})
         if ACTIVATION_HOLDER_QUANTIZER not in config:
             raise ValueError(f"{cls.__name__}: config has no \"{ACTIVATION_HOLDER_QUANTIZER}\"")
         q = deserialize_quantizer(config.pop(ACTIVATION_HOLDER_QUANTIZER))
+        config.pop(QI_VERSION, None)
+        config.pop(C.MCTQ_VERSION, None)  # files written by MCT Quantizers
         return cls(q, **config)

@@ -62,15 +62,35 @@ def quantize_tensor(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Ten
     device (wrappers keep it as a buffer). Eager calls that autograd need not record (inference,
     no_grad, frozen weights) go straight to the kernel (the same outputs, a fraction of the
     per-call cost); the rest, and everything torch.compile, torch.export or a tracer sees, call
-    the torch.ops.qi ops."""
+    the torch.ops.qi ops. While the quantizer's reuse is enabled (enable_reuse_quantizer), every
+    call after the first returns the first call's output."""
+    if quantizer.enable_reuse:
+        return _reused(quantizer, x, plan)
     if not _is_compiling():
         y = _fast_of(quantizer)(x)
         if y is not None:
             return y
     if portable():
+        if quantizer._use_custom_impl and torch.onnx.is_in_onnx_export():
+            from quantizers_infrastructure.pytorch.onnx import custom_impl_quant
+            return custom_impl_quant(quantizer, x)
         return torch.ops.qi.fake_quant(x, quantizer.to_json())
     return torch.ops.qi.quantize(x, plan, quantizer.kernel_channel_axis,
                                  quantizer.kernel_input_rank)
+
+
+def _reused(quantizer, x: torch.Tensor, plan: torch.Tensor) -> torch.Tensor:
+    """MCT Quantizers' reuse: the first call quantizes and keeps its output, later calls
+    return it (so a layer used several times records its weight quantization once)."""
+    if quantizer.quantizer_first_run or quantizer.reuse_outputs is None:
+        quantizer.enable_reuse = False
+        try:
+            out = quantize_tensor(quantizer, x, plan)
+        finally:
+            quantizer.enable_reuse = True
+        quantizer.reuse_outputs = out
+        quantizer.quantizer_first_run = False
+    return quantizer.reuse_outputs
 
 
 def plan_tensor(quantizer) -> torch.Tensor:
@@ -79,7 +99,7 @@ def plan_tensor(quantizer) -> torch.Tensor:
 
 
 def _torch_call(quantizer, inputs: torch.Tensor) -> torch.Tensor:
-    if not _is_compiling():
+    if not _is_compiling() and not quantizer.enable_reuse:
         y = (quantizer.__dict__.get("_torch_fast") or _fast_of(quantizer))(inputs)
         if y is not None:
             return y
@@ -119,6 +139,9 @@ from quantizers_infrastructure.pytorch.model import (  # noqa: E402
     ModelQuantizationConfig, convert, prepare_qat, quantize, quantized_modules)
 # ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
 from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
+from quantizers_infrastructure.pytorch.metadata import (  # noqa: E402
+    add_metadata, add_onnx_metadata, get_metadata, get_onnx_metadata,
+    pytorch_load_quantized_model)
 
 __all__ = ["library_path", "value_error_from", "portable", "quantize_tensor", "plan_tensor",
            "safe_globals", "VariableGroup", "BaseTrainableQuantizer",
@@ -127,4 +150,6 @@ __all__ = ["library_path", "value_error_from", "portable", "quantize_tensor", "p
            "PytorchQuantizationWrapper", "quantizer_from_json",
            "PytorchActivationQuantizationHolder", "PytorchPreservingActivationQuantizationHolder",
            "PytorchFLNActivationQuantizationHolder", "quantize", "prepare_qat", "convert",
-           "quantized_modules", "ModelQuantizationConfig"] + list(_trainable_names)
+           "quantized_modules", "ModelQuantizationConfig", "add_metadata", "get_metadata",
+           "add_onnx_metadata", "get_onnx_metadata",
+           "pytorch_load_quantized_model"] + list(_trainable_names)

@@ -7,15 +7,16 @@ import json
 
 import torch
 
-from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.base_inferable_quantizer import (
+    QUANTIZER_KINDS, BaseInferableQuantizer, is_quantizer)
 from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS
 from quantizers_infrastructure.common.enums import QuantizationTarget
 from quantizers_infrastructure.common.node_quantization_dispatcher import WEIGHT_QUANTIZER
 from quantizers_infrastructure.pytorch.serialization import make_extra_state, read_extra_state
 from quantizers_infrastructure.pytorch.trainable_quantizers import (
     BasePytorchTrainableQuantizer, TRAINABLE_QUANTIZER_CLASSES)
-from quantizers_infrastructure.pytorch.wrapper import (PLAN_PREFIX, _QuantizerSlots,
-                                                       quantizer_from_json)
+from quantizers_infrastructure.pytorch.wrapper import (PLAN_PREFIX, _convertible,
+                                                       _QuantizerSlots, quantizer_from_json)
 
 ACTIVATION_HOLDER_QUANTIZER = "activation_holder_quantizer"
 
@@ -24,29 +25,31 @@ class PytorchActivationQuantizationHolder(_QuantizerSlots):
     """forward(x) = Q(x). A trainable quantizer creates its variables on the holder (named
     "activation_holder_quantizer_<variable>", as the C++ holder names them) and runs in training
     mode while the holder is in train() mode (MCT's holder passes no flag, so its trainable
-    quantizers always train; qi's follows the module's mode, as the C++ holder). An inferable
-    quantizer's packed plan is a buffer and its config the holder's extra state."""
+    quantizers always train; qi's follows the module's mode, as the C++ holder). A foreign
+    quantizer (MCT's own trainable ones) is called as MCT's holder calls it: q(x), no flag. An
+    inferable quantizer's packed plan is a buffer and its config the holder's extra state."""
 
     def __init__(self, activation_holder_quantizer: BaseInferableQuantizer, **module_kwargs):
         super().__init__(**module_kwargs)
         self._set_quantizer(activation_holder_quantizer)
 
     def _set_quantizer(self, quantizer) -> None:
-        if not isinstance(quantizer, BaseInferableQuantizer):
-            raise ValueError(f"{type(self).__name__}: activation_holder_quantizer must be a "
-                             f"BaseInferableQuantizer, got {type(quantizer).__name__}")
-        if quantizer.quantization_target not in (None, QuantizationTarget.Activation):
+        if not is_quantizer(quantizer):
+            raise ValueError(f"{type(self).__name__}: activation_holder_quantizer must be "
+                             f"{QUANTIZER_KINDS}, got {type(quantizer).__name__}")
+        if getattr(quantizer, "quantization_target", None) not in (None,
+                                                                  QuantizationTarget.Activation):
             raise ValueError(f"{type(self).__name__}: expected an Activation quantizer, got "
                              f"{type(quantizer).__name__}")
         old = self.__dict__.get(ACTIVATION_HOLDER_QUANTIZER)
         if old is not None:
             self._unbind(ACTIVATION_HOLDER_QUANTIZER, old)
         self.activation_holder_quantizer = quantizer
-        self._bind(ACTIVATION_HOLDER_QUANTIZER, quantizer, None)
+        self._bind(ACTIVATION_HOLDER_QUANTIZER, quantizer, None, ACTIVATION_HOLDER_QUANTIZER + "_out")
 
     def _quantize(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._run(ACTIVATION_HOLDER_QUANTIZER, self.activation_holder_quantizer, inputs,
-                         self.training)
+                         self.training, pass_training=False)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._quantize(inputs)
@@ -54,7 +57,7 @@ class PytorchActivationQuantizationHolder(_QuantizerSlots):
     def convert_to_inferable_quantizers(self) -> None:
         """Replaces a trainable quantizer by its inferable conversion, in place."""
         q = self.activation_holder_quantizer
-        if isinstance(q, BasePytorchTrainableQuantizer):
+        if _convertible(q):
             device = next((p.device for p in self.parameters()), None)
             self._set_quantizer(q.convert2inferable())
             if device is not None:

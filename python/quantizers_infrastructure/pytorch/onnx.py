@@ -19,7 +19,7 @@ imported) turns each into
   which MCT Quantizers does not export (it has no custom op for that quantizer).
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
-custom op, as MCT Quantizers' `enable_custom_impl()` does.
+custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
 
 Run: `onnxruntime.InferenceSession(path, get_ort_session_options())` — the custom ops are
 onnxruntime-extensions Python kernels that rebuild the qi quantizer from the node's attributes
@@ -28,7 +28,7 @@ and inputs and run qi's C++ core on the numpy input, so the numbers are qi's own
 Range inputs: WeightsUniform carries the adjusted ranges in the torch profile (adjusting them
 again is the identity there) and the configured ranges in the tf profile (whose float32
 adjustment is not idempotent); ActivationUniform carries the configured ranges (the kernel
-adjusts them, as MCT's does). Thresholds, ranges and eps travel as float32 (ONNX FLOAT), so a
+adjusts them once; MCT Quantizers writes its adjusted range, which its kernel adjusts again). Thresholds, ranges and eps travel as float32 (ONNX FLOAT), so a
 quantizer configured with values that float32 does not represent exactly exports its nearest
 float32 values."""
 
@@ -47,6 +47,24 @@ PROFILE_ATTR = "profile"
 TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
 
 _state = {"custom_ops": False}
+
+class _CustomImpl(torch.autograd.Function):
+    """A quantizer whose custom implementation is enabled (enable_custom_impl), as the ONNX
+    exporter sees it: qi's op forward, its custom node as the symbolic (MCT Quantizers'
+    mechanism; the choice travels with this quantizer object, not with its JSON)."""
+
+    @staticmethod
+    def forward(ctx, x, quantizer):
+        return torch.ops.qi.fake_quant(x, quantizer.to_json())
+
+    @staticmethod
+    def symbolic(g, x, quantizer):
+        return _emit_custom(g, x, quantizer)
+
+
+def custom_impl_quant(quantizer, x: torch.Tensor) -> torch.Tensor:
+    """Q(x) recorded for ONNX export as the quantizer's custom node."""
+    return _CustomImpl.apply(x, quantizer)
 
 
 def use_custom_ops(enabled: bool = True) -> None:
@@ -115,8 +133,9 @@ def qdq_parameters(q) -> Optional[Dict[str, Any]]:
 
 
 def export_kind(q) -> str:
-    """"qdq" or "custom": how q exports (with the current use_custom_ops setting)."""
-    if _state["custom_ops"] or qdq_parameters(q) is None:
+    """"qdq" or "custom": how q exports (with the current use_custom_ops setting and q's
+    enable_custom_impl())."""
+    if _state["custom_ops"] or q._use_custom_impl or qdq_parameters(q) is None:
         return "custom"
     return "qdq"
 
@@ -180,6 +199,9 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
                      lut_values_bitwidth=int(c["lut_values_bitwidth"]), eps=float(c["eps"]))
         inputs = [_f32(c["lut_values"]), _f32(c["threshold"])]
     elif family == "uniform_activation":
+        # The configured range: the op's kernel (qi's and MCT Quantizers') adjusts the range it
+        # is given, and adjusting twice is not the identity for activations (MCT Quantizers
+        # writes its once-adjusted range, so its files run a twice-adjusted one).
         attrs.update(min_range=float(np.float32(c["min_range"][0])),
                      max_range=float(np.float32(c["max_range"][0])), num_bits=int(c["num_bits"]))
         inputs = []

@@ -92,13 +92,17 @@ TRAINABLE_QUANTIZER_CLASSES = generate_trainable_classes(
 
 def get_trainable_quantizer_class(quant_target: QuantizationTarget,
                                   quant_method: QuantizationMethod,
-                                  training_method: TrainingMethod,
-                                  quantizer_base_class: Optional[type] = None) -> type:
+                                  training_method: Optional[TrainingMethod] = None,
+                                  quantizer_base_class=None, *,
+                                  quantizer_type=None, quantizer_id=None) -> type:
     """The trainable class registered for (target, method, training method); exactly one must
     match, else ValueError with the core's message. quantizer_base_class, when given, searches
-    its marked subclasses instead (user-defined quantizers included), as MCT does."""
+    its marked subclasses instead (user-defined quantizers included), as MCT does. The training
+    method may be given as training_method, quantizer_type (the seed era's keyword) or
+    quantizer_id (MCT's)."""
     return find_trainable_class(TRAINABLE_QUANTIZER_CLASSES, quant_target, quant_method,
-                                training_method, quantizer_base_class)
+                                training_method, quantizer_base_class, quantizer_type,
+                                quantizer_id)
 
 
 def trainable_quantizer_from_json(text: str) -> BasePytorchTrainableQuantizer:

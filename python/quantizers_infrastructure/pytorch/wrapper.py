@@ -22,9 +22,11 @@ import torch
 import torch.fx
 from torch import nn
 
-from quantizers_infrastructure.common.base_inferable_quantizer import BaseInferableQuantizer
+from quantizers_infrastructure.common.base_inferable_quantizer import (
+    QUANTIZER_KINDS, BaseInferableQuantizer, call_takes_training, is_quantizer)
 from quantizers_infrastructure.common.constants import ACTIVATION_QUANTIZERS
 from quantizers_infrastructure.common.enums import QuantizationTarget
+from quantizers_infrastructure.common.inferable_quantizers import InferableQuantizer
 from quantizers_infrastructure.common.node_quantization_dispatcher import (
     WEIGHT_QUANTIZER, NodeQuantizationDispatcher)
 from quantizers_infrastructure.pytorch import plan_tensor, quantize_tensor
@@ -44,6 +46,21 @@ LAYER = "layer"
 
 def _is_trainable(q) -> bool:
     return isinstance(q, BasePytorchTrainableQuantizer)
+
+
+def _is_foreign(q) -> bool:
+    """A quantizer that is neither qi's inferable nor qi's trainable kind (e.g. MCT's own
+    trainable quantizers, subclasses of BaseInferableQuantizer): wrappers and holders drive it
+    by MCT Quantizers' protocol: initialize_quantization(shape, name, module) when bound,
+    __call__(x[, training]) to quantize, convert2inferable() when converted."""
+    return not isinstance(q, (InferableQuantizer, BasePytorchTrainableQuantizer))
+
+
+def _convertible(q) -> bool:
+    """True for quantizers that convert_to_inferable_quantizers replaces."""
+    return _is_trainable(q) or (_is_foreign(q) and callable(getattr(q, "convert2inferable", None)))
+
+
 
 
 def quantizer_from_json(text: str):
@@ -135,10 +152,15 @@ class _QuantizerSlots(nn.Module):
     """What wrappers and holders share: their quantizers' packed plans as buffers and their
     configs as checked extra state."""
 
-    def _bind(self, key: str, quantizer, shape) -> None:
-        """Creates a trainable quantizer's variables, or an inferable quantizer's plan buffer."""
+    def _bind(self, key: str, quantizer, shape, name: Any = None) -> None:
+        """Creates a trainable quantizer's variables, or an inferable quantizer's plan buffer;
+        a foreign quantizer's initialize_quantization gets `name` (MCT Quantizers' name for
+        the tensor: the weight's attribute or position, the holder's
+        "activation_holder_quantizer_out"), or `key` when none is given."""
         if _is_trainable(quantizer):
             quantizer.initialize_quantization(shape, key, self)
+        elif _is_foreign(quantizer):
+            quantizer.initialize_quantization(shape, key if name is None else name, self)
         else:
             self.register_buffer(PLAN_PREFIX + key, plan_tensor(quantizer), persistent=False)
 
@@ -147,9 +169,16 @@ class _QuantizerSlots(nn.Module):
             self._parameters.pop(name, None)
         self._buffers.pop(PLAN_PREFIX + key, None)
 
-    def _run(self, key: str, quantizer, x: torch.Tensor, training: bool) -> torch.Tensor:
+    def _run(self, key: str, quantizer, x: torch.Tensor, training: bool,
+             pass_training: bool = True) -> torch.Tensor:
         if _is_trainable(quantizer):
             return quantizer(x, training)
+        if _is_foreign(quantizer):
+            # MCT Quantizers' wrapper passes its mode to quantizers whose __call__ takes
+            # `training`; its holder passes nothing (pass_training=False).
+            if pass_training and call_takes_training(quantizer):
+                return quantizer(x, training)
+            return quantizer(x)
         return quantize_tensor(quantizer, x, getattr(self, PLAN_PREFIX + key))
 
     def _quantizer_keys(self) -> List[str]:
@@ -231,10 +260,10 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
                              f"dispatcher, a dict or a quantizer, got "
                              f"{type(weights_quantizers).__name__}")
         for key, q in weights_quantizers.items():
-            if not isinstance(q, BaseInferableQuantizer):
+            if not is_quantizer(q):
                 raise ValueError(f"PytorchQuantizationWrapper: the quantizer of {key!r} must be "
-                                 f"a BaseInferableQuantizer, got {type(q).__name__}")
-            if q.quantization_target not in (None, QuantizationTarget.Weights):
+                                 f"{QUANTIZER_KINDS}, got {type(q).__name__}")
+            if getattr(q, "quantization_target", None) not in (None, QuantizationTarget.Weights):
                 raise ValueError(f"PytorchQuantizationWrapper: the quantizer of {key!r} is an "
                                  f"{q.quantization_target.value} quantizer, expected Weights")
         weight_values = dict(weight_values or {})
@@ -251,10 +280,11 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
             raise ValueError('"weights_quantizers" keys should be all strings')
         activation_quantizers = list(activation_quantizers or [])
         for i, q in enumerate(activation_quantizers):
-            if not isinstance(q, BaseInferableQuantizer):
+            if not is_quantizer(q):
                 raise ValueError(f"PytorchQuantizationWrapper: activation quantizer {i} must be "
-                                 f"a BaseInferableQuantizer, got {type(q).__name__}")
-            if q.quantization_target not in (None, QuantizationTarget.Activation):
+                                 f"{QUANTIZER_KINDS}, got {type(q).__name__}")
+            if getattr(q, "quantization_target", None) not in (None,
+                                                              QuantizationTarget.Activation):
                 raise ValueError(f"PytorchQuantizationWrapper: activation quantizer {i} is a "
                                  f"{q.quantization_target.value} quantizer")
 
@@ -279,7 +309,7 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
                 self.register_parameter(self._param_key(key), nn.Parameter(
                     weight_values[key].detach().clone(), requires_grad=False))
                 self.__dict__[f"{QUANTIZED_POSITIONAL_WEIGHT}_{key}"] = weight_values[key]
-            self._bind(self._param_key(key), q, tuple(self._weight(key).shape))
+            self._bind(self._param_key(key), q, tuple(self._weight(key).shape), key)
         for i, q in enumerate(self.activation_quantizers):
             self._bind(f"tensor{i}", q, None)
 
@@ -394,18 +424,18 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
         conversion, in place; soft rounding also writes its hard-rounded weights into the float
         weight. The trainable variables are removed from the wrapper."""
         for key, q in list(self.weights_quantizers.items()):
-            if not _is_trainable(q):
+            if not _convertible(q):
                 continue
             w = self._weight(key)
-            if q.replaces_weight:
+            if _is_trainable(q) and q.replaces_weight:
                 with torch.no_grad():
                     w.copy_(q(w, False))
             new = q.convert2inferable()
             self._unbind(self._param_key(key), q)
             self.weights_quantizers[key] = new
-            self._bind(self._param_key(key), new, tuple(w.shape))
+            self._bind(self._param_key(key), new, tuple(w.shape), key)
         for i, q in enumerate(self.activation_quantizers):
-            if _is_trainable(q):
+            if _convertible(q):
                 new = q.convert2inferable()
                 self._unbind(f"tensor{i}", q)
                 self.activation_quantizers[i] = new
