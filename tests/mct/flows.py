@@ -36,7 +36,8 @@ import model_compression_toolkit as mct  # noqa: E402
 
 # The comparison means something only if each side runs what it says.
 _IS_QI = mct_quantizers.__name__ == "quantizers_infrastructure.mct"
-if _IS_QI != (BACKEND == "qi") or (BACKEND == "mctq" and "quantizers_infrastructure" in sys.modules):
+if _IS_QI != (BACKEND == "qi") or (BACKEND == "mctq"
+                                   and "quantizers_infrastructure" in sys.modules):
     raise SystemExit(f"backend {BACKEND}: mct_quantizers is {mct_quantizers.__name__} "
                      f"({getattr(mct_quantizers, '__file__', '?')})")
 
