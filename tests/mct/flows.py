@@ -36,7 +36,8 @@ import model_compression_toolkit as mct  # noqa: E402
 
 # The comparison means something only if each side runs what it says.
 _IS_QI = mct_quantizers.__name__ == "quantizers_infrastructure.mct"
-if _IS_QI != (BACKEND == "qi") or (BACKEND == "mctq" and "quantizers_infrastructure" in sys.modules):
+if _IS_QI != (BACKEND == "qi") or (BACKEND == "mctq"
+                                   and "quantizers_infrastructure" in sys.modules):
     raise SystemExit(f"backend {BACKEND}: mct_quantizers is {mct_quantizers.__name__} "
                      f"({getattr(mct_quantizers, '__file__', '?')})")
 
@@ -81,16 +82,20 @@ def tpc(version):
     return mct.get_target_platform_capabilities(tpc_version=version)
 
 
-def export_flow(ptq_models, export, load, serialization, quantization, ext, version):
-    """A flow that exports the PTQ model made with TPC `version` and runs the file."""
-    def flow(name):
-        model = ptq_models.get(version)
-        if model is None:
-            raise RuntimeError(f"no PTQ model (tpc {version}) to export")
-        path = os.path.join(FILES, f"{name}.{BACKEND}.{ext}")
-        export(model, path, serialization, quantization)
-        save(name, y=load(path, ext))
-    return flow
+def run_exports(ptq_models, export, load, table):
+    """Runs one flow per (name, serialization, quantization format, file extension, TPC) row:
+    export(model, path, serialization, quantization) of the PTQ model made with that TPC, then
+    load(path, ext) on EVAL."""
+    for name, serialization, quantization, ext, version in table:
+        def flow(name, serialization=serialization, quantization=quantization, ext=ext,
+                 version=version):
+            model = ptq_models.get(version)
+            if model is None:
+                raise RuntimeError(f"no PTQ model (tpc {version}) to export")
+            path = os.path.join(FILES, f"{name}.{BACKEND}.{ext}")
+            export(model, path, serialization, quantization)
+            save(name, y=load(path, ext))
+        run(name, flow)
 
 
 # ---- PyTorch ------------------------------------------------------------------------------------
@@ -179,14 +184,12 @@ def torch_flows():
         mct.exporter.pytorch_export_model(model, path, repr_gen, serialization_format=serialization,
                                           quantization_format=quantization)
 
-    for name, serialization, quantization, ext, version in (
-            ("torch_onnx_mctq", ser.ONNX, fmt.MCTQ, "onnx", "4.0"),
-            ("torch_onnx_fakequant", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "4.0"),
-            ("torch_torchscript", ser.TORCHSCRIPT, fmt.FAKELY_QUANT, "pt", "4.0"),
-            ("torch_onnx_mctq_uniform", ser.ONNX, fmt.MCTQ, "onnx", "uniform"),
-            ("torch_onnx_fakequant_uniform", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "uniform")):
-        run(name, export_flow(ptq_models, export_torch, torch_load, serialization, quantization,
-                              ext, version))
+    run_exports(ptq_models, export_torch, torch_load, [
+        ("torch_onnx_mctq", ser.ONNX, fmt.MCTQ, "onnx", "4.0"),
+        ("torch_onnx_fakequant", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "4.0"),
+        ("torch_torchscript", ser.TORCHSCRIPT, fmt.FAKELY_QUANT, "pt", "4.0"),
+        ("torch_onnx_mctq_uniform", ser.ONNX, fmt.MCTQ, "onnx", "uniform"),
+        ("torch_onnx_fakequant_uniform", ser.ONNX, fmt.FAKELY_QUANT, "onnx", "uniform")])
 
 
 def torch_load(path, ext):
@@ -262,15 +265,13 @@ def keras_flows():
         mct.exporter.keras_export_model(model, path, serialization_format=serialization,
                                         quantization_format=quantization)
 
-    for name, serialization, quantization, ext, version in (
-            ("keras_keras_mctq", ser.KERAS, fmt.MCTQ, "keras", "4.0"),
-            ("keras_keras_fakequant", ser.KERAS, fmt.FAKELY_QUANT, "keras", "4.0"),
-            ("keras_tflite_fakequant", ser.TFLITE, fmt.FAKELY_QUANT, "tflite", "4.0"),
-            ("keras_tflite_int8", ser.TFLITE, fmt.INT8, "tflite", "4.0"),
-            ("keras_keras_fakequant_uniform", ser.KERAS, fmt.FAKELY_QUANT, "keras", "uniform"),
-            ("keras_tflite_int8_uniform", ser.TFLITE, fmt.INT8, "tflite", "uniform")):
-        run(name, export_flow(ptq_models, export_keras, keras_load, serialization, quantization,
-                              ext, version))
+    run_exports(ptq_models, export_keras, keras_load, [
+        ("keras_keras_mctq", ser.KERAS, fmt.MCTQ, "keras", "4.0"),
+        ("keras_keras_fakequant", ser.KERAS, fmt.FAKELY_QUANT, "keras", "4.0"),
+        ("keras_tflite_fakequant", ser.TFLITE, fmt.FAKELY_QUANT, "tflite", "4.0"),
+        ("keras_tflite_int8", ser.TFLITE, fmt.INT8, "tflite", "4.0"),
+        ("keras_keras_fakequant_uniform", ser.KERAS, fmt.FAKELY_QUANT, "keras", "uniform"),
+        ("keras_tflite_int8_uniform", ser.TFLITE, fmt.INT8, "tflite", "uniform")])
 
 
 def keras_load(path, ext):

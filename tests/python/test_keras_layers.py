@@ -145,9 +145,9 @@ def test_wrapper_errors():
                                     weight_values={0: np.zeros(3, np.float32)})
     with pytest.raises(ValueError, match="should be either an ndarray or a tf.Tensor"):
         qi.KerasQuantizationWrapper(tf.keras.layers.Multiply(), {1: q}, weight_values={1: [1.0]})
-    with pytest.raises(ValueError, match=r"quantizer 'kernel' must be a BaseInferableQuantizer \(or an "
-                                         r"object with initialize_quantization and __call__\), "
-                                         r"got object"):
+    with pytest.raises(ValueError, match=r"quantizer 'kernel' must be a BaseInferableQuantizer "
+                                         r"\(or an object with initialize_quantization and "
+                                         r"__call__\), got object"):
         qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), {"kernel": object()})
     # A per-channel quantizer whose count does not fit the kernel: refused when the wrapper is
     # built, naming the wrapper and the weight, with the core's message.

@@ -49,7 +49,8 @@ MODULES = ["", ".common", ".common.base_inferable_quantizer", ".common.constants
            ".keras.quantizers", ".keras.quantize_wrapper", ".keras.activation_quantization_holder",
            ".keras.load_model", ".keras.metadata"]
 # Helpers mct-quantizers' modules import for themselves (not its API): left out on purpose.
-NOT_API = {"Any", "Dict", "List", "Optional", "Union", "Tuple", "Callable", "Enum", "abstractmethod",
+NOT_API = {"Any", "Dict", "List", "Optional", "Union", "Tuple", "Callable", "Enum",
+           "abstractmethod",
            "importlib", "sys", "np", "torch", "tf", "keras", "onnx", "ort", "logging", "os",
            "datetime", "inspect", "tf_inspect", "LoadOptions", "get_library_path",
            "mctq_version", "smart_cond", "FOUND_TF", "FOUND_TORCH", "FOUND_ONNX",
@@ -142,7 +143,8 @@ def test_get_inferable_quantizer_class_finds_the_framework_class(framework):
 
 def test_get_inferable_quantizer_class_without_a_framework_base_is_qi_class():
     cls = qi.get_inferable_quantizer_class(qi.QuantizationTarget.Weights,
-                                           qi.QuantizationMethod.SYMMETRIC, qi.BaseInferableQuantizer)
+                                           qi.QuantizationMethod.SYMMETRIC,
+                                           qi.BaseInferableQuantizer)
     assert cls is qi.WeightsSymmetricInferableQuantizer
 
     class Unrelated(qi.BaseInferableQuantizer):
@@ -309,7 +311,8 @@ def test_enable_custom_impl_exports_that_quantizer_as_its_custom_op(tmp_path):
             q.enable_custom_impl()
             a.enable_custom_impl()
         torch.manual_seed(0)
-        return torch.nn.Sequential(qi.PytorchQuantizationWrapper(torch.nn.Linear(4, 3), {"weight": q}),
+        return torch.nn.Sequential(qi.PytorchQuantizationWrapper(torch.nn.Linear(4, 3),
+                                                                 {"weight": q}),
                                    qi.PytorchActivationQuantizationHolder(a)).eval()
 
     plain = _export(model(False), str(tmp_path / "plain.onnx"))
@@ -357,7 +360,8 @@ def test_activation_uniform_exports_its_configured_range(tmp_path, lo, hi):
     # ONNX Runtime (qi's kernels) computes the eager outputs.
     import onnxruntime as ort
     x = np.linspace(-3, 3, 4001, dtype=np.float32).reshape(-1, 1).repeat(4, 1)
-    sess = ort.InferenceSession(str(tmp_path / "qi.onnx"), qi.pytorch.onnx.get_ort_session_options(),
+    sess = ort.InferenceSession(str(tmp_path / "qi.onnx"),
+                                qi.pytorch.onnx.get_ort_session_options(),
                                 providers=["CPUExecutionProvider"])
     assert same_bits(sess.run(None, {"x": x})[0], ours(torch.from_numpy(x)).numpy())
 
@@ -424,14 +428,17 @@ def test_pytorch_load_quantized_model(tmp_path):
         qi.pytorch_load_quantized_model(path)  # torch.nn.Linear is not an allowed global
 
 
-# ---- Keras: config round trip, weight order, MCT Quantizers' files --------------------------------
+# ---- Keras: config round trip, weight order, MCT Quantizers' files ----------------------------
 
-@pytest.mark.parametrize("name", ["WeightsSymmetricInferableQuantizer", "WeightsPOTInferableQuantizer",
-                                  "ActivationPOTInferableQuantizer", "WeightsUniformInferableQuantizer",
+@pytest.mark.parametrize("name", ["WeightsSymmetricInferableQuantizer",
+                                  "WeightsPOTInferableQuantizer",
+                                  "ActivationPOTInferableQuantizer",
+                                  "WeightsUniformInferableQuantizer",
                                   "WeightsLUTSymmetricInferableQuantizer"])
 def test_type_of_quantizer_rebuilds_from_get_config(name):
     kw = {"WeightsSymmetricInferableQuantizer": dict(num_bits=8, threshold=[1.0, 2.0],
-                                                     per_channel=True, channel_axis=3, input_rank=4),
+                                                     per_channel=True, channel_axis=3,
+                                                     input_rank=4),
           "WeightsPOTInferableQuantizer": dict(num_bits=8, threshold=[2.0], per_channel=False),
           "ActivationPOTInferableQuantizer": dict(num_bits=8, threshold=[2.0], signed=True),
           "WeightsUniformInferableQuantizer": dict(num_bits=4, min_range=[-1.0], max_range=[2.0],
@@ -448,7 +455,8 @@ def test_type_of_quantizer_rebuilds_from_get_config(name):
 def test_keras_wrapper_weights_in_mct_quantizers_order():
     for trainable in (True, False):
         names = []
-        for wrapper_cls, mod in ((qi.KerasQuantizationWrapper, qk), (mctq.KerasQuantizationWrapper, mk)):
+        for wrapper_cls, mod in ((qi.KerasQuantizationWrapper, qk),
+                                 (mctq.KerasQuantizationWrapper, mk)):
             dense = tf.keras.layers.Dense(3)
             dense.build((None, 4))
             dense.trainable = trainable
@@ -629,8 +637,9 @@ def test_wrapper_runs_after_mct_replaces_the_weight_and_clears_the_quantizers():
 # ---- seed-era keywords -------------------------------------------------------------------------
 
 def test_seed_era_lut_keywords():
-    new = qi.WeightsLUTSymmetricInferableQuantizer(num_bits=3, lut_values=[-4, 0, 3], threshold=[1.0],
-                                                   per_channel=False, lut_values_bitwidth=8)
+    new = qi.WeightsLUTSymmetricInferableQuantizer(num_bits=3, lut_values=[-4, 0, 3],
+                                                   threshold=[1.0], per_channel=False,
+                                                   lut_values_bitwidth=8)
     old = qi.WeightsLUTSymmetricInferableQuantizer(num_bits=3, cluster_centers=[-4, 0, 3],
                                                    threshold=[1.0], per_channel=False,
                                                    multiplier_nbits=8)
@@ -673,7 +682,8 @@ def test_install_as_mct_quantizers_serves_the_tree_and_never_by_accident():
         "from mct_quantizers.common.constants import LAYER\n"
         "from mct_quantizers.pytorch.quantizers import BasePyTorchInferableQuantizer as B\n"
         "import quantizers_infrastructure.mct.pytorch.quantizers as P\n"
-        "assert mct_quantizers is qm and B is P.BasePyTorchInferableQuantizer and LAYER == 'layer'\n"
+        "assert mct_quantizers is qm and B is P.BasePyTorchInferableQuantizer\n"
+        "assert LAYER == 'layer'\n"
         "assert sys.modules['mct_quantizers.pytorch.quantizers'] is P\n"
         "from mct_quantizers import PytorchQuantizationWrapper, logger\n"
         "import quantizers_infrastructure as qi\n"

@@ -45,7 +45,8 @@ class PytorchActivationQuantizationHolder(_QuantizerSlots):
         if old is not None:
             self._unbind(ACTIVATION_HOLDER_QUANTIZER, old)
         self.activation_holder_quantizer = quantizer
-        self._bind(ACTIVATION_HOLDER_QUANTIZER, quantizer, None, ACTIVATION_HOLDER_QUANTIZER + "_out")
+        self._bind(ACTIVATION_HOLDER_QUANTIZER, quantizer, None,
+                   ACTIVATION_HOLDER_QUANTIZER + "_out")
 
     def _quantize(self, inputs: torch.Tensor) -> torch.Tensor:
         return self._run(ACTIVATION_HOLDER_QUANTIZER, self.activation_holder_quantizer, inputs,

@@ -28,9 +28,9 @@ and inputs and run qi's C++ core on the numpy input, so the numbers are qi's own
 Range inputs: WeightsUniform carries the adjusted ranges in the torch profile (adjusting them
 again is the identity there) and the configured ranges in the tf profile (whose float32
 adjustment is not idempotent); ActivationUniform carries the configured ranges (the kernel
-adjusts them once; MCT Quantizers writes its adjusted range, which its kernel adjusts again). Thresholds, ranges and eps travel as float32 (ONNX FLOAT), so a
-quantizer configured with values that float32 does not represent exactly exports its nearest
-float32 values."""
+adjusts them once; MCT Quantizers writes its adjusted range, which its kernel adjusts again).
+Thresholds, ranges and eps travel as float32 (ONNX FLOAT), so a quantizer configured with values
+that float32 does not represent exactly exports its nearest float32 values."""
 
 import contextlib
 import json
