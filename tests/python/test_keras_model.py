@@ -260,8 +260,7 @@ def test_sequential_fit_save_load(tmp_path):
     tf.keras.utils.set_random_seed(2)
     model = tf.keras.Sequential([
         tf.keras.Input((8, 8, 1)), L.Conv2D(4, 3, name="c1"), L.BatchNormalization(name="bn"),
-        L.ReLU(name="r"), L.Conv1D(4, 1, name="c1d") if False else L.Flatten(name="flat"),
-        L.Dense(3, name="fc")])
+        L.ReLU(name="r"), L.Flatten(name="flat"), L.Dense(3, name="fc")])
     randomize_bn(model)
     xs = [data((4, 8, 8, 1), i) for i in range(3)]
     # (x, y) tuples are read as Keras's fit reads them: the inputs are x.
@@ -277,6 +276,43 @@ def test_sequential_fit_save_load(tmp_path):
     before = q.get_layer("quant_fc").layer.kernel.numpy().copy()
     q.fit(xs[0], labels[0], epochs=1, batch_size=4, verbose=0)
     assert not np.array_equal(q.get_layer("quant_fc").layer.kernel.numpy(), before)
+
+
+def test_embedding_conv1d_dot_and_nested_model():
+    """Embedding rows and Conv1D kernels quantized, a Conv1D batch norm folded, a Dot layer as a
+    "matmul" site; a model inside the model is copied float, with a note."""
+    tf.keras.utils.set_random_seed(6)
+    inner = tf.keras.Sequential([tf.keras.Input((4,)), L.Dense(4, name="inner_fc")],
+                                name="inner")
+    tokens = tf.keras.Input((10,), dtype="int32")
+    e = L.Embedding(20, 6, name="emb")(tokens)
+    c = L.Conv1D(4, 3, padding="same", name="c1d")(e)
+    c = L.BatchNormalization(name="c1d_bn")(c)
+    d = L.Dot(axes=2, name="dot")([c, c])                 # (batch, 10, 10)
+    g = L.GlobalAveragePooling1D(name="gap")(d)
+    out = inner(L.Dense(4, name="fc")(g))
+    model = tf.keras.Model(tokens, out)
+    randomize_bn(model, 6)
+    xs = [np.random.default_rng(i).integers(0, 20, (4, 10)).astype(np.int32) for i in range(2)]
+    q = qk.quantize(model, "w8a8", xs, progress=False)
+    assert q.get_layer("quant_emb").weights_quantizers["embeddings"].kernel_channel_axis == 0
+    assert q.get_layer("quant_c1d").weights_quantizers["kernel"].kernel_channel_axis == 2
+    names = {l.name for l in q.layers}
+    assert "dot" + HOLDER_SUFFIX in names and "c1d_bn" not in names
+    assert any("'inner' (Sequential)" in n for n in q.qi_report.notes)
+    ref = model(xs[0]).numpy()
+    assert sqnr_db(ref, q(xs[0]).numpy()) > 20
+    # The nested model is a copy: the float model's is untouched by changes to it.
+    q.get_layer("inner").get_layer("inner_fc").kernel.assign_add(tf.ones((4, 4)))
+    np.testing.assert_array_equal(model(xs[0]).numpy(), ref)
+
+
+def test_progress_bar(capsys):
+    model = residual_model()
+    qk.quantize(model, "w8a8", batches(2), progress=False, report=False)
+    assert "qi calibration" not in capsys.readouterr().err
+    qk.quantize(model, "w8a8", batches(2), progress=True, report=False)
+    assert "qi calibration" in capsys.readouterr().err
 
 
 def test_qat_prepare_fit_convert(tmp_path):

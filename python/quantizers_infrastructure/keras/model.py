@@ -13,10 +13,11 @@ its layers (the float model is left as it was). Batch normalizations that follow
 DepthwiseConv2D, Conv2DTranspose or Dense layer are folded into it; those layers and Embedding
 are wrapped (KerasQuantizationWrapper, their kernel quantized); KerasActivationQuantizationHolder
 layers go on the quantized layers' outputs (after the activation layers that follow them) and on
-the outputs of the Add / Concatenate layers the config names ("add", "cat").
+the outputs of the Add / Concatenate / Dot layers the config names ("add", "cat", "matmul").
 
 Which layer gets what is the config's (ModelQuantizationConfig, the core's rules, with Keras
-class names as types: "Conv2D", "Dense", ...); calibration statistics are the core's
+class names as types: "Conv2D", "Dense", ..., and "add" / "cat" / "matmul" for Add,
+Concatenate and Dot layers); calibration statistics are the core's
 (qi::calibration, through quantizers_infrastructure.common.calibration)."""
 
 import time
@@ -51,7 +52,7 @@ _FOLDABLE = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense, L.DepthwiseConv2D, L.Conv1DT
              L.Conv2DTranspose, L.Conv3DTranspose)
 
 # Layers whose outputs may get an activation quantizer (config "activation_ops").
-_FUNCTIONAL_OPS = {L.Add: "add", L.Concatenate: "cat"}
+_FUNCTIONAL_OPS = {L.Add: "add", L.Concatenate: "cat", L.Dot: "matmul"}
 
 # Element-wise activations a layer's output quantizer moves past (as deployed kernels fuse them).
 _ACTIVATION_LAYERS = (L.ReLU, L.LeakyReLU, L.ELU)
@@ -170,6 +171,7 @@ class _Plan:
         self.weights: Dict[str, List[np.ndarray]] = {}  # layer name -> its (folded) weights
         self.wrapped: Dict[str, Dict[str, Any]] = {}    # layer name -> resolved config
         self.sites: Dict[int, _Site] = {}  # id(original tensor) -> site
+        self._float = None  # the float (folded) graph, built once
         users: Dict[int, int] = {}
         for node in self.nodes:
             for t in node.keras_inputs:
@@ -225,10 +227,16 @@ class _Plan:
         return _outs(node)[0] if len(_outs(node)) == 1 else None
 
     def _find(self) -> None:
-        seen_layers = {}
+        noted, calls = set(), {}
         ops = set(self.config.activation_ops)
         for node in self.nodes:
             layer = node.layer
+            if isinstance(layer, tf.keras.Model):
+                if layer.name not in noted:
+                    noted.add(layer.name)
+                    self.notes.append(f"'{layer.name}' ({type(layer).__name__}) is a model inside "
+                                      f"the model: it is copied as it is and its layers stay float")
+                continue
             cls = _class_of(layer)
             op = next((o for c, o in _FUNCTIONAL_OPS.items() if isinstance(layer, c)), None)
             if cls is None and (op is None or op not in ops):
@@ -236,16 +244,15 @@ class _Plan:
             type_name = cls.__name__ if cls is not None else op
             r = self.config.resolve(layer.name, type_name)
             if r["skipped"]:
-                if layer.name not in seen_layers:
+                if layer.name not in noted:
+                    noted.add(layer.name)
                     self.notes.append(f"skipped '{layer.name}' ({type_name}): the config's skip "
                                       f"list")
-                seen_layers[layer.name] = True
                 continue
             if cls is not None and r["weights"] is not None:
                 self.wrapped[layer.name] = r
-            k = seen_layers.get(layer.name, 0) if isinstance(seen_layers.get(layer.name), int) \
-                else 0
-            seen_layers[layer.name] = k + 1
+            # A layer called more than once (shared) gets a site per call: name, name_1, ...
+            k = calls[layer.name] = calls.get(layer.name, -1) + 1
             out = self._output_of(node)
             if r["activations"] is None or out is None:
                 continue
@@ -253,6 +260,12 @@ class _Plan:
             self.sites[id(self._anchor(out))] = _Site(name, type_name, r["activations"])
 
     # -- rebuilding --
+    def float_graph(self):
+        """rebuild(quantized=False), built once (calibration and the report share it)."""
+        if self._float is None:
+            self._float = self.rebuild(quantized=False)
+        return self._float
+
     def rebuild(self, quantized: bool):
         """A new graph of fresh layers: float (batch norms folded) or quantized. Returns (model,
         {site name: tensor quantized or observed there}, {wrapped layer name: its output})."""
@@ -367,7 +380,7 @@ def _calibrate(plan: _Plan, data, forward, progress: bool, who: str):
     if data is None:
         raise ValueError(f"{who}: the config quantizes activations; pass calibration_data (an "
                          f"iterable of batches) to calibrate their ranges")
-    float_model, site_tensors, _ = plan.rebuild(quantized=False)
+    float_model, site_tensors, _ = plan.float_graph()
     sites = [s for s in plan.sites.values() if s.name in site_tensors]
     probe = tf.keras.Model(float_model.inputs, [site_tensors[s.name] for s in sites])
     for s in sites:
@@ -417,7 +430,7 @@ def _report(plan: _Plan, qmodel, first, batches: int, seconds: float) -> Quantiz
         rows[site.name] = row
     report.layers = list(rows.values())
     if first is not None:
-        float_model, f_sites, f_layers = plan.rebuild(quantized=False)
+        float_model, f_sites, f_layers = plan.float_graph()
         names = [n for n in rows if n in f_layers or n in f_sites]
         q_sites = {s.name: qmodel.get_layer(s.name + HOLDER_SUFFIX).output
                    for s in plan.sites.values() if s.quantizer is not None}
