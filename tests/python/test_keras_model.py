@@ -307,6 +307,28 @@ def test_embedding_conv1d_dot_and_nested_model():
     np.testing.assert_array_equal(model(xs[0]).numpy(), ref)
 
 
+def test_shared_layer_gets_a_holder_per_call(tmp_path):
+    tf.keras.utils.set_random_seed(8)
+    a, b = tf.keras.Input((5,), name="a"), tf.keras.Input((5,), name="b")
+    shared = L.Dense(3, activation="relu", name="shared")
+    out = L.Concatenate(name="cat")([shared(a), shared(b)])
+    model = tf.keras.Model([a, b], out)
+    xs = [[data((4, 5), i), data((4, 5), i + 10, 3.0)] for i in range(2)]
+    q = qk.quantize(model, "w8a8", xs, progress=False)
+    holders = {l.name for l in q.layers if isinstance(l, qi.KerasActivationQuantizationHolder)}
+    assert holders == {"shared" + HOLDER_SUFFIX, "shared_1" + HOLDER_SUFFIX, "cat" + HOLDER_SUFFIX}
+    # One wrapper (one kernel) for both calls; each call's range from its own inputs.
+    assert sum(isinstance(l, qi.KerasQuantizationWrapper) for l in q.layers) == 1
+    hi = [q.get_layer(n + HOLDER_SUFFIX).activation_holder_quantizer.get_config()["max_range"][0]
+          for n in ("shared", "shared_1")]
+    assert hi[1] > 2 * hi[0]
+    assert q.qi_report.num_wrapped == 1 and q.qi_report.model_output_sqnr_db > 20
+    path = str(tmp_path / "shared.keras")
+    q.save(path)
+    np.testing.assert_array_equal(qi.keras_load_quantized_model(path)(xs[0]).numpy(),
+                                  q(xs[0]).numpy())
+
+
 def test_progress_bar(capsys):
     model = residual_model()
     qk.quantize(model, "w8a8", batches(2), progress=False, report=False)

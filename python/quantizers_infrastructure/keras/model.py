@@ -359,12 +359,13 @@ def _activation_quantizer(spec, histogram, trainable: bool):
 # ---- calibration and report ---------------------------------------------------------------------
 
 def _inputs_of(batch, forward: Optional[Callable]):
-    """A batch's model inputs: Keras's rule for fit's data (a tuple is (x, y[, sample_weight]),
-    a list or dict is the inputs of a multi-input model), unless `forward` picks them."""
+    """A batch's model inputs: a tuple is (x, y[, sample_weight]) as in fit's data, a list or dict
+    is the inputs of a multi-input model, anything else is x; `forward` picks them otherwise."""
     if forward is not None:
         return forward(batch)
-    x, _, _ = tf.keras.utils.unpack_x_y_sample_weight(batch)
-    return x
+    if isinstance(batch, tuple) and 1 <= len(batch) <= 3:
+        return batch[0]
+    return batch
 
 
 def _run(model, x):
@@ -404,7 +405,7 @@ def _calibrate(plan: _Plan, data, forward, progress: bool, who: str):
     return batches, time.perf_counter() - start, first
 
 
-def _report(plan: _Plan, qmodel, first, batches: int, seconds: float) -> QuantizationReport:
+def _report(plan: _Plan, qmodel, q_sites, q_layers, first, batches: int, seconds: float) -> QuantizationReport:
     """SQNR of each wrapped layer's quantized weight and, on the first calibration batch, of each
     wrapped layer's and activation site's output against the float (folded) model's."""
     report = QuantizationReport(calibration_batches=batches, calibration_seconds=seconds,
@@ -432,9 +433,6 @@ def _report(plan: _Plan, qmodel, first, batches: int, seconds: float) -> Quantiz
     if first is not None:
         float_model, f_sites, f_layers = plan.float_graph()
         names = [n for n in rows if n in f_layers or n in f_sites]
-        q_sites = {s.name: qmodel.get_layer(s.name + HOLDER_SUFFIX).output
-                   for s in plan.sites.values() if s.quantizer is not None}
-        q_layers = {n: qmodel.get_layer(f"quant_{n}").output for n in plan.wrapped}
         f_out = [f_sites.get(n, f_layers.get(n)) for n in names]
         q_out = [q_sites.get(n, q_layers.get(n)) for n in names]
         fv = _run(tf.keras.Model(float_model.inputs, f_out + float_model.outputs), first)
@@ -460,9 +458,9 @@ def _quantize(model, config, calibration_data, *, trainable: bool, forward, prog
                               f"output is not a float tensor in calibration")
             continue
         site.quantizer = _activation_quantizer(site.spec, site.histogram, trainable)
-    qmodel, _, _ = plan.rebuild(quantized=True)
+    qmodel, q_sites, q_layers = plan.rebuild(quantized=True)
     if report:
-        qmodel.qi_report = _report(plan, qmodel, first, batches, seconds)
+        qmodel.qi_report = _report(plan, qmodel, q_sites, q_layers, first, batches, seconds)
     return qmodel
 
 
@@ -478,8 +476,9 @@ def quantize(model: tf.keras.Model, config="w8a8", calibration_data: Optional[It
         or JSON text of the config (a spec's "training" is ignored here: nothing trains). Layer
         types are Keras class names ("Conv2D", "Dense", ...) and "add" / "cat".
       calibration_data: an iterable of batches (a list of arrays, a tf.data.Dataset, a
-        generator); needed when the config quantizes activations. A batch is read as Keras's fit
-        reads data: a tuple is (x, y[, sample_weight]), anything else is x.
+        generator); needed when the config quantizes activations. A tuple batch is (x, y[,
+        sample_weight]) as in fit's data; a list or dict is the inputs of a multi-input model;
+        anything else is x.
       forward: forward(batch) -> the model's inputs, for other batch layouts.
       progress: show a progress bar over the calibration batches.
       report: compute the per-layer report (model.qi_report, a QuantizationReport) on the first
