@@ -252,8 +252,9 @@ def test_errors():
     class Sub(tf.keras.Model):
         def call(self, x):
             return x * 2
-    with pytest.raises(ValueError, match="has no layer graph"):
-        qk.quantize(Sub(), "w8_weight_only")
+    with pytest.raises(ValueError, match="quantize: model 'sub' \\(Sub\\) has no layer graph: "
+                                         "pass a functional model or a Sequential model"):
+        qk.quantize(Sub(name="sub"), "w8_weight_only")
 
 
 def test_sequential_fit_save_load(tmp_path):
@@ -352,11 +353,16 @@ def test_qat_prepare_fit_convert(tmp_path):
     assert any(not np.array_equal(b, v.numpy()) for b, v in zip(before, qat.trainable_variables))
     qv = [v for v in qat.trainable_variables if "threshold" in v.name or "scale" in v.name]
     assert qv, [v.name for v in qat.trainable_variables]
+    # The QAT model saves and loads (trainable quantizers and their trained variables).
+    x = data((4, 16, 16, 3), 21)
+    path = str(tmp_path / "qat_trainable.keras")
+    qat.save(path)
+    np.testing.assert_array_equal(qi.keras_load_quantized_model(path)(x, training=False).numpy(),
+                                  qat(x, training=False).numpy())
     final = qk.convert(qat)
     assert not any("LSQ" in type(q).__name__ for l in final.layers
                    for q in (list(getattr(l, "weights_quantizers", {}).values()) +
                              [getattr(l, "activation_holder_quantizer", None)]))
-    x = data((4, 16, 16, 3), 21)
     np.testing.assert_array_equal(final(x, training=False).numpy(),
                                   qat(x, training=False).numpy())
     path = str(tmp_path / "qat.keras")

@@ -133,11 +133,11 @@ def fold_batch_norm(layer, bn) -> Optional[List[np.ndarray]]:
 
 # ---- the plan -----------------------------------------------------------------------------------
 
-def _nodes(model: tf.keras.Model) -> list:
+def _nodes(model: tf.keras.Model, who: str) -> list:
     """The model's layer calls (Keras nodes, input layers excluded) in an order where each runs
     after those it reads."""
     if not getattr(model, "_is_graph_network", False):
-        raise ValueError(f"model '{model.name}' ({type(model).__name__}) has no layer graph: pass "
+        raise ValueError(f"{who}: model '{model.name}' ({type(model).__name__}) has no layer graph: pass "
                          f"a functional model or a Sequential model built with an input shape "
                          f"(subclassed models cannot be rebuilt layer by layer)")
     order = []
@@ -163,9 +163,10 @@ class _Site:
 class _Plan:
     """What one quantize / prepare_qat call does to the model's graph."""
 
-    def __init__(self, model: tf.keras.Model, config: ModelQuantizationConfig, trainable: bool):
+    def __init__(self, model: tf.keras.Model, config: ModelQuantizationConfig, trainable: bool,
+                 who: str):
         self.model, self.config, self.trainable = model, config, trainable
-        self.nodes = _nodes(model)
+        self.nodes = _nodes(model, who)
         self.notes: List[str] = []
         self.folded: Dict[int, Any] = {}     # id(bn node) -> the node of the layer it folds into
         self.weights: Dict[str, List[np.ndarray]] = {}  # layer name -> its (folded) weights
@@ -450,7 +451,7 @@ def _quantize(model, config, calibration_data, *, trainable: bool, forward, prog
     cfg = ModelQuantizationConfig.of(config)
     if not isinstance(model, tf.keras.Model):
         raise ValueError(f"{who}: model must be a tf.keras.Model, got {type(model).__name__}")
-    plan = _Plan(model, cfg, trainable)
+    plan = _Plan(model, cfg, trainable, who)
     batches, seconds, first = _calibrate(plan, calibration_data, forward, progress, who)
     for site in plan.sites.values():
         if not site.seen:
