@@ -214,6 +214,53 @@ def test_calibration_methods_match_the_pytorch_path(method, calibration):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_conv_bn_relu_matches_the_pytorch_path():
+    """Conv2D + BatchNormalization + ReLU in Keras and Conv2d + BatchNorm2d + ReLU in PyTorch with
+    the same parameters: the same folded weights' parameters, the same activation range and the
+    same outputs (NHWC against NCHW) to float rounding."""
+    torch = pytest.importorskip("torch")
+    import quantizers_infrastructure.pytorch as qp
+    rng = np.random.default_rng(12)
+    w = rng.normal(0, 0.3, (6, 3, 3, 3)).astype(np.float32)          # torch (out, in, kh, kw)
+    gamma, beta = rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.2, 6)
+    mean, var = rng.normal(0, 0.2, 6), rng.uniform(0.5, 2.0, 6)
+    inp = tf.keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, padding="same", use_bias=False, name="conv")(inp)
+    x = L.BatchNormalization(epsilon=1e-5, name="bn")(x)
+    kmodel = tf.keras.Model(inp, L.ReLU(name="relu")(x))
+    kmodel.get_layer("conv").set_weights([w.transpose(2, 3, 1, 0)])
+    kmodel.get_layer("bn").set_weights([a.astype(np.float32) for a in (gamma, beta, mean, var)])
+    tmodel = torch.nn.Sequential(torch.nn.Conv2d(3, 6, 3, padding=1, bias=False),
+                                 torch.nn.BatchNorm2d(6), torch.nn.ReLU()).eval()
+    with torch.no_grad():
+        tmodel[0].weight.copy_(torch.from_numpy(w))
+        for name, a in (("weight", gamma), ("bias", beta), ("running_mean", mean),
+                        ("running_var", var)):
+            getattr(tmodel[1], name).copy_(torch.from_numpy(a.astype(np.float32)))
+    xs = [rng.normal(0, 1, (4, 8, 8, 3)).astype(np.float32) for _ in range(3)]
+    kq = qk.quantize(kmodel, "w8a8", xs, progress=False, report=False)
+    tq = qp.quantize(tmodel, "w8a8", [torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+                                      for x in xs], progress=False, report=False)
+    tmods = qp.model.quantized_modules(tq)
+    tw = next(m for m in tmods.values() if hasattr(m, "weights_quantizers")
+              ).weights_quantizers["weight"].get_config()
+    ta = next(m for m in tmods.values() if hasattr(m, "activation_holder_quantizer")
+              ).activation_holder_quantizer.get_config()
+    kw = kq.get_layer("quant_conv").weights_quantizers["kernel"].get_config()
+    ka = kq.get_layer("conv" + HOLDER_SUFFIX).activation_holder_quantizer.get_config()
+    np.testing.assert_allclose(kw["threshold"], tw["threshold"], rtol=1e-5)
+    np.testing.assert_allclose([ka["min_range"], ka["max_range"]],
+                               [ta["min_range"], ta["max_range"]], rtol=1e-4)
+    x = xs[0]
+    kout = kq(x).numpy()
+    tout = tq(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).detach().numpy()
+    step = (ka["max_range"][0] - ka["min_range"][0]) / 255
+    # Convolutions sum in another order: a value on a rounding boundary may take the
+    # neighbouring level, nothing more.
+    diff = np.abs(kout - tout.transpose(0, 2, 3, 1))
+    assert diff.max() <= step * 1.01 and np.mean(diff > 1e-6) < 0.01
+
+
 def test_presets_overrides_and_skip():
     model = residual_model()
     weight_only = qk.quantize(model, "w8_weight_only", None, progress=False)
