@@ -137,9 +137,9 @@ def _nodes(model: tf.keras.Model, who: str) -> list:
     """The model's layer calls (Keras nodes, input layers excluded) in an order where each runs
     after those it reads."""
     if not getattr(model, "_is_graph_network", False):
-        raise ValueError(f"{who}: model '{model.name}' ({type(model).__name__}) has no layer graph: pass "
-                         f"a functional model or a Sequential model built with an input shape "
-                         f"(subclassed models cannot be rebuilt layer by layer)")
+        raise ValueError(f"{who}: model '{model.name}' ({type(model).__name__}) has no layer "
+                         f"graph: pass a functional model or a Sequential model built with an "
+                         f"input shape (subclassed models cannot be rebuilt layer by layer)")
     order = []
     for depth in sorted(model._nodes_by_depth, reverse=True):  # noqa: SLF001 (Keras 2 graph)
         order += [n for n in model._nodes_by_depth[depth] if not n.is_input]  # noqa: SLF001
@@ -406,7 +406,8 @@ def _calibrate(plan: _Plan, data, forward, progress: bool, who: str):
     return batches, time.perf_counter() - start, first
 
 
-def _report(plan: _Plan, qmodel, q_sites, q_layers, first, batches: int, seconds: float) -> QuantizationReport:
+def _report(plan: _Plan, qmodel, q_sites, q_layers, first, batches: int,
+            seconds: float) -> QuantizationReport:
     """SQNR of each wrapped layer's quantized weight and, on the first calibration batch, of each
     wrapped layer's and activation site's output against the float (folded) model's."""
     report = QuantizationReport(calibration_batches=batches, calibration_seconds=seconds,
