@@ -1,12 +1,13 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 """Whole-model quantization of a tf.keras model (Keras 2) in one call.
 
-    qmodel = qi.keras.model.quantize(model, "w8a8", calibration_data)    # post-training
-    print(qmodel.qi_report)                                               # per-layer SQNR table
+    import quantizers_infrastructure.keras as qk
+    qmodel = qk.quantize(model, "w8a8", calibration_data)       # post-training
+    print(qmodel.qi_report)                                      # per-layer SQNR table
 
-    qat = qi.keras.model.prepare_qat(model, "w4a8_lsq", calibration_data) # trainable quantizers
-    qat.fit(...)
-    qmodel = qi.keras.model.convert(qat)                                  # inferable quantizers
+    qat = qk.prepare_qat(model, "w4a8_lsq", calibration_data)   # trainable quantizers
+    qat.compile(...); qat.fit(...)
+    qmodel = qk.convert(qat)                                     # inferable quantizers
 
 The model (Sequential or functional) is rebuilt layer by layer from its graph with fresh copies of
 its layers (the float model is left as it was). Batch normalizations that follow a Conv1D/2D/3D,
