@@ -24,6 +24,8 @@ from quantizers_infrastructure.keras.trainable_quantizers import \
     __all__ as _trainable_names
 from quantizers_infrastructure.keras.wrapper import (KerasActivationQuantizationHolder,
                                                      KerasQuantizationWrapper)
+from quantizers_infrastructure.keras.model import (convert, fold_batch_norm,  # noqa: E402
+                                                   prepare_qat, quantize, quantized_layers)
 
 
 def _tf_call(quantizer, inputs):
@@ -39,4 +41,5 @@ __all__ = [
     "KerasActivationQuantizationHolder", "convert_to_inferable_quantizers",
     "keras_load_quantized_model", "qi_custom_objects", "serialize_quantizer",
     "deserialize_quantizer", "library_path", "ops", "MetadataLayer", "add_metadata", "get_metadata",
+    "quantize", "prepare_qat", "convert", "fold_batch_norm", "quantized_layers",
 ] + list(_trainable_names)

@@ -34,13 +34,10 @@ import torch.fx
 from torch import nn
 
 from quantizers_infrastructure.common import calibration as cal
-from quantizers_infrastructure.common.enums import QuantizationTarget, TrainingMethod
-from quantizers_infrastructure.common.inferable_quantizers import get_inferable_quantizer_class
+from quantizers_infrastructure.common import model_quantizers
 from quantizers_infrastructure.common.model_config import ModelQuantizationConfig
 from quantizers_infrastructure.common.report import (LayerReport, QuantizationReport, describe,
                                                      sqnr_db)
-from quantizers_infrastructure.common.trainable_configs import (
-    TrainableQuantizerActivationConfig, TrainableQuantizerWeightsConfig)
 from quantizers_infrastructure.pytorch.activation_holders import \
     PytorchActivationQuantizationHolder
 from quantizers_infrastructure.pytorch.trainable_quantizers import get_trainable_quantizer_class
@@ -475,45 +472,12 @@ class _Quantizer:
         return spec["training"] if self.trainable else None
 
     def _weights_quantizer(self, spec, params, rank: int, axis: int):
-        method = cal.method_of(spec)
-        per_channel = spec["per_channel"]
-        if self._training(spec) is None:
-            cls = get_inferable_quantizer_class(QuantizationTarget.Weights, method)
-            kwargs = dict(params, num_bits=spec["n_bits"], per_channel=per_channel,
-                          channel_axis=axis, input_rank=rank)
-            return cls(**kwargs)
-        shape = [1] * rank
-        shape[axis] = -1
-
-        def arr(values):
-            a = np.asarray(values, dtype=np.float64)
-            return a.reshape(shape) if per_channel else float(a[0])
-        qparams = {"threshold": arr(params["threshold"])} if "threshold" in params else {
-            "range_min": arr(params["min_range"]), "range_max": arr(params["max_range"])}
-        cfg = TrainableQuantizerWeightsConfig(method, spec["n_bits"], qparams, True, axis,
-                                              per_channel)
-        cls = get_trainable_quantizer_class(QuantizationTarget.Weights, method,
-                                            TrainingMethod[self._training(spec)])
-        return cls(cfg)
+        return model_quantizers.weights_quantizer(spec, params, rank, axis, self._training(spec),
+                                                  get_trainable_quantizer_class)
 
     def _activation_quantizer(self, spec, histogram):
-        params = cal.activation_params(spec, histogram)
-        method = cal.method_of(spec)
-        if self._training(spec) is None:
-            cls = get_inferable_quantizer_class(QuantizationTarget.Activation, method)
-            if "threshold" in params:
-                return cls(num_bits=spec["n_bits"], threshold=[params["threshold"]],
-                           signed=params["signed"])
-            return cls(num_bits=spec["n_bits"], min_range=[params["min_range"]],
-                       max_range=[params["max_range"]])
-        if "threshold" in params:
-            qparams = {"threshold": params["threshold"], "is_signed": params["signed"]}
-        else:
-            qparams = {"range_min": params["min_range"], "range_max": params["max_range"]}
-        cfg = TrainableQuantizerActivationConfig(method, spec["n_bits"], qparams)
-        cls = get_trainable_quantizer_class(QuantizationTarget.Activation, method,
-                                            TrainingMethod[self._training(spec)])
-        return cls(cfg)
+        return model_quantizers.activation_quantizer(spec, histogram, self._training(spec),
+                                                     get_trainable_quantizer_class)
 
     def install_wrappers(self, root: nn.Module) -> nn.Module:
         """Replaces each quantized layer by its wrapper (weights quantizer, and for layers found
