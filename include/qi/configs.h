@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// Configurations of trainable quantizers (REFERENCE.md 7.1), with JSON (de)serialization.
+// Configurations of trainable quantizers, with JSON (de)serialization.
 #pragma once
 
 #include <cstdint>

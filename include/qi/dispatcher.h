@@ -12,7 +12,7 @@
 
 namespace qi {
 
-// One layer's quantizers (REFERENCE.md 5.1): a quantizer per weight attribute (by name) and one
+// One layer's quantizers: a quantizer per weight attribute (by name) and one
 // per layer output (in order). Wrappers read it to quantize weights before the layer runs and
 // outputs after.
 class NodeQuantizationDispatcher {

@@ -16,7 +16,7 @@
 
 namespace qi {
 
-// Every parameter any inferable quantizer takes, under the names of REFERENCE.md 1.2. Each
+// Every parameter any inferable quantizer takes, under mct-quantizers' names. Each
 // quantizer reads the fields it documents and ignores the rest; JSON configs hold exactly the
 // fields of their class.
 struct QuantizerParams {
@@ -68,7 +68,7 @@ class BaseInferableQuantizer : public BaseQuantizer {
   // Convenience: returns Q(x) for a contiguous row-major tensor of the given shape.
   std::vector<float> apply(const std::vector<float>& x, const Shape& shape) const;
 
-  // The constructor arguments as a JSON object (keys of REFERENCE.md, plus "qi_version").
+  // The constructor arguments as a JSON object (mct-quantizers' keys, plus "qi_version").
   std::string get_config() const;
   // {"class_name": ..., "config": get_config()}: what inferable_quantizer_from_json reads.
   std::string to_json() const override;
@@ -114,7 +114,7 @@ class WeightsPOTInferableQuantizer : public WeightsSymmetricInferableQuantizer {
 };
 
 // Uniform (asymmetric) grid over [min_range, max_range], first adjusted so that 0 is on the grid
-// (REFERENCE.md 2.1); zero point rounded. Requires min_range[i] < max_range[i].
+// (docs/numerics.md); zero point rounded. Requires min_range[i] < max_range[i].
 class WeightsUniformInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit WeightsUniformInferableQuantizer(const QuantizerParams& params);
@@ -128,7 +128,7 @@ class WeightsUniformInferableQuantizer : public BaseInferableQuantizer {
 };
 
 // Non-uniform: each value maps to the nearest of lut_values (in the lut_values_bitwidth integer
-// domain, scaled by threshold / 2^(B - s)); REFERENCE.md 2.4.
+// domain, scaled by threshold / 2^(B - s)); see docs/numerics.md.
 class WeightsLUTSymmetricInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit WeightsLUTSymmetricInferableQuantizer(const QuantizerParams& params);

@@ -32,7 +32,7 @@ struct AffineTfPlan {
   bool use_division = true;
 };
 
-// LUT (non-uniform) quantizer, per channel c (REFERENCE.md 2.4):
+// LUT (non-uniform) quantizer, per channel c (docs/numerics.md):
 //   v = clamp((x / divisor[c]) * multiplier, lo, hi)      divisor = threshold + eps
 //   j = first argmin_j |v - lut[j]|   (float32 distances, ties to the first entry)
 //   y = (lut[j] / multiplier) * threshold[c]

@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// Forward and backward math of the trainable quantizers (REFERENCE.md 7.4, 8, 9), framework
+// Forward and backward math of the trainable quantizers, framework
 // free: the torch and TF layers only wire these into their autograd engines.
 #pragma once
 
@@ -39,7 +39,7 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
                                  ConstTensorView dy, TensorView dx,
                                  std::optional<int64_t> channel_axis, GradMode mode);
 
-// The torch range adjustment (REFERENCE.md 2.1, non-clamping, float32) and its gradient, as
+// The torch range adjustment (non-clamping, float32; docs/numerics.md) and its gradient, as
 // MCT's differentiable version computes it (torch.round has a zero gradient).
 struct RangeGrads {
   double d_min = 0, d_max = 0;
@@ -115,7 +115,7 @@ std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
                                                const UniformQuantArgs& args, ConstTensorView x,
                                                ConstTensorView dy, TensorView dx);
 
-// ---- soft rounding (REFERENCE.md 9.2, 9.3) ----
+// ---- soft rounding ----
 
 inline constexpr double kSoftRoundingGamma = -0.1;
 inline constexpr double kSoftRoundingZeta = 1.1;

@@ -177,7 +177,7 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
         const auto x = hn::LoadU(d, in + i);
         const auto div =
             vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
-        // No rounding before the nearest search (REFERENCE.md 2.4); division, not reciprocal.
+        // No rounding before the nearest search (docs/numerics.md); division, not reciprocal.
         const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
         auto k = hn::Zero(di);
         for (size_t j = 0; j < B; ++j)  // k += (v >= boundary): a true mask is -1

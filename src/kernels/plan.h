@@ -1,6 +1,6 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // Internal: turns quantizer parameters into kernel plans, mirroring the precision of the
-// framework each profile emulates (REFERENCE.md 2.1, 2.2, 2.4, 14.2).
+// framework each profile emulates (docs/numerics.md).
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,6 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // Test-only: a slow, independent reference of every inferable quantizer, written from the
-// numerics contract (DESIGN.md, REFERENCE.md 2.x) with no SIMD, no plan sharing and naive
+// numerics contract (docs/numerics.md) with no SIMD, no plan sharing and naive
 // indexing. Arithmetic is double with an explicit rounding to float32 after each operation the
 // contract performs in float32 (for + - * / this equals the float32 result exactly, since
 // 53 >= 2 * 24 + 2).

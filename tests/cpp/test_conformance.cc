@@ -81,7 +81,8 @@ QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile,
   return p;
 }
 
-// Random values around the grid plus every special value of STYLE.md.
+// Random values around the grid plus every special value (+-0, ties, +-Inf, NaN,
+// subnormals, huge and tiny values).
 std::vector<float> make_inputs(int64_t n, double scale, std::mt19937& rng) {
   std::vector<float> x(static_cast<size_t>(n));
   std::uniform_real_distribution<double> u(-1.6, 1.6);

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""NodeQuantizationDispatcher (REFERENCE.md 5.1): contents, counts and type checks."""
+"""NodeQuantizationDispatcher: contents, counts and type checks."""
 
 import pytest
 

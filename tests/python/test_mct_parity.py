@@ -2,7 +2,7 @@
 """Parity with the reference implementation, mct-quantizers 1.6.0: the torch profile against its
 PyTorch quantizers (all nine classes, LUT included), the tf profile against its Keras quantizers
 (TensorFlow fake_quant). Outputs compared bit for bit. The one documented departure, the
-truncated zero point of mct's torch WeightsUniformInferableQuantizer (REFERENCE.md 13 item 1),
+truncated zero point of mct's torch WeightsUniformInferableQuantizer (docs/numerics.md),
 is checked to be the only difference there."""
 
 import warnings

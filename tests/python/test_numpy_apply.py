@@ -16,7 +16,7 @@ def bits(a):
 
 
 def reference(q, x, axis=None):
-    """Q(x) in numpy float32 from q's plan (REFERENCE.md 2.2(b), 2.4); axis: normalized channel
+    """Q(x) in numpy float32 from q's plan (docs/numerics.md); axis: normalized channel
     axis or None."""
     plan = q.plan
     x = np.asarray(x, np.float32)

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""ONNX export of wrapped PyTorch models (REFERENCE.md 6.1, 6.2), run in onnxruntime.
+"""ONNX export of wrapped PyTorch models, run in onnxruntime.
 
 QDQ path: quantizers whose grid is an int8/uint8 QuantizeLinear/DequantizeLinear pair export as
 one, with the C++ plan's scale and zero point. Custom path: the others export as mct_quantizers
@@ -31,7 +31,7 @@ OPSETS = (16, 17)
 INT, FLOAT, STRING = (onnx.AttributeProto.INT, onnx.AttributeProto.FLOAT,
                       onnx.AttributeProto.STRING)
 
-# REFERENCE.md 6.1 (plus qi's informational `profile` string attribute).
+# mct-quantizers' node attributes (plus qi's informational `profile` string attribute).
 _WEIGHTS_ATTRS = {"num_bits": INT, "per_channel": INT, "channel_axis": INT, "signed": INT,
                   "mctq_version": STRING, "profile": STRING}
 _LUT_ATTRS = dict(_WEIGHTS_ATTRS, input_rank=INT, lut_values_bitwidth=INT, eps=FLOAT)
@@ -115,7 +115,7 @@ def _check_attributes(node, q, n_ch):
     if "per_channel" in attrs:
         assert values["per_channel"] == int(c["per_channel"])
         assert values["signed"] == 1
-        # per-tensor defaults (REFERENCE.md 6.1): channel_axis 0, LUT input_rank 4
+        # per-tensor defaults: channel_axis 0, LUT input_rank 4
         assert values["channel_axis"] == (c["channel_axis"] if c["per_channel"] else 0)
         if "input_rank" in attrs:
             assert values["input_rank"] == (4 if not c["per_channel"] else

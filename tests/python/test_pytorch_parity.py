@@ -5,7 +5,7 @@ parameters, bit for bit, on random inputs and on exact rounding ties (x = (k + 1
 every grid step of every channel). Also: the torch path equals the numpy path (the C++ core), and
 the output of a Python-wrapped layer equals a computation made directly with torch.ops.qi.
 The one documented departure, mct's truncated zero point in WeightsUniformInferableQuantizer
-(REFERENCE.md 13 item 1), is compared only where the zero points agree (as test_mct_parity)."""
+(docs/numerics.md), is compared only where the zero points agree (as test_mct_parity)."""
 
 import warnings
 import zlib

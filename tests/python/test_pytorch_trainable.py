@@ -160,7 +160,7 @@ def test_weights_trainable(name, method, per_channel):
 
 
 def test_soft_rounding_starts_at_the_float_weight():
-    # REFERENCE.md 9.2: right after wrapping, training output ~ float kernel; eval differs.
+    # As in mct-quantizers: right after wrapping, training output ~ float kernel; eval differs.
     cfg = qi.TrainableQuantizerWeightsConfig(QM.SYMMETRIC, 8, {"threshold": 2.0}, True, 0, False)
     conv = torch.nn.Conv2d(1, 3, 1, bias=False)
     with torch.no_grad():

@@ -1,9 +1,9 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 """Bit-exact parity of the torch profile with torch.fake_quantize_per_tensor_affine /
-torch.fake_quantize_per_channel_affine (DESIGN.md "Numerics contract").
+torch.fake_quantize_per_channel_affine (docs/numerics.md).
 
 The torch op's scale and zero point are derived here independently of the core, as
-include/qi/kernels.h and REFERENCE.md 2.1, 3.1-3.3, 3.6-3.8 document them:
+include/qi/kernels.h and docs/numerics.md document them:
   symmetric/POT: scale = float32(t / 2^(n - s)), zero point 0, [qmin, qmax] = [-2^(n-1),
     2^(n-1)-1] (signed) or [0, 2^n - 1] (unsigned);
   weights uniform: range adjusted in float32 (no clamping), scale = float32((max - min) /
@@ -36,7 +36,7 @@ def symmetric_params(thresholds, n, signed):
 
 
 def adjust_range_float32(mn, mx, n):
-    """mct_quantizers' torch fix_range_to_include_zero, in float32 (REFERENCE.md 2.1)."""
+    """mct_quantizers' torch fix_range_to_include_zero, in float32 (docs/numerics.md)."""
     mn, mx = np.float32(mn), np.float32(mx)
     scale = (mx - mn) / np.float32(2 ** n - 1)
     min_adj = scale * np.rint(mn / scale)

@@ -291,7 +291,7 @@ TEST(SymmetricQuantOp, ForwardEqualsAtenPerChannelAffine) {
   }
 }
 
-// The float32 range adjustment of REFERENCE.md 2.1 (torch, non-clamping), scale and zero point
+// The float32 range adjustment of docs/numerics.md (torch, non-clamping), scale and zero point
 // as the torch uniform quantizers compute them.
 struct UniformGrid {
   double scale;
@@ -390,7 +390,7 @@ TEST(QuantOps, BadArgumentsRaise) {
 // STE and LSQ are not checked with a numerical gradcheck: their forward is a staircase (zero
 // derivative almost everywhere, jumps at the rounding ties), and the straight-through gradient
 // is a deliberate surrogate, not the derivative. The reference is MCT's own formulation with
-// torch autograd (REFERENCE.md 7.4, 8.3, 8.4): ste_round / ste_clip / grad_scale.
+// torch autograd: ste_round / ste_clip / grad_scale.
 
 at::Tensor ste_round(const at::Tensor& x) { return x + (::torch::round(x) - x).detach(); }
 at::Tensor ste_clip(const at::Tensor& x, double lo, double hi) {
@@ -641,7 +641,7 @@ struct SoftFixture {
     const at::Tensor d = delta.reshape({3, 1});
     at::Tensor h = rectified_sigmoid_ref(a);
     if (!training) h = (h >= 0.5).to(::torch::kFloat);
-    // REFERENCE.md 9.2 (torch): w_int without gradient, ste_clip.
+    // As MCT's torch soft rounding: w_int without gradient, ste_clip.
     return d * ste_clip(::torch::floor(w / d) + h, qmin, qmax);
   }
 };

@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// The trainable quantizers of the torch layer (REFERENCE.md 7, 8, 9): registry, variables,
+// The trainable quantizers of the torch layer: registry, variables,
 // freezing, forward, and conversion to inferable quantizers bit for bit.
 #include <cmath>
 #include <map>
@@ -44,7 +44,7 @@ TrainableQuantizerWeightsConfig weights_config(QuantizationMethod method, bool p
   c.weights_per_channel_threshold = per_channel;
   if (method == QuantizationMethod::UNIFORM) {
     if (per_channel) {
-      // Channels with min < 0 < max, min > 0 and max < 0 (REFERENCE.md 2.1 branches).
+      // Channels with min < 0 < max, min > 0 and max < 0 (docs/numerics.md).
       c.weights_quantization_params = {
           {"range_min", ParamArray{{kChannels, 1, 1, 1}, {-1.0, -0.5, 0.2, -2.0}}},
           {"range_max", ParamArray{{kChannels, 1, 1, 1}, {1.0, 0.7, 1.5, -0.1}}}};
@@ -258,7 +258,7 @@ TEST(TrainableQuantizers, EveryClassInitializesRunsAndReportsItsIdentity) {
 }
 
 TEST(TrainableQuantizers, VariablesByGroupAndRequiresGrad) {
-  // Expected (QPARAMS trainable, WEIGHTS trainable) counts, REFERENCE.md 8 and 9.2.
+  // Expected (QPARAMS trainable, WEIGHTS trainable) counts, as in mct-quantizers.
   const std::map<std::string, std::pair<size_t, size_t>> expected = {
       {"STEWeightQATQuantizer", {0, 0}},
       {"STEUniformWeightQATQuantizer", {0, 0}},
@@ -313,7 +313,7 @@ TEST(TrainableQuantizers, FreezeQuantParams) {
       EXPECT_TRUE(any_qparams);
       if (!freeze) continue;
       EXPECT_TRUE(in.q->get_trainable_variables(VariableGroup::QPARAMS).empty());
-      // Making a quantization parameter trainable despite freezing is an error (REFERENCE.md 7.2).
+      // Making a quantization parameter trainable despite freezing is an error.
       for (const auto& [suffix, v] : in.q->variables()) {
         if (v.group != VariableGroup::QPARAMS) continue;
         at::Tensor t = v.tensor;
@@ -423,7 +423,7 @@ TEST(TrainableQuantizers, TrainingAndEvalForwardAtInitialization) {
   EXPECT_TRUE(bit_equal(a.q->forward(a.x, false),
                         qi::torch::symmetric_quant(a.x, ::torch::tensor({4.f}), 5, true,
                                                    std::nullopt, "ste", 1.0)));
-  // Soft rounding (REFERENCE.md 9.2): right after initialization the training forward gives the
+  // Soft rounding: right after initialization the training forward gives the
   // float weights back, the hard-rounded eval forward does not.
   // (SYMMETRIC: a POT quantizer initializes with the stored thresholds but runs with
   // power-of-two ones, so it starts at the weights only when they already are powers of two.)
@@ -494,7 +494,7 @@ TEST(SoftRoundingRegularization, SumsTheSoftQuantizersWithAnnealedBeta) {
 
 namespace {
 
-// A saved config whose method the class does not serve is refused on load (REFERENCE.md 4.5).
+// A saved config whose method the class does not serve is refused on load.
 TEST(TrainableRegistry, FromJsonRejectsAMethodTheClassDoesNotServe) {
   qi::TrainableQuantizerWeightsConfig cfg;
   cfg.weights_quantization_method = qi::QuantizationMethod::SYMMETRIC;

@@ -1,5 +1,5 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-// QuantizationWrapper and ActivationQuantizationHolder on the common layers (REFERENCE.md 5);
+// QuantizationWrapper and ActivationQuantizationHolder on the common layers;
 // save/load of wrapped models is tested in test_serialize.cc.
 #include <unistd.h>
 

@@ -32,8 +32,8 @@ struct ParameterDict : ::torch::nn::Module {
 };
 
 // Takes the layer's tensor `attribute` ("weight", "sub.weight") off the layer's parameter list:
-// it becomes a plain tensor that the layer still reads (as MCT's wrapper makes it, REFERENCE.md
-// 5.3), so that the model's parameters are the wrapper's float weights, all of them leaves that
+// it becomes a plain tensor that the layer still reads (as MCT's wrapper makes it), so
+// that the model's parameters are the wrapper's float weights, all of them leaves that
 // optimizers can take, and a saved model holds each weight once.
 void unregister_layer_parameter(::torch::nn::Module& layer, const std::string& attribute) {
   const size_t dot = attribute.rfind('.');

@@ -14,7 +14,7 @@ def mark_quantizer(quantization_target: Optional[QuantizationTarget] = None,
                    identifier: Any = None):
     """Class decorator that sets the static properties `quantization_target`,
     `quantization_method` (a list of QuantizationMethod) and `identifier` used by the lookups,
-    and returns the class unchanged (REFERENCE.md 1.3)."""
+    and returns the class unchanged."""
 
     def mark(quantizer_class):
         quantizer_class.quantization_target = quantization_target
@@ -26,8 +26,8 @@ def mark_quantizer(quantization_target: Optional[QuantizationTarget] = None,
 
 
 def get_all_subclasses(cls: type) -> set:
-    """Every subclass of `cls`, recursively (a set; MCT's helper for the quantizer lookups,
-    REFERENCE.md 1.4)."""
+    """Every subclass of `cls`, recursively (a set; MCT's helper for the quantizer
+    lookups)."""
     out = set()
     for sub in cls.__subclasses__():
         out.add(sub)

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""Names and numbers shared with MCT Quantizers (REFERENCE.md 1.2)."""
+"""Names and numbers shared with MCT Quantizers."""
 
 # Quantizer keyword arguments (also the JSON config keys of the C++ core).
 NUM_BITS = "num_bits"

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""Enums with MCT Quantizers' names and values (REFERENCE.md 1.1). The C++ core uses the same
+"""Enums with MCT Quantizers' names and values. The C++ core uses the same
 names; tests check that both sides agree."""
 
 from enum import Enum
@@ -24,7 +24,7 @@ class QuantizationTarget(Enum):
 
 class TrainingMethod(Enum):
     """How a trainable quantizer learns. MCT's STE and DQA values are 1-tuples (a trailing-comma
-    accident, REFERENCE.md 1.1); here every value is its name, which is what the C++ core reads."""
+    accident in mct-quantizers); here every value is its name, which is what the C++ core reads."""
 
     STE = "STE"
     DQA = "DQA"

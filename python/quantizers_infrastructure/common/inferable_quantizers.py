@@ -142,7 +142,7 @@ class InferableQuantizer(BaseInferableQuantizer):
 
     # ---- serialization ----
     def get_config(self) -> Dict[str, Any]:
-        """The constructor arguments as a dict (the C++ config: keys of REFERENCE.md, the
+        """The constructor arguments as a dict (the C++ config: mct-quantizers' keys, the
         numeric profile and "qi_version"); from_config(get_config()) rebuilds an identical
         quantizer."""
         return json.loads(self._core.get_config())
@@ -399,8 +399,9 @@ __all__ = ["InferableQuantizer", "INFERABLE_QUANTIZER_CLASSES", "get_inferable_q
 def get_inferable_quantizer_class(quant_target: QuantizationTarget,
                                   quant_method: QuantizationMethod,
                                   quantizer_base_class: Optional[type] = None) -> type:
-    """The inferable quantizer class registered for (quant_target, quant_method) (REFERENCE.md
-    1.4); ValueError (the core's message) when none is, e.g. (Activation, LUT_SYM_QUANTIZER).
+    """The inferable quantizer class registered for (quant_target, quant_method), as
+    mct-quantizers looks it up; ValueError (the core's message) when none is, e.g.
+    (Activation, LUT_SYM_QUANTIZER).
     With quantizer_base_class: that class when it derives from the base, else the one subclass
     of the base marked for (quant_target, quant_method) as inferable (MCT's search, which finds
     framework classes such as quantizers_infrastructure.mct's); ValueError unless exactly one

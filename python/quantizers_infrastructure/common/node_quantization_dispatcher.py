@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""NodeQuantizationDispatcher: one layer's quantizers (REFERENCE.md 5.1), a quantizer per weight
+"""NodeQuantizationDispatcher: one layer's quantizers, a quantizer per weight
 attribute and one per layer output. Wrappers read it to quantize weights before the layer runs
 and outputs after."""
 

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""keras_load_quantized_model and convert_to_inferable_quantizers (REFERENCE.md 6.3, 7.7)."""
+"""keras_load_quantized_model and convert_to_inferable_quantizers."""
 
 from typing import Any, Dict, Optional
 

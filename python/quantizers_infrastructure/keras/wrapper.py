@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""KerasQuantizationWrapper and KerasActivationQuantizationHolder (REFERENCE.md 5.1, 5.2, 5.4):
+"""KerasQuantizationWrapper and KerasActivationQuantizationHolder:
 Keras layers that quantize a layer's weights before it runs and its outputs after, with qi's
 TF ops. Both are registered Keras serializable objects (package "qi"): models holding them save
 and load as .keras files, and their get_config() is plain JSON."""
@@ -45,7 +45,7 @@ def _records_digest(config: Dict[str, Any]) -> str:
 
 
 def _weight_name(name: str) -> str:
-    """"dense_2/kernel:0" -> "kernel" (REFERENCE.md 5.2)."""
+    """"dense_2/kernel:0" -> "kernel"."""
     return name.split(":")[0].split("/")[-1]
 
 
@@ -138,7 +138,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
       * the seed's: KerasQuantizationWrapper(layer, dispatcher) with a
         KerasNodeQuantizationDispatcher (weights by attribute name, one activation quantizer
         per output);
-      * MCT Quantizers' (REFERENCE.md 5.2): KerasQuantizationWrapper(layer, {"kernel": q}) for
+      * MCT Quantizers': KerasQuantizationWrapper(layer, {"kernel": q}) for
         attributes, or positional weights: KerasQuantizationWrapper(layer, {1: q},
         weight_values={1: const}, op_call_args=[...], op_call_kwargs={...},
         is_inputs_as_list=False) runs layer(*inputs_with_q(const)_inserted_at_1, ...).
@@ -512,7 +512,7 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
 
 @tf.keras.utils.register_keras_serializable(package="qi")
 class KerasActivationQuantizationHolder(tf.keras.layers.Layer):
-    """A layer that applies one activation quantizer to its input (REFERENCE.md 5.4). Trainable
+    """A layer that applies one activation quantizer to its input. Trainable
     quantizers create their variables on it and get the `training` flag."""
 
     def __init__(self, activation_holder_quantizer: BaseInferableQuantizer, **kwargs):

@@ -1,5 +1,5 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
-"""ONNX export of qi quantizers (REFERENCE.md 6.1, 6.2) and their onnxruntime kernels.
+"""ONNX export of qi quantizers and their onnxruntime kernels.
 
 Export: `torch.onnx.export(model, ..., dynamo=False)` of a model holding qi quantizers (wrapped
 layers, activation holders) records one `qi::fake_quant(x, quantizer_json)` per quantizer; the
@@ -10,7 +10,7 @@ imported) turns each into
   plan's) when the grid fits a standard 8-bit type: torch profile, affine (symmetric, POT,
   uniform), qmin..qmax = -128..127 (int8) or 0..255 (uint8), per tensor or per channel;
 * otherwise (LUT quantizers, other bit widths, the tf profile) one custom node of the domain
-  `mct_quantizers` with MCT Quantizers' op type, Constant inputs and attributes (REFERENCE.md 6.1),
+  `mct_quantizers` with MCT Quantizers' op type, Constant inputs and attributes,
   plus qi's extensions: an informational string attribute `profile` on every node ("torch" /
   "tf"; the kernels do not read it, so nodes exported by MCT Quantizers, which lack it, run
   unchanged); the tf profile, which MCT's PyTorch quantizers do not have, exports as the op type
@@ -167,8 +167,9 @@ def _emit_qdq(g, x, p):
 
 
 def custom_op_spec(q, input_rank: Optional[int] = None):
-    """(op_type, [float32 input arrays], {attribute: value}) of q's custom node (REFERENCE.md
-    6.1 plus qi's `profile` attribute). Attribute values are Python int/float/str."""
+    """(op_type, [float32 input arrays], {attribute: value}) of q's custom node (mct-quantizers'
+    op types and attributes, plus qi's `profile` attribute). Attribute values are Python
+    int/float/str."""
     family = q.param_family
     op_type = q.onnx_op
     c = q.get_config()

@@ -1,6 +1,6 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // The C++ front end's quantizers: running any quantizer on a tensor, and the trainable
-// quantizers (STE, LSQ, soft rounding; REFERENCE.md 7, 8, 9) with their learnable variables.
+// quantizers (STE, LSQ, soft rounding, as MCT defines them) with their learnable variables.
 #pragma once
 
 #include <array>
@@ -89,7 +89,7 @@ std::shared_ptr<TrainableQuantizer> make_trainable_quantizer(
 // quantizers.
 std::shared_ptr<TrainableQuantizer> as_trainable(const std::shared_ptr<BaseQuantizer>& quantizer);
 
-// ---- soft rounding regularization (REFERENCE.md 9.3) ----
+// ---- soft rounding regularization ----
 
 // beta anneals linearly from beta_start to beta_end between warmup_fraction * total_steps and
 // total_steps; each call is one step.
