@@ -262,9 +262,11 @@ ModelReport run(::torch::nn::Module& model, const ModelQuantizationConfig& confi
     double eps;
   };
   std::vector<Fold> folds;
-  for (auto& [prefix, seq] : seqs) {
+  for (const auto& item : seqs) {
+    const std::string& prefix = item.first;  // not a structured binding: lambdas capture it
+    tnn::SequentialImpl* seq = item.second;
     const auto children = seq->named_children();
-    auto entry = [&, seq = seq, prefix = prefix](size_t i) {
+    auto entry = [&](size_t i) {
       return Entry{seq, i, children[i].key(), qualified(prefix, children[i].key())};
     };
     std::vector<bool> folded(seq->size(), false);  // batch norms that will fold
