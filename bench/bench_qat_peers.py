@@ -2,7 +2,7 @@
 """QAT side by side: qi, torchao and Brevitas on the same ResNet-style CNN, data and budget.
 
     scripts/qi bench peers [args]                  # makes .venv-bench (Brevitas), then runs this
-    .venv-bench/bin/python bench/bench_qat_peers.py [--float-epochs 4] [--qat-epochs 2] ...
+    .venv-bench/bin/python bench/bench_qat_peers.py [--float-epochs 2] [--qat-epochs 1] ...
     .venv/bin/python bench/bench_qat_peers.py --quick --libs qi     # seconds, qi only
 
 What it does, in one process and one thread count (--threads, default 1):
@@ -15,7 +15,8 @@ What it does, in one process and one thread count (--threads, default 1):
      same --qat-epochs with the same schedule, so it has trained as many epochs in total;
   3. prints test accuracy and the median time of a training step (forward, loss, backward,
      optimizer step; after the first few steps) for each (library, config) and the float
-     baseline, with each step time over the float step's.
+     baseline, with each step time over the float step's. A run whose training step raises
+     (or whose loss stops being finite) is reported as failed at that step; the others go on.
 
 The libraries, each through its documented flow, with per-channel symmetric weights and
 per-tensor activations on the outputs that qi's prepare_qat quantizes (each conv's output after
@@ -24,7 +25,7 @@ network input, not the logits):
   * qi: quantizers_infrastructure.pytorch.prepare_qat with the "w4a8_lsq" preset (LSQ weights
     and activations, started by MSE calibration on --calib-batches training batches, batch norms
     folded into the convolutions first), the bit widths changed in the config; convert() before
-    the test.
+    the test. "qi-ste" is the same with STE activation quantizers ("training": "STE").
   * torchao 0.11: FakeQuantizeConfig / FakeQuantizer, the QAT API of that release. Its
     quantize_(model, IntXQuantizationAwareTrainingConfig(...)) swaps nn.Linear and nn.Embedding
     only, and its activation fake quantizer supports per-token asymmetric scales only; so the
@@ -64,7 +65,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 from pytorch_fashion_mnist import DATA, load_split  # noqa: E402  (the examples' loader)
 
 CONFIGS = {"w4a8": (4, 8), "w4a4": (4, 4), "w2a2": (2, 2)}
-LIBS = ("qi", "torchao", "brevitas")
+LIBS = ("qi", "torchao", "brevitas", "qi-ste")
 WARMUP_STEPS = 5  # steps left out of the step-time median (allocations, lazy initialization)
 
 
@@ -142,13 +143,18 @@ def from_float(layers, float_model, width):
 
 # ---- the libraries' QAT models ------------------------------------------------------------------
 
-def prepare_qi(float_model, w_bits, a_bits, calib, width):
+def prepare_qi(float_model, w_bits, a_bits, calib, width, act_training="LSQ"):
     import quantizers_infrastructure as qi
     import quantizers_infrastructure.pytorch as qp
     cfg = qi.ModelQuantizationConfig("w4a8_lsq", weights={"n_bits": w_bits},
-                                     activations={"n_bits": a_bits},
+                                     activations={"n_bits": a_bits, "training": act_training},
                                      overrides=[{"name": "fc", "activations": None}])
     return qp.prepare_qat(float_model, cfg, calib, progress=False)
+
+
+def prepare_qi_ste(float_model, w_bits, a_bits, calib, width):
+    """qi with the preset's LSQ weights and STE activation quantizers."""
+    return prepare_qi(float_model, w_bits, a_bits, calib, width, act_training="STE")
 
 
 def finish_qi(model):
@@ -246,12 +252,13 @@ def prepare_brevitas(float_model, w_bits, a_bits, calib, width):
     return model.train()
 
 
-PREPARE = {"qi": prepare_qi, "torchao": prepare_torchao, "brevitas": prepare_brevitas}
-FINISH = {"qi": finish_qi}
+PREPARE = {"qi": prepare_qi, "qi-ste": prepare_qi_ste, "torchao": prepare_torchao,
+           "brevitas": prepare_brevitas}
+FINISH = {"qi": finish_qi, "qi-ste": finish_qi}
 
 
 def library_version(lib):
-    if lib == "qi":
+    if lib.startswith("qi"):
         import quantizers_infrastructure as qi
         return qi.__version__
     return __import__(lib).__version__
@@ -281,9 +288,15 @@ class Data:
             epoch += 1
 
 
+class TrainingFailed(RuntimeError):
+    def __init__(self, step, error):
+        super().__init__(f"step {step}: {type(error).__name__}: {str(error).splitlines()[0]}")
+
+
 def train(model, data, steps, lr, batch, seed, first_epoch):
     """SGD (momentum 0.9, no weight decay) with a cosine learning rate from lr to 0 over
-    `steps`; returns the seconds of each step."""
+    `steps`; returns the seconds of each step. An error in a step raises TrainingFailed naming
+    the step."""
     torch.manual_seed(seed)
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr,
                           momentum=0.9)
@@ -295,13 +308,16 @@ def train(model, data, steps, lr, batch, seed, first_epoch):
         for g in opt.param_groups:
             g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
+        try:
+            opt.zero_grad(set_to_none=True)
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+        except Exception as e:  # noqa: BLE001  (the library's error ends this run only)
+            raise TrainingFailed(step, e) from e
         times.append(time.perf_counter() - t0)
         if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}")
+            raise TrainingFailed(step, FloatingPointError(f"loss became {loss.item()}"))
     return times
 
 
@@ -326,9 +342,13 @@ def goal_lines(rows, configs):
     out = []
     for cfg in configs:
         by_lib = {r["library"]: r for r in rows if r["config"] == cfg}
-        if "qi" not in by_lib or len(by_lib) < 2:
+        q = by_lib.pop("qi", None)
+        by_lib = {k: r for k, r in by_lib.items() if not k.startswith("qi") and not r["failed"]}
+        if q is None or not by_lib:
             continue
-        q = by_lib.pop("qi")
+        if q["failed"]:
+            out.append(f"{cfg}: qi's run failed ({q['failed']}): missed")
+            continue
         best = max(by_lib.values(), key=lambda r: r["accuracy"])
         fastest = min(by_lib.values(), key=lambda r: r["step_ms"])
         acc_ok = q["accuracy"] >= best["accuracy"]
@@ -345,9 +365,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--libs", nargs="+", choices=LIBS, default=list(LIBS))
     ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
-    ap.add_argument("--float-epochs", type=int, default=4, help="float training (default 4)")
-    ap.add_argument("--qat-epochs", type=int, default=2,
-                    help="QAT, and the float baseline's extra training (default 2)")
+    ap.add_argument("--float-epochs", type=int, default=2, help="float training (default 2)")
+    ap.add_argument("--qat-epochs", type=int, default=1,
+                    help="QAT, and the float baseline's extra training (default 1)")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--float-lr", type=float, default=0.05)
     ap.add_argument("--qat-lr", type=float, default=0.01)
@@ -384,7 +404,8 @@ def main():
     float_steps = 120 if args.quick else args.float_epochs * steps_per_epoch
     qat_steps = 30 if args.quick else args.qat_epochs * steps_per_epoch
     qat_first_epoch = args.float_epochs
-    log = lambda *a: print("[peers]", *a, file=sys.stderr, flush=True)  # noqa: E731
+    def log(*a):
+        print(f"[peers {time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
 
     torch.manual_seed(args.seed)
     float_model = Net(FloatLayers(), args.width)
@@ -401,7 +422,8 @@ def main():
     times = train(baseline, data, qat_steps, args.qat_lr, args.batch, args.seed, qat_first_epoch)
     float_ms = 1e3 * median_step(times)
     rows.append(dict(library="float", config="-", accuracy=accuracy(baseline, data),
-                     step_ms=float_ms, prepare_s=0.0, train_s=sum(times)))
+                     step_ms=float_ms, prepare_s=0.0, train_s=sum(times), failed=None))
+    log(f"float baseline: {100 * rows[-1]['accuracy']:.2f}%, {float_ms:.1f} ms/step")
     for cfg in args.configs:
         w_bits, a_bits = CONFIGS[cfg]
         for lib in args.libs:
@@ -409,12 +431,20 @@ def main():
             t0 = time.perf_counter()
             model = PREPARE[lib](float_model, w_bits, a_bits, calib, args.width)
             prepare_s = time.perf_counter() - t0
-            times = train(model, data, qat_steps, args.qat_lr, args.batch, args.seed,
-                          qat_first_epoch)
+            try:
+                times = train(model, data, qat_steps, args.qat_lr, args.batch, args.seed,
+                              qat_first_epoch)
+            except TrainingFailed as e:
+                rows.append(dict(library=lib, config=cfg, accuracy=None, step_ms=None,
+                                 prepare_s=prepare_s, train_s=None, failed=str(e)))
+                log(f"{lib} {cfg}: FAILED at {e}")
+                continue
             model = FINISH.get(lib, lambda m: m)(model)
             rows.append(dict(library=lib, config=cfg, accuracy=accuracy(model, data),
                              step_ms=1e3 * median_step(times), prepare_s=prepare_s,
-                             train_s=sum(times)))
+                             train_s=sum(times), failed=None))
+            log(f"{lib} {cfg}: {100 * rows[-1]['accuracy']:.2f}%, "
+                f"{rows[-1]['step_ms']:.1f} ms/step")
     total_s = time.perf_counter() - t_start
     load_end = os.getloadavg()[0]
 
@@ -431,6 +461,10 @@ def main():
           f"prepare s | training s |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
+        if r["failed"]:
+            print(f"| {r['library']} | {r['config']} | failed at {r['failed']} | - | - | "
+                  f"{r['prepare_s']:.2f} | - |")
+            continue
         print(f"| {r['library']} | {r['config']} | {100 * r['accuracy']:.2f} | "
               f"{r['step_ms']:.1f} | {r['step_ms'] / float_ms:.2f} | {r['prepare_s']:.2f} | "
               f"{r['train_s']:.0f} |")
