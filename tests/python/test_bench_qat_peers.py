@@ -15,8 +15,11 @@ pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"
-ROW = re.compile(r"^\| (\w+) \| (\S+) \| (\d+\.\d\d) \| (\d+\.\d) \| (\d+\.\d\d) \| "
-                 r"(\d+\.\d\d) \| (\d+) \|$")
+# A result row: library, config, then an accuracy or "failed at step N: ..." (a run whose
+# training raised is reported, not a test failure: this test checks only that the table comes).
+ROW = re.compile(r"^\| ([\w-]+) \| (\S+) \| "
+                 r"(\d+\.\d\d \| \d+\.\d \| \d+\.\d\d|failed at .* \| - \| -) "
+                 r"\| \d+\.\d\d \| (\d+|-) \|$")
 
 
 @pytest.mark.skipif(not os.path.exists(DATA), reason="dataset-fashion-mnist is not installed")
