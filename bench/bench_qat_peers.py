@@ -288,6 +288,15 @@ class Data:
             epoch += 1
 
 
+def sgd_step(model, opt, x, y):
+    """One training step, the one timed: forward, loss, backward, optimizer step."""
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+
+
 class TrainingFailed(RuntimeError):
     def __init__(self, step, error):
         super().__init__(f"step {step}: {type(error).__name__}: {str(error).splitlines()[0]}")
@@ -309,10 +318,7 @@ def train(model, data, steps, lr, batch, seed, first_epoch):
             g["lr"] = 0.5 * lr * (1 + math.cos(math.pi * step / steps))
         t0 = time.perf_counter()
         try:
-            opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(model(x), y)
-            loss.backward()
-            opt.step()
+            loss = sgd_step(model, opt, x, y)
         except Exception as e:  # noqa: BLE001  (the library's error ends this run only)
             raise TrainingFailed(step, e) from e
         times.append(time.perf_counter() - t0)
@@ -333,6 +339,46 @@ def accuracy(model, data):
 
 def median_step(times):
     return statistics.median(times[WARMUP_STEPS:] if len(times) > 2 * WARMUP_STEPS else times)
+
+
+# ---- step times, interleaved (--timing) ---------------------------------------------------------
+
+def interleaved_step_times(args, data, float_model, calib, log):
+    """Per config: the float model and every library's QAT model take turns, --rounds rounds of
+    --round-steps training steps each, the order rotating every round, so that a change in the
+    machine's load hits them alike. Returns {config: {name: median ms per step}}; a warm-up
+    round is left out."""
+    out = {}
+    for cfg in args.configs:
+        w_bits, a_bits = CONFIGS[cfg]
+        models = {"float": copy.deepcopy(float_model)}
+        for lib in args.libs:
+            models[lib] = PREPARE[lib](float_model, w_bits, a_bits, calib, args.width)
+        opts = {k: torch.optim.SGD([p for p in m.parameters() if p.requires_grad],
+                                   lr=args.qat_lr, momentum=0.9) for k, m in models.items()}
+        times = {k: [] for k in models}
+        batches = data.batches(args.batch, args.seed)
+        names = list(models)
+        log(f"{cfg}: {args.rounds} rounds of {args.round_steps} steps of {', '.join(names)}")
+        for r in range(args.rounds + 1):
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                models[k].train()
+                for _ in range(args.round_steps):
+                    x, y = next(batches)
+                    t0 = time.perf_counter()
+                    sgd_step(models[k], opts[k], x, y)
+                    if r > 0:
+                        times[k].append(time.perf_counter() - t0)
+        out[cfg] = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return out
+
+
+def print_timing(timing, names):
+    print("| config | " + " | ".join(f"{n} ms / step (x float)" for n in names) + " |")
+    print("| --- |" + " --- |" * len(names))
+    for cfg, ms in timing.items():
+        print(f"| {cfg} | " + " | ".join(
+            f"{ms[n]:.1f} ({ms[n] / ms['float']:.2f})" for n in names) + " |")
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -379,6 +425,12 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="batch 32, 120 float steps and 30 QAT steps per run, 2,000 test images: "
                          "a smoke run, its figures mean nothing")
+    ap.add_argument("--timing", action="store_true",
+                    help="no training and no accuracy: only step times, the float model and "
+                         "each library's QAT model taking turns (--rounds x --round-steps)")
+    ap.add_argument("--rounds", type=int, default=6, help="--timing rounds (default 6)")
+    ap.add_argument("--round-steps", type=int, default=8,
+                    help="--timing steps per model and round (default 8)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     for lib in args.libs:
@@ -404,8 +456,29 @@ def main():
     float_steps = 120 if args.quick else args.float_epochs * steps_per_epoch
     qat_steps = 30 if args.quick else args.qat_epochs * steps_per_epoch
     qat_first_epoch = args.float_epochs
+
     def log(*a):
         print(f"[peers {time.strftime('%H:%M:%S')}]", *a, file=sys.stderr, flush=True)
+
+    versions = ", ".join(f"{lib} {library_version(lib)}" for lib in args.libs)
+    if args.timing:
+        torch.manual_seed(args.seed)
+        float_model = Net(FloatLayers(), args.width).eval()  # untrained: timing only
+        calib_batches = data.batches(args.batch, args.seed + 1)
+        calib = [next(calib_batches)[0] for _ in range(args.calib_batches)]
+        timing = interleaved_step_times(args, data, float_model, calib, log)
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
+              f"torch {torch.__version__} at {args.threads} thread(s); {versions}; load average "
+              f"(1 min) {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end")
+        print(f"step times, interleaved: batch {args.batch}, width {args.width}, {args.rounds} "
+              f"rounds x {args.round_steps} steps per model after a warm-up round; median")
+        print_timing(timing, ["float"] + list(args.libs))
+        print(f"total run time: {time.perf_counter() - t_start:.0f} s")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(dict(args=vars(args), torch=torch.__version__, versions=versions,
+                               timing=timing), f, indent=1)
+        return
 
     torch.manual_seed(args.seed)
     float_model = Net(FloatLayers(), args.width)
@@ -448,7 +521,6 @@ def main():
     total_s = time.perf_counter() - t_start
     load_end = os.getloadavg()[0]
 
-    versions = ", ".join(f"{lib} {library_version(lib)}" for lib in args.libs)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; "
           f"torch {torch.__version__} at {args.threads} thread(s); {versions}; load average "
           f"(1 min) {load_start:.1f} at the start, {load_end:.1f} at the end")
