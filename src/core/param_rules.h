@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace qi::rules {
@@ -22,5 +23,13 @@ void threshold(const char* what, double t, int64_t steps_log2, size_t index);
 // A range min < max, both in float32, whose step (max - min) / (2^num_bits - 1) in float32 is a
 // finite, normal float32.
 void range(const char* what, double min, double max, int64_t num_bits, size_t index);
+
+// The range a trainable uniform quantizer uses: the interval between its two learned ends.
+// Training may move min past max (large steps on 2-bit activations do); the ends then swap roles
+// instead of failing the step, and the forward, the gradients (each reaches the variable it came
+// from) and convert all use the pair in order. Ranges in order are unchanged.
+inline std::pair<double, double> trained_range(double min, double max) {
+  return min > max ? std::pair{max, min} : std::pair{min, max};
+}
 
 }  // namespace qi::rules
