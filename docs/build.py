@@ -45,8 +45,10 @@ def finish(what: str, p, t0: float, warnings_file=None) -> list:
     else:
         problems = [line for line in stderr.splitlines() if line.strip()]
     if p.returncode != 0:
+        told = bool(problems)  # the warnings say why; otherwise the end of its output does
         problems.append(f"{what} exited with status {p.returncode}: {' '.join(p.args)}")
-        problems += [line for line in (stdout + stderr).splitlines()[-30:] if line.strip()]
+        if not told:
+            problems += [line for line in (stdout + stderr).splitlines()[-30:] if line.strip()]
     print(f"[docs] {what}: {time.perf_counter() - t0:.1f} s, {len(problems)} warning lines",
           flush=True)
     return [f"{what}: {line}" for line in problems]
