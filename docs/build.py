@@ -49,7 +49,7 @@ def finish(what: str, p, t0: float, warnings_file=None) -> list:
         problems.append(f"{what} exited with status {p.returncode}: {' '.join(p.args)}")
         if not told:
             problems += [line for line in (stdout + stderr).splitlines()[-30:] if line.strip()]
-    print(f"[docs] {what}: {time.perf_counter() - t0:.1f} s, {len(problems)} warning lines",
+    print(f"[docs] {what}: done after {time.perf_counter() - t0:.1f} s, {len(problems)} warning lines",
           flush=True)
     return [f"{what}: {line}" for line in problems]
 
