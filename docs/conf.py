@@ -26,7 +26,7 @@ version = release = _match.group(1)
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "cpp_mainpage.md"]  # Doxygen's main page
 myst_heading_anchors = 3
 myst_enable_extensions = ["colon_fence"]
 
