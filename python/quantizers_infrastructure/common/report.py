@@ -27,21 +27,24 @@ def sqnr_db(reference: np.ndarray, quantized: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class LayerReport:
-    name: str                      # qualified name of the layer or activation site
-    type: str                      # layer type (Conv2d, ...) or functional op (add, cat, matmul)
-    weights: Optional[str] = None  # e.g. "SYMMETRIC 8b per-channel mse"; None: not quantized
-    activations: Optional[str] = None
-    weight_sqnr_db: Optional[float] = None
-    output_sqnr_db: Optional[float] = None
+    """One row of a QuantizationReport: a quantized layer or activation site."""
+    name: str                      #: qualified name of the layer or activation site
+    type: str                      #: layer type (Conv2d, ...) or functional op (add, cat, matmul)
+    weights: Optional[str] = None  #: e.g. "SYMMETRIC 8b per-channel mse"; None: not quantized
+    activations: Optional[str] = None  #: the output quantizer in the same form; None: none
+    weight_sqnr_db: Optional[float] = None  #: SQNR of the quantized weight against the float one
+    output_sqnr_db: Optional[float] = None  #: SQNR of the output on the first calibration batch
 
 
 @dataclasses.dataclass
 class QuantizationReport:
-    layers: List[LayerReport] = dataclasses.field(default_factory=list)
-    model_output_sqnr_db: Optional[float] = None
-    calibration_batches: int = 0
-    calibration_seconds: float = 0.0
-    notes: List[str] = dataclasses.field(default_factory=list)  # skipped layers, fallbacks
+    """What a whole-model call did (model.qi_report): a row per quantized layer or activation
+    site, the model output's SQNR against the float model, calibration figures and notes."""
+    layers: List[LayerReport] = dataclasses.field(default_factory=list)  #: the rows, in model order
+    model_output_sqnr_db: Optional[float] = None  #: SQNR of the model output (first batch)
+    calibration_batches: int = 0  #: batches seen in calibration
+    calibration_seconds: float = 0.0  #: wall time of calibration
+    notes: List[str] = dataclasses.field(default_factory=list)  #: skipped layers, fallbacks
 
     @property
     def num_wrapped(self) -> int:
@@ -50,9 +53,11 @@ class QuantizationReport:
 
     @property
     def num_activation_quantizers(self) -> int:
+        """Rows whose output is quantized."""
         return sum(1 for l in self.layers if l.activations is not None)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The report as plain dicts and lists (for JSON)."""
         return dataclasses.asdict(self)
 
     def plot(self, path: Optional[str] = None, title: Optional[str] = None):

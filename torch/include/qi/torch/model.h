@@ -39,6 +39,7 @@ struct LayerReport {
   std::optional<double> weight_sqnr_db;  // 10 log10(|W|^2 / |W - Q(W)|^2) (eval-mode Q)
 };
 
+// What quantize / prepare_qat did: the quantized layers, the folds, the notes, calibration.
 struct ModelReport {
   std::vector<LayerReport> layers;  // in model order
   std::vector<std::string> folded;  // "features.1 into features.0"
