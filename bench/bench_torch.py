@@ -170,8 +170,9 @@ def forward_rows(threads, repeats, max_log2):
 
 
 def layer_rows(threads, repeats):
-    """A wrapped Linear's forward (weight quantized per channel at every call) against the float
-    Linear's, and an activation holder against a clone."""
+    """A wrapped Linear's forward under no_grad (weight quantized per channel; cached, and
+    re-quantized at every call) against the float Linear's, and an activation holder against a
+    clone."""
     rows = []
     for n_in, n_out, batch in [(1024, 1024, 8), (4096, 4096, 8)]:
         layer = torch.nn.Linear(n_in, n_out)
@@ -179,11 +180,16 @@ def layer_rows(threads, repeats):
                                                   per_channel=True, channel_axis=0)
         wrapped = qi.PytorchQuantizationWrapper(layer, {"weight": wq})
         x = torch.randn(batch, n_in)
-        with torch.no_grad():
-            t_w, t_f = paired_medians(lambda: wrapped(x), lambda: layer(x), repeats)
-        rows.append(dict(kind="wrapper", case=f"Linear {n_in}x{n_out}, batch {batch}",
-                         quantizer="PytorchQuantizationWrapper", threads=threads, qi_s=t_w,
-                         base_s=t_f, base="float layer", torch_s=None, mct_s=None))
+        for cached in (True, False):
+            # Default: under no_grad the wrapper reuses the quantized weight while the weight is
+            # unchanged; without the cache it re-quantizes at every call (as in training).
+            wrapped.cache_quantized_weights = cached
+            with torch.no_grad():
+                t_w, t_f = paired_medians(lambda: wrapped(x), lambda: layer(x), repeats)
+            how = "weight cached (default, no_grad)" if cached else "re-quantized every call"
+            rows.append(dict(kind="wrapper", case=f"Linear {n_in}x{n_out}, batch {batch}, {how}",
+                             quantizer="PytorchQuantizationWrapper", threads=threads, qi_s=t_w,
+                             base_s=t_f, base="float layer", torch_s=None, mct_s=None))
     holder = qi.PytorchActivationQuantizationHolder(
         qi.ActivationUniformInferableQuantizer(num_bits=8, min_range=[-1.0], max_range=[1.0]))
     for label, shape in [("8x64x56x56", (8, 64, 56, 56)), ("64x256x28x28", (64, 256, 28, 28))]:

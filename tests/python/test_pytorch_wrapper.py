@@ -258,3 +258,90 @@ def test_model_fx_jit_save_load(tmp_path):
     fresh.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert bits_equal(fresh.eval()(x), y)
+
+
+# ---- the quantized-weight cache ----------------------------------------------------------------
+
+class _CountingQuantize:
+    """Counts the wrapper's quantize calls (the weight and activation quantizers')."""
+
+    def __init__(self, monkeypatch):
+        import quantizers_infrastructure.pytorch.wrapper as wrapper_module
+        self.calls = 0
+        real = wrapper_module.quantize_tensor
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(wrapper_module, "quantize_tensor", counted)
+
+
+def _cached_linear():
+    torch.manual_seed(3)
+    layer = torch.nn.Linear(16, 8)
+    wq = qi.WeightsSymmetricInferableQuantizer(num_bits=4, threshold=[0.5] * 8, per_channel=True,
+                                               channel_axis=0)
+    return qi.PytorchQuantizationWrapper(layer, {"weight": wq}), wq
+
+
+def test_weight_cache_reuses_until_the_weight_changes(monkeypatch):
+    wrapper, wq = _cached_linear()
+    count = _CountingQuantize(monkeypatch)
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        y1 = wrapper(x)
+        y2 = wrapper(x)
+        assert count.calls == 1 and bits_equal(y1, y2)
+        wrapper.layer.weight.mul_(1.5)  # an in-place write, as an optimizer step
+        y3 = wrapper(x)
+        assert count.calls == 2
+        assert bits_equal(y3, F.linear(x, wq(wrapper.layer.weight), wrapper.layer.bias))
+        state = {k: v * 0.5 for k, v in wrapper.state_dict().items() if k.endswith("weight")}
+        wrapper.load_state_dict(state, strict=False)
+        y4 = wrapper(x)
+        assert count.calls == 3
+        assert bits_equal(y4, F.linear(x, wq(wrapper.layer.weight), wrapper.layer.bias))
+        wrapper.layer.weight = torch.nn.Parameter(wrapper.layer.weight.detach() + 0.25)
+        wrapper(x)
+        assert count.calls == 4
+        wrapper.cache_quantized_weights = False
+        wrapper(x)
+        wrapper(x)
+        assert count.calls == 6
+
+
+def test_weight_cache_is_not_used_when_the_weight_trains_or_is_traced(monkeypatch):
+    wrapper, wq = _cached_linear()
+    count = _CountingQuantize(monkeypatch)
+    x = torch.randn(4, 16)
+    for _ in range(2):  # grad enabled and a trainable weight: a fresh graph each call
+        wrapper(x).sum().backward()
+    assert count.calls == 2 and wrapper.layer.weight.grad is not None
+    with torch.no_grad():
+        wrapper(x)  # fills the cache
+        traced = torch.jit.trace(wrapper, x, check_trace=False)
+    assert "qi::" in str(traced.inlined_graph)  # the trace records the quantize op
+    wrapper.layer.weight.requires_grad_(False)  # frozen weights: cached with grad enabled too
+    calls = count.calls
+    wrapper(x)  # the value cached under no_grad still holds
+    assert count.calls == calls
+    with torch.no_grad():
+        wrapper.layer.weight.add_(0.5)
+    xg = x.clone().requires_grad_()
+    wrapper(xg).sum().backward()
+    wrapper(xg).sum().backward()
+    assert count.calls == calls + 1 and xg.grad is not None
+
+
+def test_weight_cache_stays_out_of_copies(monkeypatch):
+    wrapper, wq = _cached_linear()
+    x = torch.randn(4, 16)
+    with torch.no_grad():
+        y = wrapper(x)
+        clone = copy.deepcopy(wrapper)
+        loaded = roundtrip(wrapper)
+        for other in (clone, loaded):
+            assert "_qi_weight_cache" not in other.__dict__
+            other.layer.weight.add_(0.125)
+            assert bits_equal(other(x), F.linear(x, wq(other.layer.weight), other.layer.bias))
+        assert bits_equal(wrapper(x), y)

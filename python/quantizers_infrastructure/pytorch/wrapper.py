@@ -16,6 +16,7 @@ that move with the model, trainable quantizers' variables are parameters, and th
 configs travel in the state dict as extra state, checked and checksummed on load."""
 
 import json
+import weakref
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -232,7 +233,16 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
       op_call_args, op_call_kwargs: extra arguments of every call (call-time kwargs win).
       is_inputs_as_list: the op takes its inputs as one list (torch.cat).
       activation_quantizers: one quantizer per output (also taken from a dispatcher).
-    Errors raise ValueError."""
+    Errors raise ValueError.
+
+    Quantized-weight cache: a call that cannot train the weight (grad disabled, or a weight
+    without requires_grad) and is not being traced or compiled reuses the quantized weight of
+    the previous such call while the weight, its quantizer and the quantizer's plan are
+    unchanged (same tensor, same version counter: an optimizer step, load_state_dict or any
+    in-place write invalidates it). It holds one quantized copy per weight; set
+    `cache_quantized_weights = False` on a wrapper to re-quantize at every call instead."""
+
+    cache_quantized_weights: bool = True
 
     def __init__(self, module, weights_quantizers=None, weight_values: Optional[Dict[int, Any]] = None,
                  op_call_args: Optional[List[Any]] = None,
@@ -373,7 +383,7 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
         names, qweights = [], []
         positional = {}
         for key, q in self.weights_quantizers.items():
-            qw = self._run(self._param_key(key), q, self._weight(key), self.training)
+            qw = self._quantized_weight(key, q)
             if isinstance(key, str):
                 names.append(key)
                 qweights.append(qw)
@@ -417,6 +427,39 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
             raise ValueError(f"PytorchQuantizationWrapper: {len(acts)} activation quantizers for "
                              f"one layer output")
         return self._run("tensor0", acts[0], out, self.training)
+
+    def _quantized_weight(self, key, q) -> torch.Tensor:
+        """The weight of `key` quantized by q, from the cache when the call allows it (see the
+        class docstring)."""
+        pkey = self._param_key(key)
+        w = self._weight(key)
+        if not self._may_cache(q, w):
+            return self._run(pkey, q, w, self.training)
+        plan = getattr(self, PLAN_PREFIX + pkey)
+        stamp = (id(q), w._version, w.data_ptr(), w.dtype, w.device, tuple(w.shape), w.stride(),
+                 plan.data_ptr(), plan._version, torch.is_inference_mode_enabled())
+        cache = self.__dict__.setdefault("_qi_weight_cache", {})
+        hit = cache.get(pkey)
+        if hit is not None and hit[0] == stamp and hit[1]() is w and hit[2]() is q:
+            return hit[3]
+        qw = self._run(pkey, q, w, self.training)
+        cache[pkey] = (stamp, weakref.ref(w), weakref.ref(q), qw)
+        return qw
+
+    def _may_cache(self, q, w) -> bool:
+        if not self.cache_quantized_weights or _is_trainable(q) or _is_foreign(q):
+            return False
+        if torch.is_grad_enabled() and w.requires_grad:
+            return False  # the result is part of an autograd graph
+        if type(w) not in (torch.Tensor, nn.Parameter) or w.is_inference():
+            return False  # fake, functorch or proxy tensors; inference tensors have no version
+        return not (torch.jit.is_tracing() or torch.jit.is_scripting()
+                    or torch.compiler.is_compiling())
+
+    def __getstate__(self):  # pickle and deepcopy: the cache (weak references) stays behind
+        state = dict(super().__getstate__())
+        state.pop("_qi_weight_cache", None)
+        return state
 
     # ---- conversion and inspection ----
     def convert_to_inferable_quantizers(self) -> None:
