@@ -50,8 +50,9 @@ RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double 
 // ---- the trainable ops, as the framework layers call them ----------------------------------
 // qi::symmetric_quant / uniform_quant / soft_round (torch) and QiSymmetricQuant / QiUniformQuant
 // / QiSoftRound (TensorFlow) are thin bindings of the functions below. Training may move the
-// parameters anywhere, so every call checks them (finite, normal float32 step, ordered ranges)
-// with a qi::Error whose message starts with `op`.
+// parameters anywhere, so every call checks them (finite, normal float32 step, distinct range
+// ends) with a qi::Error whose message starts with `op`; a range whose ends crossed is used in
+// order (docs/numerics.md).
 
 // Static arguments of the symmetric op: y = delta * clamp(nearbyint(x / delta), qmin, qmax),
 // delta = t' / 2^(n - s) with the effective threshold
