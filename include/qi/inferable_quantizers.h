@@ -31,6 +31,8 @@ struct QuantizerParams {
   bool is_signed = true;               // "signed" in JSON/Python
   int64_t lut_values_bitwidth = 8;     // LUT
   double eps = 1e-8;                   // LUT
+  std::string format;                  // FLOAT: the element format ("E4M3", ...)
+  std::vector<double> scale;           // FLOAT: one per channel
   // symmetric, POT, uniform: the rounding convention; weights LUT: kTf adds eps to the
   // threshold in double (Keras), kTorch in float32 (torch)
   NumericProfile profile = NumericProfile::kTorch;
@@ -187,6 +189,25 @@ class ActivationLutPOTInferableQuantizer : public BaseInferableQuantizer {
   ActivationLutPOTInferableQuantizer(int64_t num_bits, std::vector<double> lut_values,
                                      std::vector<double> threshold, bool is_signed,
                                      int64_t lut_values_bitwidth = 8, double eps = 1e-8);
+};
+
+// ---- low-precision floats (qi's extension method FLOAT) ----
+
+// y = round(clamp(x / s, -max, max)) * s in a float format (kernels::kFloatFormats), with one
+// scale s per tensor or per channel along channel_axis; see docs/numerics.md. num_bits() is the
+// format's width (8, 6 or 4).
+class WeightsFloatInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsFloatInferableQuantizer(const QuantizerParams& params);
+  WeightsFloatInferableQuantizer(std::string format, std::vector<double> scale, bool per_channel,
+                                 std::optional<int64_t> channel_axis = std::nullopt,
+                                 std::optional<int64_t> input_rank = std::nullopt);
+};
+
+class ActivationFloatInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationFloatInferableQuantizer(const QuantizerParams& params);
+  ActivationFloatInferableQuantizer(std::string format, std::vector<double> scale);
 };
 
 // Builds the registered class for `kind` from generic parameters (validating them).

@@ -48,7 +48,36 @@ struct LutPlan {
   float multiplier = 1.f, lo = 0.f, hi = 0.f;
 };
 
-using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan>;
+// Low-precision float element formats: a sign, `ebits` exponent bits of bias 2^(ebits-1) - 1,
+// `mbits` mantissa bits and subnormals; `max` is the largest finite value (docs/numerics.md).
+// E4M3 is OCP FP8 E4M3 in its "fn" variant (torch.float8_e4m3fn: no infinities, max 448), E5M2
+// is OCP FP8 E5M2 (torch.float8_e5m2), E3M2 and E2M3 are the MX FP6 element types and E2M1 the
+// MX FP4 element type (no infinities or NaN).
+struct FloatFormat {
+  const char* name;
+  int32_t ebits, mbits;
+  float max;
+};
+inline constexpr FloatFormat kFloatFormats[] = {
+    {"E4M3", 4, 3, 448.f}, {"E5M2", 5, 2, 57344.f}, {"E3M2", 3, 2, 28.f},
+    {"E2M3", 2, 3, 7.5f},  {"E2M1", 2, 1, 6.f},
+};
+// The format of a name ("E4M3", ...); null for an unknown name.
+const FloatFormat* find_float_format(const std::string& name);
+// "E4M3, E5M2, E3M2, E2M3, E2M1": the names, for messages.
+std::string float_format_names();
+
+// Scaled low-precision float (FLOAT), per channel c:
+//   v = clamp(x / scale[c], -max, max)                (float32 division)
+//   y = round_to_format(v) * scale[c]                 (round half to even, subnormals kept)
+// NaN stays NaN; +/-Inf become +/-max * scale; the sign of zero is kept.
+struct FloatPlan {
+  std::vector<float> scale;
+  int32_t ebits = 4, mbits = 3;
+  float max = 448.f;
+};
+
+using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan, FloatPlan>;
 
 // Number of channels a plan holds (1 for a per-tensor plan).
 int64_t plan_channels(const Plan& plan);

@@ -26,6 +26,11 @@
   "v = clamp(x / (threshold + eps) * 2^(B - signed), lo, hi) (no rounding); y = L[k] / "        \
   "2^(B - signed) * threshold with L[k] the first nearest LUT value to v."
 #define QI_POT_DOC " Every threshold must be a power of two."
+#define QI_FLOAT_DOC                                                                            \
+  "y = round(clamp(x / scale, -max, max)) * scale, rounding to the low-precision float format "  \
+  "(half to even, subnormals kept): E4M3 (FP8, max 448, no infinities), E5M2 (FP8, max 57344), " \
+  "E3M2 (FP6, max 28), E2M3 (FP6, max 7.5) or E2M1 (FP4, max 6). NaN stays NaN, +/-Inf give "    \
+  "+/-max * scale."
 #define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                                                      \
   X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC, kSymmetricWeights,                  \
     "WeightsSymmetricQuantizer", QI_SYMMETRIC_DOC)                                              \
@@ -44,7 +49,11 @@
   X(ActivationUniformInferableQuantizer, Activation, UNIFORM, kUniformActivation,               \
     "ActivationUniformQuantizer", QI_UNIFORM_DOC)                                               \
   X(ActivationLutPOTInferableQuantizer, Activation, LUT_POT_QUANTIZER, kLutActivation,          \
-    "ActivationLutPOTQuantizer", QI_LUT_DOC QI_POT_DOC)
+    "ActivationLutPOTQuantizer", QI_LUT_DOC QI_POT_DOC)                                         \
+  X(WeightsFloatInferableQuantizer, Weights, FLOAT, kFloatWeights, "WeightsFloatQuantizer",      \
+    QI_FLOAT_DOC)                                                                               \
+  X(ActivationFloatInferableQuantizer, Activation, FLOAT, kFloatActivation,                     \
+    "ActivationFloatQuantizer", QI_FLOAT_DOC)
 
 namespace qi {
 
@@ -62,6 +71,8 @@ enum class ParamFamily : int {
   kSymmetricActivation,  // num_bits, threshold, signed
   kUniformActivation,    // num_bits, min_range, max_range
   kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
+  kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank
+  kFloatActivation,      // format, scale
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...
 
@@ -75,7 +86,11 @@ struct InferableQuantizerInfo {
   const char* doc;      // what it computes, one paragraph
 };
 
-inline constexpr std::array<InferableQuantizerInfo, 9> kInferableQuantizers = {{
+#define QI_KIND_COUNT(Name, Target, Method, Family, OnnxOp, Doc) +1
+inline constexpr size_t kNumInferableQuantizers = 0 QI_FOR_EACH_INFERABLE_QUANTIZER(QI_KIND_COUNT);
+#undef QI_KIND_COUNT
+
+inline constexpr std::array<InferableQuantizerInfo, kNumInferableQuantizers> kInferableQuantizers = {{
 #define QI_KIND_INFO(Name, Target, Method, Family, OnnxOp, Doc)                                \
   {InferableQuantizerKind::Name, #Name, QuantizationTarget::Target, QuantizationMethod::Method, \
    ParamFamily::Family, OnnxOp, Doc},
@@ -104,8 +119,8 @@ struct InferableParamSpec {
 const std::vector<InferableParamSpec>& inferable_param_specs(InferableQuantizerKind kind);
 // A valid example configuration as JSON text, for tests, benchmarks and docs: `channels`
 // per-channel values along `channel_axis` for weights quantizers (1: per tensor); 8 bits,
-// thresholds cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4 bits, 16
-// values spread over the 8-bit domain.
+// thresholds and scales cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4
+// bits, 16 values spread over the 8-bit domain; FLOAT: format E4M3.
 std::string example_inferable_config(InferableQuantizerKind kind, int64_t channels = 1,
                                      int64_t channel_axis = 0);
 

@@ -160,6 +160,12 @@ py::dict plan_dict(const qi::kernels::Plan& plan) {
           d["nudged_max"] = read_only(p.nudged_max);
           d["quant_zero"] = read_only(p.quant_zero);
           d["use_division"] = p.use_division;
+        } else if constexpr (std::is_same_v<P, qi::kernels::FloatPlan>) {
+          d["kind"] = "float";
+          d["scale"] = read_only(p.scale);
+          d["ebits"] = p.ebits;
+          d["mbits"] = p.mbits;
+          d["max"] = p.max;
         } else {
           d["kind"] = "lut";
           d["divisor"] = read_only(p.divisor);

@@ -92,6 +92,18 @@ struct Checker {
     }
   }
 
+  const kernels::FloatFormat& float_format(const std::string& name) const {
+    const kernels::FloatFormat* f = kernels::find_float_format(name);
+    QI_CHECK(f != nullptr, cls, ": format must be one of ", kernels::float_format_names(),
+             ", got \"", name, "\"");
+    return *f;
+  }
+
+  void scales(const std::vector<double>& s) const {
+    non_empty("scale", s);
+    for (size_t i = 0; i < s.size(); ++i) rules::scale(cls, s[i], i);
+  }
+
   void activation_layout(const QuantizerParams& p, const char* arg, size_t count) const {
     QI_CHECK(!p.per_channel, cls,
              ": per_channel must be false: activation quantization is per-tensor only, got true");
@@ -153,6 +165,12 @@ QuantizerParams with_defaults(QuantizerParams p, bool per_channel, std::optional
   p.channel_axis = axis;
   p.is_signed = is_signed;
   p.profile = profile;
+  return p;
+}
+
+// num_bits of a FLOAT quantizer: its format's width (the params keep the rest as given).
+QuantizerParams with_format_width(QuantizerParams p) {
+  if (const auto* f = kernels::find_float_format(p.format)) p.num_bits = 1 + f->ebits + f->mbits;
   return p;
 }
 
@@ -423,6 +441,49 @@ ActivationLutPOTInferableQuantizer::ActivationLutPOTInferableQuantizer(
                                                     std::move(threshold), false, std::nullopt,
                                                     std::nullopt, lut_values_bitwidth, eps,
                                                     is_signed)) {}
+
+// ---- low-precision floats ----------------------------------------------------------------------
+
+WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsFloatInferableQuantizer, with_format_width(p)) {
+  const Checker check{class_name()};
+  const auto& format = check.float_format(p.format);
+  check.scales(p.scale);
+  check.layout(p, "scale", p.scale.size());
+  set_plan(kernels::float_plan(format, p.scale));
+}
+
+WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(
+    std::string format, std::vector<double> scale, bool per_channel,
+    std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank)
+    : WeightsFloatInferableQuantizer([&] {
+        QuantizerParams p;
+        p.format = std::move(format);
+        p.scale = std::move(scale);
+        p.per_channel = per_channel;
+        p.channel_axis = channel_axis;
+        p.input_rank = input_rank;
+        return p;
+      }()) {}
+
+ActivationFloatInferableQuantizer::ActivationFloatInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationFloatInferableQuantizer,
+                             with_format_width(without_input_rank(p))) {
+  const Checker check{class_name()};
+  const auto& format = check.float_format(p.format);
+  check.activation_layout(p, "scale", p.scale.size());
+  check.scales(p.scale);
+  set_plan(kernels::float_plan(format, p.scale));
+}
+
+ActivationFloatInferableQuantizer::ActivationFloatInferableQuantizer(std::string format,
+                                                                     std::vector<double> scale)
+    : ActivationFloatInferableQuantizer([&] {
+        QuantizerParams p;
+        p.format = std::move(format);
+        p.scale = std::move(scale);
+        return p;
+      }()) {}
 
 // ---- registry-driven construction --------------------------------------------------------------
 

@@ -23,4 +23,7 @@ void threshold(const char* what, double t, int64_t steps_log2, size_t index);
 // finite, normal float32.
 void range(const char* what, double min, double max, int64_t num_bits, size_t index);
 
+// A scale s > 0 whose float32 value is a normal, finite float32.
+void scale(const char* what, double s, size_t index);
+
 }  // namespace qi::rules

@@ -75,6 +75,8 @@ std::string BaseInferableQuantizer::get_config() const {
     else if (k == "lut_values_bitwidth") j[k] = p.lut_values_bitwidth;
     else if (k == "eps") j[k] = p.eps;
     else if (k == "profile") j[k] = to_string(p.profile);
+    else if (k == "format") j[k] = p.format;
+    else if (k == "scale") j[k] = p.scale;
   }
   j["qi_version"] = kVersion;
   return j.dump();
@@ -100,13 +102,17 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
 
   const auto& keys = keys_of(kind);
   QuantizerParams p;
-  p.num_bits = json_util::get_int(json_util::get(j, "num_bits", what), "num_bits", what);
-  for (const char* list : {"threshold", "min_range", "max_range", "lut_values"})
+  if (has_key(keys, "num_bits"))
+    p.num_bits = json_util::get_int(json_util::get(j, "num_bits", what), "num_bits", what);
+  if (has_key(keys, "format"))
+    p.format = json_util::get_string(json_util::get(j, "format", what), "format", what);
+  for (const char* list : {"threshold", "min_range", "max_range", "lut_values", "scale"})
     if (has_key(keys, list)) {
       auto values = read_list(json_util::get(j, list, what), list, what);
       if (std::string(list) == "threshold") p.threshold = std::move(values);
       else if (std::string(list) == "min_range") p.min_range = std::move(values);
       else if (std::string(list) == "max_range") p.max_range = std::move(values);
+      else if (std::string(list) == "scale") p.scale = std::move(values);
       else p.lut_values = std::move(values);
     }
   if (has_key(keys, "per_channel"))

@@ -40,6 +40,8 @@ std::string to_string(ParamFamily family) {
     case ParamFamily::kSymmetricActivation: return "symmetric_activation";
     case ParamFamily::kUniformActivation: return "uniform_activation";
     case ParamFamily::kLutActivation: return "lut_activation";
+    case ParamFamily::kFloatWeights: return "float_weights";
+    case ParamFamily::kFloatActivation: return "float_activation";
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -71,6 +73,11 @@ const Spec kSigned{"signed", std::nullopt, false, "signed grid (else unsigned, f
 const Spec kLutBitwidth{"lut_values_bitwidth", "8", false,
                         "bit width B of the LUT's integer domain"};
 const Spec kEps{"eps", "1e-08", false, "added to the threshold before dividing"};
+const Spec kFormat{"format", std::nullopt, false,
+                   "the element format: \"E4M3\" or \"E5M2\" (FP8), \"E3M2\" or \"E2M3\" (FP6), "
+                   "\"E2M1\" (FP4)"};
+const Spec kScale{"scale", std::nullopt, false,
+                  "scale s > 0, a scalar or a list (one per channel when per_channel)"};
 const Spec kProfile{"profile", "\"torch\"", true,
                     "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
                     "fake_quant: nudged zero point, round half up)"};
@@ -88,6 +95,9 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
   static const std::vector<Spec> uniform_a = {kNumBits, kMinRange, kMaxRange, kProfile};
   static const std::vector<Spec> lut_a = {kNumBits, kLutValues,   kThreshold,
                                           kSigned,  kLutBitwidth, kEps};
+  static const std::vector<Spec> float_w = {kFormat, kScale, kPerChannel, kChannelAxis,
+                                            kInputRank};
+  static const std::vector<Spec> float_a = {kFormat, kScale};
   switch (family) {
     case ParamFamily::kSymmetricWeights: return symmetric_w;
     case ParamFamily::kUniformWeights: return uniform_w;
@@ -95,6 +105,8 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
     case ParamFamily::kSymmetricActivation: return symmetric_a;
     case ParamFamily::kUniformActivation: return uniform_a;
     case ParamFamily::kLutActivation: return lut_a;
+    case ParamFamily::kFloatWeights: return float_w;
+    case ParamFamily::kFloatActivation: return float_a;
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -127,7 +139,8 @@ std::string example_inferable_config(InferableQuantizerKind kind, int64_t channe
   for (const auto& spec : inferable_param_specs(kind)) {
     const std::string key = spec.key;
     if (key == "num_bits") j[key] = is_lut ? 4 : 8;
-    else if (key == "threshold") j[key] = t;
+    else if (key == "threshold" || key == "scale") j[key] = t;
+    else if (key == "format") j[key] = "E4M3";
     else if (key == "min_range") j[key] = lo;
     else if (key == "max_range") j[key] = hi;
     else if (key == "lut_values") j[key] = lut;

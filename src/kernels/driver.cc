@@ -35,6 +35,8 @@ void call_row(const PlanT& plan, const float* in, float* out, int64_t n, int64_t
     affine_torch_row(in, out, n, plan, c0, vary, stream);
   } else if constexpr (std::is_same_v<PlanT, AffineTfPlan>) {
     affine_tf_row(in, out, n, plan, c0, vary, stream);
+  } else if constexpr (std::is_same_v<PlanT, FloatPlan>) {
+    float_row(in, out, n, plan, c0, vary, stream);
   } else {
     lut_row(in, out, n, plan, c0, vary, stream);
   }

@@ -191,6 +191,42 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
       scalar_at);
 }
 
+template <class D, class V>
+HWY_INLINE V FloatVec(D d, V x, V scale, V max, int32_t mbits, int32_t emin_biased) {
+  // scalar::float_quant lane by lane: clamp(x / scale), rounding by adding and subtracting
+  // M = 2^(E - mbits + 23) with E the exponent of |v| (at least the format's emin).
+  const hn::RebindToSigned<D> di;
+  const V v = hn::Min(hn::Max(hn::Div(x, scale), hn::Neg(max)), max);
+  const V a = hn::Abs(v);
+  const auto e = hn::Max(hn::ShiftRight<23>(hn::BitCast(di, a)), hn::Set(di, emin_biased));
+  const V m = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(e, hn::Set(di, 23 - mbits))));
+  const V r = hn::Sub(hn::Add(a, m), m);
+  return hn::IfThenElse(hn::IsNaN(x), x, hn::Mul(hn::CopySign(r, v), scale));
+}
+
+void FloatRow(const float* HWY_RESTRICT in, float* out, int64_t n, const FloatPlan& p, int64_t c0,
+              bool vary, bool stream) {
+  const hn::ScalableTag<float> d;
+  const auto max = hn::Set(d, p.max);
+  const int32_t mbits = p.mbits;
+  const int32_t emin = scalar::float_format_emin_biased(p.ebits);
+  const float* s = p.scale.data() + c0;
+  if (!vary) {
+    const auto scale = hn::Set(d, s[0]);
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) { return FloatVec(d, hn::LoadU(d, in + i), scale, max, mbits, emin); },
+        [&](int64_t i) { return scalar::float_quant(in[i], s[0], p.max, mbits, emin); });
+    return;
+  }
+  RowLoop(
+      d, out, n, stream,
+      [&](int64_t i) {
+        return FloatVec(d, hn::LoadU(d, in + i), hn::LoadU(d, s + i), max, mbits, emin);
+      },
+      [&](int64_t i) { return scalar::float_quant(in[i], s[i], p.max, mbits, emin); });
+}
+
 // Fused backward of the affine fake quantizer over a row of one channel (trainable_math.h):
 // dx (skipped when null) and the row's sums of dy * dq/dscale and dy * dq/da, accumulated in
 // float vectors and flushed to double every kFlush vectors so long rows keep their precision.
@@ -246,6 +282,7 @@ namespace qi::kernels {
 HWY_EXPORT(AffineTorchRow);
 HWY_EXPORT(AffineTfRow);
 HWY_EXPORT(LutRow);
+HWY_EXPORT(FloatRow);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(AffineBackwardRow);
 
@@ -266,6 +303,11 @@ void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p
 void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
              bool stream) {
   HWY_DYNAMIC_DISPATCH(LutRow)(in, out, n, p, c0, vary, stream);
+}
+
+void float_row(const float* in, float* out, int64_t n, const FloatPlan& p, int64_t c0, bool vary,
+               bool stream) {
+  HWY_DYNAMIC_DISPATCH(FloatRow)(in, out, n, p, c0, vary, stream);
 }
 
 std::string simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

@@ -17,6 +17,7 @@ int64_t plan_channels(const Plan& plan) {
     int64_t operator()(const AffineTorchPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
     int64_t operator()(const AffineTfPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
     int64_t operator()(const LutPlan& p) const { return static_cast<int64_t>(p.divisor.size()); }
+    int64_t operator()(const FloatPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
   };
   return std::visit(Visitor{}, plan);
 }
@@ -100,6 +101,11 @@ std::vector<int32_t> pack_plan(const Plan& plan) {
           p.floats(v.nudged_min);
           p.floats(v.nudged_max);
           p.floats(v.quant_zero);
+        } else if constexpr (std::is_same_v<T, FloatPlan>) {
+          p.word(v.ebits);
+          p.word(v.mbits);
+          p.f(v.max);
+          p.floats(v.scale);
         } else {
           p.f(v.multiplier);
           p.f(v.lo);
@@ -154,6 +160,19 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
     p.quant_zero = u.floats(c, "quant_zero");
     check_scales(p.scale, "scale");
     out = std::move(p);
+  } else if (kind == 3) {
+    FloatPlan p;
+    p.ebits = u.word("ebits");
+    p.mbits = u.word("mbits");
+    p.max = u.f("max");
+    bool known = false;
+    for (const auto& f : kFloatFormats)
+      known = known || (f.ebits == p.ebits && f.mbits == p.mbits && f.max == p.max);
+    QI_CHECK(known, "packed plan: unknown float format E", p.ebits, "M", p.mbits, " with max ",
+             p.max);
+    p.scale = u.floats(c, "scale");
+    check_scales(p.scale, "scale");
+    out = std::move(p);
   } else {
     LutPlan p;
     p.multiplier = u.f("multiplier");
@@ -172,6 +191,27 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
   }
   u.finish();
   return out;
+}
+
+const FloatFormat* find_float_format(const std::string& name) {
+  for (const auto& f : kFloatFormats)
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
+std::string float_format_names() {
+  std::string names;
+  for (const auto& f : kFloatFormats) names += str_cat(names.empty() ? "" : ", ", f.name);
+  return names;
+}
+
+FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale) {
+  FloatPlan p;
+  p.ebits = format.ebits;
+  p.mbits = format.mbits;
+  p.max = format.max;
+  for (double s : scale) p.scale.push_back(static_cast<float>(s));
+  return p;
 }
 
 AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64_t num_bits,

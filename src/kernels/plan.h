@@ -46,4 +46,7 @@ AffineTfPlan uniform_tf_plan(const std::vector<double>& min_range,
 LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double>& threshold,
                  bool is_signed, int64_t lut_values_bitwidth, double eps, bool divisor_in_double);
 
+// Scaled low-precision float: the scales rounded to float32 once.
+FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale);
+
 }  // namespace qi::kernels

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <string>
 
 namespace qi::reference {
 namespace {
@@ -107,6 +109,43 @@ float lut(float x, const QuantizerParams& p, double t, bool divisor_in_double) {
   return mul(div(f(p.lut_values[best]), mult), f(t));
 }
 
+// The non-negative finite values of a float format in ascending order, decoded from their codes
+// (exponent field k >> mbits, mantissa k & (2^mbits - 1)); the parity of a code is the parity of
+// its mantissa.
+const std::vector<double>& float_grid(const kernels::FloatFormat& fmt) {
+  static std::vector<double> grids[std::size(kernels::kFloatFormats)];
+  const size_t index = static_cast<size_t>(&fmt - kernels::kFloatFormats);
+  std::vector<double>& grid = grids[index];
+  if (grid.empty()) {
+    const int bias = (1 << (fmt.ebits - 1)) - 1;
+    for (int k = 0; k < (1 << (fmt.ebits + fmt.mbits)); ++k) {
+      const int e = k >> fmt.mbits, m = k & ((1 << fmt.mbits) - 1);
+      const double value = e == 0 ? std::ldexp(m, 1 - bias - fmt.mbits)
+                                  : std::ldexp((1 << fmt.mbits) + m, e - bias - fmt.mbits);
+      if (value > fmt.max) break;  // the codes of infinities and NaN
+      grid.push_back(value);
+    }
+  }
+  return grid;
+}
+
+// FLOAT: the nearest value of the format to clamp(x / s, -max, max), ties to the even code.
+float float_quant(float x, const std::string& format, double s) {
+  if (std::isnan(x)) return x;
+  const kernels::FloatFormat& fmt = *kernels::find_float_format(format);
+  const std::vector<double>& grid = float_grid(fmt);
+  const float scale = f(s);
+  float v = div(x, scale);
+  v = v < -fmt.max ? -fmt.max : (v > fmt.max ? fmt.max : v);
+  const double a = std::fabs(static_cast<double>(v));
+  size_t k = static_cast<size_t>(std::lower_bound(grid.begin(), grid.end(), a) - grid.begin());
+  if (grid[k] != a) {  // between grid[k - 1] and grid[k] (a <= max, so k is in range)
+    const double below = a - grid[k - 1], above = grid[k] - a;  // exact in double
+    if (below < above || (below == above && (k - 1) % 2 == 0)) --k;
+  }
+  return mul(f(std::copysign(grid[k], static_cast<double>(v))), scale);
+}
+
 // The quantizer of channel c as a scalar function.
 float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
   const int64_t n = p.num_bits;
@@ -156,6 +195,9 @@ float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
       return lut(x, p, p.threshold[c], /*divisor_in_double=*/p.profile == NumericProfile::kTf);
     case Kind::ActivationLutPOTInferableQuantizer:
       return lut(x, p, p.threshold[c], true);
+    case Kind::WeightsFloatInferableQuantizer:
+    case Kind::ActivationFloatInferableQuantizer:
+      return float_quant(x, p.format, p.scale[c]);
   }
   return x;
 }
@@ -178,7 +220,8 @@ std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams
       offset += i * in.strides[k];
       if (k == axis) channel = i;
     }
-    const size_t values = std::max({params.threshold.size(), params.min_range.size()});
+    const size_t values =
+        std::max({params.threshold.size(), params.min_range.size(), params.scale.size()});
     out[linear] = quantize(kind, params, values == 1 ? 0 : channel, in.data[offset]);
   }
   return out;

@@ -20,6 +20,8 @@ void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p
                    bool vary, bool stream);
 void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
              bool stream);
+void float_row(const float* in, float* out, int64_t n, const FloatPlan& p, int64_t c0, bool vary,
+               bool stream);
 
 // Backward of the affine fake quantizer over n contiguous elements of channel c: writes dx
 // (unless null) and adds the row's sums of dy * dq/dscale and dy * dq/da (trainable_math.h).

@@ -40,14 +40,18 @@ bool is_weights(InferableQuantizerKind k) {
 bool is_uniform(InferableQuantizerKind k) {
   return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::UNIFORM;
 }
+bool is_float(InferableQuantizerKind k) {
+  return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::FLOAT;
+}
 
 // Parameters for `channels` channels; variety on purpose: power-of-two and arbitrary thresholds,
 // tiny and huge scales, ranges straddling zero and wholly on one side of it.
 QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile, int64_t channels,
                             bool per_channel, std::optional<int64_t> axis, std::mt19937& rng,
-                            int64_t num_bits, bool is_signed) {
+                            int64_t num_bits, bool is_signed, const char* format = "E4M3") {
   QuantizerParams p;
   p.num_bits = num_bits;
+  p.format = format;
   p.profile = profile;
   p.per_channel = per_channel;
   p.channel_axis = axis;
@@ -58,6 +62,7 @@ QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile,
     double t = c < 6 ? kSpecial[c] : u(rng);
     if (is_pot(kind)) t = std::exp2(std::round(std::log2(t)));
     p.threshold.push_back(t);
+    p.scale.push_back(t);
     static const double kLo[] = {-1.0, 0.25, -3.0, -1e-20, -7.0, -0.3};
     static const double kHi[] = {1.0, 2.0, -0.5, 1e-20, 1e20, 0.9};
     if (c < 6) {
@@ -101,6 +106,32 @@ std::vector<float> make_inputs(int64_t n, double scale, std::mt19937& rng) {
     } else {
       x[i] = static_cast<float>(u(rng) * scale);
     }
+  }
+  return x;
+}
+
+// make_inputs plus, for a float format, values at and around its grid times `scale`: exact
+// midpoints between neighbours (ties), grid values, the largest value, beyond it, and
+// subnormals of the format.
+std::vector<float> make_float_inputs(int64_t n, double scale, const char* format,
+                                     std::mt19937& rng) {
+  std::vector<float> x = make_inputs(n, scale, rng);
+  const qi::kernels::FloatFormat& f = *qi::kernels::find_float_format(format);
+  const int bias = (1 << (f.ebits - 1)) - 1;
+  std::uniform_int_distribution<int> mant(0, (1 << f.mbits) - 1);
+  std::uniform_int_distribution<int> expo(-bias - 1, static_cast<int>(std::log2(f.max)));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i % 7;
+    const double sign = (i / 7) % 2 ? -1.0 : 1.0;
+    const int e = std::max(expo(rng), 1 - bias);  // normal range (and the top subnormals)
+    const double step = std::ldexp(1.0, e - f.mbits);
+    const double grid = std::ldexp(1.0, e) + mant(rng) * step;
+    if (r == 1) x[i] = static_cast<float>(sign * (grid + step / 2) * scale);  // a tie
+    else if (r == 3) x[i] = static_cast<float>(sign * grid * scale);
+    else if (r == 4) x[i] = static_cast<float>(sign * f.max * scale * (i % 3 ? 1.0 : 1.1));
+    else if (r == 5)  // subnormal of the format, or a tie between two
+      x[i] = static_cast<float>(sign * std::ldexp(mant(rng) + 0.5 * (i % 2), 1 - bias - f.mbits) *
+                                scale);
   }
   return x;
 }
@@ -172,7 +203,9 @@ std::vector<ConformanceParam> all_params() {
   std::vector<ConformanceParam> out;
   for (const auto& info : qi::kInferableQuantizers) {
     out.push_back({info.kind, NumericProfile::kTorch});
-    if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer)
+    // Only the affine and weights-LUT quantizers take a profile.
+    if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer &&
+        !is_float(info.kind))
       out.push_back({info.kind, NumericProfile::kTf});
   }
   return out;
@@ -186,60 +219,75 @@ class Conformance : public testing::TestWithParam<ConformanceParam> {
   void run_all(const std::string& isa) {
     const auto [kind, profile] = GetParam();
     std::mt19937 rng(1234);
-    const std::vector<bool> signs = is_uniform(kind) ? std::vector<bool>{true}
-                                                     : std::vector<bool>{true, false};
-    for (bool is_signed : signs) {
-      for (int64_t bits : {2, 4, 8}) {
-        if (is_lut(kind) && bits > 6) continue;
-        // Per-tensor: 1-D sizes around the SIMD width (16 floats on AVX-512) and a prime.
-        for (int64_t n : {0, 1, 15, 16, 17, 35, 1009}) {
-          auto p = make_params(kind, profile, 1, false, std::nullopt, rng, bits, is_signed);
+    // Variants: sign and bit width of integer grids; the format of float quantizers.
+    struct Variant {
+      bool is_signed;
+      int64_t bits;
+      const char* format;
+    };
+    std::vector<Variant> variants;
+    if (is_float(kind)) {
+      for (const auto& f : qi::kernels::kFloatFormats) variants.push_back({true, 8, f.name});
+    } else {
+      for (bool is_signed : {true, false}) {
+        if (is_uniform(kind) && !is_signed) continue;
+        for (int64_t bits : {2, 4, 8})
+          if (!is_lut(kind) || bits <= 6) variants.push_back({is_signed, bits, ""});
+      }
+    }
+    for (const auto& [is_signed, bits, format] : variants) {
+      // Per-tensor: 1-D sizes around the SIMD width (16 floats on AVX-512) and a prime.
+      for (int64_t n : {0, 1, 15, 16, 17, 35, 1009}) {
+        auto p = make_params(kind, profile, 1, false, std::nullopt, rng, bits, is_signed, format);
+        auto q = qi::make_inferable_quantizer(kind, p);
+        auto x = is_float(kind) ? make_float_inputs(n, p.scale[0], format, rng)
+                                : make_inputs(n, p.threshold[0], rng);
+        std::string first;
+        qi::ConstTensorView v(x.data(), Shape{n});
+        EXPECT_EQ(compare(*q, kind, p, v, false, &first), 0)
+            << isa << " n=" << n << " bits=" << bits << " signed=" << is_signed << " " << format
+            << " " << first;
+        EXPECT_EQ(compare(*q, kind, p, v, true, &first), 0)
+            << isa << " in place n=" << n << " " << first;
+      }
+      if (!is_weights(kind)) continue;
+      // Per-channel on every axis of ranks 1..4, contiguous and strided.
+      const Shape base = {3, 5, 7, 19};
+      for (int64_t rank = 1; rank <= 4; ++rank) {
+        Shape sizes(base.end() - rank, base.end());
+        for (int64_t axis = -rank; axis < rank; ++axis) {
+          const int64_t a = axis < 0 ? axis + rank : axis;
+          auto p =
+              make_params(kind, profile, sizes[a], true, axis, rng, bits, is_signed, format);
           auto q = qi::make_inferable_quantizer(kind, p);
-          auto x = make_inputs(n, p.threshold[0], rng);
+          const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
+                                            std::multiplies<int64_t>());
+          // Twice the elements: the strided view takes every other one of the last dim.
+          auto x = is_float(kind) ? make_float_inputs(2 * n, 1.0, format, rng)
+                                  : make_inputs(2 * n, 1.0, rng);
           std::string first;
-          qi::ConstTensorView v(x.data(), Shape{n});
-          EXPECT_EQ(compare(*q, kind, p, v, false, &first), 0)
-              << isa << " n=" << n << " bits=" << bits << " signed=" << is_signed << " " << first;
-          EXPECT_EQ(compare(*q, kind, p, v, true, &first), 0)
-              << isa << " in place n=" << n << " " << first;
-        }
-        if (!is_weights(kind)) continue;
-        // Per-channel on every axis of ranks 1..4, contiguous and strided.
-        const Shape base = {3, 5, 7, 19};
-        for (int64_t rank = 1; rank <= 4; ++rank) {
-          Shape sizes(base.end() - rank, base.end());
-          for (int64_t axis = -rank; axis < rank; ++axis) {
-            const int64_t a = axis < 0 ? axis + rank : axis;
-            auto p = make_params(kind, profile, sizes[a], true, axis, rng, bits, is_signed);
-            auto q = qi::make_inferable_quantizer(kind, p);
-            const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
-                                              std::multiplies<int64_t>());
-            // Twice the elements: the strided view takes every other one of the last dim.
-            auto x = make_inputs(2 * n, 1.0, rng);
-            std::string first;
-            qi::ConstTensorView contiguous(x.data(), sizes);
-            EXPECT_EQ(compare(*q, kind, p, contiguous, false, &first), 0)
-                << isa << " rank=" << rank << " axis=" << axis << " " << first;
-            Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
-            for (auto& s : strides) s *= 2;
-            qi::ConstTensorView strided(x.data(), sizes, strides);
-            EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0)
-                << isa << " strided rank=" << rank << " axis=" << axis << " " << first;
-            EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
-                << isa << " strided in place rank=" << rank << " axis=" << axis << " " << first;
-            if (rank >= 2) {  // transposed view: swap the first two dims
-              Shape ts = sizes, tst = qi::ConstTensorView::contiguous_strides(sizes);
-              std::swap(ts[0], ts[1]);
-              std::swap(tst[0], tst[1]);
-              QuantizerParams pt = p;
-              const int64_t ta = a == 0 ? 1 : (a == 1 ? 0 : a);
-              pt.channel_axis = ta;
-              auto qt = qi::make_inferable_quantizer(kind, pt);
-              EXPECT_EQ(compare(*qt, kind, pt, qi::ConstTensorView(x.data(), ts, tst), false,
-                                &first),
-                        0)
-                  << isa << " transposed rank=" << rank << " axis=" << ta << " " << first;
-            }
+          qi::ConstTensorView contiguous(x.data(), sizes);
+          EXPECT_EQ(compare(*q, kind, p, contiguous, false, &first), 0)
+              << isa << " rank=" << rank << " axis=" << axis << " " << first;
+          Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
+          for (auto& s : strides) s *= 2;
+          qi::ConstTensorView strided(x.data(), sizes, strides);
+          EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0)
+              << isa << " strided rank=" << rank << " axis=" << axis << " " << first;
+          EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
+              << isa << " strided in place rank=" << rank << " axis=" << axis << " " << first;
+          if (rank >= 2) {  // transposed view: swap the first two dims
+            Shape ts = sizes, tst = qi::ConstTensorView::contiguous_strides(sizes);
+            std::swap(ts[0], ts[1]);
+            std::swap(tst[0], tst[1]);
+            QuantizerParams pt = p;
+            const int64_t ta = a == 0 ? 1 : (a == 1 ? 0 : a);
+            pt.channel_axis = ta;
+            auto qt = qi::make_inferable_quantizer(kind, pt);
+            EXPECT_EQ(compare(*qt, kind, pt, qi::ConstTensorView(x.data(), ts, tst), false,
+                              &first),
+                      0)
+                << isa << " transposed rank=" << rank << " axis=" << ta << " " << first;
           }
         }
       }
@@ -300,6 +348,24 @@ TEST(Conformance, KnownValuesSymmetricTfRoundsHalfUp) {
   EXPECT_EQ(y[1], 2.f / 128);
   EXPECT_EQ(y[2], 3.f / 128);
   EXPECT_EQ(y[3], 0.f);
+}
+
+TEST(Conformance, KnownValuesFloatE4M3) {
+  // Scale 1: ties go to the even code; beyond max and +-Inf saturate to +-448; subnormals (step
+  // 2^-9) are kept; the sign of zero (and of values rounding to zero) is kept.
+  qi::WeightsFloatInferableQuantizer q("E4M3", {1.0}, false);
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {1.0625f, 1.1875f, 448.f, 464.f, 1e9f, -inf, std::ldexp(1.f, -9),
+                                std::ldexp(1.f, -10), 3 * std::ldexp(1.f, -10), -1e-30f, -0.f};
+  const std::vector<float> want = {1.f, 1.25f, 448.f, 448.f, 448.f, -448.f, std::ldexp(1.f, -9),
+                                   0.f, std::ldexp(1.f, -8), -0.f, -0.f};
+  const auto y = q.apply(x, Shape{static_cast<int64_t>(x.size())});
+  for (size_t i = 0; i < x.size(); ++i)
+    EXPECT_TRUE(same_bits(y[i], want[i])) << "x=" << x[i] << " got " << y[i] << " want " << want[i];
+  // Scale 0.5: the grid is halved.
+  qi::ActivationFloatInferableQuantizer a("E2M1", {0.5});
+  EXPECT_EQ(a.apply({0.3f, 0.9f, 1.25f, 2.9f, 5.f}, Shape{5}),
+            (std::vector<float>{0.25f, 1.f, 1.f, 3.f, 3.f}));
 }
 
 TEST(Conformance, NanStaysNan) {

@@ -403,6 +403,58 @@ TEST(Validation, ConfigUnknownProfile) {
                    R"({"num_bits": 8, "min_range": [-1], "max_range": [1], "profile": "onnx"})"),
                "profile", "onnx");
 }
+// ---- FLOAT ----
+TEST(Validation, FloatUnknownFormat) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M4", {1.0}, false),
+               "WeightsFloatInferableQuantizer: format must be one of E4M3, E5M2, E3M2, E2M3, "
+               "E2M1, got \"E4M4\"");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("e4m3", {1.0}),
+               "ActivationFloatInferableQuantizer: format must be one of", "got \"e4m3\"");
+}
+TEST(Validation, FloatScaleEmpty) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E5M2", {}, false),
+               "WeightsFloatInferableQuantizer: scale must hold at least one value, got []");
+}
+TEST(Validation, FloatScaleNotPositive) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 0.0}, true, 0),
+               "WeightsFloatInferableQuantizer: scale must be > 0, got 0 at index 1");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E2M1", {-2.0}),
+               "ActivationFloatInferableQuantizer: scale must be > 0, got -2 at index 0");
+}
+TEST(Validation, FloatScaleNotFinite) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {kNan}, false),
+               "scale must be finite, got nan at index 0");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E3M2", {kInf}),
+               "scale must be finite, got inf at index 0");
+}
+TEST(Validation, FloatScaleNotNormalFloat32) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1e-40}, false),
+               "scale must be a normal float32", "got 1e-40 at index 0");
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1e39}, false),
+               "scale must be a normal float32", "got 1e+39 at index 0");
+}
+TEST(Validation, FloatLayout) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 2.0}, false),
+               "scale must hold exactly one value for per-tensor quantization, got 2 values");
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 2.0}, true),
+               "channel_axis is required for per-channel quantization with 2 values");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E4M3", {1.0, 2.0}),
+               "scale must hold exactly one value: activation quantization is per-tensor only");
+  qi::WeightsFloatInferableQuantizer q("E4M3", {1.0, 2.0}, true, 1);
+  EXPECT_ERROR(q.apply(std::vector<float>(6), Shape{2, 3}),
+               "the quantizer holds 2 per-channel values but the tensor has 3 channels");
+}
+TEST(Validation, FloatConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::ActivationFloatInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3"})"),
+               "ActivationFloatInferableQuantizer", "scale");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": 8, "scale": [1]})"),
+               "\"format\" must be a string");
+  EXPECT_ERROR(
+      qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "scale": 1, "num_bits": 8})"),
+      "unknown key", "num_bits");
+}
+
 TEST(Validation, SetNumThreadsPositive) {
   EXPECT_ERROR(qi::set_num_threads(0), "set_num_threads: num_threads must be >= 1, got 0");
 }

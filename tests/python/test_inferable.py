@@ -19,7 +19,8 @@ CLASS_NAMES = [
     "WeightsUniformInferableQuantizer", "WeightsLUTSymmetricInferableQuantizer",
     "WeightsLUTPOTInferableQuantizer", "ActivationSymmetricInferableQuantizer",
     "ActivationPOTInferableQuantizer", "ActivationUniformInferableQuantizer",
-    "ActivationLutPOTInferableQuantizer",
+    "ActivationLutPOTInferableQuantizer", "WeightsFloatInferableQuantizer",
+    "ActivationFloatInferableQuantizer",
 ]
 
 # One valid set of arguments per class (MCT Quantizers' keyword names).
@@ -40,6 +41,9 @@ VALID_ARGS = {
     "ActivationUniformInferableQuantizer": dict(num_bits=8, min_range=[-1.2], max_range=[5.3]),
     "ActivationLutPOTInferableQuantizer": dict(num_bits=2, lut_values=[0, 30, 200, 255],
                                                threshold=[4.0], signed=False),
+    "WeightsFloatInferableQuantizer": dict(format="E4M3", scale=[0.5, 2.0, 0.125],
+                                           per_channel=True, channel_axis=-1),
+    "ActivationFloatInferableQuantizer": dict(format="E2M1", scale=[0.75]),
 }
 
 # Inputs that fit the per-channel quantizers of VALID_ARGS (default (3, 2, 3)).
@@ -58,6 +62,8 @@ REGISTRY_TABLE = [
     ("Activation", "SYMMETRIC", "ActivationSymmetricInferableQuantizer"),
     ("Activation", "UNIFORM", "ActivationUniformInferableQuantizer"),
     ("Activation", "LUT_POT_QUANTIZER", "ActivationLutPOTInferableQuantizer"),
+    ("Weights", "FLOAT", "WeightsFloatInferableQuantizer"),
+    ("Activation", "FLOAT", "ActivationFloatInferableQuantizer"),
 ]
 
 
@@ -109,9 +115,10 @@ def test_lookup_errors():
 
 
 def test_enums_match_mct_and_core():
+    # MCT's values, then qi's extensions from 100 on.
     assert {m.name: m.value for m in qi.QuantizationMethod} == {
         "POWER_OF_TWO": 0, "LUT_POT_QUANTIZER": 1, "SYMMETRIC": 2, "UNIFORM": 3,
-        "LUT_SYM_QUANTIZER": 4}
+        "LUT_SYM_QUANTIZER": 4, "FLOAT": 100}
     for m in qi.QuantizationMethod:
         assert _core.quantization_method_name(m.value) == m.name
         assert _core.quantization_method_value(m.name) == m.value
@@ -188,7 +195,7 @@ def test_config_round_trip(name):
     # Every config key is also a read-only property.
     for key in cls._config_keys:
         assert getattr(q, key) == config[key]
-    assert repr(q).startswith(f"{name}(num_bits=")
+    assert repr(q).startswith(f"{name}({cls._config_keys[0]}=")
     # Same outputs after the round trip.
     x = np.random.default_rng(0).normal(0, 2, size=INPUT_SHAPES.get(name, (3, 2, 3)))
     x = x.astype(np.float32)

@@ -92,6 +92,16 @@ QuantizerParams params_for(InferableQuantizerKind kind) {
       p.threshold = {4.0};
       p.is_signed = false;
       break;
+    case InferableQuantizerKind::WeightsFloatInferableQuantizer:
+      p.format = "E4M3";
+      p.scale = {0.01, 0.3, 2.0};
+      p.per_channel = true;
+      p.channel_axis = 1;
+      break;
+    case InferableQuantizerKind::ActivationFloatInferableQuantizer:
+      p.format = "E2M1";
+      p.scale = {0.5};
+      break;
   }
   return p;
 }

@@ -14,9 +14,12 @@ imported) turns each into
   plus qi's extensions: an informational string attribute `profile` on every node ("torch" /
   "tf"; the kernels do not read it, so nodes exported by MCT Quantizers, which lack it, run
   unchanged); the tf profile, which MCT's PyTorch quantizers do not have, exports as the op type
-  `<OpType>_tf` (same inputs and attributes); and the op `ActivationLutPOTQuantizer` (inputs
+  `<OpType>_tf` (same inputs and attributes); the op `ActivationLutPOTQuantizer` (inputs
   lut_values, threshold; attributes num_bits, signed, lut_values_bitwidth, eps, mctq_version),
-  which MCT Quantizers does not export (it has no custom op for that quantizer).
+  which MCT Quantizers does not export (it has no custom op for that quantizer); and the ops of
+  qi's FLOAT quantizers, which MCT Quantizers does not have: `WeightsFloatQuantizer` (input
+  scale; attributes format, per_channel, channel_axis) and `ActivationFloatQuantizer` (input
+  scale; attribute format), whose scales are tensor inputs so that they reach the kernel exactly.
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
 custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
@@ -175,7 +178,15 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
     c = q.get_config()
     profile = c.get("profile", "torch")
     attrs: Dict[str, Any] = {}
-    if family.endswith("_weights"):
+    if family == "float_weights":  # qi's FLOAT: the format and one scale per channel
+        per_channel = bool(c["per_channel"]) and c.get("channel_axis") is not None
+        attrs.update(format=c["format"], per_channel=int(per_channel),
+                     channel_axis=int(c["channel_axis"]) if per_channel else 0)
+        inputs = [_f32(c["scale"])]
+    elif family == "float_activation":  # the scale as a tensor input: exact in ONNX Runtime
+        attrs["format"] = c["format"]
+        inputs = [_f32(c["scale"])]
+    elif family.endswith("_weights"):
         per_channel = bool(c["per_channel"])
         axis = c.get("channel_axis")
         attrs.update(num_bits=int(c["num_bits"]), per_channel=int(per_channel),
@@ -350,6 +361,10 @@ def _weights_kernel(class_name: str, kind: str, profile: str):
                     input_rank=int(attrs["input_rank"]) if per_channel else None,
                     lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
                     eps=float(np.float32(attrs["eps"])), profile=profile)
+        elif kind == "float":
+            (scale,) = tensors
+            q = cls(format=attrs["format"], scale=scale.reshape(-1).tolist(),
+                    per_channel=per_channel, channel_axis=axis)
         elif kind == "uniform":
             mn, mx = tensors
             q = cls(num_bits=int(attrs["num_bits"]), min_range=mn.reshape(-1).tolist(),
@@ -374,6 +389,9 @@ def _activation_kernel(class_name: str, kind: str, profile: str):
                     threshold=threshold.reshape(-1).tolist(), signed=_bool(attrs["signed"]),
                     lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
                     eps=float(np.float32(attrs["eps"])))
+        elif kind == "float":
+            (scale,) = tensors
+            q = cls(format=attrs["format"], scale=scale.reshape(-1).tolist())
         elif kind == "uniform":
             q = cls(num_bits=int(attrs["num_bits"]),
                     min_range=[float(np.float32(attrs["min_range"]))],
@@ -402,7 +420,7 @@ def register_ort_kernels() -> None:
     existing = {}
     for opdef in list(Opdef._odlist.values()):
         existing.setdefault(opdef.op_type, []).append(opdef)
-    F, I = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64
+    F, I, S = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64, PyCustomOpDef.dt_string
     weights = {"num_bits": I, "per_channel": I, "channel_axis": I}
     lut = {"lut_values_bitwidth": I, "eps": F, "per_channel": I, "channel_axis": I,
            "input_rank": I}
@@ -417,6 +435,9 @@ def register_ort_kernels() -> None:
                                {"min_range": F, "max_range": F, "num_bits": I}),
         "lut_activation": (_activation_kernel, "lut", 3,
                            {"num_bits": I, "signed": I, "lut_values_bitwidth": I, "eps": F}),
+        "float_weights": (_weights_kernel, "float", 2,
+                          {"format": S, "per_channel": I, "channel_axis": I}),
+        "float_activation": (_activation_kernel, "float", 2, {"format": S}),
     }
     from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
     for class_name, cls in INFERABLE_QUANTIZER_CLASSES.items():
