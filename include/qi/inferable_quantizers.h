@@ -33,6 +33,10 @@ struct QuantizerParams {
   double eps = 1e-8;                   // LUT
   std::string format;                  // FLOAT: the element format ("E4M3", ...)
   std::vector<double> scale;           // FLOAT: one per channel
+  // weights symmetric, POT, uniform, FLOAT: one parameter per (channel, group) of group_size
+  // elements along group_axis (kernels::GroupLayout); none when unset
+  std::optional<int64_t> group_size;
+  int64_t group_axis = -1;
   // symmetric, POT, uniform: the rounding convention; weights LUT: kTf adds eps to the
   // threshold in double (Keras), kTorch in float32 (torch)
   NumericProfile profile = NumericProfile::kTorch;

@@ -14,6 +14,16 @@
 
 namespace qi::kernels {
 
+// Per-group granularity (docs/numerics.md). A plan with group_size > 0 holds one parameter set
+// per (channel, group): the set of element x is c * G + g, with c its index along the channel axis
+// (0 without one), g = i / group_size for its index i along group_axis, and G = ceil(S /
+// group_size) groups along that axis of size S (the last group may be shorter). Its "channels"
+// (plan_channels) are those C * G sets. group_size 0: no groups.
+struct GroupLayout {
+  int64_t group_size = 0;
+  int64_t group_axis = -1;  // negative counts from the end
+};
+
 // torch profile, per channel c:
 //   q = zero_point[c] + nearbyint(x * inv_scale[c])      (float32, round half to even)
 //   y = (clamp(q, qmin, qmax) - zero_point[c]) * scale[c]
@@ -21,6 +31,7 @@ namespace qi::kernels {
 struct AffineTorchPlan {
   std::vector<float> scale, inv_scale, zero_point;
   float qmin = 0.f, qmax = 0.f;
+  GroupLayout groups;
 };
 
 // tf profile (TensorFlow fake_quant_with_min_max_vars), per channel c:
@@ -30,6 +41,7 @@ struct AffineTorchPlan {
 struct AffineTfPlan {
   std::vector<float> scale, inv_scale, nudged_min, nudged_max, quant_zero;
   bool use_division = true;
+  GroupLayout groups;
 };
 
 // LUT (non-uniform) quantizer, per channel c (docs/numerics.md):
@@ -46,6 +58,7 @@ struct LutPlan {
   std::vector<float> boundaries;  // ascending
   std::vector<float> table;
   float multiplier = 1.f, lo = 0.f, hi = 0.f;
+  GroupLayout groups;
 };
 
 // Low-precision float element formats: a sign, `ebits` exponent bits of bias 2^(ebits-1) - 1,
@@ -75,19 +88,24 @@ struct FloatPlan {
   std::vector<float> scale;
   int32_t ebits = 4, mbits = 3;
   float max = 448.f;
+  GroupLayout groups;
 };
 
 using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan, FloatPlan>;
 
-// Number of channels a plan holds (1 for a per-tensor plan).
+// Number of channels a plan holds (1 for a per-tensor plan; channels x groups for a grouped one).
 int64_t plan_channels(const Plan& plan);
+// The plan's group layout (group_size 0: none).
+const GroupLayout& plan_groups(const Plan& plan);
 
 // A plan as one array of 32-bit words (float32 bit patterns and integers): the form framework
 // layers keep as integer tensors (buffers that move with the model between devices and that
 // casts of floating-point state leave alone) and pass to the kernels. Layout: word 0 the format
 // tag (kPackedPlanTag + the plan's variant index), word 1 the channel count C, then the plan's
-// scalars and arrays in declaration order (arrays of variable length after their length).
+// scalars and arrays in declaration order (arrays of variable length after their length). A
+// grouped plan has kPackedGroupedFlag in its tag and group_size, group_axis after C.
 inline constexpr int32_t kPackedPlanTag = 0x51490100;  // "QI", version 1, kind in the low byte
+inline constexpr int32_t kPackedGroupedFlag = 0x80;
 std::vector<int32_t> pack_plan(const Plan& plan);
 // The plan of pack_plan's words. Throws qi::Error for anything pack_plan cannot have written
 // (wrong tag, sizes that do not add up, non-finite or non-positive scales).
@@ -95,17 +113,26 @@ Plan unpack_plan(const int32_t* words, int64_t count);
 
 // Applies `plan` to `in`, writing `out` (same sizes; may be the very same view for in-place
 // operation, but must not otherwise overlap). channel_axis: std::nullopt for per-tensor, else a
-// normalized axis in [0, in.dim()) with in.sizes[axis] == plan_channels(plan).
+// normalized axis in [0, in.dim()) with in.sizes[axis] == plan_channels(plan) (grouped plans:
+// times the number of groups along the plan's group axis, a different axis).
 // Preconditions are checked by the caller (the quantizer classes); violating them is undefined.
 // NaN inputs stay NaN; +/-Inf clamp to the ends of the grid.
 void fake_quant_forward(const Plan& plan, ConstTensorView in, TensorView out,
                         std::optional<int64_t> channel_axis);
 
+// Whether a tensor of these sizes fits the plan, with messages starting with `what`: rank ==
+// input_rank when given, a per-channel plan's channel count equal to the size of the tensor
+// along channel_axis (negative: from the end; ignored for a one-channel plan that is not
+// grouped), a grouped plan's group axis within the rank and apart from the channel axis and its
+// count equal to channels x groups. Returns the normalized channel axis fake_quant_forward
+// takes. Throws qi::Error.
+std::optional<int64_t> check_plan_fits(const char* what, const Plan& plan,
+                                       std::optional<int64_t> channel_axis,
+                                       std::optional<int64_t> input_rank, const Shape& sizes);
+
 // fake_quant_forward after the checks of BaseInferableQuantizer::apply, with messages starting
-// with `what`: equal sizes, rank == input_rank when given, a per-channel plan's channel count
-// equal to the size of the tensor along channel_axis (negative: from the end; ignored for a
-// one-channel plan), non-negative strides, an output without stride-0 dimensions that is the
-// input itself (in place) or does not overlap it. Throws qi::Error.
+// with `what`: equal sizes, check_plan_fits, non-negative strides, an output without stride-0
+// dimensions that is the input itself (in place) or does not overlap it. Throws qi::Error.
 void checked_fake_quant(const char* what, const Plan& plan, std::optional<int64_t> channel_axis,
                         std::optional<int64_t> input_rank, ConstTensorView in, TensorView out);
 

@@ -85,11 +85,40 @@ struct Checker {
         QI_CHECK(*p.channel_axis >= -r && *p.channel_axis < r, cls, ": channel_axis must be in [",
                  -r, ", ", r, ") for input_rank ", r, ", got ", *p.channel_axis);
       }
-    } else {
+    } else if (!p.group_size) {
       QI_CHECK(count == 1, cls, ": ", arg,
                " must hold exactly one value for per-tensor quantization, got ", count,
                " values");
     }
+  }
+
+  // Per-group granularity: group_size >= 1, a channel axis for per-channel groups, group_axis
+  // within input_rank and apart from channel_axis (where both are known). How many values the
+  // groups take depends on the tensor: checked when it is quantized (kernels::check_plan_fits).
+  kernels::GroupLayout groups(const QuantizerParams& p) const {
+    if (!p.group_size) return {};
+    const int64_t k = *p.group_size;
+    QI_CHECK(k >= 1 && k <= INT32_MAX, cls, ": group_size must be in [1, ", INT32_MAX,
+             "] (or null: no groups), got ", k);
+    QI_CHECK(p.group_axis >= -(int64_t{1} << 30) && p.group_axis < (int64_t{1} << 30), cls,
+             ": group_axis must be an axis index, got ", p.group_axis);
+    QI_CHECK(!p.per_channel || p.channel_axis, cls,
+             ": channel_axis is required for per-channel quantization with groups, got none");
+    const bool both = p.per_channel && p.channel_axis;
+    if (p.input_rank) {
+      const int64_t r = *p.input_rank;
+      QI_CHECK(p.group_axis >= -r && p.group_axis < r, cls, ": group_axis must be in [", -r,
+               ", ", r, ") for input_rank ", r, ", got ", p.group_axis);
+      const auto norm = [r](int64_t a) { return a < 0 ? a + r : a; };
+      QI_CHECK(!both || norm(*p.channel_axis) != norm(p.group_axis), cls, ": channel_axis ",
+               *p.channel_axis, " and group_axis ", p.group_axis,
+               " must be different axes (groups lie along another axis than the channels)");
+    } else {
+      QI_CHECK(!both || *p.channel_axis != p.group_axis, cls, ": channel_axis ",
+               *p.channel_axis, " and group_axis ", p.group_axis,
+               " must be different axes (groups lie along another axis than the channels)");
+    }
+    return {k, p.group_axis};
   }
 
   const kernels::FloatFormat& float_format(const std::string& name) const {
@@ -168,6 +197,13 @@ QuantizerParams with_defaults(QuantizerParams p, bool per_channel, std::optional
   return p;
 }
 
+// The plan with its group layout.
+template <typename P>
+kernels::Plan grouped(P plan, const kernels::GroupLayout& groups) {
+  plan.groups = groups;
+  return plan;
+}
+
 // num_bits of a FLOAT quantizer: its format's width (the params keep the rest as given).
 QuantizerParams with_format_width(QuantizerParams p) {
   if (const auto* f = kernels::find_float_format(p.format)) p.num_bits = 1 + f->ebits + f->mbits;
@@ -216,11 +252,15 @@ WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(
   check.num_bits(p.num_bits, 2, 16);
   check.thresholds(p.threshold, steps_log2(p));
   check.layout(p, "threshold", p.threshold.size());
+  const auto groups = check.groups(p);
   if (kind == Kind::WeightsPOTInferableQuantizer) check.power_of_two(p.threshold);
+  // Groups take the per-channel arithmetic (the tf profile multiplies by 1/scale per channel).
+  const bool per_channel = p.per_channel || groups.group_size > 0;
   if (p.profile == NumericProfile::kTorch)
-    set_plan(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed));
+    set_plan(grouped(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed), groups));
   else
-    set_plan(kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, p.per_channel));
+    set_plan(grouped(
+        kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, per_channel), groups));
 }
 
 WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(const QuantizerParams& p)
@@ -255,10 +295,14 @@ WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(const Quantiz
   check.num_bits(p.num_bits, 2, 16);
   check.ranges(p.min_range, p.max_range, p.num_bits);
   check.layout(p, "min_range", p.min_range.size());
+  const auto groups = check.groups(p);
+  const bool per_channel = p.per_channel || groups.group_size > 0;
   if (p.profile == NumericProfile::kTorch)
-    set_plan(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, false));
+    set_plan(grouped(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, false),
+                     groups));
   else
-    set_plan(kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, p.per_channel));
+    set_plan(grouped(
+        kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, per_channel), groups));
 }
 
 WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(
@@ -450,7 +494,7 @@ WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(const QuantizerPa
   const auto& format = check.float_format(p.format);
   check.scales(p.scale);
   check.layout(p, "scale", p.scale.size());
-  set_plan(kernels::float_plan(format, p.scale));
+  set_plan(grouped(kernels::float_plan(format, p.scale), check.groups(p)));
 }
 
 WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(

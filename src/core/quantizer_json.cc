@@ -77,6 +77,8 @@ std::string BaseInferableQuantizer::get_config() const {
     else if (k == "profile") j[k] = to_string(p.profile);
     else if (k == "format") j[k] = p.format;
     else if (k == "scale") j[k] = p.scale;
+    else if (k == "group_size") j[k] = to_json_value(p.group_size);
+    else if (k == "group_axis") j[k] = p.group_axis;
   }
   j["qi_version"] = kVersion;
   return j.dump();
@@ -121,6 +123,10 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
     p.channel_axis = read_optional_int(j["channel_axis"], "channel_axis", what);
   if (j.contains("input_rank"))
     p.input_rank = read_optional_int(j["input_rank"], "input_rank", what);
+  if (j.contains("group_size"))
+    p.group_size = read_optional_int(j["group_size"], "group_size", what);
+  if (j.contains("group_axis"))
+    p.group_axis = json_util::get_int(j["group_axis"], "group_axis", what);
   if (has_key(keys, "signed")) {
     // Weights quantizers default to signed; activation quantizers must say.
     if (info.target == QuantizationTarget::Activation || j.contains("signed"))

@@ -78,16 +78,24 @@ const Spec kFormat{"format", std::nullopt, false,
                    "\"E2M1\" (FP4)"};
 const Spec kScale{"scale", std::nullopt, false,
                   "scale s > 0, a scalar or a list (one per channel when per_channel)"};
+const Spec kGroupSize{"group_size", "null", true,
+                      "elements per group along group_axis: one parameter per channel and group "
+                      "(row-major: channel, then group), the last group may be shorter (null: "
+                      "no groups)"};
+const Spec kGroupAxis{"group_axis", "-1", true,
+                      "the axis the groups lie along (negative counts from the end); not the "
+                      "channel axis"};
 const Spec kProfile{"profile", "\"torch\"", true,
                     "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
                     "fake_quant: nudged zero point, round half up)"};
 
 const std::vector<Spec>& family_specs(ParamFamily family) {
-  static const std::vector<Spec> symmetric_w = {kNumBits,     kThreshold, kPerChannel,
-                                                kChannelAxis, kInputRank, kSignedWeights,
-                                                kProfile};
-  static const std::vector<Spec> uniform_w = {kNumBits,     kMinRange,  kMaxRange, kPerChannel,
-                                              kChannelAxis, kInputRank, kProfile};
+  static const std::vector<Spec> symmetric_w = {
+      kNumBits,       kThreshold, kPerChannel, kChannelAxis, kInputRank,
+      kSignedWeights, kProfile,   kGroupSize,  kGroupAxis};
+  static const std::vector<Spec> uniform_w = {kNumBits,   kMinRange,  kMaxRange,
+                                              kPerChannel, kChannelAxis, kInputRank,
+                                              kProfile,   kGroupSize, kGroupAxis};
   static const std::vector<Spec> lut_w = {kNumBits,     kLutValues, kThreshold,     kPerChannel,
                                           kChannelAxis, kInputRank, kSignedWeights, kLutBitwidth,
                                           kEps,         kProfile};
@@ -95,8 +103,8 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
   static const std::vector<Spec> uniform_a = {kNumBits, kMinRange, kMaxRange, kProfile};
   static const std::vector<Spec> lut_a = {kNumBits, kLutValues,   kThreshold,
                                           kSigned,  kLutBitwidth, kEps};
-  static const std::vector<Spec> float_w = {kFormat, kScale, kPerChannel, kChannelAxis,
-                                            kInputRank};
+  static const std::vector<Spec> float_w = {kFormat,    kScale,     kPerChannel, kChannelAxis,
+                                            kInputRank, kGroupSize, kGroupAxis};
   static const std::vector<Spec> float_a = {kFormat, kScale};
   switch (family) {
     case ParamFamily::kSymmetricWeights: return symmetric_w;

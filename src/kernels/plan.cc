@@ -22,6 +22,10 @@ int64_t plan_channels(const Plan& plan) {
   return std::visit(Visitor{}, plan);
 }
 
+const GroupLayout& plan_groups(const Plan& plan) {
+  return std::visit([](const auto& p) -> const GroupLayout& { return p.groups; }, plan);
+}
+
 // ---- packed plans -------------------------------------------------------------------------------
 
 namespace {
@@ -83,8 +87,14 @@ void check_scales(const std::vector<float>& scale, const char* what) {
 
 std::vector<int32_t> pack_plan(const Plan& plan) {
   Packer p;
-  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()));
+  const GroupLayout& groups = plan_groups(plan);
+  const bool grouped = groups.group_size > 0;
+  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()) + (grouped ? kPackedGroupedFlag : 0));
   p.word(static_cast<int32_t>(plan_channels(plan)));
+  if (grouped) {
+    p.word(static_cast<int32_t>(groups.group_size));
+    p.word(static_cast<int32_t>(groups.group_axis));
+  }
   std::visit(
       [&p](const auto& v) {
         using T = std::decay_t<decltype(v)>;
@@ -126,12 +136,20 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
   QI_CHECK(words != nullptr || count == 0, "packed plan: no data");
   Unpacker u(words, count);
   const int32_t tag = u.word("the tag");
-  const int32_t kind = tag - kPackedPlanTag;
+  const bool grouped = ((tag - kPackedPlanTag) & kPackedGroupedFlag) != 0;
+  const int32_t kind = tag - kPackedPlanTag - (grouped ? kPackedGroupedFlag : 0);
   QI_CHECK(kind >= 0 && kind < static_cast<int32_t>(std::variant_size_v<Plan>),
            "packed plan: unknown format tag ", tag, " (not a plan of this qi version?)");
   const int64_t c = u.word("the channel count");
   QI_CHECK(c >= 1 && c <= count, "packed plan: channel count must be in [1, ", count, "], got ",
            c);
+  GroupLayout groups;
+  if (grouped) {
+    groups.group_size = u.word("group_size");
+    groups.group_axis = u.word("group_axis");
+    QI_CHECK(groups.group_size >= 1, "packed plan: group_size must be >= 1, got ",
+             groups.group_size);
+  }
   Plan out;
   if (kind == 0) {
     AffineTorchPlan p;
@@ -190,6 +208,7 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
     out = std::move(p);
   }
   u.finish();
+  std::visit([&groups](auto& p) { p.groups = groups; }, out);
   return out;
 }
 

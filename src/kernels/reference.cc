@@ -150,7 +150,7 @@ float float_quant(float x, const std::string& format, double s) {
 float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
   const int64_t n = p.num_bits;
   const bool torch = p.profile == NumericProfile::kTorch;
-  const bool per_channel = p.per_channel;
+  const bool per_channel = p.per_channel || p.group_size.has_value();  // groups: per channel
   switch (kind) {
     case Kind::WeightsSymmetricInferableQuantizer:
     case Kind::WeightsPOTInferableQuantizer:
@@ -211,18 +211,26 @@ std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams
   int64_t axis = -1;
   if (params.per_channel && params.channel_axis)
     axis = *params.channel_axis < 0 ? *params.channel_axis + rank : *params.channel_axis;
+  // Groups: the value of (channel c, group g) is at c * groups + g.
+  const int64_t group_size = params.group_size.value_or(0);
+  const int64_t group_axis = params.group_axis < 0 ? params.group_axis + rank : params.group_axis;
+  const int64_t groups =
+      group_size > 0 ? (in.sizes[group_axis] + group_size - 1) / group_size : 1;
   std::vector<float> out(static_cast<size_t>(numel));
   for (int64_t linear = 0; linear < numel; ++linear) {
-    int64_t rem = linear, offset = 0, channel = 0;
+    int64_t rem = linear, offset = 0, channel = 0, group = 0;
     for (int64_t k = rank - 1; k >= 0; --k) {
       const int64_t i = rem % in.sizes[k];
       rem /= in.sizes[k];
       offset += i * in.strides[k];
       if (k == axis) channel = i;
+      if (group_size > 0 && k == group_axis) group = i / group_size;
     }
     const size_t values =
         std::max({params.threshold.size(), params.min_range.size(), params.scale.size()});
-    out[linear] = quantize(kind, params, values == 1 ? 0 : channel, in.data[offset]);
+    const int64_t index =
+        group_size > 0 ? channel * groups + group : (values == 1 ? 0 : channel);
+    out[linear] = quantize(kind, params, index, in.data[offset]);
   }
   return out;
 }

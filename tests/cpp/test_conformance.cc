@@ -322,7 +322,90 @@ TEST_P(Conformance, BitExactWithThreads) {
   EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0) << first;
 }
 
+bool takes_groups(InferableQuantizerKind kind) {
+  for (const auto& spec : qi::inferable_param_specs(kind))
+    if (std::string(spec.key) == "group_size") return true;
+  return false;
+}
+
+// Per-group parameters (the classes that take group_size): ragged last groups, groups longer
+// than the axis and of one element, channels outer or innermost, no channel axis, 2-D and 4-D,
+// strided views and in place.
+class GroupConformance : public testing::TestWithParam<ConformanceParam> {
+ protected:
+  void TearDown() override { qi::kernels::force_simd_target(""); }
+};
+
+TEST_P(GroupConformance, BitExactAgainstReferenceOnEveryIsa) {
+  const auto [kind, profile] = GetParam();
+  struct Case {
+    Shape sizes;
+    std::optional<int64_t> channel_axis;
+    int64_t group_axis, group_size;
+  };
+  const Case cases[] = {
+      {{6, 37}, 0, 1, 8},          // a Linear weight [out, in] grouped along in, ragged
+      {{6, 37}, 0, -1, 37},        // one group per row
+      {{6, 37}, -2, 1, 64},        // one group longer than the axis
+      {{6, 32}, 0, 1, 1},          // groups of one element
+      {{37, 6}, 1, 0, 5},          // a Keras Dense kernel [in, out]: channels innermost
+      {{4, 10, 3, 3}, 0, 1, 4},    // a conv weight [out, in, kh, kw] grouped along in
+      {{4, 10, 3, 3}, std::nullopt, -1, 2},  // no channel axis: groups along the last axis
+      {{3, 5, 7, 19}, 2, -1, 16},
+      {{0, 7}, std::nullopt, 1, 3},  // empty
+  };
+  struct Variant {
+    int64_t bits;
+    const char* format;
+  };
+  const std::vector<Variant> variants =
+      is_float(kind) ? std::vector<Variant>{{8, "E4M3"}, {8, "E2M1"}}
+                     : std::vector<Variant>{{4, ""}, {8, ""}, {2, ""}};
+  for (const auto& isa : qi::kernels::supported_simd_targets()) {
+    qi::kernels::force_simd_target(isa);
+    std::mt19937 rng(77);
+    for (const auto& c : cases) {
+      const int64_t rank = static_cast<int64_t>(c.sizes.size());
+      const int64_t ga = c.group_axis < 0 ? c.group_axis + rank : c.group_axis;
+      const int64_t groups = (c.sizes[ga] + c.group_size - 1) / c.group_size;
+      const int64_t rows =
+          c.channel_axis ? c.sizes[*c.channel_axis < 0 ? *c.channel_axis + rank : *c.channel_axis]
+                         : 1;
+      for (const auto& [bits, format] : variants) {
+        auto p = make_params(kind, profile, std::max<int64_t>(rows * groups, 1),
+                             c.channel_axis.has_value(), c.channel_axis, rng, bits, true, format);
+        p.group_size = c.group_size;
+        p.group_axis = c.group_axis;
+        auto q = qi::make_inferable_quantizer(kind, p);
+        const int64_t n = std::accumulate(c.sizes.begin(), c.sizes.end(), int64_t{1},
+                                          std::multiplies<int64_t>());
+        auto x = is_float(kind) ? make_float_inputs(2 * n, 1.0, format, rng)
+                                : make_inputs(2 * n, 1.0, rng);
+        std::string first;
+        const std::string where = qi::str_cat(isa, " sizes ", c.sizes.size(), "-d group_size ",
+                                              c.group_size, " bits ", bits, " ", format);
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), c.sizes), false, &first), 0)
+            << where << " " << first;
+        Shape strides = qi::ConstTensorView::contiguous_strides(c.sizes);
+        for (auto& s : strides) s *= 2;
+        qi::ConstTensorView strided(x.data(), c.sizes, strides);
+        EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+        EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
+            << where << " strided in place " << first;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Registry, Conformance, testing::ValuesIn(all_params()), param_name);
+
+std::vector<ConformanceParam> group_params() {
+  std::vector<ConformanceParam> out;
+  for (const auto& p : all_params())
+    if (takes_groups(p.kind)) out.push_back(p);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Registry, GroupConformance, testing::ValuesIn(group_params()), param_name);
 
 TEST(Conformance, KnownValuesSymmetricTorch) {
   // threshold 1, 8 bits: step 1/128; ties round to even; clamp at [-1, 127/128].

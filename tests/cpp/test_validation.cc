@@ -455,6 +455,81 @@ TEST(Validation, FloatConfigKeys) {
       "unknown key", "num_bits");
 }
 
+// ---- groups ----
+QuantizerParams grouped_params(std::vector<double> threshold, int64_t group_size,
+                               int64_t group_axis, std::optional<int64_t> channel_axis) {
+  QuantizerParams p;
+  p.num_bits = 4;
+  p.threshold = std::move(threshold);
+  p.per_channel = channel_axis.has_value();
+  p.channel_axis = channel_axis;
+  p.group_size = group_size;
+  p.group_axis = group_axis;
+  return p;
+}
+TEST(Validation, GroupSizePositive) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, 0, -1, std::nullopt)),
+               "WeightsSymmetricInferableQuantizer: group_size must be in [1, 2147483647] (or "
+               "null: no groups), got 0");
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, -4, -1, 0)),
+               "group_size must be in [1, 2147483647]", "got -4");
+}
+TEST(Validation, GroupsPerChannelNeedChannelAxis) {
+  auto p = grouped_params({1.0}, 4, -1, std::nullopt);
+  p.per_channel = true;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis is required for per-channel quantization with groups, got none");
+}
+TEST(Validation, GroupAxisApartFromChannelAxis) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, 4, 0, 0)),
+               "channel_axis 0 and group_axis 0 must be different axes");
+  auto p = grouped_params({1.0}, 4, -2, 0);
+  p.input_rank = 2;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis 0 and group_axis -2 must be different axes");
+  // Without input_rank the aliasing shows when the tensor comes.
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1.0, 1.0}, 4, -2, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "channel_axis 0 and group_axis -2 are the same axis of a tensor of rank 2");
+}
+TEST(Validation, GroupAxisWithinRank) {
+  auto p = grouped_params({1.0}, 4, 2, 0);
+  p.input_rank = 2;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "group_axis must be in [-2, 2) for input_rank 2, got 2");
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1.0}, 4, 3, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "group_axis must be in [-2, 2) for a tensor of rank 2, got 3");
+}
+TEST(Validation, GroupCountMustFitTheTensor) {
+  // [2, 10] in groups of 4 along axis 1: 2 channels x 3 groups (the last one ragged) = 6.
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1, 1, 1, 1, 1}, 4, 1, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(20), Shape{2, 10}),
+               "the quantizer holds 5 values (one per channel and group) but the tensor has 2 "
+               "channels along channel_axis 0 x 3 groups of up to 4 along group_axis 1 = 6");
+  qi::WeightsUniformInferableQuantizer u([] {
+    QuantizerParams p;
+    p.num_bits = 8;
+    p.min_range = {-1, -1};
+    p.max_range = {1, 1};
+    p.group_size = 3;
+    return p;
+  }());
+  EXPECT_ERROR(u.apply(std::vector<float>(9), Shape{9}),
+               "the quantizer holds 2 values (one per channel and group) but the tensor has 1 row "
+               "x 3 groups of up to 3 along group_axis -1 = 3");
+  EXPECT_ERROR(qi::check_fits_weight(q, Shape{3, 10}), "holds 5 values", "3 channels", "x 3 groups");
+}
+TEST(Validation, GroupConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::WeightsFloatInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"format": "E4M3", "scale": [1], "per_channel": false, "group_size": 2.5})"),
+               "\"group_size\" must be an integer");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"format": "E4M3", "scale": [1], "per_channel": false, "group_axis": null})"),
+               "\"group_axis\" must be an integer");
+}
+
 TEST(Validation, SetNumThreadsPositive) {
   EXPECT_ERROR(qi::set_num_threads(0), "set_num_threads: num_threads must be >= 1, got 0");
 }

@@ -157,10 +157,11 @@ def test_format_width_plan_and_json():
     q = qi.WeightsFloatInferableQuantizer("E2M3", [0.25, 4.0], True, 1, input_rank=2)
     assert q.format == "E2M3" and q.per_channel and q.channel_axis == 1
     assert q.plan["kind"] == "float" and (q.plan["ebits"], q.plan["mbits"]) == (2, 3)
-    assert q.plan["max"] == 7.5 and q.scale.tolist() == [0.25, 4.0]
+    assert q.plan["max"] == 7.5 and q.plan["scale"].tolist() == [0.25, 4.0]
+    assert q.scale == [0.25, 4.0] and q.scales == [0.25, 4.0]  # the configured argument
     assert q.get_config() == {"format": "E2M3", "scale": [0.25, 4.0], "per_channel": True,
-                              "channel_axis": 1, "input_rank": 2,
-                              "qi_version": qi.__version__}
+                              "channel_axis": 1, "input_rank": 2, "group_size": None,
+                              "group_axis": -1, "qi_version": qi.__version__}
     assert qi.quantizer_from_json(q.to_json()).get_config() == q.get_config()
     assert qi.get_inferable_quantizer_class(qi.QuantizationTarget.Activation,
                                             qi.QuantizationMethod.FLOAT) is \

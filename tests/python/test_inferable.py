@@ -133,14 +133,17 @@ def test_enums_match_mct_and_core():
 
 def test_signatures_use_reference_keywords():
     sig = inspect.signature(qi.WeightsSymmetricInferableQuantizer)
+    # MCT's positional arguments, then qi's keyword-only ones.
     assert list(sig.parameters) == ["num_bits", "threshold", "per_channel", "channel_axis",
-                                    "input_rank", "signed", "profile"]
-    assert sig.parameters["profile"].kind is inspect.Parameter.KEYWORD_ONLY
+                                    "input_rank", "signed", "profile", "group_size",
+                                    "group_axis"]
+    for key in ("profile", "group_size", "group_axis"):
+        assert sig.parameters[key].kind is inspect.Parameter.KEYWORD_ONLY
     assert list(inspect.signature(qi.ActivationLutPOTInferableQuantizer).parameters) == [
         "num_bits", "lut_values", "threshold", "signed", "lut_values_bitwidth", "eps"]
     assert list(inspect.signature(qi.WeightsUniformInferableQuantizer).parameters) == [
         "num_bits", "min_range", "max_range", "per_channel", "channel_axis", "input_rank",
-        "profile"]
+        "profile", "group_size", "group_axis"]
     # MCT's positional order works.
     q = qi.WeightsSymmetricInferableQuantizer(8, [2.0], True, 0)
     assert (q.num_bits, q.threshold, q.per_channel, q.channel_axis) == (8, [2.0], True, 0)

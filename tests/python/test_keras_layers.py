@@ -417,7 +417,7 @@ DAMAGES = [
         "threshold", [1.0] * 3), False,
      r"KerasQuantizationWrapper \"qfc\": the quantizer of weight \"kernel\" does not fit the "
      r"layer's weight of shape \[8, 4\]: WeightsSymmetricInferableQuantizer: the quantizer holds "
-     r"3 per-channel values but the weight has 4 channels along channel_axis 1"),
+     r"3 per-channel values but the tensor has 4 channels along channel_axis 1"),
     ("wrong type", lambda r: r["weights_quantizer"]["kernel"]["config"].__setitem__(
         "num_bits", "8"), False,
      r"WeightsSymmetricInferableQuantizer: \"num_bits\" must be an integer, got string \"8\""),

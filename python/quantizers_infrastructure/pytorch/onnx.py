@@ -20,6 +20,8 @@ imported) turns each into
   qi's FLOAT quantizers, which MCT Quantizers does not have: `WeightsFloatQuantizer` (input
   scale; attributes format, per_channel, channel_axis) and `ActivationFloatQuantizer` (input
   scale; attribute format), whose scales are tensor inputs so that they reach the kernel exactly.
+  Per-group quantizers (group_size set) export as `<OpType>_grouped` (after `_tf`), with the
+  attributes group_size and group_axis added and one parameter per channel and group.
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
 custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
@@ -48,6 +50,7 @@ DOMAIN = "mct_quantizers"
 OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel `axis`; registered for >= 13
 PROFILE_ATTR = "profile"
 TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
+GROUPED_SUFFIX = "_grouped"  # op type suffix of per-group quantizers (a qi extension)
 
 _state = {"custom_ops": False}
 
@@ -115,7 +118,9 @@ def qdq_parameters(q) -> Optional[Dict[str, Any]]:
     "channel_axis"} when q's grid is exactly a QuantizeLinear/DequantizeLinear pair; else None."""
     plan = q.plan
     if plan.get("kind") != "affine_torch":
-        return None  # LUT, or the tf profile (nudged zero point, round half up)
+        return None  # LUT, FLOAT, or the tf profile (nudged zero point, round half up)
+    if q.get_config().get("group_size") is not None:
+        return None  # per-group parameters
     qmin, qmax = float(plan["qmin"]), float(plan["qmax"])
     if (qmin, qmax) == (-128.0, 127.0):
         dtype = np.int8
@@ -221,10 +226,15 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
         attrs.update(threshold=float(np.float32(c["threshold"][0])),
                      signed=int(bool(c["signed"])), num_bits=int(c["num_bits"]))
         inputs = []
+    grouped = c.get("group_size") is not None
+    if grouped:
+        attrs.update(group_size=int(c["group_size"]), group_axis=int(c["group_axis"]))
     attrs["mctq_version"] = _version()
     attrs[PROFILE_ATTR] = profile
     if profile != "torch":
         op_type += TF_SUFFIX
+    if grouped:
+        op_type += GROUPED_SUFFIX
     return op_type, inputs, attrs
 
 
@@ -353,6 +363,8 @@ def _weights_kernel(class_name: str, kind: str, profile: str):
         cls = INFERABLE_QUANTIZER_CLASSES[class_name]
         per_channel = _bool(attrs["per_channel"])
         axis = int(attrs["channel_axis"]) if per_channel else None
+        groups = ({"group_size": int(attrs["group_size"]), "group_axis": int(attrs["group_axis"])}
+                  if "group_size" in attrs else {})
         if kind == "lut":
             lut, threshold = tensors
             q = cls(num_bits=_lut_num_bits(lut, attrs), lut_values=lut.reshape(-1).tolist(),
@@ -364,16 +376,16 @@ def _weights_kernel(class_name: str, kind: str, profile: str):
         elif kind == "float":
             (scale,) = tensors
             q = cls(format=attrs["format"], scale=scale.reshape(-1).tolist(),
-                    per_channel=per_channel, channel_axis=axis)
+                    per_channel=per_channel, channel_axis=axis, **groups)
         elif kind == "uniform":
             mn, mx = tensors
             q = cls(num_bits=int(attrs["num_bits"]), min_range=mn.reshape(-1).tolist(),
                     max_range=mx.reshape(-1).tolist(), per_channel=per_channel,
-                    channel_axis=axis, profile=profile)
+                    channel_axis=axis, profile=profile, **groups)
         else:
             (threshold,) = tensors
             q = cls(num_bits=int(attrs["num_bits"]), threshold=threshold.reshape(-1).tolist(),
-                    per_channel=per_channel, channel_axis=axis, profile=profile)
+                    per_channel=per_channel, channel_axis=axis, profile=profile, **groups)
         return q(np.ascontiguousarray(x, dtype=np.float32))
     return kernel
 
@@ -441,11 +453,17 @@ def register_ort_kernels() -> None:
     }
     from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
     for class_name, cls in INFERABLE_QUANTIZER_CLASSES.items():
-        make, kind, n_inputs, attrs = families[cls.param_family]
-        # Every profile the class takes (the tf variant is a second op type).
+        make, kind, n_inputs, plain_attrs = families[cls.param_family]
+        # Every profile the class takes (the tf variant is a second op type), and the per-group
+        # variant of classes that take groups (a third and fourth, with two more attributes).
         profiles = ("torch", "tf") if "profile" in cls._config_keys else ("torch",)
-        for profile in profiles:
-            op_type = f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
+        variants = [(p, False) for p in profiles]
+        if "group_size" in cls._config_keys:
+            variants += [(p, True) for p in profiles]
+        for profile, grouped in variants:
+            op_type = (f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
+                       + (GROUPED_SUFFIX if grouped else ""))
+            attrs = dict(plain_attrs, **({"group_size": I, "group_axis": I} if grouped else {}))
             kernel = make(class_name, kind, profile)
             if op_type in existing:
                 for opdef in existing[op_type]:
@@ -470,6 +488,6 @@ def get_ort_session_options():
     return options
 
 
-__all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
+__all__ = ["DOMAIN", "TF_SUFFIX", "GROUPED_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
            "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
            "get_ort_session_options", "fake_quant_translation", "translation_table"]
