@@ -156,7 +156,7 @@ def test_wrapper_errors():
     with pytest.raises(ValueError, match=r"KerasQuantizationWrapper \"qw\": the quantizer of "
                        r"weight \"kernel\" does not fit the layer's weight of shape \[4, 3\]: "
                        r"WeightsSymmetricInferableQuantizer: the quantizer holds 2 per-channel "
-                       r"values but the weight has 3 channels along channel_axis -1"):
+                       r"values but the tensor has 3 channels along channel_axis -1"):
         tf.keras.Sequential([tf.keras.Input((4,)),
                              qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), pc, name="qw")])
 
