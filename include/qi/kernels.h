@@ -91,9 +91,50 @@ struct FloatPlan {
   GroupLayout groups;
 };
 
-using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan, FloatPlan>;
+// The element types of MX: the float formats and INT8, two's complement with 6 fraction bits
+// (k / 64 for k in [-127, 127]: the symmetric range; -2 is never produced), written as a format
+// of ebits 0 whose spacing is 2^-6 everywhere.
+inline constexpr FloatFormat kMxInt8{"INT8", 0, 6, 127.f / 64.f};
+// The MX element format of a name (the float formats and "INT8"); null for an unknown name.
+const FloatFormat* find_mx_format(const std::string& name);
+std::string mx_format_names();
 
-// Number of channels a plan holds (1 for a per-tensor plan; channels x groups for a grouped one).
+// OCP Microscaling (MX), as torchao 0.11's to_mx with the FLOOR scale mode followed by its
+// dequantization to float32. Per block of groups.group_size elements along groups.group_axis
+// (the axis holds whole blocks):
+//   amax = max |x| over the block                   (a NaN makes the whole block NaN)
+//   E = the float32 exponent of amax (-126 for amax 0, -127 for subnormals, 128 for inf)
+//   e = clamp(E - emax, -127, 128)                   (128, the E8M0 NaN: the block is NaN)
+//   y = round(clamp(x / max(2^e, 2^-126), -max, max)) * 2^e
+// with round() to the element format (FloatPlan's rounding) and emax = floor(log2(max)), the
+// exponent of the format's largest power of two (E4M3 8, E5M2 15, E3M2 4, E2M3 2, E2M1 2,
+// INT8 0). The divisor's floor at 2^-126 (while 2^-127 multiplies) is torchao's.
+struct MxPlan {
+  int32_t ebits = 4, mbits = 3;  // ebits 0: INT8
+  float max = 448.f;
+  int32_t emax = 8;
+  GroupLayout groups;
+};
+
+// NVFP4 (NVIDIA's FP4): E2M1 elements in blocks of 16 (groups) along an axis, with an FP8 E4M3
+// block scale and an optional float32 tensor scale t (0: none). Per block:
+//   s = e4m3(clamp((amax / 6) / t, 2^-6, 448))      (without t: e4m3(clamp(amax / 6, ...)))
+//   total = t * s (or s);  y = e2m1(clamp(x / total, -6, 6)) * total
+// e4m3() and e2m1() round half to even; a NaN makes the whole block NaN.
+struct Nvfp4Plan {
+  float tensor_scale = 0.f;
+  GroupLayout groups;
+};
+inline constexpr int64_t kNvfp4BlockSize = 16;
+
+using Plan = std::variant<AffineTorchPlan, AffineTfPlan, LutPlan, FloatPlan, MxPlan, Nvfp4Plan>;
+
+// Whether the plan computes its scales from the data, per block (MX, NVFP4), rather than
+// holding them per channel or group.
+bool plan_is_block_scaled(const Plan& plan);
+
+// Number of channels a plan holds (1 for a per-tensor or block-scaled plan; channels x groups for
+// a grouped one).
 int64_t plan_channels(const Plan& plan);
 // The plan's group layout (group_size 0: none).
 const GroupLayout& plan_groups(const Plan& plan);
@@ -124,8 +165,8 @@ void fake_quant_forward(const Plan& plan, ConstTensorView in, TensorView out,
 // input_rank when given, a per-channel plan's channel count equal to the size of the tensor
 // along channel_axis (negative: from the end; ignored for a one-channel plan that is not
 // grouped), a grouped plan's group axis within the rank and apart from the channel axis and its
-// count equal to channels x groups. Returns the normalized channel axis fake_quant_forward
-// takes. Throws qi::Error.
+// count equal to channels x groups; a block-scaled plan's axis within the rank and holding whole
+// blocks. Returns the normalized channel axis fake_quant_forward takes. Throws qi::Error.
 std::optional<int64_t> check_plan_fits(const char* what, const Plan& plan,
                                        std::optional<int64_t> channel_axis,
                                        std::optional<int64_t> input_rank, const Shape& sizes);

@@ -31,6 +31,16 @@
   "(half to even, subnormals kept): E4M3 (FP8, max 448, no infinities), E5M2 (FP8, max 57344), " \
   "E3M2 (FP6, max 28), E2M3 (FP6, max 7.5) or E2M1 (FP4, max 6). NaN stays NaN, +/-Inf give "    \
   "+/-max * scale."
+#define QI_MX_DOC                                                                               \
+  "OCP Microscaling (MX v1.0): blocks of block_size elements along block_axis share the scale "   \
+  "X = 2^(floor(log2(max|x|)) - emax) (E8M0; torchao's FLOOR mode); y = round(clamp(x / X, -max, " \
+  "max)) * X in the element format: E4M3 or E5M2 (MXFP8), E3M2 or E2M3 (MXFP6), E2M1 (MXFP4), " \
+  "INT8 (MXINT8: k/64, |k| <= 127). A NaN makes its block NaN."
+#define QI_NVFP4_DOC                                                                            \
+  "NVFP4: E2M1 elements in blocks of 16 along block_axis, each with the FP8 E4M3 scale "          \
+  "s = e4m3(clamp(max|x| / 6 / tensor_scale, 2^-6, 448)) and total scale tensor_scale * s "       \
+  "(without tensor_scale: s); y = e2m1(clamp(x / total, -6, 6)) * total. A NaN makes its block "  \
+  "NaN."
 #define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                                                      \
   X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC, kSymmetricWeights,                  \
     "WeightsSymmetricQuantizer", QI_SYMMETRIC_DOC)                                              \
@@ -53,7 +63,14 @@
   X(WeightsFloatInferableQuantizer, Weights, FLOAT, kFloatWeights, "WeightsFloatQuantizer",      \
     QI_FLOAT_DOC)                                                                               \
   X(ActivationFloatInferableQuantizer, Activation, FLOAT, kFloatActivation,                     \
-    "ActivationFloatQuantizer", QI_FLOAT_DOC)
+    "ActivationFloatQuantizer", QI_FLOAT_DOC)                                                   \
+  X(WeightsMXInferableQuantizer, Weights, MX, kMxWeights, "WeightsMXQuantizer", QI_MX_DOC)       \
+  X(ActivationMXInferableQuantizer, Activation, MX, kMxActivation, "ActivationMXQuantizer",      \
+    QI_MX_DOC)                                                                                  \
+  X(WeightsNVFP4InferableQuantizer, Weights, NVFP4, kNvfp4Weights, "WeightsNVFP4Quantizer",      \
+    QI_NVFP4_DOC)                                                                               \
+  X(ActivationNVFP4InferableQuantizer, Activation, NVFP4, kNvfp4Activation,                     \
+    "ActivationNVFP4Quantizer", QI_NVFP4_DOC)
 
 namespace qi {
 
@@ -71,8 +88,12 @@ enum class ParamFamily : int {
   kSymmetricActivation,  // num_bits, threshold, signed
   kUniformActivation,    // num_bits, min_range, max_range
   kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
-  kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank
+  kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank, groups
   kFloatActivation,      // format, scale
+  kMxWeights,            // format, block_size, block_axis, input_rank
+  kMxActivation,         // format, block_size, block_axis
+  kNvfp4Weights,         // tensor_scale, block_axis, input_rank
+  kNvfp4Activation,      // tensor_scale, block_axis
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...
 
@@ -120,7 +141,8 @@ const std::vector<InferableParamSpec>& inferable_param_specs(InferableQuantizerK
 // A valid example configuration as JSON text, for tests, benchmarks and docs: `channels`
 // per-channel values along `channel_axis` for weights quantizers (1: per tensor); 8 bits,
 // thresholds and scales cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4
-// bits, 16 values spread over the 8-bit domain; FLOAT: format E4M3.
+// bits, 16 values spread over the 8-bit domain; FLOAT and MX: format E4M3; MX and NVFP4: blocks
+// along the last axis, NVFP4's tensor scale 2^-9.
 std::string example_inferable_config(InferableQuantizerKind kind, int64_t channels = 1,
                                      int64_t channel_axis = 0);
 

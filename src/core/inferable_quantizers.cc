@@ -133,6 +133,36 @@ struct Checker {
     for (size_t i = 0; i < s.size(); ++i) rules::scale(cls, s[i], i);
   }
 
+  const kernels::FloatFormat& mx_format(const std::string& name) const {
+    const kernels::FloatFormat* f = kernels::find_mx_format(name);
+    QI_CHECK(f != nullptr, cls, ": format must be one of ", kernels::mx_format_names(), ", got \"",
+             name, "\"");
+    return *f;
+  }
+
+  // Blocks of block_size along block_axis (within input_rank when given).
+  void blocks(const QuantizerParams& p, int64_t block_size) const {
+    QI_CHECK(block_size >= 1 && block_size <= INT32_MAX, cls, ": block_size must be in [1, ",
+             INT32_MAX, "], got ", block_size);
+    QI_CHECK(p.block_axis >= -(int64_t{1} << 30) && p.block_axis < (int64_t{1} << 30), cls,
+             ": block_axis must be an axis index, got ", p.block_axis);
+    if (p.input_rank) {
+      const int64_t r = *p.input_rank;
+      QI_CHECK(p.block_axis >= -r && p.block_axis < r, cls, ": block_axis must be in [", -r, ", ",
+               r, ") for input_rank ", r, ", got ", p.block_axis);
+    }
+  }
+
+  // An optional tensor scale t: finite, > 0, a normal float32 with t * 448 finite.
+  void tensor_scale(const std::optional<double>& t) const {
+    if (!t) return;
+    QI_CHECK(std::isfinite(*t), cls, ": tensor_scale must be finite, got ", *t);
+    QI_CHECK(*t > 0, cls, ": tensor_scale must be > 0, got ", *t);
+    QI_CHECK(*t <= FLT_MAX / 448 && static_cast<float>(*t) >= FLT_MIN, cls,
+             ": tensor_scale must be a normal float32 in [", FLT_MIN, ", ", FLT_MAX / 448,
+             "] (FLT_MAX / 448, so that the largest block scale stays finite), got ", *t);
+  }
+
   void activation_layout(const QuantizerParams& p, const char* arg, size_t count) const {
     QI_CHECK(!p.per_channel, cls,
              ": per_channel must be false: activation quantization is per-tensor only, got true");
@@ -204,9 +234,17 @@ kernels::Plan grouped(P plan, const kernels::GroupLayout& groups) {
   return plan;
 }
 
-// num_bits of a FLOAT quantizer: its format's width (the params keep the rest as given).
+// num_bits of a FLOAT or MX quantizer: its format's width (the params keep the rest as given).
 QuantizerParams with_format_width(QuantizerParams p) {
-  if (const auto* f = kernels::find_float_format(p.format)) p.num_bits = 1 + f->ebits + f->mbits;
+  if (const auto* f = kernels::find_mx_format(p.format))
+    p.num_bits = f->ebits == 0 ? 8 : 1 + f->ebits + f->mbits;
+  return p;
+}
+
+// NVFP4: 4-bit elements in blocks of 16.
+QuantizerParams nvfp4_params(QuantizerParams p) {
+  p.num_bits = 4;
+  p.block_size = kernels::kNvfp4BlockSize;
   return p;
 }
 
@@ -528,6 +566,82 @@ ActivationFloatInferableQuantizer::ActivationFloatInferableQuantizer(std::string
         p.scale = std::move(scale);
         return p;
       }()) {}
+
+// ---- block formats ------------------------------------------------------------------------------
+
+WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsMXInferableQuantizer, with_format_width(p)) {
+  const Checker check{class_name()};
+  const auto& format = check.mx_format(p.format);
+  if (p.input_rank)
+    QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
+  check.blocks(p, p.block_size);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+}
+
+namespace {
+QuantizerParams block_params(std::string format, int64_t block_size, int64_t block_axis,
+                             std::optional<int64_t> input_rank,
+                             std::optional<double> tensor_scale) {
+  QuantizerParams p;
+  p.format = std::move(format);
+  p.block_size = block_size;
+  p.block_axis = block_axis;
+  p.input_rank = input_rank;
+  p.tensor_scale = tensor_scale;
+  return p;
+}
+}  // namespace
+
+WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(std::string format, int64_t block_size,
+                                                         int64_t block_axis,
+                                                         std::optional<int64_t> input_rank)
+    : WeightsMXInferableQuantizer(
+          block_params(std::move(format), block_size, block_axis, input_rank, std::nullopt)) {}
+
+ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationMXInferableQuantizer,
+                             with_format_width(without_input_rank(p))) {
+  const Checker check{class_name()};
+  const auto& format = check.mx_format(p.format);
+  check.blocks(without_input_rank(p), p.block_size);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+}
+
+ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(std::string format,
+                                                               int64_t block_size,
+                                                               int64_t block_axis)
+    : ActivationMXInferableQuantizer(
+          block_params(std::move(format), block_size, block_axis, std::nullopt, std::nullopt)) {}
+
+WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsNVFP4InferableQuantizer, nvfp4_params(p)) {
+  const Checker check{class_name()};
+  check.tensor_scale(p.tensor_scale);
+  if (p.input_rank)
+    QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
+  check.blocks(p, kernels::kNvfp4BlockSize);
+  set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+}
+
+WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(
+    std::optional<double> tensor_scale, int64_t block_axis, std::optional<int64_t> input_rank)
+    : WeightsNVFP4InferableQuantizer(
+          block_params("", kernels::kNvfp4BlockSize, block_axis, input_rank, tensor_scale)) {}
+
+ActivationNVFP4InferableQuantizer::ActivationNVFP4InferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationNVFP4InferableQuantizer,
+                             nvfp4_params(without_input_rank(p))) {
+  const Checker check{class_name()};
+  check.tensor_scale(p.tensor_scale);
+  check.blocks(without_input_rank(p), kernels::kNvfp4BlockSize);
+  set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+}
+
+ActivationNVFP4InferableQuantizer::ActivationNVFP4InferableQuantizer(
+    std::optional<double> tensor_scale, int64_t block_axis)
+    : ActivationNVFP4InferableQuantizer(
+          block_params("", kernels::kNvfp4BlockSize, block_axis, std::nullopt, tensor_scale)) {}
 
 // ---- registry-driven construction --------------------------------------------------------------
 

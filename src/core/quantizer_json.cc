@@ -79,6 +79,9 @@ std::string BaseInferableQuantizer::get_config() const {
     else if (k == "scale") j[k] = p.scale;
     else if (k == "group_size") j[k] = to_json_value(p.group_size);
     else if (k == "group_axis") j[k] = p.group_axis;
+    else if (k == "block_size") j[k] = p.block_size;
+    else if (k == "block_axis") j[k] = p.block_axis;
+    else if (k == "tensor_scale") j[k] = p.tensor_scale ? Json(*p.tensor_scale) : Json(nullptr);
   }
   j["qi_version"] = kVersion;
   return j.dump();
@@ -127,6 +130,12 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
     p.group_size = read_optional_int(j["group_size"], "group_size", what);
   if (j.contains("group_axis"))
     p.group_axis = json_util::get_int(j["group_axis"], "group_axis", what);
+  if (j.contains("block_size"))
+    p.block_size = json_util::get_int(j["block_size"], "block_size", what);
+  if (j.contains("block_axis"))
+    p.block_axis = json_util::get_int(j["block_axis"], "block_axis", what);
+  if (j.contains("tensor_scale") && !j["tensor_scale"].is_null())
+    p.tensor_scale = json_util::get_double(j["tensor_scale"], "tensor_scale", what);
   if (has_key(keys, "signed")) {
     // Weights quantizers default to signed; activation quantizers must say.
     if (info.target == QuantizationTarget::Activation || j.contains("signed"))

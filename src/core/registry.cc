@@ -42,6 +42,10 @@ std::string to_string(ParamFamily family) {
     case ParamFamily::kLutActivation: return "lut_activation";
     case ParamFamily::kFloatWeights: return "float_weights";
     case ParamFamily::kFloatActivation: return "float_activation";
+    case ParamFamily::kMxWeights: return "mx_weights";
+    case ParamFamily::kMxActivation: return "mx_activation";
+    case ParamFamily::kNvfp4Weights: return "nvfp4_weights";
+    case ParamFamily::kNvfp4Activation: return "nvfp4_activation";
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -76,6 +80,17 @@ const Spec kEps{"eps", "1e-08", false, "added to the threshold before dividing"}
 const Spec kFormat{"format", std::nullopt, false,
                    "the element format: \"E4M3\" or \"E5M2\" (FP8), \"E3M2\" or \"E2M3\" (FP6), "
                    "\"E2M1\" (FP4)"};
+const Spec kMxFormat{"format", std::nullopt, false,
+                     "the element format: \"E4M3\" or \"E5M2\" (MXFP8), \"E3M2\" or \"E2M3\" "
+                     "(MXFP6), \"E2M1\" (MXFP4), \"INT8\" (MXINT8)"};
+const Spec kBlockSize{"block_size", "32", false,
+                      "elements per block (sharing one scale) along block_axis, which must hold "
+                      "whole blocks"};
+const Spec kBlockAxis{"block_axis", "-1", false,
+                      "the axis the blocks lie along (negative counts from the end)"};
+const Spec kTensorScale{"tensor_scale", "null", false,
+                        "the float32 tensor scale t > 0 of two-level scaling (block scales are "
+                        "stored relative to it); null: single-level"};
 const Spec kScale{"scale", std::nullopt, false,
                   "scale s > 0, a scalar or a list (one per channel when per_channel)"};
 const Spec kGroupSize{"group_size", "null", true,
@@ -106,6 +121,10 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
   static const std::vector<Spec> float_w = {kFormat,    kScale,     kPerChannel, kChannelAxis,
                                             kInputRank, kGroupSize, kGroupAxis};
   static const std::vector<Spec> float_a = {kFormat, kScale};
+  static const std::vector<Spec> mx_w = {kMxFormat, kBlockSize, kBlockAxis, kInputRank};
+  static const std::vector<Spec> mx_a = {kMxFormat, kBlockSize, kBlockAxis};
+  static const std::vector<Spec> nvfp4_w = {kTensorScale, kBlockAxis, kInputRank};
+  static const std::vector<Spec> nvfp4_a = {kTensorScale, kBlockAxis};
   switch (family) {
     case ParamFamily::kSymmetricWeights: return symmetric_w;
     case ParamFamily::kUniformWeights: return uniform_w;
@@ -115,6 +134,10 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
     case ParamFamily::kLutActivation: return lut_a;
     case ParamFamily::kFloatWeights: return float_w;
     case ParamFamily::kFloatActivation: return float_a;
+    case ParamFamily::kMxWeights: return mx_w;
+    case ParamFamily::kMxActivation: return mx_a;
+    case ParamFamily::kNvfp4Weights: return nvfp4_w;
+    case ParamFamily::kNvfp4Activation: return nvfp4_a;
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -149,6 +172,7 @@ std::string example_inferable_config(InferableQuantizerKind kind, int64_t channe
     if (key == "num_bits") j[key] = is_lut ? 4 : 8;
     else if (key == "threshold" || key == "scale") j[key] = t;
     else if (key == "format") j[key] = "E4M3";
+    else if (key == "tensor_scale") j[key] = std::ldexp(1.0, -9);
     else if (key == "min_range") j[key] = lo;
     else if (key == "max_range") j[key] = hi;
     else if (key == "lut_values") j[key] = lut;

@@ -8,6 +8,7 @@
 #include <string>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include <hwy/cache_control.h>
 
@@ -37,6 +38,10 @@ void call_row(const PlanT& plan, const float* in, float* out, int64_t n, int64_t
     affine_tf_row(in, out, n, plan, c0, vary, stream);
   } else if constexpr (std::is_same_v<PlanT, FloatPlan>) {
     float_row(in, out, n, plan, c0, vary, stream);
+  } else if constexpr (std::is_same_v<PlanT, MxPlan>) {
+    mx_row(in, out, n, plan);
+  } else if constexpr (std::is_same_v<PlanT, Nvfp4Plan>) {
+    nvfp4_row(in, out, n, plan);
   } else {
     lut_row(in, out, n, plan, c0, vary, stream);
   }
@@ -58,8 +63,30 @@ void run_row(const PlanT& plan, const float* in, int64_t in_stride, float* out,
   }
 }
 
+template <typename PlanT>
+constexpr bool kBlockScaled = std::is_same_v<PlanT, MxPlan> || std::is_same_v<PlanT, Nvfp4Plan>;
+
+// A line of `size` elements (whole blocks) of a block-scaled plan: in one call when contiguous,
+// else block by block through `buf`.
+template <typename PlanT>
+void run_blocks(const PlanT& plan, const float* in, int64_t in_step, float* out,
+                int64_t out_step, int64_t size, std::vector<float>& buf) {
+  if (in_step == 1 && out_step == 1) {
+    call_row(plan, in, out, size, 0, false, false);
+    return;
+  }
+  const int64_t k = plan.groups.group_size;
+  buf.resize(static_cast<size_t>(2 * k));
+  for (int64_t b = 0; b < size; b += k) {
+    for (int64_t i = 0; i < k; ++i) buf[i] = in[(b + i) * in_step];
+    call_row(plan, buf.data(), buf.data() + k, k, 0, false, false);
+    for (int64_t i = 0; i < k; ++i) out[(b + i) * out_step] = buf[k + i];
+  }
+}
+
 // Grouped plans: every line along the group axis (one per index of the other dimensions, in
-// parallel) in groups of group_size elements, each with its fixed parameter set c * G + g.
+// parallel) in groups of group_size elements, each with its fixed parameter set c * G + g, or
+// (block-scaled plans) with the scales of its block.
 template <typename PlanT>
 void grouped_forward(const PlanT& plan, ConstTensorView in, TensorView out,
                      std::optional<int64_t> channel_axis) {
@@ -84,6 +111,7 @@ void grouped_forward(const PlanT& plan, ConstTensorView in, TensorView out,
   const int64_t out_step = out.strides[static_cast<size_t>(ga)];
   parallel_for(0, lines, std::max<int64_t>(1, kGrain / std::max<int64_t>(size, 1)),
                [&](int64_t begin, int64_t end) {
+                 std::vector<float> buf;
                  iterate_rows(dims, begin, end,
                               [&](const std::array<int64_t, 2>& off,
                                   const std::array<int64_t, 2>& st, int64_t n, int64_t c0,
@@ -91,6 +119,11 @@ void grouped_forward(const PlanT& plan, ConstTensorView in, TensorView out,
                                 for (int64_t j = 0; j < n; ++j) {
                                   const float* line_in = in.data + off[0] + j * st[0];
                                   float* line_out = out.data + off[1] + j * st[1];
+                                  if constexpr (kBlockScaled<PlanT>) {
+                                    run_blocks(plan, line_in, in_step, line_out, out_step, size,
+                                               buf);
+                                    continue;
+                                  }
                                   const int64_t first = (vary ? c0 + j : c0) * groups;
                                   for (int64_t g = 0; g < groups; ++g)
                                     run_row(plan, line_in + g * k * in_step, in_step,
@@ -168,9 +201,18 @@ std::optional<int64_t> check_plan_fits(const char* what, const Plan& plan,
     return axis;
   }
   const int64_t ga_given = groups.group_axis;
-  QI_CHECK(ga_given >= -rank && ga_given < rank, what, ": group_axis must be in [", -rank, ", ",
-           rank, ") for a tensor of rank ", rank, ", got ", ga_given);
+  const bool blocks = plan_is_block_scaled(plan);
+  const char* axis_name = blocks ? "block_axis" : "group_axis";
+  QI_CHECK(ga_given >= -rank && ga_given < rank, what, ": ", axis_name, " must be in [", -rank,
+           ", ", rank, ") for a tensor of rank ", rank, ", got ", ga_given);
   const int64_t ga = ga_given < 0 ? ga_given + rank : ga_given;
+  if (blocks) {
+    const int64_t size = sizes[static_cast<size_t>(ga)];
+    QI_CHECK(size % groups.group_size == 0, what, ": the size along block_axis ", ga_given, " (",
+             size, ") must be a multiple of block_size ", groups.group_size, " (sizes ",
+             fmt_shape(sizes), ")");
+    return std::nullopt;
+  }
   QI_CHECK(!axis || *axis != ga, what, ": channel_axis ", *channel_axis, " and group_axis ",
            ga_given, " are the same axis of a tensor of rank ", rank,
            "; groups must lie along another axis than the channels");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "qi/kernels.h"
@@ -48,5 +49,11 @@ LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double
 
 // Scaled low-precision float: the scales rounded to float32 once.
 FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale);
+
+// floor(log2(max)) of an MX element format.
+int32_t mx_emax(const FloatFormat& format);
+MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis);
+// tensor_scale: none for single-level scaling.
+Nvfp4Plan nvfp4_plan(std::optional<double> tensor_scale, int64_t block_axis);
 
 }  // namespace qi::kernels

@@ -43,6 +43,10 @@ bool is_uniform(InferableQuantizerKind k) {
 bool is_float(InferableQuantizerKind k) {
   return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::FLOAT;
 }
+bool is_block(InferableQuantizerKind k) {
+  const auto m = qi::inferable_quantizer_info(k).method;
+  return m == qi::QuantizationMethod::MX || m == qi::QuantizationMethod::NVFP4;
+}
 
 // Parameters for `channels` channels; variety on purpose: power-of-two and arbitrary thresholds,
 // tiny and huge scales, ranges straddling zero and wholly on one side of it.
@@ -202,6 +206,7 @@ std::string param_name(const testing::TestParamInfo<ConformanceParam>& info) {
 std::vector<ConformanceParam> all_params() {
   std::vector<ConformanceParam> out;
   for (const auto& info : qi::kInferableQuantizers) {
+    if (is_block(info.kind)) continue;  // BlockConformance
     out.push_back({info.kind, NumericProfile::kTorch});
     // Only the affine and weights-LUT quantizers take a profile.
     if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer &&
@@ -455,10 +460,133 @@ TEST(Conformance, NanStaysNan) {
   for (const auto& info : qi::kInferableQuantizers) {
     std::mt19937 rng(5);
     auto p = make_params(info.kind, NumericProfile::kTorch, 1, false, std::nullopt, rng, 4, true);
+    p.block_size = 16;
     auto q = qi::make_inferable_quantizer(info.kind, p);
-    const auto y = q->apply({std::nanf("")}, Shape{1});
+    const auto y = q->apply(std::vector<float>(16, std::nanf("")), Shape{16});
     EXPECT_TRUE(std::isnan(y[0])) << info.class_name;
   }
+}
+
+// Inputs for block formats: runs of 16 consecutive values of one magnitude (2^-140 to 2^127),
+// some on a coarse grid (ties of every element format), some all zero, one special value (NaN,
+// +-Inf, +-0, FLT_MAX, a float32 subnormal) in every 11th run.
+std::vector<float> make_block_inputs(int64_t n, std::mt19937& rng) {
+  std::vector<float> x(static_cast<size_t>(n));
+  std::uniform_real_distribution<double> expo(-140, 127), u(-1, 1);
+  std::uniform_int_distribution<int> grid(-64, 64);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {std::nanf(""), inf, -inf, 0.f, -0.f, FLT_MAX, -FLT_MAX, 1e-40f};
+  for (int64_t start = 0, run = 0; start < n; start += 16, ++run) {
+    const double e = expo(rng);
+    for (int64_t i = start; i < std::min(n, start + 16); ++i) {
+      if (run % 5 == 1) x[i] = static_cast<float>(grid(rng) / 16.0 * std::ldexp(1.0, static_cast<int>(e / 4)));
+      else if (run % 5 == 3) x[i] = 0.f;
+      else x[i] = static_cast<float>(u(rng) * std::ldexp(1.0, static_cast<int>(e)));
+    }
+    if (run % 11 == 4 && start < n)
+      x[start] = specials[(run / 11) % (sizeof(specials) / sizeof(float))];
+  }
+  return x;
+}
+
+// MX and NVFP4 against the reference: every element format, block sizes from 1 to 32, blocks
+// along the last, first and a middle axis, strided views, in place, every ISA, two threads.
+class BlockConformance : public testing::TestWithParam<InferableQuantizerKind> {
+ protected:
+  void TearDown() override {
+    qi::kernels::force_simd_target("");
+    qi::set_num_threads(1);
+  }
+};
+
+TEST_P(BlockConformance, BitExactAgainstReferenceOnEveryIsa) {
+  const InferableQuantizerKind kind = GetParam();
+  const bool mx = qi::inferable_quantizer_info(kind).method == qi::QuantizationMethod::MX;
+  std::vector<QuantizerParams> variants;
+  if (mx) {
+    for (const char* format : {"E4M3", "E5M2", "E3M2", "E2M3", "E2M1", "INT8"})
+      for (int64_t k : {32, 16, 3, 1}) {
+        QuantizerParams p;
+        p.format = format;
+        p.block_size = k;
+        variants.push_back(p);
+      }
+  } else {
+    for (std::optional<double> t : {std::optional<double>(), std::optional<double>(0.01),
+                                    std::optional<double>(3e-5), std::optional<double>(1e30)}) {
+      QuantizerParams p;
+      p.tensor_scale = t;
+      p.block_size = qi::kernels::kNvfp4BlockSize;
+      variants.push_back(p);
+    }
+  }
+  for (const auto& isa : qi::kernels::supported_simd_targets()) {
+    qi::kernels::force_simd_target(isa);
+    std::mt19937 rng(31);
+    for (QuantizerParams p : variants) {
+      const int64_t k = p.block_size;
+      struct Layout {
+        Shape sizes;
+        int64_t axis;
+      };
+      const Layout layouts[] = {{{5 * k}, -1},       {{7, 2 * k}, -1}, {{2 * k, 9}, 0},
+                                {{3, 2 * k, 5}, 1},  {{3, 2 * k, 5}, -2}, {{0, k}, 1}};
+      for (const auto& l : layouts) {
+        p.block_axis = l.axis;
+        auto q = qi::make_inferable_quantizer(kind, p);
+        const int64_t n = std::accumulate(l.sizes.begin(), l.sizes.end(), int64_t{1},
+                                          std::multiplies<int64_t>());
+        auto x = make_block_inputs(2 * n, rng);
+        std::string first;
+        const std::string where =
+            qi::str_cat(isa, " ", p.format, " block ", k, " axis ", l.axis, " rank ",
+                        l.sizes.size(), " tensor_scale ", p.tensor_scale.value_or(0));
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), false, &first), 0)
+            << where << " " << first;
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), true, &first), 0)
+            << where << " in place " << first;
+        Shape strides = qi::ConstTensorView::contiguous_strides(l.sizes);
+        for (auto& s : strides) s *= 2;
+        qi::ConstTensorView strided(x.data(), l.sizes, strides);
+        EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+      }
+    }
+  }
+  // Several parallel chunks.
+  qi::kernels::force_simd_target("");
+  qi::set_num_threads(2);
+  std::mt19937 rng(8);
+  QuantizerParams p = variants.front();
+  p.block_axis = -1;
+  auto q = qi::make_inferable_quantizer(kind, p);
+  const Shape sizes = {37, 3, 64 * p.block_size};
+  auto x = make_block_inputs(37 * 3 * 64 * p.block_size, rng);
+  std::string first;
+  EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0) << first;
+}
+
+std::vector<InferableQuantizerKind> block_kinds() {
+  std::vector<InferableQuantizerKind> out;
+  for (const auto& info : qi::kInferableQuantizers)
+    if (is_block(info.kind)) out.push_back(info.kind);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Registry, BlockConformance, testing::ValuesIn(block_kinds()),
+                         [](const testing::TestParamInfo<InferableQuantizerKind>& info) {
+                           return std::string(qi::inferable_quantizer_info(info.param).class_name);
+                         });
+
+TEST(Conformance, KnownValuesMx) {
+  // A block of 4 (E4M3): amax 500, X = 2^(8 - 8) = 1; 480 and -500 saturate to +-448.
+  qi::ActivationMXInferableQuantizer q("E4M3", 4);
+  EXPECT_EQ(q.apply({448.f, 480.f, -500.f, 1.0625f}, Shape{4}),
+            (std::vector<float>{448.f, 448.f, -448.f, 1.f}));
+  // E2M1, amax 6 * 2^-3: X = 2^(-1 - 2) = 2^-3.
+  qi::ActivationMXInferableQuantizer f4("E2M1", 2);
+  EXPECT_EQ(f4.apply({0.75f, -0.0625f}, Shape{2}), (std::vector<float>{0.75f, -0.0625f}));
+  // INT8: amax 1.5, X = 1; elements k / 64.
+  qi::ActivationMXInferableQuantizer i8("INT8", 2);
+  EXPECT_EQ(i8.apply({1.5f, 0.5f + 1.f / 128}, Shape{2}), (std::vector<float>{1.5f, 0.5f}));
 }
 
 }  // namespace

@@ -530,6 +530,58 @@ TEST(Validation, GroupConfigKeys) {
                "\"group_axis\" must be an integer");
 }
 
+// ---- MX, NVFP4 ----
+TEST(Validation, MxUnknownFormat) {
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("MXFP4"),
+               "WeightsMXInferableQuantizer: format must be one of E4M3, E5M2, E3M2, E2M3, E2M1, "
+               "INT8, got \"MXFP4\"");
+}
+TEST(Validation, MxBlockSize) {
+  EXPECT_ERROR(qi::ActivationMXInferableQuantizer("E4M3", 0),
+               "ActivationMXInferableQuantizer: block_size must be in [1, 2147483647], got 0");
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("INT8", -32), "block_size must be in", "got -32");
+}
+TEST(Validation, BlockAxisWithinRank) {
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("E4M3", 32, 2, 2),
+               "block_axis must be in [-2, 2) for input_rank 2, got 2");
+  EXPECT_ERROR(qi::WeightsNVFP4InferableQuantizer(std::nullopt, -3, 2),
+               "WeightsNVFP4InferableQuantizer: block_axis must be in [-2, 2) for input_rank 2, "
+               "got -3");
+  qi::ActivationMXInferableQuantizer q("E4M3", 4, 2);
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "block_axis must be in [-2, 2) for a tensor of rank 2, got 2");
+}
+TEST(Validation, BlockAxisHoldsWholeBlocks) {
+  qi::WeightsMXInferableQuantizer q("E2M1", 32, 1);
+  EXPECT_ERROR(q.apply(std::vector<float>(80), Shape{2, 40}),
+               "WeightsMXInferableQuantizer: the size along block_axis 1 (40) must be a multiple "
+               "of block_size 32 (sizes [2, 40])");
+  qi::ActivationNVFP4InferableQuantizer n(std::nullopt, 0);
+  EXPECT_ERROR(n.apply(std::vector<float>(24), Shape{8, 3}),
+               "the size along block_axis 0 (8) must be a multiple of block_size 16");
+  EXPECT_ERROR(qi::check_fits_weight(q, Shape{2, 48}), "(48) must be a multiple of block_size 32");
+}
+TEST(Validation, Nvfp4TensorScale) {
+  EXPECT_ERROR(qi::WeightsNVFP4InferableQuantizer(0.0),
+               "WeightsNVFP4InferableQuantizer: tensor_scale must be > 0, got 0");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(-1.0), "tensor_scale must be > 0, got -1");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer{kNan}, "tensor_scale must be finite, got nan");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(1e-45), "tensor_scale must be a normal float32");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(1e36),
+               "tensor_scale must be a normal float32", "FLT_MAX / 448", "got 1e+36");
+}
+TEST(Validation, BlockConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::ActivationMXInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "block_size": "32"})"),
+               "\"block_size\" must be an integer");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::ActivationNVFP4InferableQuantizer,
+                   R"({"tensor_scale": "1"})"),
+               "\"tensor_scale\" must be a number");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "scale": [1]})"),
+               "unknown key \"scale\"");
+}
+
 TEST(Validation, SetNumThreadsPositive) {
   EXPECT_ERROR(qi::set_num_threads(0), "set_num_threads: num_threads must be >= 1, got 0");
 }

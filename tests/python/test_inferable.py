@@ -20,7 +20,9 @@ CLASS_NAMES = [
     "WeightsLUTPOTInferableQuantizer", "ActivationSymmetricInferableQuantizer",
     "ActivationPOTInferableQuantizer", "ActivationUniformInferableQuantizer",
     "ActivationLutPOTInferableQuantizer", "WeightsFloatInferableQuantizer",
-    "ActivationFloatInferableQuantizer",
+    "ActivationFloatInferableQuantizer", "WeightsMXInferableQuantizer",
+    "ActivationMXInferableQuantizer", "WeightsNVFP4InferableQuantizer",
+    "ActivationNVFP4InferableQuantizer",
 ]
 
 # One valid set of arguments per class (MCT Quantizers' keyword names).
@@ -44,12 +46,19 @@ VALID_ARGS = {
     "WeightsFloatInferableQuantizer": dict(format="E4M3", scale=[0.5, 2.0, 0.125],
                                            per_channel=True, channel_axis=-1),
     "ActivationFloatInferableQuantizer": dict(format="E2M1", scale=[0.75]),
+    "WeightsMXInferableQuantizer": dict(format="E2M1", block_size=2, block_axis=0),
+    "ActivationMXInferableQuantizer": dict(format="INT8", block_size=3, block_axis=-1),
+    "WeightsNVFP4InferableQuantizer": dict(tensor_scale=0.125, block_axis=0),
+    "ActivationNVFP4InferableQuantizer": dict(tensor_scale=None, block_axis=1),
 }
 
 # Inputs that fit the per-channel quantizers of VALID_ARGS (default (3, 2, 3)).
 INPUT_SHAPES = {
     "WeightsPOTInferableQuantizer": (2, 5, 3),
     "WeightsLUTPOTInferableQuantizer": (4, 2),
+    "WeightsMXInferableQuantizer": (4, 2, 3),
+    "WeightsNVFP4InferableQuantizer": (16, 3),
+    "ActivationNVFP4InferableQuantizer": (2, 32, 2),
 }
 
 REGISTRY_TABLE = [
@@ -64,6 +73,10 @@ REGISTRY_TABLE = [
     ("Activation", "LUT_POT_QUANTIZER", "ActivationLutPOTInferableQuantizer"),
     ("Weights", "FLOAT", "WeightsFloatInferableQuantizer"),
     ("Activation", "FLOAT", "ActivationFloatInferableQuantizer"),
+    ("Weights", "MX", "WeightsMXInferableQuantizer"),
+    ("Activation", "MX", "ActivationMXInferableQuantizer"),
+    ("Weights", "NVFP4", "WeightsNVFP4InferableQuantizer"),
+    ("Activation", "NVFP4", "ActivationNVFP4InferableQuantizer"),
 ]
 
 
@@ -118,7 +131,7 @@ def test_enums_match_mct_and_core():
     # MCT's values, then qi's extensions from 100 on.
     assert {m.name: m.value for m in qi.QuantizationMethod} == {
         "POWER_OF_TWO": 0, "LUT_POT_QUANTIZER": 1, "SYMMETRIC": 2, "UNIFORM": 3,
-        "LUT_SYM_QUANTIZER": 4, "FLOAT": 100}
+        "LUT_SYM_QUANTIZER": 4, "FLOAT": 100, "MX": 101, "NVFP4": 102}
     for m in qi.QuantizationMethod:
         assert _core.quantization_method_name(m.value) == m.name
         assert _core.quantization_method_value(m.name) == m.value

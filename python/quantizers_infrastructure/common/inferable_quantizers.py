@@ -176,6 +176,12 @@ class InferableQuantizer(BaseInferableQuantizer):
         return self._core
 
     @property
+    def num_bits(self) -> int:
+        """Bits per quantized value: num_bits as configured, or the element width of a float or
+        block format (8, 6 or 4)."""
+        return self._core.num_bits
+
+    @property
     def num_channels(self) -> int:
         """Number of channels (1 for per-tensor quantizers)."""
         return self._core.num_channels

@@ -21,7 +21,10 @@ imported) turns each into
   scale; attributes format, per_channel, channel_axis) and `ActivationFloatQuantizer` (input
   scale; attribute format), whose scales are tensor inputs so that they reach the kernel exactly.
   Per-group quantizers (group_size set) export as `<OpType>_grouped` (after `_tf`), with the
-  attributes group_size and group_axis added and one parameter per channel and group.
+  attributes group_size and group_axis added and one parameter per channel and group. The block
+  formats: `WeightsMXQuantizer` / `ActivationMXQuantizer` (attributes format, block_size,
+  block_axis; no input) and `WeightsNVFP4Quantizer` / `ActivationNVFP4Quantizer` (input
+  tensor_scale with zero values for none or one; attribute block_axis).
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
 custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
@@ -191,6 +194,14 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
     elif family == "float_activation":  # the scale as a tensor input: exact in ONNX Runtime
         attrs["format"] = c["format"]
         inputs = [_f32(c["scale"])]
+    elif family in ("mx_weights", "mx_activation"):
+        attrs.update(format=c["format"], block_size=int(c["block_size"]),
+                     block_axis=int(c["block_axis"]))
+        inputs = []
+    elif family in ("nvfp4_weights", "nvfp4_activation"):  # no tensor scale: an empty input
+        attrs["block_axis"] = int(c["block_axis"])
+        t = c["tensor_scale"]
+        inputs = [_f32([] if t is None else [t])]
     elif family.endswith("_weights"):
         per_channel = bool(c["per_channel"])
         axis = c.get("channel_axis")
@@ -416,6 +427,24 @@ def _activation_kernel(class_name: str, kind: str, profile: str):
     return kernel
 
 
+def _block_kernel(class_name: str, kind: str, profile: str):
+    """MX and NVFP4 (weights and activations): the format and block layout as attributes, the
+    NVFP4 tensor scale as an input of zero or one value."""
+    def kernel(x, *tensors, **attrs):
+        from quantizers_infrastructure.common.inferable_quantizers import \
+            INFERABLE_QUANTIZER_CLASSES
+        cls = INFERABLE_QUANTIZER_CLASSES[class_name]
+        if kind == "mx":
+            q = cls(format=attrs["format"], block_size=int(attrs["block_size"]),
+                    block_axis=int(attrs["block_axis"]))
+        else:
+            t = tensors[0].reshape(-1)
+            q = cls(tensor_scale=float(t[0]) if t.size else None,
+                    block_axis=int(attrs["block_axis"]))
+        return q(np.ascontiguousarray(x, dtype=np.float32))
+    return kernel
+
+
 def register_ort_kernels() -> None:
     """Registers qi's kernels of the mct_quantizers custom ops with onnxruntime-extensions
     (once). Each kernel declares the attributes it reads (others on the node are ignored), the
@@ -450,6 +479,11 @@ def register_ort_kernels() -> None:
         "float_weights": (_weights_kernel, "float", 2,
                           {"format": S, "per_channel": I, "channel_axis": I}),
         "float_activation": (_activation_kernel, "float", 2, {"format": S}),
+        "mx_weights": (_block_kernel, "mx", 1, {"format": S, "block_size": I, "block_axis": I}),
+        "mx_activation": (_block_kernel, "mx", 1,
+                          {"format": S, "block_size": I, "block_axis": I}),
+        "nvfp4_weights": (_block_kernel, "nvfp4", 2, {"block_axis": I}),
+        "nvfp4_activation": (_block_kernel, "nvfp4", 2, {"block_axis": I}),
     }
     from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
     for class_name, cls in INFERABLE_QUANTIZER_CLASSES.items():
