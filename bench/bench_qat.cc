@@ -13,6 +13,8 @@
 
 #include "model.h"
 
+namespace nn = torch::nn;
+
 namespace {
 
 template <typename Model>
@@ -50,15 +52,11 @@ int main(int argc, char** argv) {
   }
   qi::torch::init();
   torch::manual_seed(0);
-  qi_demo::Net net;
-  // Calibration from random data is enough for timing.
-  qi_demo::Calibration cal;
-  for (const char* name : {"conv1", "conv2", "fc1", "fc2"}) {
-    const int64_t c = name[0] == 'c' ? (name[4] == '1' ? 16 : 32) : (name[2] == '1' ? 128 : 10);
-    cal.weight_thresholds[name] = std::vector<double>(c, 0.5);
-  }
-  cal.act_thresholds = {4.0, 4.0, 4.0, 4.0};
-  qi_demo::QNet qat(net, qi_demo::QuantSpec{"qat4_lsq", 4, 8, qi::TrainingMethod::LSQ}, cal);
+  nn::Sequential net = qi_demo::make_net();
+  // Calibration on random data is enough for timing.
+  nn::Sequential qat = qi_demo::quantized_copy(net, qi::ModelQuantizationConfig::preset("w4a8_lsq"),
+                                               /*qat=*/true, torch::randn({256, 1, 28, 28}),
+                                               /*quiet=*/true);
   std::string out = "[";
   for (int threads : thread_counts) {
     torch::set_num_threads(threads);

@@ -1,9 +1,10 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 // qi-demo: the whole stack from C++ alone. A small CNN is trained in float on Fashion-MNIST,
-// then quantized: PTQ at 8 bits (MSE-calibrated thresholds), QAT with 4-bit weights (STE and
-// LSQ) and 2-bit weights (LSQ) with 8-bit activations; trainable quantizers are converted to
-// inferable ones, the model is saved, reloaded and compared bit for bit. Prints one table and,
-// with --json PATH, writes it as JSON.
+// then quantized by qi's whole-model calls (qi::torch::quantize / prepare_qat / convert): PTQ at
+// 8 bits (the "w8a8" preset: MSE-calibrated weights and activations), QAT with 4-bit weights
+// (STE and LSQ) and 2-bit weights (LSQ) with 8-bit activations; trainable quantizers are
+// converted to inferable ones, the model is saved, reloaded and compared bit for bit. Prints
+// one table and, with --json PATH, writes it as JSON.
 
 #include <chrono>
 #include <cmath>
@@ -131,9 +132,10 @@ void train(Model& model, const qi_demo::Dataset& train_set, int epochs, double l
 }
 
 // Relative L2 error of each layer's quantized weight.
-std::map<std::string, double> weight_errors(QNet& q) {
+std::map<std::string, double> weight_errors(nn::Sequential& q) {
   std::map<std::string, double> out;
   for (auto& [name, w] : qi::torch::find_wrappers(*q)) {
+    if (!w->dispatcher().weight_quantizers().count("weight")) continue;  // an activation site
     const auto fw = w->float_weight("weight").detach();
     const auto qw = w->get_quantized_weights().at("weight");
     out[name] = ((qw - fw).norm() / fw.norm()).item<double>();
@@ -176,17 +178,18 @@ int main(int argc, char** argv) {
   };
 
   // 1. float
-  Net net;
+  nn::Sequential net = qi_demo::make_net();
   timed("float", [&] { train(net, train_set, opt.float_epochs, 1e-3, "float", opt.seed); });
   report["float"] = evaluate(net, test_set);
   std::printf("  float accuracy        %.4f\n", report["float"].get<double>());
 
   // 2. PTQ, 8 bits
   std::map<std::string, std::map<std::string, double>> layer_errors;
-  QNet ptq{nullptr};
+  // Activations are calibrated on the first 512 training images.
+  const torch::Tensor calib = train_set.images.slice(0, 0, 512);
+  nn::Sequential ptq{nullptr};
   timed("ptq8", [&] {
-    const Calibration cal8 = calibrate(net, train_set, 8, 8);
-    ptq = QNet(net, QuantSpec{"ptq8", 8, 8, std::nullopt}, cal8);
+    ptq = quantized_copy(net, qi::ModelQuantizationConfig::preset("w8a8"), /*qat=*/false, calib);
     report["ptq8"] = evaluate(ptq, test_set);
   });
   layer_errors["ptq8"] = weight_errors(ptq);
@@ -195,22 +198,23 @@ int main(int argc, char** argv) {
   // 3. QAT: fine-tune from the float model, then convert to inferable quantizers.
   struct Run {
     const char* key;
-    int64_t bits;
-    qi::TrainingMethod method;
+    const char* config;  // over the "w4a8_lsq" preset
     int epochs;
   };
-  const Run runs[] = {{"qat4_ste", 4, qi::TrainingMethod::STE, opt.qat_epochs},
-                      {"qat4_lsq", 4, qi::TrainingMethod::LSQ, opt.qat_epochs},
-                      {"qat2_lsq", 2, qi::TrainingMethod::LSQ, opt.qat2_epochs}};
-  std::map<std::string, QNet> converted;
+  const Run runs[] = {
+      {"qat4_ste", R"({"preset": "w4a8_lsq", "weights": {"training": "STE"},
+                       "activations": {"training": "STE"}})", opt.qat_epochs},
+      {"qat4_lsq", R"({"preset": "w4a8_lsq"})", opt.qat_epochs},
+      {"qat2_lsq", R"({"preset": "w4a8_lsq", "weights": {"n_bits": 2}})", opt.qat2_epochs}};
+  std::map<std::string, nn::Sequential> converted;
   std::map<std::string, double> trained_acc;
   for (const auto& r : runs) {
     timed(r.key, [&] {
-      const Calibration cal = calibrate(net, train_set, r.bits, 8);
-      QNet q(net, QuantSpec{r.key, r.bits, 8, r.method}, cal);
+      nn::Sequential q = quantized_copy(net, qi::ModelQuantizationConfig::from_json(r.config),
+                                        /*qat=*/true, calib, /*quiet=*/true);
       train(q, train_set, r.epochs, 1e-4, r.key, opt.seed + 1);
       trained_acc[r.key] = evaluate(q, test_set);
-      q->convert_to_inferable_quantizers();
+      qi::torch::convert(*q);
       report[r.key] = evaluate(q, test_set);
       converted.emplace(r.key, q);
     });
@@ -225,10 +229,11 @@ int main(int argc, char** argv) {
                                : opt.model_path;
   bool identical = false;
   timed("save_reload", [&] {
-    QNet& saved = converted.at("qat4_lsq");
+    nn::Sequential& saved = converted.at("qat4_lsq");
     qi::torch::save(*saved, path);
     // A fresh model of the same architecture; load() rebuilds every quantizer from the file.
-    QNet fresh(net, QuantSpec{"fresh", 8, 8, std::nullopt}, calibrate(net, train_set, 8, 8));
+    nn::Sequential fresh = quantized_copy(qi_demo::make_net(), qi::ModelQuantizationConfig::preset("w8a8"),
+                                          /*qat=*/false, calib, /*quiet=*/true);
     qi::torch::load(*fresh, path);
     torch::NoGradGuard no_grad;
     saved->eval();

@@ -33,6 +33,8 @@ struct TrainableQuantizerCandidateConfig {
   }
 };
 
+// How a trainable weights quantizer starts and what it learns (MCT's
+// TrainableQuantizerWeightsConfig): method, bits, initial parameters, channel axis.
 struct TrainableQuantizerWeightsConfig {
   QuantizationMethod weights_quantization_method = QuantizationMethod::SYMMETRIC;
   int64_t weights_n_bits = 8;
@@ -55,6 +57,8 @@ struct TrainableQuantizerWeightsConfig {
   static TrainableQuantizerWeightsConfig from_config(const std::string& json);
 };
 
+// How a trainable activation quantizer starts and what it learns (MCT's
+// TrainableQuantizerActivationConfig): method, bits, initial parameters.
 struct TrainableQuantizerActivationConfig {
   QuantizationMethod activation_quantization_method = QuantizationMethod::SYMMETRIC;
   int64_t activation_n_bits = 8;

@@ -166,6 +166,8 @@ class WeightsLUTPOTInferableQuantizer : public WeightsLUTSymmetricInferableQuant
 
 // ---- activation quantizers (per-tensor) ----
 
+// Symmetric activation grid, per tensor: delta = t / 2^(n - s) (s = 1 when signed), zero
+// point 0; one finite threshold > 0.
 class ActivationSymmetricInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit ActivationSymmetricInferableQuantizer(const QuantizerParams& params);
@@ -177,6 +179,7 @@ class ActivationSymmetricInferableQuantizer : public BaseInferableQuantizer {
                                         const QuantizerParams& params);
 };
 
+// As ActivationSymmetricInferableQuantizer, with a threshold that is a power of two.
 class ActivationPOTInferableQuantizer : public ActivationSymmetricInferableQuantizer {
  public:
   explicit ActivationPOTInferableQuantizer(const QuantizerParams& params);
@@ -184,6 +187,8 @@ class ActivationPOTInferableQuantizer : public ActivationSymmetricInferableQuant
                                   NumericProfile profile = NumericProfile::kTorch);
 };
 
+// Uniform activation grid, per tensor: 2^n levels over [min_range, max_range], the range
+// adjusted so that 0 lies on the grid.
 class ActivationUniformInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit ActivationUniformInferableQuantizer(const QuantizerParams& params);
@@ -192,6 +197,8 @@ class ActivationUniformInferableQuantizer : public BaseInferableQuantizer {
                                       NumericProfile profile = NumericProfile::kTorch);
 };
 
+// Activations on a lookup table: each value becomes the nearest LUT entry (ties to the first)
+// on a power-of-two threshold's scale; lut_values are integers of lut_values_bitwidth bits.
 class ActivationLutPOTInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit ActivationLutPOTInferableQuantizer(const QuantizerParams& params);

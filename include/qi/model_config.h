@@ -6,10 +6,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "qi/base_quantizer.h"
 #include "qi/calibration.h"
 #include "qi/enums.h"
 
@@ -49,6 +51,17 @@ CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTens
 // symmetric grids are unsigned when no value was negative.
 CalibratedParams calibrate_activations(const TensorQuantizationSpec& spec,
                                        const calibration::Histogram& h);
+
+// The quantizer of a calibrated site, as every front end builds it: inferable when
+// spec.training is none (post-training quantization), else the registry's trainable class for
+// (target, method, spec.training), started from the same parameters (a core TrainableQuantizer,
+// which each front end binds to its tensors). Weights: `rank` and `channel_axis` of the weight
+// (per-channel parameters lie along channel_axis). qi::Error when the parameters do not fit.
+std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSpec& spec,
+                                                      const CalibratedParams& params,
+                                                      int64_t rank, int64_t channel_axis);
+std::shared_ptr<BaseQuantizer> make_activation_quantizer(const TensorQuantizationSpec& spec,
+                                                         const CalibratedParams& params);
 
 // Which layers an override or a skip entry names: a glob over the layer's qualified name ("*"
 // any characters, dots included; "?" one character) and/or its type name (e.g. "Conv2d", or

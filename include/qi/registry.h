@@ -97,6 +97,7 @@ enum class ParamFamily : int {
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...
 
+// One row of the inferable registry (QI_FOR_EACH_INFERABLE_QUANTIZER), as data.
 struct InferableQuantizerInfo {
   InferableQuantizerKind kind;
   const char* class_name;

@@ -149,6 +149,7 @@ struct SoftRoundArgs {
   bool power_of_two = false;
   std::optional<int64_t> channel_axis;
 };
+// A checked soft rounding call: its plan and the normalized channel axis.
 struct SoftRoundCall {
   SoftRoundingPlan plan;
   std::optional<int64_t> axis;  // normalized; nullopt when one value covers the tensor

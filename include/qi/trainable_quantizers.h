@@ -64,6 +64,7 @@ enum class TrainableQuantizerKind : int {
 // Which grids a trainable quantizer learns.
 enum class TrainableFamily : int { kSymmetric, kUniform };
 
+// One row of the trainable registry (QI_FOR_EACH_TRAINABLE_QUANTIZER), as data.
 struct TrainableQuantizerInfo {
   TrainableQuantizerKind kind;
   const char* class_name;

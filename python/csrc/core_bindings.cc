@@ -873,32 +873,48 @@ PYBIND11_MODULE(_core, m) {
             h.update(v);
           },
           py::arg("x"), "Adds a batch (a float32 array).")
-      .def_property_readonly("num_bins", &cal::Histogram::num_bins)
-      .def_property_readonly("channels", &cal::Histogram::channels)
-      .def("counts", &cal::Histogram::counts)
+      .def_property_readonly("num_bins", &cal::Histogram::num_bins, "Bins per channel.")
+      .def_property_readonly("channels", &cal::Histogram::channels,
+                             "Channels seen (one without a channel axis; 0 before the first update).")
+      .def("counts", &cal::Histogram::counts, "Finite values seen, per channel.")
       .def(
           "bins",
           [](const cal::Histogram& h, int64_t c) {
             const auto& b = h.bins(c);
             return py::array_t<double>(static_cast<py::ssize_t>(b.size()), b.data());
           },
-          py::arg("channel") = 0)
-      .def("lower", &cal::Histogram::lower, py::arg("channel") = 0)
-      .def("width", &cal::Histogram::width, py::arg("channel") = 0)
-      .def("range_min_max", [](const cal::Histogram& h) { return range_tuple(h.range_min_max()); })
-      .def("threshold_max", [](const cal::Histogram& h) { return h.threshold_max(); })
-      .def("threshold_percentile", &cal::Histogram::threshold_percentile, py::arg("percentile"))
+          py::arg("channel") = 0,
+          "The channel's bin counts: bin b covers [lower + b * width, lower + (b + 1) * width).")
+      .def("lower", &cal::Histogram::lower, py::arg("channel") = 0,
+           "The lower edge of the channel's first bin.")
+      .def("width", &cal::Histogram::width, py::arg("channel") = 0,
+           "The width of the channel's bins.")
+      .def(
+          "range_min_max", [](const cal::Histogram& h) { return range_tuple(h.range_min_max()); },
+          "(min list, max list): the exact min and max per channel.")
+      .def(
+          "threshold_max", [](const cal::Histogram& h) { return h.threshold_max(); },
+          "max |x| per channel: a symmetric threshold.")
+      .def("threshold_percentile", &cal::Histogram::threshold_percentile, py::arg("percentile"),
+           "The percentile (in (0, 100]) of |x| per channel: a symmetric threshold.")
       .def(
           "range_percentile",
           [](const cal::Histogram& h, double p) { return range_tuple(h.range_percentile(p)); },
-          py::arg("percentile"))
+          py::arg("percentile"),
+          "[the (100 - percentile) percentile, the percentile] of x per channel: a uniform range.")
       .def("threshold_mse", &cal::Histogram::threshold_mse, py::arg("num_bits"),
-           py::arg("signed"), py::arg("power_of_two"), py::arg("num_candidates") = 100)
+           py::arg("signed"), py::arg("power_of_two"), py::arg("num_candidates") = 100,
+           "The symmetric threshold of least squared error, as calibration.threshold_mse, over "
+           "the histogram.")
       .def(
           "range_mse",
           [](const cal::Histogram& h, int64_t n, int64_t k) { return range_tuple(h.range_mse(n, k)); },
-          py::arg("num_bits"), py::arg("num_candidates") = 100)
-      .def("threshold_kl", &cal::Histogram::threshold_kl, py::arg("num_bits"), py::arg("signed"));
+          py::arg("num_bits"), py::arg("num_candidates") = 100,
+          "The uniform range of least squared error, as calibration.range_mse, over the "
+          "histogram.")
+      .def("threshold_kl", &cal::Histogram::threshold_kl, py::arg("num_bits"), py::arg("signed"),
+           "The symmetric threshold minimizing the KL divergence between |x| and its quantized "
+           "version (TensorRT's entropy calibration).");
 
   m.def(
       "calibrate_weights",

@@ -6,7 +6,9 @@
 
 #include "core/json_util.h"
 #include "qi/error.h"
+#include "qi/inferable_quantizers.h"
 #include "qi/trainable_math.h"
+#include "qi/trainable_quantizers.h"
 #include "qi/version.h"
 
 namespace qi {
@@ -423,6 +425,92 @@ ModelQuantizationConfig::Layer ModelQuantizationConfig::resolve(const std::strin
                                     false, where + ".activations");
   }
   return out;
+}
+
+// ---- the quantizers of calibrated sites ----------------------------------------------------------
+
+namespace {
+
+// A per-channel parameter as a trainable config holds it: shaped [1, .., n, .., 1] along the
+// channel axis of a rank-`rank` weight, or one number per tensor.
+QuantizationParam trainable_param(const std::vector<double>& v, bool per_channel, int64_t rank,
+                                  int64_t axis) {
+  QI_CHECK(!v.empty(), "make_weights_quantizer: no calibrated value");
+  if (!per_channel) return v[0];
+  std::vector<int64_t> shape(static_cast<size_t>(rank), 1);
+  shape[static_cast<size_t>(axis)] = static_cast<int64_t>(v.size());
+  return ParamArray{shape, v};
+}
+
+}  // namespace
+
+std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSpec& spec,
+                                                      const CalibratedParams& params,
+                                                      int64_t rank, int64_t channel_axis) {
+  QI_CHECK(rank >= 1, "make_weights_quantizer: the weight's rank must be >= 1, got ", rank);
+  const int64_t axis = channel_axis < 0 ? channel_axis + rank : channel_axis;
+  QI_CHECK(axis >= 0 && axis < rank, "make_weights_quantizer: channel_axis ", channel_axis,
+           " is out of range for a weight of rank ", rank);
+  const bool uniform = spec.method == QuantizationMethod::UNIFORM;
+  if (!spec.training) {
+    QuantizerParams p;
+    p.num_bits = spec.n_bits;
+    p.threshold = params.threshold;
+    p.min_range = params.min_range;
+    p.max_range = params.max_range;
+    p.per_channel = spec.per_channel;
+    p.channel_axis = axis;
+    p.input_rank = rank;
+    return make_inferable_quantizer(QuantizationTarget::Weights, spec.method, p);
+  }
+  TrainableQuantizerWeightsConfig cfg;
+  cfg.weights_quantization_method = spec.method;
+  cfg.weights_n_bits = spec.n_bits;
+  cfg.weights_channels_axis = axis;
+  cfg.weights_per_channel_threshold = spec.per_channel;
+  if (uniform) {
+    cfg.weights_quantization_params["range_min"] =
+        trainable_param(params.min_range, spec.per_channel, rank, axis);
+    cfg.weights_quantization_params["range_max"] =
+        trainable_param(params.max_range, spec.per_channel, rank, axis);
+  } else {
+    cfg.weights_quantization_params["threshold"] =
+        trainable_param(params.threshold, spec.per_channel, rank, axis);
+  }
+  const auto& info = get_trainable_quantizer_class(QuantizationTarget::Weights, spec.method,
+                                                   *spec.training);
+  return std::make_shared<TrainableQuantizer>(info.kind, cfg);
+}
+
+std::shared_ptr<BaseQuantizer> make_activation_quantizer(const TensorQuantizationSpec& spec,
+                                                         const CalibratedParams& params) {
+  const bool uniform = spec.method == QuantizationMethod::UNIFORM;
+  const std::vector<double>& first = uniform ? params.min_range : params.threshold;
+  QI_CHECK(first.size() == 1 && (!uniform || params.max_range.size() == 1),
+           "make_activation_quantizer: activations take one calibrated value per tensor, got ",
+           first.size());
+  if (!spec.training) {
+    QuantizerParams p;
+    p.num_bits = spec.n_bits;
+    p.threshold = params.threshold;
+    p.min_range = params.min_range;
+    p.max_range = params.max_range;
+    p.is_signed = params.is_signed;
+    return make_inferable_quantizer(QuantizationTarget::Activation, spec.method, p);
+  }
+  TrainableQuantizerActivationConfig cfg;
+  cfg.activation_quantization_method = spec.method;
+  cfg.activation_n_bits = spec.n_bits;
+  if (uniform) {
+    cfg.activation_quantization_params["range_min"] = params.min_range[0];
+    cfg.activation_quantization_params["range_max"] = params.max_range[0];
+  } else {
+    cfg.activation_quantization_params["threshold"] = params.threshold[0];
+    cfg.activation_quantization_params["is_signed"] = params.is_signed;
+  }
+  const auto& info = get_trainable_quantizer_class(QuantizationTarget::Activation, spec.method,
+                                                   *spec.training);
+  return std::make_shared<TrainableQuantizer>(info.kind, cfg);
 }
 
 }  // namespace qi

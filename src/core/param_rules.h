@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace qi::rules {
@@ -25,5 +26,13 @@ void range(const char* what, double min, double max, int64_t num_bits, size_t in
 
 // A scale s > 0 whose float32 value is a normal, finite float32.
 void scale(const char* what, double s, size_t index);
+
+// The range a trainable uniform quantizer uses: the interval between its two learned ends.
+// Training may move min past max (large steps on 2-bit activations do); the ends then swap roles
+// instead of failing the step, and the forward, the gradients (each reaches the variable it came
+// from) and convert all use the pair in order. Ranges in order are unchanged.
+inline std::pair<double, double> trained_range(double min, double max) {
+  return min > max ? std::pair{max, min} : std::pair{min, max};
+}
 
 }  // namespace qi::rules

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "core/param_rules.h"
 #include "kernels/iterate.h"
@@ -191,9 +193,14 @@ AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
   AffineCall call;
   call.axis = resolve_axis(op, x_sizes, args.channel_axis, min_range.size(), "min_range");
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
-  for (size_t i = 0; i < min_range.size(); ++i)
-    rules::range(op, min_range[i], max_range[i], args.num_bits, i);
-  call.plan = kernels::uniform_torch_plan(min_range, max_range, args.num_bits, args.activation);
+  std::vector<double> lo(min_range.size()), hi(max_range.size());
+  for (size_t i = 0; i < min_range.size(); ++i) {
+    QI_CHECK(!(min_range[i] == max_range[i]), op,
+             ": min_range and max_range must differ, got both ", min_range[i], " at index ", i);
+    std::tie(lo[i], hi[i]) = rules::trained_range(min_range[i], max_range[i]);
+    rules::range(op, lo[i], hi[i], args.num_bits, i);
+  }
+  call.plan = kernels::uniform_torch_plan(lo, hi, args.num_bits, args.activation);
   return call;
 }
 
@@ -226,9 +233,11 @@ std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
   std::vector<RangeGrads> out;
   for (size_t c = 0; c < min_range.size(); ++c) {
     const double ds = call.grad_scale * g.d_scale[c];
-    out.push_back(adjust_range_backward(static_cast<float>(min_range[c]),
-                                        static_cast<float>(max_range[c]), args.num_bits,
-                                        g.d_offset[c] - ds / levels, ds / levels));
+    const auto [lo, hi] = rules::trained_range(min_range[c], max_range[c]);
+    RangeGrads d = adjust_range_backward(static_cast<float>(lo), static_cast<float>(hi),
+                                         args.num_bits, g.d_offset[c] - ds / levels, ds / levels);
+    if (min_range[c] > max_range[c]) std::swap(d.d_min, d.d_max);  // crossed: swap back
+    out.push_back(d);
   }
   return out;
 }

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "core/json_util.h"
+#include "core/param_rules.h"
 #include "qi/error.h"
 
 namespace qi {
@@ -393,7 +395,11 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
   if (info_->family == TrainableFamily::kUniform) {
     const auto& lo = get(kMin);
     const auto& hi = get(kMax);
-    std::vector<double> l(lo.begin(), lo.end()), h(hi.begin(), hi.end());
+    QI_CHECK(lo.size() == hi.size(), cls, ": \"", kMin, "\" and \"", kMax,
+             "\" must hold as many values, got ", lo.size(), " and ", hi.size());
+    std::vector<double> l(lo.size()), h(hi.size());
+    for (size_t i = 0; i < lo.size(); ++i)
+      std::tie(l[i], h[i]) = rules::trained_range(lo[i], hi[i]);  // as the op uses them
     if (acfg_) return std::make_shared<ActivationUniformInferableQuantizer>(n, l, h);
     return std::make_shared<WeightsUniformInferableQuantizer>(
         n, l, h, wcfg_->weights_per_channel_threshold, weight_axis());

@@ -7,6 +7,8 @@
 #include <string>
 
 #include "qi/error.h"
+#include "qi/inferable_quantizers.h"
+#include "qi/trainable_quantizers.h"
 #include "qi/model_config.h"
 
 namespace {
@@ -106,6 +108,66 @@ TEST(ModelConfig, CalibrateWeightsAndActivationsFollowTheSpec) {
   } catch (const qi::Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("activations spec: \"per_channel\" must be false"));
   }
+}
+
+// ---- the quantizers of calibrated sites ----------------------------------------------------------
+
+template <class F>
+std::string error_text(F&& f) {
+  try {
+    f();
+  } catch (const qi::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+TEST(ModelQuantizers, InferableAndTrainableFromOneSpec) {
+  auto spec = *ModelQuantizationConfig::preset("w4a8_lsq").weights;  // 4-bit per-channel, LSQ
+  qi::CalibratedParams p;
+  p.threshold = {0.5, 1.0, 2.0};
+  // QAT: the registry's LSQ class, thresholds shaped along axis 1 of a rank-4 weight.
+  const auto t = qi::make_weights_quantizer(spec, p, 4, 1);
+  ASSERT_TRUE(t->is_trainable());
+  EXPECT_STREQ(t->class_name(), "LSQWeightQATQuantizer");
+  EXPECT_THAT(t->to_json(), HasSubstr("\"weights_channels_axis\":1"));
+  // PTQ: the same spec without training is the inferable class with the same parameters.
+  spec.training.reset();
+  const auto q = qi::make_weights_quantizer(spec, p, 4, -3);
+  ASSERT_FALSE(q->is_trainable());
+  EXPECT_STREQ(q->class_name(), "WeightsSymmetricInferableQuantizer");
+  const auto& inf = dynamic_cast<const qi::BaseInferableQuantizer&>(*q);
+  EXPECT_EQ(inf.params().threshold, p.threshold);
+  EXPECT_EQ(inf.params().channel_axis, 1);
+
+  auto act = *ModelQuantizationConfig::preset("w8a8").activations;  // 8-bit uniform
+  qi::CalibratedParams r;
+  r.min_range = {-1.0};
+  r.max_range = {3.0};
+  EXPECT_STREQ(qi::make_activation_quantizer(act, r)->class_name(),
+               "ActivationUniformInferableQuantizer");
+  act.training = qi::TrainingMethod::STE;
+  EXPECT_STREQ(qi::make_activation_quantizer(act, r)->class_name(), "STEUniformActivationTrainableQuantizer");
+}
+
+TEST(ModelQuantizers, BadParametersRaise) {
+  const auto w = *ModelQuantizationConfig::preset("w8a8").weights;
+  qi::CalibratedParams p;
+  p.threshold = {1.0};
+  EXPECT_THAT(error_text([&] { qi::make_weights_quantizer(w, p, 0, 0); }),
+              HasSubstr("make_weights_quantizer: the weight's rank must be >= 1, got 0"));
+  EXPECT_THAT(error_text([&] { qi::make_weights_quantizer(w, p, 2, 2); }),
+              HasSubstr("make_weights_quantizer: channel_axis 2 is out of range for a weight of rank 2"));
+  auto lsq = *ModelQuantizationConfig::preset("w4a8_lsq").weights;
+  EXPECT_THAT(error_text([&] { qi::make_weights_quantizer(lsq, qi::CalibratedParams{}, 2, 0); }),
+              HasSubstr("make_weights_quantizer: no calibrated value"));
+  const auto a = *ModelQuantizationConfig::preset("w8a8").activations;
+  qi::CalibratedParams two;
+  two.min_range = {-1.0, -2.0};
+  two.max_range = {1.0, 2.0};
+  EXPECT_THAT(error_text([&] { qi::make_activation_quantizer(a, two); }),
+              HasSubstr("make_activation_quantizer: activations take one calibrated value per "
+                        "tensor, got 2"));
 }
 
 }  // namespace

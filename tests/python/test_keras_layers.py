@@ -290,8 +290,9 @@ def test_keras_eval_uses_the_power_of_two_threshold_after_lsq_training():
     assert not np.array_equal(train, ev)  # training learns the raw threshold
     # The wrapper passes training through (the old copy ignored it).
     x = tf.constant(data((2, 5), 3))
+    # (TensorFlow's own matmul as the reference: numpy's sums in another order.)
     np.testing.assert_array_equal(wrapper(x, training=False).numpy(),
-                                  x.numpy() @ ev + wrapper.layer.bias.numpy())
+                                  (tf.matmul(x, ev) + wrapper.layer.bias).numpy())
 
 
 def test_keras_lsq_gradient_scale_uses_the_channel_count():

@@ -324,6 +324,28 @@ def test_residual_model_w8a8_sites_interface_and_agreement():
     json.dumps(report.to_dict())
 
 
+def test_report_plots_each_layer(tmp_path):
+    model = _randomize_bn(Residual())
+    q = qp.quantize(model, "w8a8", batches((2, 3, 8, 8), n=2), progress=False)
+    report = q.qi_report
+    path = tmp_path / "report.png"
+    fig = report.plot(str(path), title="Residual w8a8")
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    ax = fig.axes[0]
+    assert ax.get_title() == "Residual w8a8"
+    assert [t.get_text() for t in ax.get_xticklabels()] == [l.name for l in report.layers]
+    # Two bar series (weights, outputs), one bar per row each; rows without a weight SQNR (the
+    # activation sites) have none: a NaN height.
+    heights = [p.get_height() for p in ax.patches]
+    assert len(heights) == 2 * len(report.layers)
+    w = [l.weight_sqnr_db for l in report.layers]
+    assert [math.isnan(h) for h in heights[:len(w)]] == [v is None for v in w]
+    from quantizers_infrastructure.common.report import QuantizationReport
+    with pytest.raises(ValueError, match="QuantizationReport.plot: the report has no layers"):
+        QuantizationReport().plot()
+
+
 def test_activation_ops_and_overrides_and_skip_on_a_model():
     model = _randomize_bn(Residual())
     data = batches((2, 3, 8, 8), n=2)

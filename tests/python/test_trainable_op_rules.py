@@ -1,7 +1,8 @@
 # qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 """The trainable ops apply the inferable quantizers' parameter rules at every call, in both
-frameworks (one set of rules, in the core): a step that is not a finite, normal float32, ranges
-out of order and a non-finite soft-rounding beta are errors naming the parameter; a NaN input
+frameworks (one set of rules, in the core): a step that is not a finite, normal float32, a range
+with equal ends and a non-finite soft-rounding beta are errors naming the parameter; a range whose
+ends crossed in training is used in order; a NaN input
 gives NaN parameter gradients; parameter gradients do not depend on the input's strides.
 Each case is a finding of the fuzzing and API sweep that once returned NaN, zeros or a subnormal
 grid silently."""
@@ -38,11 +39,11 @@ BAD_PARAMETERS = [
                                             1.0),
      lambda ops, x: ops.symmetric_quant(x, [float("nan")], 8),
      r"threshold must be finite, got nan at index 0"),
-    ("ranges out of order",
-     lambda x: torch.ops.qi.uniform_quant(x, torch.tensor([1.0]), torch.tensor([-1.0]), 8, None,
+    ("range with equal ends",
+     lambda x: torch.ops.qi.uniform_quant(x, torch.tensor([1.0]), torch.tensor([1.0]), 8, None,
                                           "lsq", 1.0, False),
-     lambda ops, x: ops.uniform_quant(x, [1.0], [-1.0], 8, mode="lsq"),
-     r"min_range must be < max_range, got min_range=1 and max_range=-1 at index 0"),
+     lambda ops, x: ops.uniform_quant(x, [1.0], [1.0], 8, mode="lsq"),
+     r"min_range and max_range must differ, got both 1 at index 0"),
     ("NaN soft-rounding beta",
      lambda x: torch.ops.qi.soft_round_regularization(x, float("nan")),
      lambda ops, x: ops.soft_round_regularization(x, float("nan")),
@@ -127,3 +128,69 @@ def test_parameter_gradients_do_not_depend_on_strides(mode, per_channel):
     for name in ("expanded", "transposed"):
         for got, want in zip(grads[name], grads["contiguous"]):
             assert torch.equal(got.view(torch.int32), want.view(torch.int32)), name
+
+
+@pytest.mark.parametrize("mode", ["ste", "lsq"])
+@pytest.mark.parametrize("activation", [False, True])
+def test_crossed_range_is_used_in_order(mode, activation):
+    """Training can move min_range past max_range (2-bit activations do, with SGD). The op then
+    quantizes over the same interval as with the ends in order, and each end's gradient reaches
+    the variable it came from: swapping the two variables swaps their gradients, bit for bit."""
+    x = torch.from_numpy(np.random.default_rng(7).standard_normal((64, 3)).astype(np.float32))
+    dy = torch.linspace(-1, 1, 64 * 3).reshape(64, 3)
+    lo_vals, hi_vals = [-0.7, 0.2, -1.5], [1.1, 2.0, -0.3]
+
+    def run(first, second):
+        a = torch.tensor(first, requires_grad=True)
+        b = torch.tensor(second, requires_grad=True)
+        xi = x.clone().requires_grad_()
+        y = torch.ops.qi.uniform_quant(xi, a, b, 2, 1, mode, 0.5, activation)
+        y.backward(dy)
+        return y.detach(), a.grad, b.grad, xi.grad
+
+    y_in_order, g_lo, g_hi, gx = run(lo_vals, hi_vals)
+    y_crossed, g_a, g_b, gx_crossed = run(hi_vals, lo_vals)
+    assert torch.equal(y_crossed, y_in_order)
+    assert torch.equal(gx_crossed, gx)
+    assert torch.equal(g_a, g_hi) and torch.equal(g_b, g_lo)
+    assert (g_lo != 0).any() and (g_hi != 0).any()
+
+
+def test_crossed_range_converts_to_the_range_in_order():
+    """A trained uniform activation quantizer whose ends crossed converts to the inferable
+    quantizer of the ordered range, bit for bit with its own eval forward (PyTorch and Keras)."""
+    import quantizers_infrastructure as qi
+    from quantizers_infrastructure.pytorch.trainable_quantizers import (
+        get_trainable_quantizer_class)
+    cls = get_trainable_quantizer_class(qi.QuantizationTarget.Activation,
+                                        qi.QuantizationMethod.UNIFORM, qi.TrainingMethod.LSQ)
+    cfg = qi.TrainableQuantizerActivationConfig(qi.QuantizationMethod.UNIFORM, 2,
+                                                {"range_min": -1.0, "range_max": 3.0})
+    q = cls(cfg)
+    holder = torch.nn.Module()
+    q.initialize_quantization(None, "act", holder)
+    with torch.no_grad():
+        q.get_quantizer_variable("min").fill_(2.5)   # crossed: min > max
+        q.get_quantizer_variable("max").fill_(-0.5)
+    x = torch.from_numpy(np.linspace(-2, 4, 97, dtype=np.float32))
+    y_eval = q(x, training=False)
+    inferable = q.convert2inferable()
+    assert inferable.get_config()["min_range"][0] <= 0 < inferable.get_config()["max_range"][0]
+    assert torch.equal(inferable(x), y_eval)
+    assert torch.equal(q(x, training=True).detach(), y_eval)
+
+
+def test_tf_crossed_range_is_used_in_order():
+    tf = pytest.importorskip("tensorflow")
+    from quantizers_infrastructure.keras import ops
+    lo, hi = tf.Variable([-0.4]), tf.Variable([1.3])
+    with tf.GradientTape(persistent=True) as tape:
+        y_in_order = ops.uniform_quant(tf.constant(X), lo, hi, 2, mode="lsq")
+        y_crossed = ops.uniform_quant(tf.constant(X), hi, lo, 2, mode="lsq")
+        loss_in_order = tf.reduce_sum(y_in_order * X)
+        loss_crossed = tf.reduce_sum(y_crossed * X)
+    np.testing.assert_array_equal(y_crossed.numpy(), y_in_order.numpy())
+    d_lo, d_hi = tape.gradient(loss_in_order, [lo, hi])
+    d_hi_crossed, d_lo_crossed = tape.gradient(loss_crossed, [hi, lo])
+    np.testing.assert_array_equal(d_lo_crossed.numpy(), d_lo.numpy())
+    np.testing.assert_array_equal(d_hi_crossed.numpy(), d_hi.numpy())

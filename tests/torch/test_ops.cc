@@ -414,8 +414,8 @@ TEST(QuantOps, BadArgumentsRaise) {
   expect_c10_error([&] { qi::torch::symmetric_quant(x, ::torch::tensor({1.f}), 8, true, 2, "ste", 1); },
                    "channel_axis must be in [-2, 2)");
   expect_c10_error([&] {
-    qi::torch::uniform_quant(x, ::torch::tensor({1.f}), ::torch::tensor({0.5f}), 8, {}, "ste", 1, false);
-  }, "min_range must be < max_range");
+    qi::torch::uniform_quant(x, ::torch::tensor({1.f}), ::torch::tensor({1.f}), 8, {}, "ste", 1, false);
+  }, "qi::uniform_quant: min_range and max_range must differ, got both 1 at index 0");
 }
 
 // ---- gradients against references from plain torch ops -----------------------------------------
@@ -635,6 +635,31 @@ TEST(UniformQuantGrad, LsqMatchesTorchReference) {
   check_uniform_grads({4, "lsq", {0.3f}, {1.9f}, std::nullopt, 0.5, false});
   check_uniform_grads({4, "lsq", {-2.1f}, {-0.2f}, std::nullopt, 1.0, false});
   check_uniform_grads({3, "lsq", {-0.8f, 0.3f, -2.0f}, {1.3f, 1.7f, -0.4f}, 1, 0.3, false});
+}
+
+// Training can move min_range past max_range; the op then uses the range in order and each end's
+// gradient reaches the variable it came from (the core's trainable::trained_range).
+TEST(UniformQuantGrad, CrossedRangeIsUsedInOrder) {
+  ::torch::manual_seed(31);
+  const at::Tensor x0 = ::torch::randn({5, 3, 4});
+  const at::Tensor dy = ::torch::randn({5, 3, 4});
+  for (const std::string mode : {"ste", "lsq"}) {
+    auto run = [&](std::vector<float> first, std::vector<float> second) {
+      at::Tensor a = ::torch::tensor(first).requires_grad_(true);
+      at::Tensor b = ::torch::tensor(second).requires_grad_(true);
+      at::Tensor x = x0.clone().requires_grad_(true);
+      const at::Tensor y = qi::torch::uniform_quant(x, a, b, 2, 1, mode, 0.5, false);
+      (y * dy).sum().backward();
+      return std::make_tuple(y.detach(), a.grad(), b.grad(), x.grad());
+    };
+    const auto [y, g_lo, g_hi, gx] = run({-0.7f, 0.2f, -1.5f}, {1.1f, 2.0f, -0.3f});
+    const auto [y_c, g_a, g_b, gx_c] = run({1.1f, 2.0f, -0.3f}, {-0.7f, 0.2f, -1.5f});
+    EXPECT_TRUE(bit_equal(y_c, y)) << mode;
+    EXPECT_TRUE(bit_equal(gx_c, gx)) << mode;
+    EXPECT_TRUE(bit_equal(g_a, g_hi)) << mode;
+    EXPECT_TRUE(bit_equal(g_b, g_lo)) << mode;
+    EXPECT_GT(g_lo.abs().sum().item<double>(), 0.0) << mode;
+  }
 }
 
 // ---- soft rounding ------------------------------------------------------------------------------

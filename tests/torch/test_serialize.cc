@@ -574,6 +574,26 @@ TEST_F(SaveLoad, StorageLargerThanItsDataRaises) {
                  "(corrupt file)");
 }
 
+// A tensor whose sizes reach past its storage: LibTorch's reader does not compare the view with
+// the storage, and hashing the tensor read past the heap block (found by fuzz_model_load).
+TEST_F(SaveLoad, TensorViewPastItsStorageRaises) {
+  Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);
+  qi::torch::save(*a, path("model.pt"));
+  std::string bytes = read_bytes(path("model.pt"));
+  // conv's weight, 6x2x3x3 over storage "0" of 108 floats: its sizes follow its storage's
+  // persistent id as BININT1 6, 2, 3, 3. Made 7x2x3x3, the view needs 126 floats.
+  const size_t storage = bytes.find(std::string("X\x03\x00\x00\x00" "cpuq", 9));
+  ASSERT_NE(storage, std::string::npos);
+  const std::string sizes("K\x06K\x02K\x03K\x03", 8);
+  const size_t at = bytes.find(sizes, storage);
+  ASSERT_NE(at, std::string::npos);
+  bytes[at + 1] = '\x07';
+  write_bytes(path("long_view.pt"), bytes);
+  expect_refused(b, path("long_view.pt"),
+                 "its view (sizes [7, 2, 3, 3], strides [18, 9, 3, 1], offset 0) reaches 504 "
+                 "bytes, past the 432 bytes of its storage (corrupt file)");
+}
+
 // A memo index beyond the entries stored so far made LibTorch reserve room for it.
 TEST_F(SaveLoad, MemoIndexBeyondTheMemoRaises) {
   Net a = make_net(Kind::kInferable, 1), b = make_net(Kind::kInferable, 2);

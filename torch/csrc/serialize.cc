@@ -212,6 +212,35 @@ void fill_archive(::torch::nn::Module& model, const std::string& record,
   archive.write(kChecksumsKey, c10::IValue(checksums_of(model, record).dump()));
 }
 
+// What is wrong with a tensor's view (sizes, strides and offset, in elements) within the bytes of
+// its storage; empty when it lies within them. LibTorch's reader takes the view a file declares
+// without comparing it with the storage's size, so a damaged size or stride would read past the
+// storage (found by fuzz_model_load).
+std::string view_problem(const at::Tensor& t) {
+  if (!t.has_storage()) return "it has no storage";
+  if (t.numel() == 0) return "";
+  const std::string view = str_cat("its view (sizes ", t.sizes(), ", strides ", t.strides(),
+                                   ", offset ", t.storage_offset(), ")");
+  if (t.storage_offset() < 0) return str_cat(view, " has a negative offset");
+  uint64_t last = static_cast<uint64_t>(t.storage_offset());  // the last element the view reads
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.stride(d) < 0) return str_cat(view, " has a negative stride");
+    uint64_t step = 0;
+    if (__builtin_mul_overflow(static_cast<uint64_t>(t.size(d) - 1),
+                               static_cast<uint64_t>(t.stride(d)), &step) ||
+        __builtin_add_overflow(last, step, &last))
+      return str_cat(view, " overflows 64-bit offsets");
+  }
+  uint64_t need = 0;
+  if (__builtin_add_overflow(last, uint64_t{1}, &need) ||
+      __builtin_mul_overflow(need, static_cast<uint64_t>(t.element_size()), &need))
+    return str_cat(view, " overflows 64-bit offsets");
+  if (need > t.storage().nbytes())
+    return str_cat(view, " reaches ", need, " bytes, past the ", t.storage().nbytes(),
+                   " bytes of its storage");
+  return "";
+}
+
 // Reads the tensor at a dotted path ("conv.layer.bias") of the archive; false when absent.
 bool read_tensor(::torch::serialize::InputArchive& root, const std::string& name,
                  at::Tensor& out) {
@@ -709,6 +738,10 @@ void load_checked(::torch::nn::Module& model, const std::string& what, const Sou
       bool found = false, matches = false;
       try {
         found = read_tensor(archive, name, t);
+        if (found) {
+          const std::string problem = view_problem(t);
+          QI_CHECK(problem.empty(), problem, " (corrupt file)");
+        }
         matches = found && tensor_digest(t) == digest;
       } catch (...) {
         rethrow_as_qi(str_cat(what, ": ", kind_name(is_buffer), " \"", name, "\" is unreadable"));

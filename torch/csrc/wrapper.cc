@@ -8,6 +8,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
+#include "module_access.h"
 #include "qi/error.h"
 #include "qi/torch/ops.h"
 #include "qi/torch/quantizers.h"
@@ -23,14 +24,6 @@ std::string param_key(const std::string& attribute) {
   return s;
 }
 
-// torch::nn::Module has no unregister_parameter; its parameter dict is protected, reachable
-// through a member pointer formed in a derived class.
-struct ParameterDict : ::torch::nn::Module {
-  static ::torch::OrderedDict<std::string, at::Tensor>& of(::torch::nn::Module& m) {
-    return m.*(&ParameterDict::parameters_);
-  }
-};
-
 // Takes the layer's tensor `attribute` ("weight", "sub.weight") off the layer's parameter list:
 // it becomes a plain tensor that the layer still reads (as MCT's wrapper makes it), so
 // that the model's parameters are the wrapper's float weights, all of them leaves that
@@ -43,7 +36,7 @@ void unregister_layer_parameter(::torch::nn::Module& layer, const std::string& a
     holder = layer.named_modules("", /*include_self=*/false)[attribute.substr(0, dot)];
     owner = holder.get();
   }
-  ParameterDict::of(*owner).erase(dot == std::string::npos ? attribute : attribute.substr(dot + 1));
+  detail::ParameterDict::of(*owner).erase(dot == std::string::npos ? attribute : attribute.substr(dot + 1));
 }
 
 // Points the layer's tensor at `value`: same values, same autograd edge.

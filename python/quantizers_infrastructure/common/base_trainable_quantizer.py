@@ -154,9 +154,11 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
 
     # ---- MCT helpers ----
     def activation_quantization(self) -> bool:
+        """True when the quantizer was built from an activation config."""
         return isinstance(self.quantization_config, TrainableQuantizerActivationConfig)
 
     def weights_quantization(self) -> bool:
+        """True when the quantizer was built from a weights config."""
         return isinstance(self.quantization_config, TrainableQuantizerWeightsConfig)
 
     # ---- serialization (the C++ trainable quantizers' JSON) ----

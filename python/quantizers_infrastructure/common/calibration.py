@@ -64,6 +64,7 @@ def activation_params(spec: Dict[str, Any], histogram) -> Dict[str, Any]:
 
 
 def method_of(spec: Dict[str, Any]) -> QuantizationMethod:
+    """The QuantizationMethod a spec names (spec["method"])."""
     return QuantizationMethod[spec["method"]]
 
 

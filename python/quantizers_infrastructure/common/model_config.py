@@ -52,6 +52,7 @@ class ModelQuantizationConfig:
 
     @classmethod
     def from_dict(cls, document: Dict[str, Any]) -> "ModelQuantizationConfig":
+        """From a dict of the JSON document (as from_json)."""
         return cls.from_json(json.dumps(document))
 
     @classmethod
@@ -73,6 +74,7 @@ class ModelQuantizationConfig:
         return self._core.to_json()
 
     def to_dict(self) -> Dict[str, Any]:
+        """The complete config as a dict (to_json() parsed)."""
         return json.loads(self.to_json())
 
     def resolve(self, name: str, layer_type: str) -> Dict[str, Any]:
@@ -82,22 +84,27 @@ class ModelQuantizationConfig:
 
     @property
     def activation_ops(self) -> List[str]:
+        """The functional ops whose outputs get activation quantizers ("add", "cat", "matmul")."""
         return list(self._core.activation_ops)
 
     @property
     def fold_batch_norm(self) -> bool:
+        """Whether batch norms are folded into the layers before them."""
         return self._core.fold_batch_norm
 
     @property
     def num_bins(self) -> int:
+        """The bins of each activation site's calibration histogram."""
         return self._core.num_bins
 
     @property
     def weights(self) -> Optional[Dict[str, Any]]:
+        """The default weights spec (a dict), or None when weights are not quantized."""
         return self.to_dict()["weights"]
 
     @property
     def activations(self) -> Optional[Dict[str, Any]]:
+        """The default activations spec (a dict), or None when activations are not quantized."""
         return self.to_dict()["activations"]
 
     def __eq__(self, other) -> bool:

@@ -2,7 +2,8 @@
 """The report of a whole-model quantization: one row per quantized layer or activation site
 (signal-to-quantization-noise ratios of its weights and of its output on a calibration batch),
 the model output's SQNR, and notes on what was not quantized. A data structure that prints as a
-table (str(report)) and converts to plain dicts (report.to_dict()) for JSON."""
+table (str(report)), converts to plain dicts (report.to_dict()) for JSON and draws its SQNRs
+(report.plot(path))."""
 
 import dataclasses
 import math
@@ -26,21 +27,24 @@ def sqnr_db(reference: np.ndarray, quantized: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class LayerReport:
-    name: str                      # qualified name of the layer or activation site
-    type: str                      # layer type (Conv2d, ...) or functional op (add, cat, matmul)
-    weights: Optional[str] = None  # e.g. "SYMMETRIC 8b per-channel mse"; None: not quantized
-    activations: Optional[str] = None
-    weight_sqnr_db: Optional[float] = None
-    output_sqnr_db: Optional[float] = None
+    """One row of a QuantizationReport: a quantized layer or activation site."""
+    name: str                      #: qualified name of the layer or activation site
+    type: str                      #: layer type (Conv2d, ...) or functional op (add, cat, matmul)
+    weights: Optional[str] = None  #: e.g. "SYMMETRIC 8b per-channel mse"; None: not quantized
+    activations: Optional[str] = None  #: the output quantizer in the same form; None: none
+    weight_sqnr_db: Optional[float] = None  #: SQNR of the quantized weight against the float one
+    output_sqnr_db: Optional[float] = None  #: SQNR of the output on the first calibration batch
 
 
 @dataclasses.dataclass
 class QuantizationReport:
-    layers: List[LayerReport] = dataclasses.field(default_factory=list)
-    model_output_sqnr_db: Optional[float] = None
-    calibration_batches: int = 0
-    calibration_seconds: float = 0.0
-    notes: List[str] = dataclasses.field(default_factory=list)  # skipped layers, fallbacks
+    """What a whole-model call did (model.qi_report): a row per quantized layer or activation
+    site, the model output's SQNR against the float model, calibration figures and notes."""
+    layers: List[LayerReport] = dataclasses.field(default_factory=list)  #: the rows, in model order
+    model_output_sqnr_db: Optional[float] = None  #: SQNR of the model output (first batch)
+    calibration_batches: int = 0  #: batches seen in calibration
+    calibration_seconds: float = 0.0  #: wall time of calibration
+    notes: List[str] = dataclasses.field(default_factory=list)  #: skipped layers, fallbacks
 
     @property
     def num_wrapped(self) -> int:
@@ -49,10 +53,53 @@ class QuantizationReport:
 
     @property
     def num_activation_quantizers(self) -> int:
+        """Rows whose output is quantized."""
         return sum(1 for l in self.layers if l.activations is not None)
 
     def to_dict(self) -> Dict[str, Any]:
+        """The report as plain dicts and lists (for JSON)."""
         return dataclasses.asdict(self)
+
+    def plot(self, path: Optional[str] = None, title: Optional[str] = None):
+        """Draws each row's weight and output SQNR (dB) as bars in model order, the model
+        output's SQNR as a line; saves it to `path` (the format from its extension: .png, .svg,
+        .pdf) when given. Returns the matplotlib Figure. Rows without a finite SQNR get no bar
+        (an exact quantizer's infinite SQNR is drawn at the top, marked "inf")."""
+        if not self.layers:
+            raise ValueError("QuantizationReport.plot: the report has no layers to plot")
+        import matplotlib
+        if path is not None:
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        names = [l.name for l in self.layers]
+        series = [("weights", [l.weight_sqnr_db for l in self.layers]),
+                  ("output", [l.output_sqnr_db for l in self.layers])]
+        finite = [v for _, vals in series for v in vals if v is not None and math.isfinite(v)]
+        top = (max(finite) if finite else 0.0) + 5.0
+        x = np.arange(len(names))
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * len(names) + 2.0), 4.0))
+        for k, (label, vals) in enumerate(series):
+            heights = [np.nan if v is None else (top if v == math.inf else v) for v in vals]
+            ax.bar(x + (k - 0.5) * 0.4, heights, width=0.4, label=f"{label} SQNR")
+            for i, v in enumerate(vals):
+                if v == math.inf:
+                    ax.annotate("inf", (x[i] + (k - 0.5) * 0.4, top), ha="center", va="bottom",
+                                fontsize=7)
+        if self.model_output_sqnr_db is not None and math.isfinite(self.model_output_sqnr_db):
+            ax.axhline(self.model_output_sqnr_db, color="black", linestyle="--", linewidth=1,
+                       label=f"model output {self.model_output_sqnr_db:.1f} dB")
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=90, fontsize=7)
+        ax.set_ylabel("SQNR (dB)")
+        ax.set_title(title or f"{self.num_wrapped} layers with quantized weights, "
+                              f"{self.num_activation_quantizers} activation quantizers")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path)
+            plt.close(fig)
+        return fig
 
     def __str__(self) -> str:
         def num(v):

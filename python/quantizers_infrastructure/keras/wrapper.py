@@ -226,18 +226,22 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
 
     @property
     def is_weights_quantization(self) -> bool:
+        """True when the wrapper quantizes at least one weight."""
         return self.num_weights_quantizers > 0
 
     @property
     def num_weights_quantizers(self) -> int:
+        """The number of weight quantizers."""
         return len(self.weights_quantizers)
 
     @property
     def is_activation_quantization(self) -> bool:
+        """True when the wrapper quantizes its outputs."""
         return len(self.activation_quantizers) > 0
 
     @property
     def qi_version(self) -> str:
+        """The version of qi that runs the layer (qi.__version__)."""
         return _core.kVersion
 
     def _all_quantizers(self):
@@ -245,6 +249,8 @@ class KerasQuantizationWrapper(tf.keras.layers.Wrapper):
 
     @property
     def has_trainable_quantizers(self) -> bool:
+        """True while a quantizer of the layer is trainable (convert_to_inferable_quantizers
+        replaces it)."""
         return any(_convertible(q) for q in self._all_quantizers())
 
     # ---- build / call ----
@@ -552,6 +558,8 @@ class KerasActivationQuantizationHolder(tf.keras.layers.Layer):
 
     @property
     def has_trainable_quantizers(self) -> bool:
+        """True while the holder's quantizer is trainable (convert_to_inferable_quantizers
+        replaces it)."""
         return _convertible(self.activation_holder_quantizer)
 
     def convert_to_inferable_quantizers(self) -> Optional["KerasActivationQuantizationHolder"]:

@@ -16,7 +16,12 @@ _LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 if not os.path.exists(_LIBRARY):
     raise ImportError(f"qi's torch operator library is not built ({_LIBRARY} is missing); "
                       "run scripts/qi build")
-torch.ops.load_library(_LIBRARY)
+try:
+    torch.ops.load_library(_LIBRARY)
+except OSError as e:  # e.g. built against another torch release: LibTorch's C++ ABI differs
+    raise ImportError(f"{_LIBRARY} does not load with torch {torch.__version__} ({e}); qi's torch "
+                      "layer must be built against the installed torch: reinstall qi with pip "
+                      "install --no-build-isolation, or rebuild it (scripts/qi build)") from e
 
 from quantizers_infrastructure.pytorch import fake  # noqa: E402,F401  (fake kernels)
 # The eager fast path (loads after libqi_torch.so, which it links).

@@ -128,6 +128,7 @@ class SoftRoundingRegularization:
         self.step = 0
 
     def beta(self) -> float:
+        """The soft-rounding beta of the current step (the schedule's value at self.step)."""
         return self._schedule.beta(self.step)
 
     def __call__(self, quantizers, entropy_reg: float, layer_weights=None) -> torch.Tensor:

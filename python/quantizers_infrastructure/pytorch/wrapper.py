@@ -473,18 +473,22 @@ class PytorchQuantizationWrapper(_QuantizerSlots):
 
     @property
     def is_weights_quantization(self) -> bool:
+        """True when the wrapper quantizes at least one weight."""
         return self.num_weights_quantizers > 0
 
     @property
     def num_weights_quantizers(self) -> int:
+        """The number of weight quantizers."""
         return len(self.weights_quantizers)
 
     @property
     def is_activation_quantization(self) -> bool:
+        """True when the wrapper quantizes its outputs."""
         return len(self.activation_quantizers) > 0
 
     @property
     def num_activation_quantizers(self) -> int:
+        """The number of output quantizers."""
         return len(self.activation_quantizers)
 
     def _all_quantizers(self):

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "qi/qi.h"
+#include "qi/torch/model.h"
 #include "qi/torch/ops.h"
 #include "qi/torch/quantizers.h"
 #include "qi/torch/serialize.h"

@@ -29,6 +29,7 @@ at::Tensor quantize(BaseQuantizer& quantizer, const at::Tensor& x, bool training
 // its eval-mode output bit for bit.
 class TrainableQuantizer : public BaseQuantizer {
  public:
+  // A learnable variable of the quantizer and the group it trains in.
   struct Variable {
     at::Tensor tensor;
     VariableGroup group;

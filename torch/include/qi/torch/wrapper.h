@@ -23,6 +23,8 @@
 
 namespace qi::torch {
 
+// A module wrapped with its quantizers (use it as QuantizationWrapper, LibTorch's module
+// holder): weights quantized before the layer runs, its output after.
 class QuantizationWrapperImpl : public ::torch::nn::Module {
  public:
   // `layer`: any module whose forward takes and returns one tensor. Each weight quantizer of
