@@ -522,6 +522,7 @@ def get_ort_session_options():
     return options
 
 
-__all__ = ["DOMAIN", "TF_SUFFIX", "GROUPED_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
+# GROUPED_SUFFIX ("_grouped") stays out of __all__ until docs/api.md describes it.
+__all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
            "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
            "get_ort_session_options", "fake_quant_translation", "translation_table"]
