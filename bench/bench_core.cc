@@ -114,6 +114,14 @@ std::vector<Case> make_cases() {
         if (layout.channel_axis && info.target != qi::QuantizationTarget::Weights) continue;
         std::shared_ptr<const qi::BaseInferableQuantizer> q =
             representative_quantizer(info, layout);
+        // Block formats need whole blocks along their axis: layouts without them are left out.
+        try {
+          qi::kernels::check_plan_fits(info.class_name, q->plan(),
+                                       q->per_channel() ? q->channel_axis() : std::nullopt,
+                                       q->params().input_rank, layout.shape);
+        } catch (const qi::Error&) {
+          continue;
+        }
         cases.push_back({info.class_name + suffix, info.class_name, layout, threads, std::move(q)});
       }
     }

@@ -89,6 +89,8 @@ Status check_shape(InferenceContext* c, const BaseInferableQuantizer& q, ShapeHa
   for (int64_t i = 0; i < rank; ++i) {
     const int64_t d = c->Value(c->Dim(shape, i));
     if (d != InferenceContext::kUnknownDim) sizes[static_cast<size_t>(i)] = d;
+    // A grouped quantizer's count depends on the unknown size: checked when the op runs.
+    else if (kernels::plan_groups(q.plan()).group_size > 0) return Status();
     else if (axis && *axis == i) sizes[static_cast<size_t>(i)] = q.num_channels();
   }
   try {

@@ -7,13 +7,19 @@
 namespace qi {
 
 // X(Name, value): MCT's QuantizationMethod with the values of mct_quantizers >= 1.5 (KMEANS
-// removed). Names and parsing follow this list.
+// removed), then qi's extensions at 100 and above (values MCT does not use): FLOAT, scaled
+// low-precision float elements (FP8 E4M3/E5M2, FP6 E3M2/E2M3, FP4 E2M1); MX, OCP Microscaling
+// (blocks sharing a power-of-two scale); NVFP4 (E2M1 blocks of 16 with E4M3 scales). Names and
+// parsing follow this list.
 #define QI_FOR_EACH_QUANTIZATION_METHOD(X) \
   X(POWER_OF_TWO, 0)                       \
   X(LUT_POT_QUANTIZER, 1)                  \
   X(SYMMETRIC, 2)                          \
   X(UNIFORM, 3)                            \
-  X(LUT_SYM_QUANTIZER, 4)
+  X(LUT_SYM_QUANTIZER, 4)                  \
+  X(FLOAT, 100)                            \
+  X(MX, 101)                               \
+  X(NVFP4, 102)
 
 enum class QuantizationMethod : int {
 #define QI_METHOD_ENUM(Name, Value) Name = Value,

@@ -31,6 +31,17 @@ struct QuantizerParams {
   bool is_signed = true;               // "signed" in JSON/Python
   int64_t lut_values_bitwidth = 8;     // LUT
   double eps = 1e-8;                   // LUT
+  std::string format;                  // FLOAT: the element format ("E4M3", ...)
+  std::vector<double> scale;           // FLOAT: one per channel
+  // weights symmetric, POT, uniform, FLOAT: one parameter per (channel, group) of group_size
+  // elements along group_axis (kernels::GroupLayout); none when unset
+  std::optional<int64_t> group_size;
+  int64_t group_axis = -1;
+  // MX: elements per block; MX, NVFP4: the blocks' axis; NVFP4: the tensor scale (none:
+  // single-level scaling)
+  int64_t block_size = 32;
+  int64_t block_axis = -1;
+  std::optional<double> tensor_scale;
   // symmetric, POT, uniform: the rounding convention; weights LUT: kTf adds eps to the
   // threshold in double (Keras), kTorch in float32 (torch)
   NumericProfile profile = NumericProfile::kTorch;
@@ -194,6 +205,62 @@ class ActivationLutPOTInferableQuantizer : public BaseInferableQuantizer {
   ActivationLutPOTInferableQuantizer(int64_t num_bits, std::vector<double> lut_values,
                                      std::vector<double> threshold, bool is_signed,
                                      int64_t lut_values_bitwidth = 8, double eps = 1e-8);
+};
+
+// ---- low-precision floats (qi's extension method FLOAT) ----
+
+// y = round(clamp(x / s, -max, max)) * s in a float format (kernels::kFloatFormats), with one
+// scale s per tensor or per channel along channel_axis; see docs/numerics.md. num_bits() is the
+// format's width (8, 6 or 4).
+class WeightsFloatInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsFloatInferableQuantizer(const QuantizerParams& params);
+  WeightsFloatInferableQuantizer(std::string format, std::vector<double> scale, bool per_channel,
+                                 std::optional<int64_t> channel_axis = std::nullopt,
+                                 std::optional<int64_t> input_rank = std::nullopt);
+};
+
+class ActivationFloatInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationFloatInferableQuantizer(const QuantizerParams& params);
+  ActivationFloatInferableQuantizer(std::string format, std::vector<double> scale);
+};
+
+// ---- block formats (qi's extension methods MX and NVFP4) ----
+
+// OCP Microscaling: blocks of block_size elements along block_axis share a power-of-two scale
+// computed from the block (kernels::MxPlan). format: "E4M3", "E5M2", "E3M2", "E2M3", "E2M1" or
+// "INT8". The tensor's size along block_axis must be a multiple of block_size.
+class WeightsMXInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsMXInferableQuantizer(const QuantizerParams& params);
+  explicit WeightsMXInferableQuantizer(std::string format, int64_t block_size = 32,
+                                       int64_t block_axis = -1,
+                                       std::optional<int64_t> input_rank = std::nullopt);
+};
+
+class ActivationMXInferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationMXInferableQuantizer(const QuantizerParams& params);
+  explicit ActivationMXInferableQuantizer(std::string format, int64_t block_size = 32,
+                                          int64_t block_axis = -1);
+};
+
+// NVFP4: E2M1 blocks of 16 along block_axis with E4M3 block scales under an optional float32
+// tensor scale (kernels::Nvfp4Plan).
+class WeightsNVFP4InferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit WeightsNVFP4InferableQuantizer(const QuantizerParams& params);
+  explicit WeightsNVFP4InferableQuantizer(std::optional<double> tensor_scale,
+                                          int64_t block_axis = -1,
+                                          std::optional<int64_t> input_rank = std::nullopt);
+};
+
+class ActivationNVFP4InferableQuantizer : public BaseInferableQuantizer {
+ public:
+  explicit ActivationNVFP4InferableQuantizer(const QuantizerParams& params);
+  explicit ActivationNVFP4InferableQuantizer(std::optional<double> tensor_scale,
+                                             int64_t block_axis = -1);
 };
 
 // Builds the registered class for `kind` from generic parameters (validating them).

@@ -26,6 +26,21 @@
   "v = clamp(x / (threshold + eps) * 2^(B - signed), lo, hi) (no rounding); y = L[k] / "        \
   "2^(B - signed) * threshold with L[k] the first nearest LUT value to v."
 #define QI_POT_DOC " Every threshold must be a power of two."
+#define QI_FLOAT_DOC                                                                            \
+  "y = round(clamp(x / scale, -max, max)) * scale, rounding to the low-precision float format "  \
+  "(half to even, subnormals kept): E4M3 (FP8, max 448, no infinities), E5M2 (FP8, max 57344), " \
+  "E3M2 (FP6, max 28), E2M3 (FP6, max 7.5) or E2M1 (FP4, max 6). NaN stays NaN, +/-Inf give "    \
+  "+/-max * scale."
+#define QI_MX_DOC                                                                               \
+  "OCP Microscaling (MX v1.0): blocks of block_size elements along block_axis share the scale "   \
+  "X = 2^(floor(log2(max|x|)) - emax) (E8M0; torchao's FLOOR mode); y = round(clamp(x / X, -max, " \
+  "max)) * X in the element format: E4M3 or E5M2 (MXFP8), E3M2 or E2M3 (MXFP6), E2M1 (MXFP4), " \
+  "INT8 (MXINT8: k/64, |k| <= 127). A NaN makes its block NaN."
+#define QI_NVFP4_DOC                                                                            \
+  "NVFP4: E2M1 elements in blocks of 16 along block_axis, each with the FP8 E4M3 scale "          \
+  "s = e4m3(clamp(max|x| / 6 / tensor_scale, 2^-6, 448)) and total scale tensor_scale * s "       \
+  "(without tensor_scale: s); y = e2m1(clamp(x / total, -6, 6)) * total. A NaN makes its block "  \
+  "NaN."
 #define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                                                      \
   X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC, kSymmetricWeights,                  \
     "WeightsSymmetricQuantizer", QI_SYMMETRIC_DOC)                                              \
@@ -44,7 +59,18 @@
   X(ActivationUniformInferableQuantizer, Activation, UNIFORM, kUniformActivation,               \
     "ActivationUniformQuantizer", QI_UNIFORM_DOC)                                               \
   X(ActivationLutPOTInferableQuantizer, Activation, LUT_POT_QUANTIZER, kLutActivation,          \
-    "ActivationLutPOTQuantizer", QI_LUT_DOC QI_POT_DOC)
+    "ActivationLutPOTQuantizer", QI_LUT_DOC QI_POT_DOC)                                         \
+  X(WeightsFloatInferableQuantizer, Weights, FLOAT, kFloatWeights, "WeightsFloatQuantizer",      \
+    QI_FLOAT_DOC)                                                                               \
+  X(ActivationFloatInferableQuantizer, Activation, FLOAT, kFloatActivation,                     \
+    "ActivationFloatQuantizer", QI_FLOAT_DOC)                                                   \
+  X(WeightsMXInferableQuantizer, Weights, MX, kMxWeights, "WeightsMXQuantizer", QI_MX_DOC)       \
+  X(ActivationMXInferableQuantizer, Activation, MX, kMxActivation, "ActivationMXQuantizer",      \
+    QI_MX_DOC)                                                                                  \
+  X(WeightsNVFP4InferableQuantizer, Weights, NVFP4, kNvfp4Weights, "WeightsNVFP4Quantizer",      \
+    QI_NVFP4_DOC)                                                                               \
+  X(ActivationNVFP4InferableQuantizer, Activation, NVFP4, kNvfp4Activation,                     \
+    "ActivationNVFP4Quantizer", QI_NVFP4_DOC)
 
 namespace qi {
 
@@ -62,6 +88,12 @@ enum class ParamFamily : int {
   kSymmetricActivation,  // num_bits, threshold, signed
   kUniformActivation,    // num_bits, min_range, max_range
   kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
+  kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank, groups
+  kFloatActivation,      // format, scale
+  kMxWeights,            // format, block_size, block_axis, input_rank
+  kMxActivation,         // format, block_size, block_axis
+  kNvfp4Weights,         // tensor_scale, block_axis, input_rank
+  kNvfp4Activation,      // tensor_scale, block_axis
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...
 
@@ -76,7 +108,11 @@ struct InferableQuantizerInfo {
   const char* doc;      // what it computes, one paragraph
 };
 
-inline constexpr std::array<InferableQuantizerInfo, 9> kInferableQuantizers = {{
+#define QI_KIND_COUNT(Name, Target, Method, Family, OnnxOp, Doc) +1
+inline constexpr size_t kNumInferableQuantizers = 0 QI_FOR_EACH_INFERABLE_QUANTIZER(QI_KIND_COUNT);
+#undef QI_KIND_COUNT
+
+inline constexpr std::array<InferableQuantizerInfo, kNumInferableQuantizers> kInferableQuantizers = {{
 #define QI_KIND_INFO(Name, Target, Method, Family, OnnxOp, Doc)                                \
   {InferableQuantizerKind::Name, #Name, QuantizationTarget::Target, QuantizationMethod::Method, \
    ParamFamily::Family, OnnxOp, Doc},
@@ -105,8 +141,9 @@ struct InferableParamSpec {
 const std::vector<InferableParamSpec>& inferable_param_specs(InferableQuantizerKind kind);
 // A valid example configuration as JSON text, for tests, benchmarks and docs: `channels`
 // per-channel values along `channel_axis` for weights quantizers (1: per tensor); 8 bits,
-// thresholds cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4 bits, 16
-// values spread over the 8-bit domain.
+// thresholds and scales cycling through 0.25, 0.5, 1, 2 (per tensor 1), ranges [-t, t]; LUT: 4
+// bits, 16 values spread over the 8-bit domain; FLOAT and MX: format E4M3; MX and NVFP4: blocks
+// along the last axis, NVFP4's tensor scale 2^-9.
 std::string example_inferable_config(InferableQuantizerKind kind, int64_t channels = 1,
                                      int64_t channel_axis = 0);
 

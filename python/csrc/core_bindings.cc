@@ -160,6 +160,21 @@ py::dict plan_dict(const qi::kernels::Plan& plan) {
           d["nudged_max"] = read_only(p.nudged_max);
           d["quant_zero"] = read_only(p.quant_zero);
           d["use_division"] = p.use_division;
+        } else if constexpr (std::is_same_v<P, qi::kernels::FloatPlan>) {
+          d["kind"] = "float";
+          d["scale"] = read_only(p.scale);
+          d["ebits"] = p.ebits;
+          d["mbits"] = p.mbits;
+          d["max"] = p.max;
+        } else if constexpr (std::is_same_v<P, qi::kernels::MxPlan>) {
+          d["kind"] = "mx";
+          d["ebits"] = p.ebits;
+          d["mbits"] = p.mbits;
+          d["max"] = p.max;
+          d["emax"] = p.emax;
+        } else if constexpr (std::is_same_v<P, qi::kernels::Nvfp4Plan>) {
+          d["kind"] = "nvfp4";
+          d["tensor_scale"] = p.tensor_scale;
         } else {
           d["kind"] = "lut";
           d["divisor"] = read_only(p.divisor);
@@ -171,6 +186,11 @@ py::dict plan_dict(const qi::kernels::Plan& plan) {
         }
       },
       plan);
+  const auto& groups = qi::kernels::plan_groups(plan);
+  if (groups.group_size > 0) {
+    d["group_size"] = groups.group_size;  // the block size of block-scaled plans
+    d["group_axis"] = groups.group_axis;
+  }
   return d;
 }
 

@@ -31,12 +31,8 @@ from quantizers_infrastructure.common.trainable_configs import (
 from quantizers_infrastructure.common.inferable_quantizers import (
     INFERABLE_QUANTIZER_CLASSES, InferableQuantizer, get_inferable_quantizer_class,
     quantizer_from_json)
-from quantizers_infrastructure.common.inferable_quantizers import (  # noqa: F401 (generated)
-    ActivationLutPOTInferableQuantizer, ActivationPOTInferableQuantizer,
-    ActivationSymmetricInferableQuantizer, ActivationUniformInferableQuantizer,
-    WeightsLUTPOTInferableQuantizer, WeightsLUTSymmetricInferableQuantizer,
-    WeightsPOTInferableQuantizer, WeightsSymmetricInferableQuantizer,
-    WeightsUniformInferableQuantizer)
+# Every registered class (generated from the C++ registry), e.g. WeightsSymmetricInferableQuantizer.
+globals().update(INFERABLE_QUANTIZER_CLASSES)
 from quantizers_infrastructure.common.node_quantization_dispatcher import \
     NodeQuantizationDispatcher
 from quantizers_infrastructure.common.model_config import ModelQuantizationConfig

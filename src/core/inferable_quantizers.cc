@@ -85,11 +85,82 @@ struct Checker {
         QI_CHECK(*p.channel_axis >= -r && *p.channel_axis < r, cls, ": channel_axis must be in [",
                  -r, ", ", r, ") for input_rank ", r, ", got ", *p.channel_axis);
       }
-    } else {
+    } else if (!p.group_size) {
       QI_CHECK(count == 1, cls, ": ", arg,
                " must hold exactly one value for per-tensor quantization, got ", count,
                " values");
     }
+  }
+
+  // Per-group granularity: group_size >= 1, a channel axis for per-channel groups, group_axis
+  // within input_rank and apart from channel_axis (where both are known). How many values the
+  // groups take depends on the tensor: checked when it is quantized (kernels::check_plan_fits).
+  kernels::GroupLayout groups(const QuantizerParams& p) const {
+    if (!p.group_size) return {};
+    const int64_t k = *p.group_size;
+    QI_CHECK(k >= 1 && k <= INT32_MAX, cls, ": group_size must be in [1, ", INT32_MAX,
+             "] (or null: no groups), got ", k);
+    QI_CHECK(p.group_axis >= -(int64_t{1} << 30) && p.group_axis < (int64_t{1} << 30), cls,
+             ": group_axis must be an axis index, got ", p.group_axis);
+    QI_CHECK(!p.per_channel || p.channel_axis, cls,
+             ": channel_axis is required for per-channel quantization with groups, got none");
+    const bool both = p.per_channel && p.channel_axis;
+    if (p.input_rank) {
+      const int64_t r = *p.input_rank;
+      QI_CHECK(p.group_axis >= -r && p.group_axis < r, cls, ": group_axis must be in [", -r,
+               ", ", r, ") for input_rank ", r, ", got ", p.group_axis);
+      const auto norm = [r](int64_t a) { return a < 0 ? a + r : a; };
+      QI_CHECK(!both || norm(*p.channel_axis) != norm(p.group_axis), cls, ": channel_axis ",
+               *p.channel_axis, " and group_axis ", p.group_axis,
+               " must be different axes (groups lie along another axis than the channels)");
+    } else {
+      QI_CHECK(!both || *p.channel_axis != p.group_axis, cls, ": channel_axis ",
+               *p.channel_axis, " and group_axis ", p.group_axis,
+               " must be different axes (groups lie along another axis than the channels)");
+    }
+    return {k, p.group_axis};
+  }
+
+  const kernels::FloatFormat& float_format(const std::string& name) const {
+    const kernels::FloatFormat* f = kernels::find_float_format(name);
+    QI_CHECK(f != nullptr, cls, ": format must be one of ", kernels::float_format_names(),
+             ", got \"", name, "\"");
+    return *f;
+  }
+
+  void scales(const std::vector<double>& s) const {
+    non_empty("scale", s);
+    for (size_t i = 0; i < s.size(); ++i) rules::scale(cls, s[i], i);
+  }
+
+  const kernels::FloatFormat& mx_format(const std::string& name) const {
+    const kernels::FloatFormat* f = kernels::find_mx_format(name);
+    QI_CHECK(f != nullptr, cls, ": format must be one of ", kernels::mx_format_names(), ", got \"",
+             name, "\"");
+    return *f;
+  }
+
+  // Blocks of block_size along block_axis (within input_rank when given).
+  void blocks(const QuantizerParams& p, int64_t block_size) const {
+    QI_CHECK(block_size >= 1 && block_size <= INT32_MAX, cls, ": block_size must be in [1, ",
+             INT32_MAX, "], got ", block_size);
+    QI_CHECK(p.block_axis >= -(int64_t{1} << 30) && p.block_axis < (int64_t{1} << 30), cls,
+             ": block_axis must be an axis index, got ", p.block_axis);
+    if (p.input_rank) {
+      const int64_t r = *p.input_rank;
+      QI_CHECK(p.block_axis >= -r && p.block_axis < r, cls, ": block_axis must be in [", -r, ", ",
+               r, ") for input_rank ", r, ", got ", p.block_axis);
+    }
+  }
+
+  // An optional tensor scale t: finite, > 0, a normal float32 with t * 448 finite.
+  void tensor_scale(const std::optional<double>& t) const {
+    if (!t) return;
+    QI_CHECK(std::isfinite(*t), cls, ": tensor_scale must be finite, got ", *t);
+    QI_CHECK(*t > 0, cls, ": tensor_scale must be > 0, got ", *t);
+    QI_CHECK(*t <= FLT_MAX / 448 && static_cast<float>(*t) >= FLT_MIN, cls,
+             ": tensor_scale must be a normal float32 in [", FLT_MIN, ", ", FLT_MAX / 448,
+             "] (FLT_MAX / 448, so that the largest block scale stays finite), got ", *t);
   }
 
   void activation_layout(const QuantizerParams& p, const char* arg, size_t count) const {
@@ -156,6 +227,27 @@ QuantizerParams with_defaults(QuantizerParams p, bool per_channel, std::optional
   return p;
 }
 
+// The plan with its group layout.
+template <typename P>
+kernels::Plan grouped(P plan, const kernels::GroupLayout& groups) {
+  plan.groups = groups;
+  return plan;
+}
+
+// num_bits of a FLOAT or MX quantizer: its format's width (the params keep the rest as given).
+QuantizerParams with_format_width(QuantizerParams p) {
+  if (const auto* f = kernels::find_mx_format(p.format))
+    p.num_bits = f->ebits == 0 ? 8 : 1 + f->ebits + f->mbits;
+  return p;
+}
+
+// NVFP4: 4-bit elements in blocks of 16.
+QuantizerParams nvfp4_params(QuantizerParams p) {
+  p.num_bits = 4;
+  p.block_size = kernels::kNvfp4BlockSize;
+  return p;
+}
+
 }  // namespace
 
 // ---- base --------------------------------------------------------------------------------------
@@ -198,11 +290,15 @@ WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(
   check.num_bits(p.num_bits, 2, 16);
   check.thresholds(p.threshold, steps_log2(p));
   check.layout(p, "threshold", p.threshold.size());
+  const auto groups = check.groups(p);
   if (kind == Kind::WeightsPOTInferableQuantizer) check.power_of_two(p.threshold);
+  // Groups take the per-channel arithmetic (the tf profile multiplies by 1/scale per channel).
+  const bool per_channel = p.per_channel || groups.group_size > 0;
   if (p.profile == NumericProfile::kTorch)
-    set_plan(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed));
+    set_plan(grouped(kernels::symmetric_torch_plan(p.threshold, p.num_bits, p.is_signed), groups));
   else
-    set_plan(kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, p.per_channel));
+    set_plan(grouped(
+        kernels::symmetric_tf_plan(p.threshold, p.num_bits, p.is_signed, per_channel), groups));
 }
 
 WeightsSymmetricInferableQuantizer::WeightsSymmetricInferableQuantizer(const QuantizerParams& p)
@@ -237,10 +333,14 @@ WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(const Quantiz
   check.num_bits(p.num_bits, 2, 16);
   check.ranges(p.min_range, p.max_range, p.num_bits);
   check.layout(p, "min_range", p.min_range.size());
+  const auto groups = check.groups(p);
+  const bool per_channel = p.per_channel || groups.group_size > 0;
   if (p.profile == NumericProfile::kTorch)
-    set_plan(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, false));
+    set_plan(grouped(kernels::uniform_torch_plan(p.min_range, p.max_range, p.num_bits, false),
+                     groups));
   else
-    set_plan(kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, p.per_channel));
+    set_plan(grouped(
+        kernels::uniform_tf_plan(p.min_range, p.max_range, p.num_bits, per_channel), groups));
 }
 
 WeightsUniformInferableQuantizer::WeightsUniformInferableQuantizer(
@@ -423,6 +523,125 @@ ActivationLutPOTInferableQuantizer::ActivationLutPOTInferableQuantizer(
                                                     std::move(threshold), false, std::nullopt,
                                                     std::nullopt, lut_values_bitwidth, eps,
                                                     is_signed)) {}
+
+// ---- low-precision floats ----------------------------------------------------------------------
+
+WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsFloatInferableQuantizer, with_format_width(p)) {
+  const Checker check{class_name()};
+  const auto& format = check.float_format(p.format);
+  check.scales(p.scale);
+  check.layout(p, "scale", p.scale.size());
+  set_plan(grouped(kernels::float_plan(format, p.scale), check.groups(p)));
+}
+
+WeightsFloatInferableQuantizer::WeightsFloatInferableQuantizer(
+    std::string format, std::vector<double> scale, bool per_channel,
+    std::optional<int64_t> channel_axis, std::optional<int64_t> input_rank)
+    : WeightsFloatInferableQuantizer([&] {
+        QuantizerParams p;
+        p.format = std::move(format);
+        p.scale = std::move(scale);
+        p.per_channel = per_channel;
+        p.channel_axis = channel_axis;
+        p.input_rank = input_rank;
+        return p;
+      }()) {}
+
+ActivationFloatInferableQuantizer::ActivationFloatInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationFloatInferableQuantizer,
+                             with_format_width(without_input_rank(p))) {
+  const Checker check{class_name()};
+  const auto& format = check.float_format(p.format);
+  check.activation_layout(p, "scale", p.scale.size());
+  check.scales(p.scale);
+  set_plan(kernels::float_plan(format, p.scale));
+}
+
+ActivationFloatInferableQuantizer::ActivationFloatInferableQuantizer(std::string format,
+                                                                     std::vector<double> scale)
+    : ActivationFloatInferableQuantizer([&] {
+        QuantizerParams p;
+        p.format = std::move(format);
+        p.scale = std::move(scale);
+        return p;
+      }()) {}
+
+// ---- block formats ------------------------------------------------------------------------------
+
+WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsMXInferableQuantizer, with_format_width(p)) {
+  const Checker check{class_name()};
+  const auto& format = check.mx_format(p.format);
+  if (p.input_rank)
+    QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
+  check.blocks(p, p.block_size);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+}
+
+namespace {
+QuantizerParams block_params(std::string format, int64_t block_size, int64_t block_axis,
+                             std::optional<int64_t> input_rank,
+                             std::optional<double> tensor_scale) {
+  QuantizerParams p;
+  p.format = std::move(format);
+  p.block_size = block_size;
+  p.block_axis = block_axis;
+  p.input_rank = input_rank;
+  p.tensor_scale = tensor_scale;
+  return p;
+}
+}  // namespace
+
+WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(std::string format, int64_t block_size,
+                                                         int64_t block_axis,
+                                                         std::optional<int64_t> input_rank)
+    : WeightsMXInferableQuantizer(
+          block_params(std::move(format), block_size, block_axis, input_rank, std::nullopt)) {}
+
+ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationMXInferableQuantizer,
+                             with_format_width(without_input_rank(p))) {
+  const Checker check{class_name()};
+  const auto& format = check.mx_format(p.format);
+  check.blocks(without_input_rank(p), p.block_size);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+}
+
+ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(std::string format,
+                                                               int64_t block_size,
+                                                               int64_t block_axis)
+    : ActivationMXInferableQuantizer(
+          block_params(std::move(format), block_size, block_axis, std::nullopt, std::nullopt)) {}
+
+WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::WeightsNVFP4InferableQuantizer, nvfp4_params(p)) {
+  const Checker check{class_name()};
+  check.tensor_scale(p.tensor_scale);
+  if (p.input_rank)
+    QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
+  check.blocks(p, kernels::kNvfp4BlockSize);
+  set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+}
+
+WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(
+    std::optional<double> tensor_scale, int64_t block_axis, std::optional<int64_t> input_rank)
+    : WeightsNVFP4InferableQuantizer(
+          block_params("", kernels::kNvfp4BlockSize, block_axis, input_rank, tensor_scale)) {}
+
+ActivationNVFP4InferableQuantizer::ActivationNVFP4InferableQuantizer(const QuantizerParams& p)
+    : BaseInferableQuantizer(Kind::ActivationNVFP4InferableQuantizer,
+                             nvfp4_params(without_input_rank(p))) {
+  const Checker check{class_name()};
+  check.tensor_scale(p.tensor_scale);
+  check.blocks(without_input_rank(p), kernels::kNvfp4BlockSize);
+  set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+}
+
+ActivationNVFP4InferableQuantizer::ActivationNVFP4InferableQuantizer(
+    std::optional<double> tensor_scale, int64_t block_axis)
+    : ActivationNVFP4InferableQuantizer(
+          block_params("", kernels::kNvfp4BlockSize, block_axis, std::nullopt, tensor_scale)) {}
 
 // ---- registry-driven construction --------------------------------------------------------------
 

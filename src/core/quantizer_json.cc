@@ -75,6 +75,13 @@ std::string BaseInferableQuantizer::get_config() const {
     else if (k == "lut_values_bitwidth") j[k] = p.lut_values_bitwidth;
     else if (k == "eps") j[k] = p.eps;
     else if (k == "profile") j[k] = to_string(p.profile);
+    else if (k == "format") j[k] = p.format;
+    else if (k == "scale") j[k] = p.scale;
+    else if (k == "group_size") j[k] = to_json_value(p.group_size);
+    else if (k == "group_axis") j[k] = p.group_axis;
+    else if (k == "block_size") j[k] = p.block_size;
+    else if (k == "block_axis") j[k] = p.block_axis;
+    else if (k == "tensor_scale") j[k] = p.tensor_scale ? Json(*p.tensor_scale) : Json(nullptr);
   }
   j["qi_version"] = kVersion;
   return j.dump();
@@ -100,13 +107,17 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
 
   const auto& keys = keys_of(kind);
   QuantizerParams p;
-  p.num_bits = json_util::get_int(json_util::get(j, "num_bits", what), "num_bits", what);
-  for (const char* list : {"threshold", "min_range", "max_range", "lut_values"})
+  if (has_key(keys, "num_bits"))
+    p.num_bits = json_util::get_int(json_util::get(j, "num_bits", what), "num_bits", what);
+  if (has_key(keys, "format"))
+    p.format = json_util::get_string(json_util::get(j, "format", what), "format", what);
+  for (const char* list : {"threshold", "min_range", "max_range", "lut_values", "scale"})
     if (has_key(keys, list)) {
       auto values = read_list(json_util::get(j, list, what), list, what);
       if (std::string(list) == "threshold") p.threshold = std::move(values);
       else if (std::string(list) == "min_range") p.min_range = std::move(values);
       else if (std::string(list) == "max_range") p.max_range = std::move(values);
+      else if (std::string(list) == "scale") p.scale = std::move(values);
       else p.lut_values = std::move(values);
     }
   if (has_key(keys, "per_channel"))
@@ -115,6 +126,16 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
     p.channel_axis = read_optional_int(j["channel_axis"], "channel_axis", what);
   if (j.contains("input_rank"))
     p.input_rank = read_optional_int(j["input_rank"], "input_rank", what);
+  if (j.contains("group_size"))
+    p.group_size = read_optional_int(j["group_size"], "group_size", what);
+  if (j.contains("group_axis"))
+    p.group_axis = json_util::get_int(j["group_axis"], "group_axis", what);
+  if (j.contains("block_size"))
+    p.block_size = json_util::get_int(j["block_size"], "block_size", what);
+  if (j.contains("block_axis"))
+    p.block_axis = json_util::get_int(j["block_axis"], "block_axis", what);
+  if (j.contains("tensor_scale") && !j["tensor_scale"].is_null())
+    p.tensor_scale = json_util::get_double(j["tensor_scale"], "tensor_scale", what);
   if (has_key(keys, "signed")) {
     // Weights quantizers default to signed; activation quantizers must say.
     if (info.target == QuantizationTarget::Activation || j.contains("signed"))

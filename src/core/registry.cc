@@ -40,6 +40,12 @@ std::string to_string(ParamFamily family) {
     case ParamFamily::kSymmetricActivation: return "symmetric_activation";
     case ParamFamily::kUniformActivation: return "uniform_activation";
     case ParamFamily::kLutActivation: return "lut_activation";
+    case ParamFamily::kFloatWeights: return "float_weights";
+    case ParamFamily::kFloatActivation: return "float_activation";
+    case ParamFamily::kMxWeights: return "mx_weights";
+    case ParamFamily::kMxActivation: return "mx_activation";
+    case ParamFamily::kNvfp4Weights: return "nvfp4_weights";
+    case ParamFamily::kNvfp4Activation: return "nvfp4_activation";
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -71,16 +77,40 @@ const Spec kSigned{"signed", std::nullopt, false, "signed grid (else unsigned, f
 const Spec kLutBitwidth{"lut_values_bitwidth", "8", false,
                         "bit width B of the LUT's integer domain"};
 const Spec kEps{"eps", "1e-08", false, "added to the threshold before dividing"};
+const Spec kFormat{"format", std::nullopt, false,
+                   "the element format: \"E4M3\" or \"E5M2\" (FP8), \"E3M2\" or \"E2M3\" (FP6), "
+                   "\"E2M1\" (FP4)"};
+const Spec kMxFormat{"format", std::nullopt, false,
+                     "the element format: \"E4M3\" or \"E5M2\" (MXFP8), \"E3M2\" or \"E2M3\" "
+                     "(MXFP6), \"E2M1\" (MXFP4), \"INT8\" (MXINT8)"};
+const Spec kBlockSize{"block_size", "32", false,
+                      "elements per block (sharing one scale) along block_axis, which must hold "
+                      "whole blocks"};
+const Spec kBlockAxis{"block_axis", "-1", false,
+                      "the axis the blocks lie along (negative counts from the end)"};
+const Spec kTensorScale{"tensor_scale", "null", false,
+                        "the float32 tensor scale t > 0 of two-level scaling (block scales are "
+                        "stored relative to it); null: single-level"};
+const Spec kScale{"scale", std::nullopt, false,
+                  "scale s > 0, a scalar or a list (one per channel when per_channel)"};
+const Spec kGroupSize{"group_size", "null", true,
+                      "elements per group along group_axis: one parameter per channel and group "
+                      "(row-major: channel, then group), the last group may be shorter (null: "
+                      "no groups)"};
+const Spec kGroupAxis{"group_axis", "-1", true,
+                      "the axis the groups lie along (negative counts from the end); not the "
+                      "channel axis"};
 const Spec kProfile{"profile", "\"torch\"", true,
                     "'torch' (round half to even, as torch.fake_quantize_*) or 'tf' (TensorFlow "
                     "fake_quant: nudged zero point, round half up)"};
 
 const std::vector<Spec>& family_specs(ParamFamily family) {
-  static const std::vector<Spec> symmetric_w = {kNumBits,     kThreshold, kPerChannel,
-                                                kChannelAxis, kInputRank, kSignedWeights,
-                                                kProfile};
-  static const std::vector<Spec> uniform_w = {kNumBits,     kMinRange,  kMaxRange, kPerChannel,
-                                              kChannelAxis, kInputRank, kProfile};
+  static const std::vector<Spec> symmetric_w = {
+      kNumBits,       kThreshold, kPerChannel, kChannelAxis, kInputRank,
+      kSignedWeights, kProfile,   kGroupSize,  kGroupAxis};
+  static const std::vector<Spec> uniform_w = {kNumBits,   kMinRange,  kMaxRange,
+                                              kPerChannel, kChannelAxis, kInputRank,
+                                              kProfile,   kGroupSize, kGroupAxis};
   static const std::vector<Spec> lut_w = {kNumBits,     kLutValues, kThreshold,     kPerChannel,
                                           kChannelAxis, kInputRank, kSignedWeights, kLutBitwidth,
                                           kEps,         kProfile};
@@ -88,6 +118,13 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
   static const std::vector<Spec> uniform_a = {kNumBits, kMinRange, kMaxRange, kProfile};
   static const std::vector<Spec> lut_a = {kNumBits, kLutValues,   kThreshold,
                                           kSigned,  kLutBitwidth, kEps};
+  static const std::vector<Spec> float_w = {kFormat,    kScale,     kPerChannel, kChannelAxis,
+                                            kInputRank, kGroupSize, kGroupAxis};
+  static const std::vector<Spec> float_a = {kFormat, kScale};
+  static const std::vector<Spec> mx_w = {kMxFormat, kBlockSize, kBlockAxis, kInputRank};
+  static const std::vector<Spec> mx_a = {kMxFormat, kBlockSize, kBlockAxis};
+  static const std::vector<Spec> nvfp4_w = {kTensorScale, kBlockAxis, kInputRank};
+  static const std::vector<Spec> nvfp4_a = {kTensorScale, kBlockAxis};
   switch (family) {
     case ParamFamily::kSymmetricWeights: return symmetric_w;
     case ParamFamily::kUniformWeights: return uniform_w;
@@ -95,6 +132,12 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
     case ParamFamily::kSymmetricActivation: return symmetric_a;
     case ParamFamily::kUniformActivation: return uniform_a;
     case ParamFamily::kLutActivation: return lut_a;
+    case ParamFamily::kFloatWeights: return float_w;
+    case ParamFamily::kFloatActivation: return float_a;
+    case ParamFamily::kMxWeights: return mx_w;
+    case ParamFamily::kMxActivation: return mx_a;
+    case ParamFamily::kNvfp4Weights: return nvfp4_w;
+    case ParamFamily::kNvfp4Activation: return nvfp4_a;
   }
   throw Error(str_cat("ParamFamily: invalid value ", static_cast<int>(family)));
 }
@@ -127,7 +170,9 @@ std::string example_inferable_config(InferableQuantizerKind kind, int64_t channe
   for (const auto& spec : inferable_param_specs(kind)) {
     const std::string key = spec.key;
     if (key == "num_bits") j[key] = is_lut ? 4 : 8;
-    else if (key == "threshold") j[key] = t;
+    else if (key == "threshold" || key == "scale") j[key] = t;
+    else if (key == "format") j[key] = "E4M3";
+    else if (key == "tensor_scale") j[key] = std::ldexp(1.0, -9);
     else if (key == "min_range") j[key] = lo;
     else if (key == "max_range") j[key] = hi;
     else if (key == "lut_values") j[key] = lut;

@@ -422,13 +422,10 @@ void check_fits_weight(const BaseQuantizer& q, const Shape& shape, const float* 
     if (p.input_rank)
       QI_CHECK(*p.input_rank == rank, inf->class_name(), ": input_rank is ", *p.input_rank,
                " but the weight has rank ", rank);
-    if (p.per_channel && p.channel_axis) {
-      const int64_t axis = *inf->resolve_channel_axis(rank);
-      QI_CHECK(inf->num_channels() == 1 || shape[static_cast<size_t>(axis)] == inf->num_channels(),
-               inf->class_name(), ": the quantizer holds ", inf->num_channels(),
-               " per-channel values but the weight has ", shape[static_cast<size_t>(axis)],
-               " channels along channel_axis ", *p.channel_axis);
-    }
+    if (p.per_channel && p.channel_axis) inf->resolve_channel_axis(rank);  // even for one value
+    // The rules apply() enforces on a tensor of this shape (channels, groups).
+    kernels::check_plan_fits(inf->class_name(), inf->plan(),
+                             p.per_channel ? p.channel_axis : std::nullopt, p.input_rank, shape);
     return;
   }
   if (const auto* policy = dynamic_cast<const TrainableQuantizer*>(&q)) {

@@ -8,7 +8,9 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "kernels/row_kernels.h"
 #include "kernels/scalar_ops.h"
@@ -191,6 +193,121 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
       scalar_at);
 }
 
+template <class D, class V>
+HWY_INLINE V FloatVec(D d, V x, V divisor, V multiplier, V max, int32_t mbits,
+                      int32_t emin_biased) {
+  // scalar::float_quant lane by lane: clamp(x / divisor), rounding by adding and subtracting
+  // M = 2^(E - mbits + 23) with E the exponent of |v| (at least the format's emin).
+  const hn::RebindToSigned<D> di;
+  const V v = hn::Min(hn::Max(hn::Div(x, divisor), hn::Neg(max)), max);
+  const V a = hn::Abs(v);
+  const auto e = hn::Max(hn::ShiftRight<23>(hn::BitCast(di, a)), hn::Set(di, emin_biased));
+  const V m = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(e, hn::Set(di, 23 - mbits))));
+  const V r = hn::Sub(hn::Add(a, m), m);
+  return hn::IfThenElse(hn::IsNaN(x), x, hn::Mul(hn::CopySign(r, v), multiplier));
+}
+
+void FloatRow(const float* HWY_RESTRICT in, float* out, int64_t n, const FloatPlan& p, int64_t c0,
+              bool vary, bool stream) {
+  const hn::ScalableTag<float> d;
+  const auto max = hn::Set(d, p.max);
+  const int32_t mbits = p.mbits;
+  const int32_t emin = scalar::float_format_emin_biased(p.ebits);
+  const float* s = p.scale.data() + c0;
+  if (!vary) {
+    const auto scale = hn::Set(d, s[0]);
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) {
+          return FloatVec(d, hn::LoadU(d, in + i), scale, scale, max, mbits, emin);
+        },
+        [&](int64_t i) { return scalar::float_quant(in[i], s[0], s[0], p.max, mbits, emin); });
+    return;
+  }
+  RowLoop(
+      d, out, n, stream,
+      [&](int64_t i) {
+        const auto scale = hn::LoadU(d, s + i);
+        return FloatVec(d, hn::LoadU(d, in + i), scale, scale, max, mbits, emin);
+      },
+      [&](int64_t i) { return scalar::float_quant(in[i], s[i], s[i], p.max, mbits, emin); });
+}
+
+// The largest |x| of n contiguous floats; *nan tells whether one of them is NaN (Max's NaN
+// handling differs between targets, so NaN is tracked on its own).
+float BlockAmax(const float* HWY_RESTRICT in, int64_t n, bool* nan) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  auto amax = hn::Zero(d);
+  auto nans = hn::Zero(d);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto x = hn::LoadU(d, in + i);
+    amax = hn::Max(amax, hn::Abs(x));
+    nans = hn::Or(nans, hn::VecFromMask(d, hn::IsNaN(x)));
+  }
+  float m = hn::GetLane(hn::MaxOfLanes(d, amax));
+  bool any = !hn::AllFalse(d, hn::MaskFromVec(nans));
+  for (; i < n; ++i) {
+    any = any || std::isnan(in[i]);
+    m = std::fmax(m, std::fabs(in[i]));
+  }
+  *nan = any;
+  return m;
+}
+
+// n contiguous elements (whole blocks of the plan's block size) of a block-scaled plan: per
+// block, its scales from the largest magnitude, then FloatVec with them (MX: divisor and
+// multiplier; NVFP4: the total scale for both).
+template <typename PlanT>
+void BlockRow(const float* HWY_RESTRICT in, float* HWY_RESTRICT out, int64_t n, const PlanT& p) {
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t k = p.groups.group_size;
+  constexpr bool kMx = std::is_same_v<PlanT, MxPlan>;
+  int32_t mbits, emin;
+  float max;
+  if constexpr (kMx) {
+    mbits = p.mbits;
+    emin = scalar::float_format_emin_biased(p.ebits);
+    max = p.max;
+  } else {
+    mbits = 1;
+    emin = scalar::float_format_emin_biased(2);
+    max = 6.f;
+  }
+  const auto vmax = hn::Set(d, max);
+  for (int64_t b = 0; b + k <= n; b += k) {
+    bool nan = false;
+    const float amax = BlockAmax(in + b, k, &nan);
+    float divisor = 0.f, multiplier = 0.f;
+    if (!nan) {
+      if constexpr (kMx) {
+        nan = !scalar::mx_scales(amax, p.emax, &divisor, &multiplier);
+      } else {
+        divisor = multiplier = scalar::nvfp4_total_scale(amax, p.tensor_scale);
+      }
+    }
+    if (nan) {
+      std::fill(out + b, out + b + k, std::numeric_limits<float>::quiet_NaN());
+      continue;
+    }
+    const auto vd = hn::Set(d, divisor), vm = hn::Set(d, multiplier);
+    int64_t i = 0;
+    for (; i + N <= k; i += N)
+      hn::StoreU(FloatVec(d, hn::LoadU(d, in + b + i), vd, vm, vmax, mbits, emin), d, out + b + i);
+    for (; i < k; ++i)
+      out[b + i] = scalar::float_quant(in[b + i], divisor, multiplier, max, mbits, emin);
+  }
+}
+
+void MxRow(const float* HWY_RESTRICT in, float* out, int64_t n, const MxPlan& p) {
+  BlockRow(in, out, n, p);
+}
+void Nvfp4Row(const float* HWY_RESTRICT in, float* out, int64_t n, const Nvfp4Plan& p) {
+  BlockRow(in, out, n, p);
+}
+
 // Fused backward of the affine fake quantizer over a row of one channel (trainable_math.h):
 // dx (skipped when null) and the row's sums of dy * dq/dscale and dy * dq/da, accumulated in
 // float vectors and flushed to double every kFlush vectors so long rows keep their precision.
@@ -246,6 +363,9 @@ namespace qi::kernels {
 HWY_EXPORT(AffineTorchRow);
 HWY_EXPORT(AffineTfRow);
 HWY_EXPORT(LutRow);
+HWY_EXPORT(FloatRow);
+HWY_EXPORT(MxRow);
+HWY_EXPORT(Nvfp4Row);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(AffineBackwardRow);
 
@@ -266,6 +386,18 @@ void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p
 void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
              bool stream) {
   HWY_DYNAMIC_DISPATCH(LutRow)(in, out, n, p, c0, vary, stream);
+}
+
+void float_row(const float* in, float* out, int64_t n, const FloatPlan& p, int64_t c0, bool vary,
+               bool stream) {
+  HWY_DYNAMIC_DISPATCH(FloatRow)(in, out, n, p, c0, vary, stream);
+}
+
+void mx_row(const float* in, float* out, int64_t n, const MxPlan& p) {
+  HWY_DYNAMIC_DISPATCH(MxRow)(in, out, n, p);
+}
+void nvfp4_row(const float* in, float* out, int64_t n, const Nvfp4Plan& p) {
+  HWY_DYNAMIC_DISPATCH(Nvfp4Row)(in, out, n, p);
 }
 
 std::string simd_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }

@@ -2,6 +2,7 @@
 #include "kernels/plan.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cstring>
 #include <type_traits>
 
@@ -17,8 +18,19 @@ int64_t plan_channels(const Plan& plan) {
     int64_t operator()(const AffineTorchPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
     int64_t operator()(const AffineTfPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
     int64_t operator()(const LutPlan& p) const { return static_cast<int64_t>(p.divisor.size()); }
+    int64_t operator()(const FloatPlan& p) const { return static_cast<int64_t>(p.scale.size()); }
+    int64_t operator()(const MxPlan&) const { return 1; }
+    int64_t operator()(const Nvfp4Plan&) const { return 1; }
   };
   return std::visit(Visitor{}, plan);
+}
+
+bool plan_is_block_scaled(const Plan& plan) {
+  return std::holds_alternative<MxPlan>(plan) || std::holds_alternative<Nvfp4Plan>(plan);
+}
+
+const GroupLayout& plan_groups(const Plan& plan) {
+  return std::visit([](const auto& p) -> const GroupLayout& { return p.groups; }, plan);
 }
 
 // ---- packed plans -------------------------------------------------------------------------------
@@ -82,8 +94,14 @@ void check_scales(const std::vector<float>& scale, const char* what) {
 
 std::vector<int32_t> pack_plan(const Plan& plan) {
   Packer p;
-  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()));
+  const GroupLayout& groups = plan_groups(plan);
+  const bool grouped = groups.group_size > 0;
+  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()) + (grouped ? kPackedGroupedFlag : 0));
   p.word(static_cast<int32_t>(plan_channels(plan)));
+  if (grouped) {
+    p.word(static_cast<int32_t>(groups.group_size));
+    p.word(static_cast<int32_t>(groups.group_axis));
+  }
   std::visit(
       [&p](const auto& v) {
         using T = std::decay_t<decltype(v)>;
@@ -100,6 +118,18 @@ std::vector<int32_t> pack_plan(const Plan& plan) {
           p.floats(v.nudged_min);
           p.floats(v.nudged_max);
           p.floats(v.quant_zero);
+        } else if constexpr (std::is_same_v<T, FloatPlan>) {
+          p.word(v.ebits);
+          p.word(v.mbits);
+          p.f(v.max);
+          p.floats(v.scale);
+        } else if constexpr (std::is_same_v<T, MxPlan>) {
+          p.word(v.ebits);
+          p.word(v.mbits);
+          p.f(v.max);
+          p.word(v.emax);
+        } else if constexpr (std::is_same_v<T, Nvfp4Plan>) {
+          p.f(v.tensor_scale);
         } else {
           p.f(v.multiplier);
           p.f(v.lo);
@@ -120,12 +150,20 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
   QI_CHECK(words != nullptr || count == 0, "packed plan: no data");
   Unpacker u(words, count);
   const int32_t tag = u.word("the tag");
-  const int32_t kind = tag - kPackedPlanTag;
+  const bool grouped = ((tag - kPackedPlanTag) & kPackedGroupedFlag) != 0;
+  const int32_t kind = tag - kPackedPlanTag - (grouped ? kPackedGroupedFlag : 0);
   QI_CHECK(kind >= 0 && kind < static_cast<int32_t>(std::variant_size_v<Plan>),
            "packed plan: unknown format tag ", tag, " (not a plan of this qi version?)");
   const int64_t c = u.word("the channel count");
   QI_CHECK(c >= 1 && c <= count, "packed plan: channel count must be in [1, ", count, "], got ",
            c);
+  GroupLayout groups;
+  if (grouped) {
+    groups.group_size = u.word("group_size");
+    groups.group_axis = u.word("group_axis");
+    QI_CHECK(groups.group_size >= 1, "packed plan: group_size must be >= 1, got ",
+             groups.group_size);
+  }
   Plan out;
   if (kind == 0) {
     AffineTorchPlan p;
@@ -154,6 +192,47 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
     p.quant_zero = u.floats(c, "quant_zero");
     check_scales(p.scale, "scale");
     out = std::move(p);
+  } else if (kind == 4 || kind == 5) {
+    QI_CHECK(grouped && c == 1, "packed plan: a block-scaled plan needs its block layout and one "
+             "channel");
+    if (kind == 4) {
+      MxPlan p;
+      p.ebits = u.word("ebits");
+      p.mbits = u.word("mbits");
+      p.max = u.f("max");
+      p.emax = u.word("emax");
+      const FloatFormat* f = nullptr;
+      for (const auto& g : kFloatFormats)
+        if (g.ebits == p.ebits && g.mbits == p.mbits && g.max == p.max) f = &g;
+      if (p.ebits == kMxInt8.ebits && p.mbits == kMxInt8.mbits && p.max == kMxInt8.max)
+        f = &kMxInt8;
+      QI_CHECK(f != nullptr && p.emax == mx_emax(*f), "packed plan: unknown MX element format E",
+               p.ebits, "M", p.mbits, " with max ", p.max, " and emax ", p.emax);
+      out = std::move(p);
+    } else {
+      Nvfp4Plan p;
+      p.tensor_scale = u.f("tensor_scale");
+      QI_CHECK(p.tensor_scale == 0 || (std::isfinite(p.tensor_scale) && p.tensor_scale >= FLT_MIN &&
+                                       p.tensor_scale <= FLT_MAX / 448),
+               "packed plan: tensor_scale must be 0 or a normal float32 up to FLT_MAX / 448, got ",
+               p.tensor_scale);
+      QI_CHECK(groups.group_size == kNvfp4BlockSize, "packed plan: NVFP4 blocks hold ",
+               kNvfp4BlockSize, " elements, got ", groups.group_size);
+      out = std::move(p);
+    }
+  } else if (kind == 3) {
+    FloatPlan p;
+    p.ebits = u.word("ebits");
+    p.mbits = u.word("mbits");
+    p.max = u.f("max");
+    bool known = false;
+    for (const auto& f : kFloatFormats)
+      known = known || (f.ebits == p.ebits && f.mbits == p.mbits && f.max == p.max);
+    QI_CHECK(known, "packed plan: unknown float format E", p.ebits, "M", p.mbits, " with max ",
+             p.max);
+    p.scale = u.floats(c, "scale");
+    check_scales(p.scale, "scale");
+    out = std::move(p);
   } else {
     LutPlan p;
     p.multiplier = u.f("multiplier");
@@ -171,7 +250,59 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
     out = std::move(p);
   }
   u.finish();
+  std::visit([&groups](auto& p) { p.groups = groups; }, out);
   return out;
+}
+
+const FloatFormat* find_float_format(const std::string& name) {
+  for (const auto& f : kFloatFormats)
+    if (name == f.name) return &f;
+  return nullptr;
+}
+
+int32_t mx_emax(const FloatFormat& f) {
+  int e = 0;
+  std::frexp(f.max, &e);
+  return e - 1;  // floor(log2(max))
+}
+
+const FloatFormat* find_mx_format(const std::string& name) {
+  if (name == kMxInt8.name) return &kMxInt8;
+  return find_float_format(name);
+}
+
+std::string mx_format_names() { return str_cat(float_format_names(), ", ", kMxInt8.name); }
+
+MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis) {
+  MxPlan p;
+  p.ebits = format.ebits;
+  p.mbits = format.mbits;
+  p.max = format.max;
+  p.emax = mx_emax(format);
+  p.groups = {block_size, block_axis};
+  return p;
+}
+
+Nvfp4Plan nvfp4_plan(std::optional<double> tensor_scale, int64_t block_axis) {
+  Nvfp4Plan p;
+  p.tensor_scale = tensor_scale ? static_cast<float>(*tensor_scale) : 0.f;
+  p.groups = {kNvfp4BlockSize, block_axis};
+  return p;
+}
+
+std::string float_format_names() {
+  std::string names;
+  for (const auto& f : kFloatFormats) names += str_cat(names.empty() ? "" : ", ", f.name);
+  return names;
+}
+
+FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale) {
+  FloatPlan p;
+  p.ebits = format.ebits;
+  p.mbits = format.mbits;
+  p.max = format.max;
+  for (double s : scale) p.scale.push_back(static_cast<float>(s));
+  return p;
 }
 
 AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64_t num_bits,

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "qi/kernels.h"
@@ -45,5 +46,14 @@ AffineTfPlan uniform_tf_plan(const std::vector<double>& min_range,
 // Python float) and round once; weights add in float32 (a float32 tensor plus eps).
 LutPlan lut_plan(const std::vector<double>& lut_values, const std::vector<double>& threshold,
                  bool is_signed, int64_t lut_values_bitwidth, double eps, bool divisor_in_double);
+
+// Scaled low-precision float: the scales rounded to float32 once.
+FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale);
+
+// floor(log2(max)) of an MX element format.
+int32_t mx_emax(const FloatFormat& format);
+MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis);
+// tensor_scale: none for single-level scaling.
+Nvfp4Plan nvfp4_plan(std::optional<double> tensor_scale, int64_t block_axis);
 
 }  // namespace qi::kernels

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <string>
 
 namespace qi::reference {
 namespace {
@@ -107,11 +109,83 @@ float lut(float x, const QuantizerParams& p, double t, bool divisor_in_double) {
   return mul(div(f(p.lut_values[best]), mult), f(t));
 }
 
+// The non-negative finite values of a float format in ascending order, decoded from their codes
+// (exponent field k >> mbits, mantissa k & (2^mbits - 1)); the parity of a code is the parity of
+// its mantissa. MX's INT8 (ebits 0): k / 64 for k in [0, 127].
+const std::vector<double>& float_grid(const kernels::FloatFormat& fmt) {
+  static std::vector<double> grids[std::size(kernels::kFloatFormats) + 1];
+  const size_t index = &fmt == &kernels::kMxInt8
+                           ? std::size(kernels::kFloatFormats)
+                           : static_cast<size_t>(&fmt - kernels::kFloatFormats);
+  std::vector<double>& grid = grids[index];
+  if (grid.empty() && fmt.ebits == 0) {
+    for (int k = 0; k <= 127; ++k) grid.push_back(k / 64.0);
+  }
+  if (grid.empty()) {
+    const int bias = (1 << (fmt.ebits - 1)) - 1;
+    for (int k = 0; k < (1 << (fmt.ebits + fmt.mbits)); ++k) {
+      const int e = k >> fmt.mbits, m = k & ((1 << fmt.mbits) - 1);
+      const double value = e == 0 ? std::ldexp(m, 1 - bias - fmt.mbits)
+                                  : std::ldexp((1 << fmt.mbits) + m, e - bias - fmt.mbits);
+      if (value > fmt.max) break;  // the codes of infinities and NaN
+      grid.push_back(value);
+    }
+  }
+  return grid;
+}
+
+// The nearest value of the format to clamp(v, -max, max), ties to the even code.
+float nearest(float v, const kernels::FloatFormat& fmt) {
+  const std::vector<double>& grid = float_grid(fmt);
+  v = v < -fmt.max ? -fmt.max : (v > fmt.max ? fmt.max : v);
+  const double a = std::fabs(static_cast<double>(v));
+  size_t k = static_cast<size_t>(std::lower_bound(grid.begin(), grid.end(), a) - grid.begin());
+  if (grid[k] != a) {  // between grid[k - 1] and grid[k] (a <= max, so k is in range)
+    const double below = a - grid[k - 1], above = grid[k] - a;  // exact in double
+    if (below < above || (below == above && (k - 1) % 2 == 0)) --k;
+  }
+  return f(std::copysign(grid[k], static_cast<double>(v)));
+}
+
+// FLOAT: the nearest value of the format to x / s, times s.
+float float_quant(float x, const std::string& format, double s) {
+  if (std::isnan(x)) return x;
+  const float scale = f(s);
+  return mul(nearest(div(x, scale), *kernels::find_float_format(format)), scale);
+}
+
+// MX and NVFP4: x in a block whose largest magnitude is amax (NaN when the block holds one).
+float block_quant(Kind kind, const QuantizerParams& p, float amax, float x) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  if (std::isnan(amax)) return nan;
+  if (kind == Kind::WeightsMXInferableQuantizer || kind == Kind::ActivationMXInferableQuantizer) {
+    const kernels::FloatFormat& fmt = *kernels::find_mx_format(p.format);
+    // X = 2^(floor(log2(amax)) - emax) in E8M0's range; amax 0 counts as 2^-126, and the
+    // exponent of a float32 subnormal or of inf is that of its bit field (-127, 128).
+    int exponent = 0;
+    if (amax == 0) exponent = -126;
+    else if (std::isinf(amax)) exponent = 128;
+    else exponent = std::max(std::ilogb(amax), -127);
+    const int emax = std::ilogb(fmt.max);
+    const int e = std::min(std::max(exponent - emax, -127), 128);
+    if (e == 128) return nan;  // E8M0's NaN
+    const float divisor = f(std::ldexp(1.0, std::max(e, -126)));
+    return mul(nearest(div(x, divisor), fmt), f(std::ldexp(1.0, e)));
+  }
+  // NVFP4: the E4M3 block scale of amax / 6 (relative to the tensor scale), then E2M1 elements.
+  float s = div(amax, 6.f);
+  if (p.tensor_scale) s = div(s, f(*p.tensor_scale));
+  s = s < 0.015625f ? 0.015625f : (s > 448.f ? 448.f : s);
+  s = nearest(s, *kernels::find_float_format("E4M3"));
+  const float total = p.tensor_scale ? mul(f(*p.tensor_scale), s) : s;
+  return mul(nearest(div(x, total), *kernels::find_float_format("E2M1")), total);
+}
+
 // The quantizer of channel c as a scalar function.
 float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
   const int64_t n = p.num_bits;
   const bool torch = p.profile == NumericProfile::kTorch;
-  const bool per_channel = p.per_channel;
+  const bool per_channel = p.per_channel || p.group_size.has_value();  // groups: per channel
   switch (kind) {
     case Kind::WeightsSymmetricInferableQuantizer:
     case Kind::WeightsPOTInferableQuantizer:
@@ -156,30 +230,86 @@ float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
       return lut(x, p, p.threshold[c], /*divisor_in_double=*/p.profile == NumericProfile::kTf);
     case Kind::ActivationLutPOTInferableQuantizer:
       return lut(x, p, p.threshold[c], true);
+    case Kind::WeightsFloatInferableQuantizer:
+    case Kind::ActivationFloatInferableQuantizer:
+      return float_quant(x, p.format, p.scale[c]);
+    case Kind::WeightsMXInferableQuantizer:
+    case Kind::ActivationMXInferableQuantizer:
+    case Kind::WeightsNVFP4InferableQuantizer:
+    case Kind::ActivationNVFP4InferableQuantizer:
+      break;  // per block: fake_quant
   }
   return x;
+}
+
+bool block_scaled(Kind kind) {
+  return kind == Kind::WeightsMXInferableQuantizer || kind == Kind::ActivationMXInferableQuantizer ||
+         kind == Kind::WeightsNVFP4InferableQuantizer ||
+         kind == Kind::ActivationNVFP4InferableQuantizer;
+}
+
+// MX, NVFP4: each element from the largest magnitude of its block (found by walking the block
+// along block_axis from the element's logical indices).
+std::vector<float> block_fake_quant(Kind kind, const QuantizerParams& p, ConstTensorView in) {
+  const int64_t numel = in.numel(), rank = in.dim();
+  const int64_t axis = p.block_axis < 0 ? p.block_axis + rank : p.block_axis;
+  const int64_t k = (kind == Kind::WeightsNVFP4InferableQuantizer ||
+                     kind == Kind::ActivationNVFP4InferableQuantizer)
+                        ? kernels::kNvfp4BlockSize
+                        : p.block_size;
+  std::vector<float> out(static_cast<size_t>(numel));
+  for (int64_t linear = 0; linear < numel; ++linear) {
+    int64_t rem = linear, offset = 0, along = 0;
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      const int64_t i = rem % in.sizes[d];
+      rem /= in.sizes[d];
+      offset += i * in.strides[d];
+      if (d == axis) along = i;
+    }
+    const int64_t first = offset - (along % k) * in.strides[axis];
+    float amax = 0.f;
+    bool nan = false;
+    for (int64_t j = 0; j < k; ++j) {
+      const float v = in.data[first + j * in.strides[axis]];
+      nan = nan || std::isnan(v);
+      amax = std::max(amax, std::fabs(v));
+    }
+    out[linear] = block_quant(kind, p, nan ? std::numeric_limits<float>::quiet_NaN() : amax,
+                              in.data[offset]);
+  }
+  return out;
 }
 
 }  // namespace
 
 std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams& params,
                               ConstTensorView in) {
+  if (block_scaled(kind)) return block_fake_quant(kind, params, in);
   const int64_t numel = in.numel();
   const int64_t rank = in.dim();
   int64_t axis = -1;
   if (params.per_channel && params.channel_axis)
     axis = *params.channel_axis < 0 ? *params.channel_axis + rank : *params.channel_axis;
+  // Groups: the value of (channel c, group g) is at c * groups + g.
+  const int64_t group_size = params.group_size.value_or(0);
+  const int64_t group_axis = params.group_axis < 0 ? params.group_axis + rank : params.group_axis;
+  const int64_t groups =
+      group_size > 0 ? (in.sizes[group_axis] + group_size - 1) / group_size : 1;
   std::vector<float> out(static_cast<size_t>(numel));
   for (int64_t linear = 0; linear < numel; ++linear) {
-    int64_t rem = linear, offset = 0, channel = 0;
+    int64_t rem = linear, offset = 0, channel = 0, group = 0;
     for (int64_t k = rank - 1; k >= 0; --k) {
       const int64_t i = rem % in.sizes[k];
       rem /= in.sizes[k];
       offset += i * in.strides[k];
       if (k == axis) channel = i;
+      if (group_size > 0 && k == group_axis) group = i / group_size;
     }
-    const size_t values = std::max({params.threshold.size(), params.min_range.size()});
-    out[linear] = quantize(kind, params, values == 1 ? 0 : channel, in.data[offset]);
+    const size_t values =
+        std::max({params.threshold.size(), params.min_range.size(), params.scale.size()});
+    const int64_t index =
+        group_size > 0 ? channel * groups + group : (values == 1 ? 0 : channel);
+    out[linear] = quantize(kind, params, index, in.data[offset]);
   }
   return out;
 }

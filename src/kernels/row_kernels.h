@@ -20,6 +20,11 @@ void affine_tf_row(const float* in, float* out, int64_t n, const AffineTfPlan& p
                    bool vary, bool stream);
 void lut_row(const float* in, float* out, int64_t n, const LutPlan& p, int64_t c0, bool vary,
              bool stream);
+void float_row(const float* in, float* out, int64_t n, const FloatPlan& p, int64_t c0, bool vary,
+               bool stream);
+// n contiguous elements, whole blocks of the plan's block size.
+void mx_row(const float* in, float* out, int64_t n, const MxPlan& p);
+void nvfp4_row(const float* in, float* out, int64_t n, const Nvfp4Plan& p);
 
 // Backward of the affine fake quantizer over n contiguous elements of channel c: writes dx
 // (unless null) and adds the row's sums of dy * dq/dscale and dy * dq/da (trainable_math.h).

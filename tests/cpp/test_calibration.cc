@@ -204,7 +204,7 @@ TEST(TrainableMath, AffineBackwardMatchesNaive) {
   for (auto mode : {qi::trainable::GradMode::kSte, qi::trainable::GradMode::kLsq}) {
     const auto plan = qi::kernels::AffineTorchPlan{{0.01f, 0.02f, 0.005f},
                                                    {1 / 0.01f, 1 / 0.02f, 1 / 0.005f},
-                                                   {3.f, 0.f, -2.f}, -8.f, 7.f};
+                                                   {3.f, 0.f, -2.f}, -8.f, 7.f, {}};
     std::vector<float> dx(C * L);
     const auto got = qi::trainable::affine_backward(
         plan, ConstTensorView(x.data(), {C, L}), ConstTensorView(g.data(), {C, L}),

@@ -40,14 +40,22 @@ bool is_weights(InferableQuantizerKind k) {
 bool is_uniform(InferableQuantizerKind k) {
   return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::UNIFORM;
 }
+bool is_float(InferableQuantizerKind k) {
+  return qi::inferable_quantizer_info(k).method == qi::QuantizationMethod::FLOAT;
+}
+bool is_block(InferableQuantizerKind k) {
+  const auto m = qi::inferable_quantizer_info(k).method;
+  return m == qi::QuantizationMethod::MX || m == qi::QuantizationMethod::NVFP4;
+}
 
 // Parameters for `channels` channels; variety on purpose: power-of-two and arbitrary thresholds,
 // tiny and huge scales, ranges straddling zero and wholly on one side of it.
 QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile, int64_t channels,
                             bool per_channel, std::optional<int64_t> axis, std::mt19937& rng,
-                            int64_t num_bits, bool is_signed) {
+                            int64_t num_bits, bool is_signed, const char* format = "E4M3") {
   QuantizerParams p;
   p.num_bits = num_bits;
+  p.format = format;
   p.profile = profile;
   p.per_channel = per_channel;
   p.channel_axis = axis;
@@ -58,6 +66,7 @@ QuantizerParams make_params(InferableQuantizerKind kind, NumericProfile profile,
     double t = c < 6 ? kSpecial[c] : u(rng);
     if (is_pot(kind)) t = std::exp2(std::round(std::log2(t)));
     p.threshold.push_back(t);
+    p.scale.push_back(t);
     static const double kLo[] = {-1.0, 0.25, -3.0, -1e-20, -7.0, -0.3};
     static const double kHi[] = {1.0, 2.0, -0.5, 1e-20, 1e20, 0.9};
     if (c < 6) {
@@ -101,6 +110,32 @@ std::vector<float> make_inputs(int64_t n, double scale, std::mt19937& rng) {
     } else {
       x[i] = static_cast<float>(u(rng) * scale);
     }
+  }
+  return x;
+}
+
+// make_inputs plus, for a float format, values at and around its grid times `scale`: exact
+// midpoints between neighbours (ties), grid values, the largest value, beyond it, and
+// subnormals of the format.
+std::vector<float> make_float_inputs(int64_t n, double scale, const char* format,
+                                     std::mt19937& rng) {
+  std::vector<float> x = make_inputs(n, scale, rng);
+  const qi::kernels::FloatFormat& f = *qi::kernels::find_float_format(format);
+  const int bias = (1 << (f.ebits - 1)) - 1;
+  std::uniform_int_distribution<int> mant(0, (1 << f.mbits) - 1);
+  std::uniform_int_distribution<int> expo(-bias - 1, static_cast<int>(std::log2(f.max)));
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t r = i % 7;
+    const double sign = (i / 7) % 2 ? -1.0 : 1.0;
+    const int e = std::max(expo(rng), 1 - bias);  // normal range (and the top subnormals)
+    const double step = std::ldexp(1.0, e - f.mbits);
+    const double grid = std::ldexp(1.0, e) + mant(rng) * step;
+    if (r == 1) x[i] = static_cast<float>(sign * (grid + step / 2) * scale);  // a tie
+    else if (r == 3) x[i] = static_cast<float>(sign * grid * scale);
+    else if (r == 4) x[i] = static_cast<float>(sign * f.max * scale * (i % 3 ? 1.0 : 1.1));
+    else if (r == 5)  // subnormal of the format, or a tie between two
+      x[i] = static_cast<float>(sign * std::ldexp(mant(rng) + 0.5 * (i % 2), 1 - bias - f.mbits) *
+                                scale);
   }
   return x;
 }
@@ -171,8 +206,11 @@ std::string param_name(const testing::TestParamInfo<ConformanceParam>& info) {
 std::vector<ConformanceParam> all_params() {
   std::vector<ConformanceParam> out;
   for (const auto& info : qi::kInferableQuantizers) {
+    if (is_block(info.kind)) continue;  // BlockConformance
     out.push_back({info.kind, NumericProfile::kTorch});
-    if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer)
+    // Only the affine and weights-LUT quantizers take a profile.
+    if (info.kind != InferableQuantizerKind::ActivationLutPOTInferableQuantizer &&
+        !is_float(info.kind))
       out.push_back({info.kind, NumericProfile::kTf});
   }
   return out;
@@ -186,60 +224,75 @@ class Conformance : public testing::TestWithParam<ConformanceParam> {
   void run_all(const std::string& isa) {
     const auto [kind, profile] = GetParam();
     std::mt19937 rng(1234);
-    const std::vector<bool> signs = is_uniform(kind) ? std::vector<bool>{true}
-                                                     : std::vector<bool>{true, false};
-    for (bool is_signed : signs) {
-      for (int64_t bits : {2, 4, 8}) {
-        if (is_lut(kind) && bits > 6) continue;
-        // Per-tensor: 1-D sizes around the SIMD width (16 floats on AVX-512) and a prime.
-        for (int64_t n : {0, 1, 15, 16, 17, 35, 1009}) {
-          auto p = make_params(kind, profile, 1, false, std::nullopt, rng, bits, is_signed);
+    // Variants: sign and bit width of integer grids; the format of float quantizers.
+    struct Variant {
+      bool is_signed;
+      int64_t bits;
+      const char* format;
+    };
+    std::vector<Variant> variants;
+    if (is_float(kind)) {
+      for (const auto& f : qi::kernels::kFloatFormats) variants.push_back({true, 8, f.name});
+    } else {
+      for (bool is_signed : {true, false}) {
+        if (is_uniform(kind) && !is_signed) continue;
+        for (int64_t bits : {2, 4, 8})
+          if (!is_lut(kind) || bits <= 6) variants.push_back({is_signed, bits, ""});
+      }
+    }
+    for (const auto& [is_signed, bits, format] : variants) {
+      // Per-tensor: 1-D sizes around the SIMD width (16 floats on AVX-512) and a prime.
+      for (int64_t n : {0, 1, 15, 16, 17, 35, 1009}) {
+        auto p = make_params(kind, profile, 1, false, std::nullopt, rng, bits, is_signed, format);
+        auto q = qi::make_inferable_quantizer(kind, p);
+        auto x = is_float(kind) ? make_float_inputs(n, p.scale[0], format, rng)
+                                : make_inputs(n, p.threshold[0], rng);
+        std::string first;
+        qi::ConstTensorView v(x.data(), Shape{n});
+        EXPECT_EQ(compare(*q, kind, p, v, false, &first), 0)
+            << isa << " n=" << n << " bits=" << bits << " signed=" << is_signed << " " << format
+            << " " << first;
+        EXPECT_EQ(compare(*q, kind, p, v, true, &first), 0)
+            << isa << " in place n=" << n << " " << first;
+      }
+      if (!is_weights(kind)) continue;
+      // Per-channel on every axis of ranks 1..4, contiguous and strided.
+      const Shape base = {3, 5, 7, 19};
+      for (int64_t rank = 1; rank <= 4; ++rank) {
+        Shape sizes(base.end() - rank, base.end());
+        for (int64_t axis = -rank; axis < rank; ++axis) {
+          const int64_t a = axis < 0 ? axis + rank : axis;
+          auto p =
+              make_params(kind, profile, sizes[a], true, axis, rng, bits, is_signed, format);
           auto q = qi::make_inferable_quantizer(kind, p);
-          auto x = make_inputs(n, p.threshold[0], rng);
+          const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
+                                            std::multiplies<int64_t>());
+          // Twice the elements: the strided view takes every other one of the last dim.
+          auto x = is_float(kind) ? make_float_inputs(2 * n, 1.0, format, rng)
+                                  : make_inputs(2 * n, 1.0, rng);
           std::string first;
-          qi::ConstTensorView v(x.data(), Shape{n});
-          EXPECT_EQ(compare(*q, kind, p, v, false, &first), 0)
-              << isa << " n=" << n << " bits=" << bits << " signed=" << is_signed << " " << first;
-          EXPECT_EQ(compare(*q, kind, p, v, true, &first), 0)
-              << isa << " in place n=" << n << " " << first;
-        }
-        if (!is_weights(kind)) continue;
-        // Per-channel on every axis of ranks 1..4, contiguous and strided.
-        const Shape base = {3, 5, 7, 19};
-        for (int64_t rank = 1; rank <= 4; ++rank) {
-          Shape sizes(base.end() - rank, base.end());
-          for (int64_t axis = -rank; axis < rank; ++axis) {
-            const int64_t a = axis < 0 ? axis + rank : axis;
-            auto p = make_params(kind, profile, sizes[a], true, axis, rng, bits, is_signed);
-            auto q = qi::make_inferable_quantizer(kind, p);
-            const int64_t n = std::accumulate(sizes.begin(), sizes.end(), int64_t{1},
-                                              std::multiplies<int64_t>());
-            // Twice the elements: the strided view takes every other one of the last dim.
-            auto x = make_inputs(2 * n, 1.0, rng);
-            std::string first;
-            qi::ConstTensorView contiguous(x.data(), sizes);
-            EXPECT_EQ(compare(*q, kind, p, contiguous, false, &first), 0)
-                << isa << " rank=" << rank << " axis=" << axis << " " << first;
-            Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
-            for (auto& s : strides) s *= 2;
-            qi::ConstTensorView strided(x.data(), sizes, strides);
-            EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0)
-                << isa << " strided rank=" << rank << " axis=" << axis << " " << first;
-            EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
-                << isa << " strided in place rank=" << rank << " axis=" << axis << " " << first;
-            if (rank >= 2) {  // transposed view: swap the first two dims
-              Shape ts = sizes, tst = qi::ConstTensorView::contiguous_strides(sizes);
-              std::swap(ts[0], ts[1]);
-              std::swap(tst[0], tst[1]);
-              QuantizerParams pt = p;
-              const int64_t ta = a == 0 ? 1 : (a == 1 ? 0 : a);
-              pt.channel_axis = ta;
-              auto qt = qi::make_inferable_quantizer(kind, pt);
-              EXPECT_EQ(compare(*qt, kind, pt, qi::ConstTensorView(x.data(), ts, tst), false,
-                                &first),
-                        0)
-                  << isa << " transposed rank=" << rank << " axis=" << ta << " " << first;
-            }
+          qi::ConstTensorView contiguous(x.data(), sizes);
+          EXPECT_EQ(compare(*q, kind, p, contiguous, false, &first), 0)
+              << isa << " rank=" << rank << " axis=" << axis << " " << first;
+          Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
+          for (auto& s : strides) s *= 2;
+          qi::ConstTensorView strided(x.data(), sizes, strides);
+          EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0)
+              << isa << " strided rank=" << rank << " axis=" << axis << " " << first;
+          EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
+              << isa << " strided in place rank=" << rank << " axis=" << axis << " " << first;
+          if (rank >= 2) {  // transposed view: swap the first two dims
+            Shape ts = sizes, tst = qi::ConstTensorView::contiguous_strides(sizes);
+            std::swap(ts[0], ts[1]);
+            std::swap(tst[0], tst[1]);
+            QuantizerParams pt = p;
+            const int64_t ta = a == 0 ? 1 : (a == 1 ? 0 : a);
+            pt.channel_axis = ta;
+            auto qt = qi::make_inferable_quantizer(kind, pt);
+            EXPECT_EQ(compare(*qt, kind, pt, qi::ConstTensorView(x.data(), ts, tst), false,
+                              &first),
+                      0)
+                << isa << " transposed rank=" << rank << " axis=" << ta << " " << first;
           }
         }
       }
@@ -274,7 +327,90 @@ TEST_P(Conformance, BitExactWithThreads) {
   EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0) << first;
 }
 
+bool takes_groups(InferableQuantizerKind kind) {
+  for (const auto& spec : qi::inferable_param_specs(kind))
+    if (std::string(spec.key) == "group_size") return true;
+  return false;
+}
+
+// Per-group parameters (the classes that take group_size): ragged last groups, groups longer
+// than the axis and of one element, channels outer or innermost, no channel axis, 2-D and 4-D,
+// strided views and in place.
+class GroupConformance : public testing::TestWithParam<ConformanceParam> {
+ protected:
+  void TearDown() override { qi::kernels::force_simd_target(""); }
+};
+
+TEST_P(GroupConformance, BitExactAgainstReferenceOnEveryIsa) {
+  const auto [kind, profile] = GetParam();
+  struct Case {
+    Shape sizes;
+    std::optional<int64_t> channel_axis;
+    int64_t group_axis, group_size;
+  };
+  const Case cases[] = {
+      {{6, 37}, 0, 1, 8},          // a Linear weight [out, in] grouped along in, ragged
+      {{6, 37}, 0, -1, 37},        // one group per row
+      {{6, 37}, -2, 1, 64},        // one group longer than the axis
+      {{6, 32}, 0, 1, 1},          // groups of one element
+      {{37, 6}, 1, 0, 5},          // a Keras Dense kernel [in, out]: channels innermost
+      {{4, 10, 3, 3}, 0, 1, 4},    // a conv weight [out, in, kh, kw] grouped along in
+      {{4, 10, 3, 3}, std::nullopt, -1, 2},  // no channel axis: groups along the last axis
+      {{3, 5, 7, 19}, 2, -1, 16},
+      {{0, 7}, std::nullopt, 1, 3},  // empty
+  };
+  struct Variant {
+    int64_t bits;
+    const char* format;
+  };
+  const std::vector<Variant> variants =
+      is_float(kind) ? std::vector<Variant>{{8, "E4M3"}, {8, "E2M1"}}
+                     : std::vector<Variant>{{4, ""}, {8, ""}, {2, ""}};
+  for (const auto& isa : qi::kernels::supported_simd_targets()) {
+    qi::kernels::force_simd_target(isa);
+    std::mt19937 rng(77);
+    for (const auto& c : cases) {
+      const int64_t rank = static_cast<int64_t>(c.sizes.size());
+      const int64_t ga = c.group_axis < 0 ? c.group_axis + rank : c.group_axis;
+      const int64_t groups = (c.sizes[ga] + c.group_size - 1) / c.group_size;
+      const int64_t rows =
+          c.channel_axis ? c.sizes[*c.channel_axis < 0 ? *c.channel_axis + rank : *c.channel_axis]
+                         : 1;
+      for (const auto& [bits, format] : variants) {
+        auto p = make_params(kind, profile, std::max<int64_t>(rows * groups, 1),
+                             c.channel_axis.has_value(), c.channel_axis, rng, bits, true, format);
+        p.group_size = c.group_size;
+        p.group_axis = c.group_axis;
+        auto q = qi::make_inferable_quantizer(kind, p);
+        const int64_t n = std::accumulate(c.sizes.begin(), c.sizes.end(), int64_t{1},
+                                          std::multiplies<int64_t>());
+        auto x = is_float(kind) ? make_float_inputs(2 * n, 1.0, format, rng)
+                                : make_inputs(2 * n, 1.0, rng);
+        std::string first;
+        const std::string where = qi::str_cat(isa, " sizes ", c.sizes.size(), "-d group_size ",
+                                              c.group_size, " bits ", bits, " ", format);
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), c.sizes), false, &first), 0)
+            << where << " " << first;
+        Shape strides = qi::ConstTensorView::contiguous_strides(c.sizes);
+        for (auto& s : strides) s *= 2;
+        qi::ConstTensorView strided(x.data(), c.sizes, strides);
+        EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+        EXPECT_EQ(compare(*q, kind, p, strided, true, &first), 0)
+            << where << " strided in place " << first;
+      }
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Registry, Conformance, testing::ValuesIn(all_params()), param_name);
+
+std::vector<ConformanceParam> group_params() {
+  std::vector<ConformanceParam> out;
+  for (const auto& p : all_params())
+    if (takes_groups(p.kind)) out.push_back(p);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Registry, GroupConformance, testing::ValuesIn(group_params()), param_name);
 
 TEST(Conformance, KnownValuesSymmetricTorch) {
   // threshold 1, 8 bits: step 1/128; ties round to even; clamp at [-1, 127/128].
@@ -302,14 +438,155 @@ TEST(Conformance, KnownValuesSymmetricTfRoundsHalfUp) {
   EXPECT_EQ(y[3], 0.f);
 }
 
+TEST(Conformance, KnownValuesFloatE4M3) {
+  // Scale 1: ties go to the even code; beyond max and +-Inf saturate to +-448; subnormals (step
+  // 2^-9) are kept; the sign of zero (and of values rounding to zero) is kept.
+  qi::WeightsFloatInferableQuantizer q("E4M3", {1.0}, false);
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<float> x = {1.0625f, 1.1875f, 448.f, 464.f, 1e9f, -inf, std::ldexp(1.f, -9),
+                                std::ldexp(1.f, -10), 3 * std::ldexp(1.f, -10), -1e-30f, -0.f};
+  const std::vector<float> want = {1.f, 1.25f, 448.f, 448.f, 448.f, -448.f, std::ldexp(1.f, -9),
+                                   0.f, std::ldexp(1.f, -8), -0.f, -0.f};
+  const auto y = q.apply(x, Shape{static_cast<int64_t>(x.size())});
+  for (size_t i = 0; i < x.size(); ++i)
+    EXPECT_TRUE(same_bits(y[i], want[i])) << "x=" << x[i] << " got " << y[i] << " want " << want[i];
+  // Scale 0.5: the grid is halved.
+  qi::ActivationFloatInferableQuantizer a("E2M1", {0.5});
+  EXPECT_EQ(a.apply({0.3f, 0.9f, 1.25f, 2.9f, 5.f}, Shape{5}),
+            (std::vector<float>{0.25f, 1.f, 1.f, 3.f, 3.f}));
+}
+
 TEST(Conformance, NanStaysNan) {
   for (const auto& info : qi::kInferableQuantizers) {
     std::mt19937 rng(5);
     auto p = make_params(info.kind, NumericProfile::kTorch, 1, false, std::nullopt, rng, 4, true);
+    p.block_size = 16;
     auto q = qi::make_inferable_quantizer(info.kind, p);
-    const auto y = q->apply({std::nanf("")}, Shape{1});
+    const auto y = q->apply(std::vector<float>(16, std::nanf("")), Shape{16});
     EXPECT_TRUE(std::isnan(y[0])) << info.class_name;
   }
+}
+
+// Inputs for block formats: runs of 16 consecutive values of one magnitude (2^-140 to 2^127),
+// some on a coarse grid (ties of every element format), some all zero, one special value (NaN,
+// +-Inf, +-0, FLT_MAX, a float32 subnormal) in every 11th run.
+std::vector<float> make_block_inputs(int64_t n, std::mt19937& rng) {
+  std::vector<float> x(static_cast<size_t>(n));
+  std::uniform_real_distribution<double> expo(-140, 127), u(-1, 1);
+  std::uniform_int_distribution<int> grid(-64, 64);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float specials[] = {std::nanf(""), inf, -inf, 0.f, -0.f, FLT_MAX, -FLT_MAX, 1e-40f};
+  for (int64_t start = 0, run = 0; start < n; start += 16, ++run) {
+    const double e = expo(rng);
+    for (int64_t i = start; i < std::min(n, start + 16); ++i) {
+      if (run % 5 == 1) x[i] = static_cast<float>(grid(rng) / 16.0 * std::ldexp(1.0, static_cast<int>(e / 4)));
+      else if (run % 5 == 3) x[i] = 0.f;
+      else x[i] = static_cast<float>(u(rng) * std::ldexp(1.0, static_cast<int>(e)));
+    }
+    if (run % 11 == 4 && start < n)
+      x[start] = specials[(run / 11) % (sizeof(specials) / sizeof(float))];
+  }
+  return x;
+}
+
+// MX and NVFP4 against the reference: every element format, block sizes from 1 to 32, blocks
+// along the last, first and a middle axis, strided views, in place, every ISA, two threads.
+class BlockConformance : public testing::TestWithParam<InferableQuantizerKind> {
+ protected:
+  void TearDown() override {
+    qi::kernels::force_simd_target("");
+    qi::set_num_threads(1);
+  }
+};
+
+TEST_P(BlockConformance, BitExactAgainstReferenceOnEveryIsa) {
+  const InferableQuantizerKind kind = GetParam();
+  const bool mx = qi::inferable_quantizer_info(kind).method == qi::QuantizationMethod::MX;
+  std::vector<QuantizerParams> variants;
+  if (mx) {
+    for (const char* format : {"E4M3", "E5M2", "E3M2", "E2M3", "E2M1", "INT8"})
+      for (int64_t k : {32, 16, 3, 1}) {
+        QuantizerParams p;
+        p.format = format;
+        p.block_size = k;
+        variants.push_back(p);
+      }
+  } else {
+    for (std::optional<double> t : {std::optional<double>(), std::optional<double>(0.01),
+                                    std::optional<double>(3e-5), std::optional<double>(1e30)}) {
+      QuantizerParams p;
+      p.tensor_scale = t;
+      p.block_size = qi::kernels::kNvfp4BlockSize;
+      variants.push_back(p);
+    }
+  }
+  for (const auto& isa : qi::kernels::supported_simd_targets()) {
+    qi::kernels::force_simd_target(isa);
+    std::mt19937 rng(31);
+    for (QuantizerParams p : variants) {
+      const int64_t k = p.block_size;
+      struct Layout {
+        Shape sizes;
+        int64_t axis;
+      };
+      const Layout layouts[] = {{{5 * k}, -1},       {{7, 2 * k}, -1}, {{2 * k, 9}, 0},
+                                {{3, 2 * k, 5}, 1},  {{3, 2 * k, 5}, -2}, {{0, k}, 1}};
+      for (const auto& l : layouts) {
+        p.block_axis = l.axis;
+        auto q = qi::make_inferable_quantizer(kind, p);
+        const int64_t n = std::accumulate(l.sizes.begin(), l.sizes.end(), int64_t{1},
+                                          std::multiplies<int64_t>());
+        auto x = make_block_inputs(2 * n, rng);
+        std::string first;
+        const std::string where =
+            qi::str_cat(isa, " ", p.format, " block ", k, " axis ", l.axis, " rank ",
+                        l.sizes.size(), " tensor_scale ", p.tensor_scale.value_or(0));
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), false, &first), 0)
+            << where << " " << first;
+        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), true, &first), 0)
+            << where << " in place " << first;
+        Shape strides = qi::ConstTensorView::contiguous_strides(l.sizes);
+        for (auto& s : strides) s *= 2;
+        qi::ConstTensorView strided(x.data(), l.sizes, strides);
+        EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+      }
+    }
+  }
+  // Several parallel chunks.
+  qi::kernels::force_simd_target("");
+  qi::set_num_threads(2);
+  std::mt19937 rng(8);
+  QuantizerParams p = variants.front();
+  p.block_axis = -1;
+  auto q = qi::make_inferable_quantizer(kind, p);
+  const Shape sizes = {37, 3, 64 * p.block_size};
+  auto x = make_block_inputs(37 * 3 * 64 * p.block_size, rng);
+  std::string first;
+  EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0) << first;
+}
+
+std::vector<InferableQuantizerKind> block_kinds() {
+  std::vector<InferableQuantizerKind> out;
+  for (const auto& info : qi::kInferableQuantizers)
+    if (is_block(info.kind)) out.push_back(info.kind);
+  return out;
+}
+INSTANTIATE_TEST_SUITE_P(Registry, BlockConformance, testing::ValuesIn(block_kinds()),
+                         [](const testing::TestParamInfo<InferableQuantizerKind>& info) {
+                           return std::string(qi::inferable_quantizer_info(info.param).class_name);
+                         });
+
+TEST(Conformance, KnownValuesMx) {
+  // A block of 4 (E4M3): amax 500, X = 2^(8 - 8) = 1; 480 and -500 saturate to +-448.
+  qi::ActivationMXInferableQuantizer q("E4M3", 4);
+  EXPECT_EQ(q.apply({448.f, 480.f, -500.f, 1.0625f}, Shape{4}),
+            (std::vector<float>{448.f, 448.f, -448.f, 1.f}));
+  // E2M1, amax 6 * 2^-3: X = 2^(-1 - 2) = 2^-3.
+  qi::ActivationMXInferableQuantizer f4("E2M1", 2);
+  EXPECT_EQ(f4.apply({0.75f, -0.0625f}, Shape{2}), (std::vector<float>{0.75f, -0.0625f}));
+  // INT8: amax 1.5, X = 1; elements k / 64.
+  qi::ActivationMXInferableQuantizer i8("INT8", 2);
+  EXPECT_EQ(i8.apply({1.5f, 0.5f + 1.f / 128}, Shape{2}), (std::vector<float>{1.5f, 0.5f}));
 }
 
 }  // namespace

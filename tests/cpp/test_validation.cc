@@ -403,6 +403,185 @@ TEST(Validation, ConfigUnknownProfile) {
                    R"({"num_bits": 8, "min_range": [-1], "max_range": [1], "profile": "onnx"})"),
                "profile", "onnx");
 }
+// ---- FLOAT ----
+TEST(Validation, FloatUnknownFormat) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M4", {1.0}, false),
+               "WeightsFloatInferableQuantizer: format must be one of E4M3, E5M2, E3M2, E2M3, "
+               "E2M1, got \"E4M4\"");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("e4m3", {1.0}),
+               "ActivationFloatInferableQuantizer: format must be one of", "got \"e4m3\"");
+}
+TEST(Validation, FloatScaleEmpty) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E5M2", {}, false),
+               "WeightsFloatInferableQuantizer: scale must hold at least one value, got []");
+}
+TEST(Validation, FloatScaleNotPositive) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 0.0}, true, 0),
+               "WeightsFloatInferableQuantizer: scale must be > 0, got 0 at index 1");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E2M1", {-2.0}),
+               "ActivationFloatInferableQuantizer: scale must be > 0, got -2 at index 0");
+}
+TEST(Validation, FloatScaleNotFinite) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {kNan}, false),
+               "scale must be finite, got nan at index 0");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E3M2", {kInf}),
+               "scale must be finite, got inf at index 0");
+}
+TEST(Validation, FloatScaleNotNormalFloat32) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1e-40}, false),
+               "scale must be a normal float32", "got 1e-40 at index 0");
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1e39}, false),
+               "scale must be a normal float32", "got 1e+39 at index 0");
+}
+TEST(Validation, FloatLayout) {
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 2.0}, false),
+               "scale must hold exactly one value for per-tensor quantization, got 2 values");
+  EXPECT_ERROR(qi::WeightsFloatInferableQuantizer("E4M3", {1.0, 2.0}, true),
+               "channel_axis is required for per-channel quantization with 2 values");
+  EXPECT_ERROR(qi::ActivationFloatInferableQuantizer("E4M3", {1.0, 2.0}),
+               "scale must hold exactly one value: activation quantization is per-tensor only");
+  qi::WeightsFloatInferableQuantizer q("E4M3", {1.0, 2.0}, true, 1);
+  EXPECT_ERROR(q.apply(std::vector<float>(6), Shape{2, 3}),
+               "the quantizer holds 2 per-channel values but the tensor has 3 channels");
+}
+TEST(Validation, FloatConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::ActivationFloatInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3"})"),
+               "ActivationFloatInferableQuantizer", "scale");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": 8, "scale": [1]})"),
+               "\"format\" must be a string");
+  EXPECT_ERROR(
+      qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "scale": 1, "num_bits": 8})"),
+      "unknown key", "num_bits");
+}
+
+// ---- groups ----
+QuantizerParams grouped_params(std::vector<double> threshold, int64_t group_size,
+                               int64_t group_axis, std::optional<int64_t> channel_axis) {
+  QuantizerParams p;
+  p.num_bits = 4;
+  p.threshold = std::move(threshold);
+  p.per_channel = channel_axis.has_value();
+  p.channel_axis = channel_axis;
+  p.group_size = group_size;
+  p.group_axis = group_axis;
+  return p;
+}
+TEST(Validation, GroupSizePositive) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, 0, -1, std::nullopt)),
+               "WeightsSymmetricInferableQuantizer: group_size must be in [1, 2147483647] (or "
+               "null: no groups), got 0");
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, -4, -1, 0)),
+               "group_size must be in [1, 2147483647]", "got -4");
+}
+TEST(Validation, GroupsPerChannelNeedChannelAxis) {
+  auto p = grouped_params({1.0}, 4, -1, std::nullopt);
+  p.per_channel = true;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis is required for per-channel quantization with groups, got none");
+}
+TEST(Validation, GroupAxisApartFromChannelAxis) {
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer(grouped_params({1.0}, 4, 0, 0)),
+               "channel_axis 0 and group_axis 0 must be different axes");
+  auto p = grouped_params({1.0}, 4, -2, 0);
+  p.input_rank = 2;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "channel_axis 0 and group_axis -2 must be different axes");
+  // Without input_rank the aliasing shows when the tensor comes.
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1.0, 1.0}, 4, -2, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "channel_axis 0 and group_axis -2 are the same axis of a tensor of rank 2");
+}
+TEST(Validation, GroupAxisWithinRank) {
+  auto p = grouped_params({1.0}, 4, 2, 0);
+  p.input_rank = 2;
+  EXPECT_ERROR(qi::WeightsSymmetricInferableQuantizer{p},
+               "group_axis must be in [-2, 2) for input_rank 2, got 2");
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1.0}, 4, 3, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "group_axis must be in [-2, 2) for a tensor of rank 2, got 3");
+}
+TEST(Validation, GroupCountMustFitTheTensor) {
+  // [2, 10] in groups of 4 along axis 1: 2 channels x 3 groups (the last one ragged) = 6.
+  qi::WeightsSymmetricInferableQuantizer q(grouped_params({1, 1, 1, 1, 1}, 4, 1, 0));
+  EXPECT_ERROR(q.apply(std::vector<float>(20), Shape{2, 10}),
+               "the quantizer holds 5 values (one per channel and group) but the tensor has 2 "
+               "channels along channel_axis 0 x 3 groups of up to 4 along group_axis 1 = 6");
+  qi::WeightsUniformInferableQuantizer u([] {
+    QuantizerParams p;
+    p.num_bits = 8;
+    p.min_range = {-1, -1};
+    p.max_range = {1, 1};
+    p.group_size = 3;
+    return p;
+  }());
+  EXPECT_ERROR(u.apply(std::vector<float>(9), Shape{9}),
+               "the quantizer holds 2 values (one per channel and group) but the tensor has 1 row "
+               "x 3 groups of up to 3 along group_axis -1 = 3");
+  EXPECT_ERROR(qi::check_fits_weight(q, Shape{3, 10}), "holds 5 values", "3 channels", "x 3 groups");
+}
+TEST(Validation, GroupConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::WeightsFloatInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"format": "E4M3", "scale": [1], "per_channel": false, "group_size": 2.5})"),
+               "\"group_size\" must be an integer");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   kind, R"({"format": "E4M3", "scale": [1], "per_channel": false, "group_axis": null})"),
+               "\"group_axis\" must be an integer");
+}
+
+// ---- MX, NVFP4 ----
+TEST(Validation, MxUnknownFormat) {
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("MXFP4"),
+               "WeightsMXInferableQuantizer: format must be one of E4M3, E5M2, E3M2, E2M3, E2M1, "
+               "INT8, got \"MXFP4\"");
+}
+TEST(Validation, MxBlockSize) {
+  EXPECT_ERROR(qi::ActivationMXInferableQuantizer("E4M3", 0),
+               "ActivationMXInferableQuantizer: block_size must be in [1, 2147483647], got 0");
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("INT8", -32), "block_size must be in", "got -32");
+}
+TEST(Validation, BlockAxisWithinRank) {
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("E4M3", 32, 2, 2),
+               "block_axis must be in [-2, 2) for input_rank 2, got 2");
+  EXPECT_ERROR(qi::WeightsNVFP4InferableQuantizer(std::nullopt, -3, 2),
+               "WeightsNVFP4InferableQuantizer: block_axis must be in [-2, 2) for input_rank 2, "
+               "got -3");
+  qi::ActivationMXInferableQuantizer q("E4M3", 4, 2);
+  EXPECT_ERROR(q.apply(std::vector<float>(8), Shape{2, 4}),
+               "block_axis must be in [-2, 2) for a tensor of rank 2, got 2");
+}
+TEST(Validation, BlockAxisHoldsWholeBlocks) {
+  qi::WeightsMXInferableQuantizer q("E2M1", 32, 1);
+  EXPECT_ERROR(q.apply(std::vector<float>(80), Shape{2, 40}),
+               "WeightsMXInferableQuantizer: the size along block_axis 1 (40) must be a multiple "
+               "of block_size 32 (sizes [2, 40])");
+  qi::ActivationNVFP4InferableQuantizer n(std::nullopt, 0);
+  EXPECT_ERROR(n.apply(std::vector<float>(24), Shape{8, 3}),
+               "the size along block_axis 0 (8) must be a multiple of block_size 16");
+  EXPECT_ERROR(qi::check_fits_weight(q, Shape{2, 48}), "(48) must be a multiple of block_size 32");
+}
+TEST(Validation, Nvfp4TensorScale) {
+  EXPECT_ERROR(qi::WeightsNVFP4InferableQuantizer(0.0),
+               "WeightsNVFP4InferableQuantizer: tensor_scale must be > 0, got 0");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(-1.0), "tensor_scale must be > 0, got -1");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer{kNan}, "tensor_scale must be finite, got nan");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(1e-45), "tensor_scale must be a normal float32");
+  EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(1e36),
+               "tensor_scale must be a normal float32", "FLT_MAX / 448", "got 1e+36");
+}
+TEST(Validation, BlockConfigKeys) {
+  const auto kind = qi::InferableQuantizerKind::ActivationMXInferableQuantizer;
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "block_size": "32"})"),
+               "\"block_size\" must be an integer");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::ActivationNVFP4InferableQuantizer,
+                   R"({"tensor_scale": "1"})"),
+               "\"tensor_scale\" must be a number");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "scale": [1]})"),
+               "unknown key \"scale\"");
+}
+
 TEST(Validation, SetNumThreadsPositive) {
   EXPECT_ERROR(qi::set_num_threads(0), "set_num_threads: num_threads must be >= 1, got 0");
 }

@@ -19,7 +19,10 @@ CLASS_NAMES = [
     "WeightsUniformInferableQuantizer", "WeightsLUTSymmetricInferableQuantizer",
     "WeightsLUTPOTInferableQuantizer", "ActivationSymmetricInferableQuantizer",
     "ActivationPOTInferableQuantizer", "ActivationUniformInferableQuantizer",
-    "ActivationLutPOTInferableQuantizer",
+    "ActivationLutPOTInferableQuantizer", "WeightsFloatInferableQuantizer",
+    "ActivationFloatInferableQuantizer", "WeightsMXInferableQuantizer",
+    "ActivationMXInferableQuantizer", "WeightsNVFP4InferableQuantizer",
+    "ActivationNVFP4InferableQuantizer",
 ]
 
 # One valid set of arguments per class (MCT Quantizers' keyword names).
@@ -40,12 +43,22 @@ VALID_ARGS = {
     "ActivationUniformInferableQuantizer": dict(num_bits=8, min_range=[-1.2], max_range=[5.3]),
     "ActivationLutPOTInferableQuantizer": dict(num_bits=2, lut_values=[0, 30, 200, 255],
                                                threshold=[4.0], signed=False),
+    "WeightsFloatInferableQuantizer": dict(format="E4M3", scale=[0.5, 2.0, 0.125],
+                                           per_channel=True, channel_axis=-1),
+    "ActivationFloatInferableQuantizer": dict(format="E2M1", scale=[0.75]),
+    "WeightsMXInferableQuantizer": dict(format="E2M1", block_size=2, block_axis=0),
+    "ActivationMXInferableQuantizer": dict(format="INT8", block_size=3, block_axis=-1),
+    "WeightsNVFP4InferableQuantizer": dict(tensor_scale=0.125, block_axis=0),
+    "ActivationNVFP4InferableQuantizer": dict(tensor_scale=None, block_axis=1),
 }
 
 # Inputs that fit the per-channel quantizers of VALID_ARGS (default (3, 2, 3)).
 INPUT_SHAPES = {
     "WeightsPOTInferableQuantizer": (2, 5, 3),
     "WeightsLUTPOTInferableQuantizer": (4, 2),
+    "WeightsMXInferableQuantizer": (4, 2, 3),
+    "WeightsNVFP4InferableQuantizer": (16, 3),
+    "ActivationNVFP4InferableQuantizer": (2, 32, 2),
 }
 
 REGISTRY_TABLE = [
@@ -58,6 +71,12 @@ REGISTRY_TABLE = [
     ("Activation", "SYMMETRIC", "ActivationSymmetricInferableQuantizer"),
     ("Activation", "UNIFORM", "ActivationUniformInferableQuantizer"),
     ("Activation", "LUT_POT_QUANTIZER", "ActivationLutPOTInferableQuantizer"),
+    ("Weights", "FLOAT", "WeightsFloatInferableQuantizer"),
+    ("Activation", "FLOAT", "ActivationFloatInferableQuantizer"),
+    ("Weights", "MX", "WeightsMXInferableQuantizer"),
+    ("Activation", "MX", "ActivationMXInferableQuantizer"),
+    ("Weights", "NVFP4", "WeightsNVFP4InferableQuantizer"),
+    ("Activation", "NVFP4", "ActivationNVFP4InferableQuantizer"),
 ]
 
 
@@ -109,9 +128,10 @@ def test_lookup_errors():
 
 
 def test_enums_match_mct_and_core():
+    # MCT's values, then qi's extensions from 100 on.
     assert {m.name: m.value for m in qi.QuantizationMethod} == {
         "POWER_OF_TWO": 0, "LUT_POT_QUANTIZER": 1, "SYMMETRIC": 2, "UNIFORM": 3,
-        "LUT_SYM_QUANTIZER": 4}
+        "LUT_SYM_QUANTIZER": 4, "FLOAT": 100, "MX": 101, "NVFP4": 102}
     for m in qi.QuantizationMethod:
         assert _core.quantization_method_name(m.value) == m.name
         assert _core.quantization_method_value(m.name) == m.value
@@ -126,14 +146,17 @@ def test_enums_match_mct_and_core():
 
 def test_signatures_use_reference_keywords():
     sig = inspect.signature(qi.WeightsSymmetricInferableQuantizer)
+    # MCT's positional arguments, then qi's keyword-only ones.
     assert list(sig.parameters) == ["num_bits", "threshold", "per_channel", "channel_axis",
-                                    "input_rank", "signed", "profile"]
-    assert sig.parameters["profile"].kind is inspect.Parameter.KEYWORD_ONLY
+                                    "input_rank", "signed", "profile", "group_size",
+                                    "group_axis"]
+    for key in ("profile", "group_size", "group_axis"):
+        assert sig.parameters[key].kind is inspect.Parameter.KEYWORD_ONLY
     assert list(inspect.signature(qi.ActivationLutPOTInferableQuantizer).parameters) == [
         "num_bits", "lut_values", "threshold", "signed", "lut_values_bitwidth", "eps"]
     assert list(inspect.signature(qi.WeightsUniformInferableQuantizer).parameters) == [
         "num_bits", "min_range", "max_range", "per_channel", "channel_axis", "input_rank",
-        "profile"]
+        "profile", "group_size", "group_axis"]
     # MCT's positional order works.
     q = qi.WeightsSymmetricInferableQuantizer(8, [2.0], True, 0)
     assert (q.num_bits, q.threshold, q.per_channel, q.channel_axis) == (8, [2.0], True, 0)
@@ -188,7 +211,7 @@ def test_config_round_trip(name):
     # Every config key is also a read-only property.
     for key in cls._config_keys:
         assert getattr(q, key) == config[key]
-    assert repr(q).startswith(f"{name}(num_bits=")
+    assert repr(q).startswith(f"{name}({cls._config_keys[0]}=")
     # Same outputs after the round trip.
     x = np.random.default_rng(0).normal(0, 2, size=INPUT_SHAPES.get(name, (3, 2, 3)))
     x = x.astype(np.float32)

@@ -156,7 +156,7 @@ def test_wrapper_errors():
     with pytest.raises(ValueError, match=r"KerasQuantizationWrapper \"qw\": the quantizer of "
                        r"weight \"kernel\" does not fit the layer's weight of shape \[4, 3\]: "
                        r"WeightsSymmetricInferableQuantizer: the quantizer holds 2 per-channel "
-                       r"values but the weight has 3 channels along channel_axis -1"):
+                       r"values but the tensor has 3 channels along channel_axis -1"):
         tf.keras.Sequential([tf.keras.Input((4,)),
                              qi.KerasQuantizationWrapper(tf.keras.layers.Dense(3), pc, name="qw")])
 
@@ -418,7 +418,7 @@ DAMAGES = [
         "threshold", [1.0] * 3), False,
      r"KerasQuantizationWrapper \"qfc\": the quantizer of weight \"kernel\" does not fit the "
      r"layer's weight of shape \[8, 4\]: WeightsSymmetricInferableQuantizer: the quantizer holds "
-     r"3 per-channel values but the weight has 4 channels along channel_axis 1"),
+     r"3 per-channel values but the tensor has 4 channels along channel_axis 1"),
     ("wrong type", lambda r: r["weights_quantizer"]["kernel"]["config"].__setitem__(
         "num_bits", "8"), False,
      r"WeightsSymmetricInferableQuantizer: \"num_bits\" must be an integer, got string \"8\""),

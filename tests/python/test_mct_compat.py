@@ -19,6 +19,7 @@ mctq = pytest.importorskip("mct_quantizers")
 
 import quantizers_infrastructure as qi  # noqa: E402
 import quantizers_infrastructure.mct as qm  # noqa: E402
+from quantizers_infrastructure import _core  # noqa: E402
 from quantizers_infrastructure.mct.keras import quantizers as qk  # noqa: E402
 from quantizers_infrastructure.mct.pytorch import quantizers as qt  # noqa: E402
 
@@ -123,9 +124,15 @@ def test_get_inferable_quantizer_class_finds_the_framework_class(framework):
         mk.BaseKerasInferableQuantizer
     base = qt.BasePyTorchInferableQuantizer if framework == "pytorch" else \
         qk.BaseKerasInferableQuantizer
-    pairs = 0
+    pairs = extensions = 0
     for target in qm.QuantizationTarget:
         for method in qm.QuantizationMethod:
+            if method.value >= 100:  # qi's extension methods (FLOAT, ...): not in mct-quantizers
+                cls = get_inferable_quantizer_class(target, method, base)
+                assert issubclass(cls, base) and cls.quantization_method == [method]
+                assert cls.__module__ == f"quantizers_infrastructure.mct.{framework}.quantizers"
+                extensions += 1
+                continue
             ref_target = mctq.QuantizationTarget(target.value)
             ref_method = mctq.QuantizationMethod(method.value)
             try:
@@ -139,6 +146,7 @@ def test_get_inferable_quantizer_class_finds_the_framework_class(framework):
             assert cls.__module__ == f"quantizers_infrastructure.mct.{framework}.quantizers"
             pairs += 1
     assert pairs == 9
+    assert extensions == len([e for e in _core.inferable_quantizers() if e["method_value"] >= 100])
 
 
 def test_get_inferable_quantizer_class_without_a_framework_base_is_qi_class():

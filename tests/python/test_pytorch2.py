@@ -49,15 +49,17 @@ def opcheck_cases():
     for entry in _core.inferable_quantizers():
         for channels in ((1, 3) if entry["target"] == "Weights" else (1,)):
             q = _example(entry, channels)
+            # Block formats (MX, NVFP4) block the last axis: two whole blocks there.
+            last = 2 * q.plan["group_size"] if q.plan["kind"] in ("mx", "nvfp4") else 4
             for grad in (False, True):
-                x = (torch.randn(2, channels, 4) * 2).requires_grad_(grad)
+                x = (torch.randn(2, channels, last) * 2).requires_grad_(grad)
                 tag = f"{entry['class_name']}-{channels}ch-{'grad' if grad else 'nograd'}"
                 cases.append((f"fake_quant-{tag}", torch.ops.qi.fake_quant.default,
                               (x, q.to_json()), {}))
                 cases.append((f"quantize-{tag}", torch.ops.qi.quantize.default,
                               (x, qp.plan_tensor(q), q.kernel_channel_axis,
                                q.kernel_input_rank), {}))
-            x = torch.randn(2, channels, 4) * 2
+            x = torch.randn(2, channels, last) * 2
             cases.append((f"fake_quant.out-{entry['class_name']}-{channels}ch",
                           torch.ops.qi.fake_quant.out, (x, q.to_json()),
                           {"out": torch.empty_like(x)}))

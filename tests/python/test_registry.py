@@ -28,7 +28,11 @@ def _channels(entry):
     return (1, 4) if entry["target"] == "Weights" else (1,)
 
 
-def _inputs(shape, seed=0):
+def _inputs(shape, seed=0, quantizer=None):
+    """Random values of `shape`; for a block-scaled quantizer (MX, NVFP4) the last axis (the
+    examples' block axis) holds two blocks."""
+    if quantizer is not None and quantizer.plan["kind"] in ("mx", "nvfp4"):
+        shape = tuple(shape[:-1]) + (2 * quantizer.plan["group_size"],)
     rng = np.random.default_rng(seed)
     return (rng.standard_normal(shape) * 1.5).astype(np.float32)
 
@@ -51,7 +55,7 @@ def test_inferable_class_follows_its_registry_row(entry, channels, parity_stats)
     assert set(q.get_config()) == set(params) | {"qi_version"}
     q2 = qi.quantizer_from_json(q.to_json())
     assert q2.get_config() == q.get_config()
-    x = _inputs((channels, 6, 5))
+    x = _inputs((channels, 6, 5), 0, q)
     y = q(x)
     np.testing.assert_array_equal(q2(x), y)
     torch = pytest.importorskip("torch")
@@ -69,12 +73,12 @@ def test_inferable_class_exports_its_onnx_custom_node(entry, channels, parity_st
     from quantizers_infrastructure.pytorch import onnx as qonnx
     q = _example(entry, channels)
     if entry["target"] == "Weights":
-        w = torch.from_numpy(_inputs((channels, 3, 2, 2), 1))
+        w = torch.from_numpy(_inputs((channels, 3, 2, 2), 1, q))
         model = qi.PytorchQuantizationWrapper(torch.add, {1: q}, weight_values={1: w})
-        x = torch.zeros(channels, 3, 2, 2)
+        x = torch.zeros(w.shape)
     else:
         model = qi.PytorchActivationQuantizationHolder(q)
-        x = torch.from_numpy(_inputs((4, 50), 2))
+        x = torch.from_numpy(_inputs((4, 50), 2, q))
     f = io.BytesIO()
     with qonnx.custom_ops():
         torch.onnx.export(model.eval(), (x,), f, opset_version=16, input_names=["input"],

@@ -770,10 +770,10 @@ TEST_F(SaveLoad, QuantizerThatDoesNotFitTheWeightRaises) {
       {[](Json& c) { c["channel_axis"] = -5; },
        at_conv + "channel_axis must be in [-4, 4) for a tensor of rank 4, got -5"},
       {[](Json& c) { c["channel_axis"] = 1; },
-       at_conv + "the quantizer holds 6 per-channel values but the weight has 2 channels along "
+       at_conv + "the quantizer holds 6 per-channel values but the tensor has 2 channels along "
                  "channel_axis 1"},
       {[](Json& c) { c["threshold"].erase(c["threshold"].size() - 1); },
-       at_conv + "the quantizer holds 5 per-channel values but the weight has 6 channels along "
+       at_conv + "the quantizer holds 5 per-channel values but the tensor has 6 channels along "
                  "channel_axis 0"},
       {[](Json& c) { c["input_rank"] = 3; }, at_conv + "input_rank is 3 but the weight has rank 4"},
   };

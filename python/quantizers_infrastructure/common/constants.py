@@ -14,6 +14,8 @@ LUT_VALUES = "lut_values"
 LUT_VALUES_BITWIDTH = "lut_values_bitwidth"
 EPS_KEY = "eps"
 PROFILE = "profile"
+FORMAT = "format"  # qi's FLOAT quantizers: the element format
+SCALE = "scale"
 
 # Static class properties set by mark_quantizer.
 QUANTIZATION_TARGET = "quantization_target"

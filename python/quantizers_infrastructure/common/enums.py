@@ -6,13 +6,19 @@ from enum import Enum
 
 
 class QuantizationMethod(Enum):
-    """How a quantizer maps values to its grid (mct_quantizers >= 1.5 values)."""
+    """How a quantizer maps values to its grid (mct_quantizers >= 1.5 values), then qi's
+    extensions at 100 and above, which MCT does not have: FLOAT (low-precision float elements,
+    FP8/FP6/FP4, with float32 scales), MX (OCP Microscaling: blocks sharing a power-of-two
+    scale) and NVFP4 (E2M1 blocks of 16 with FP8 E4M3 scales and a float32 tensor scale)."""
 
     POWER_OF_TWO = 0
     LUT_POT_QUANTIZER = 1
     SYMMETRIC = 2
     UNIFORM = 3
     LUT_SYM_QUANTIZER = 4
+    FLOAT = 100
+    MX = 101
+    NVFP4 = 102
 
 
 class QuantizationTarget(Enum):

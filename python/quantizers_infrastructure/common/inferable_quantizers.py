@@ -21,7 +21,7 @@ from quantizers_infrastructure.common.enums import (QuantizationMethod, Quantiza
                                                     QuantizerID)
 
 # Keys that hold one value per channel. A scalar given for one of them means [scalar].
-_LIST_KEYS = (C.THRESHOLD, C.MIN_RANGE, C.MAX_RANGE, C.LUT_VALUES)
+_LIST_KEYS = (C.THRESHOLD, C.MIN_RANGE, C.MAX_RANGE, C.LUT_VALUES, C.SCALE)
 
 def _plain(value: Any) -> Any:
     """numpy scalars -> Python scalars, tuples -> lists, arrays (numpy, torch, TF) -> lists."""
@@ -176,6 +176,12 @@ class InferableQuantizer(BaseInferableQuantizer):
         return self._core
 
     @property
+    def num_bits(self) -> int:
+        """Bits per quantized value: num_bits as configured, or the element width of a float or
+        block format (8, 6 or 4)."""
+        return self._core.num_bits
+
+    @property
     def num_channels(self) -> int:
         """Number of channels (1 for per-tensor quantizers)."""
         return self._core.num_channels
@@ -195,7 +201,7 @@ class InferableQuantizer(BaseInferableQuantizer):
     @property
     def scale(self) -> Optional[np.ndarray]:
         """Per-channel float32 step of an affine (symmetric, POT, uniform) quantizer; None for
-        LUT quantizers."""
+        LUT quantizers. (FLOAT quantizers take `scale` as an argument: theirs is the config's.)"""
         return self._core.plan.get("scale")
 
     @property
@@ -371,7 +377,9 @@ def _make_class(entry: Dict[str, Any]) -> type:
         "param_family": entry["family"],
     }
     for k in keys:
-        if k not in namespace and not hasattr(InferableQuantizer, k):
+        # A FLOAT quantizer's scale is its configured argument (the affine classes' `scale` is
+        # their plan's step, which they do not take as an argument).
+        if k not in namespace and (not hasattr(InferableQuantizer, k) or k == C.SCALE):
             namespace[k] = _config_property(k, docs[k])
     if target == QuantizationTarget.Activation and C.THRESHOLD in keys and \
             entry["family"] == "symmetric_activation":

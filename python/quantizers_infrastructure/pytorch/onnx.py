@@ -14,9 +14,17 @@ imported) turns each into
   plus qi's extensions: an informational string attribute `profile` on every node ("torch" /
   "tf"; the kernels do not read it, so nodes exported by MCT Quantizers, which lack it, run
   unchanged); the tf profile, which MCT's PyTorch quantizers do not have, exports as the op type
-  `<OpType>_tf` (same inputs and attributes); and the op `ActivationLutPOTQuantizer` (inputs
+  `<OpType>_tf` (same inputs and attributes); the op `ActivationLutPOTQuantizer` (inputs
   lut_values, threshold; attributes num_bits, signed, lut_values_bitwidth, eps, mctq_version),
-  which MCT Quantizers does not export (it has no custom op for that quantizer).
+  which MCT Quantizers does not export (it has no custom op for that quantizer); and the ops of
+  qi's FLOAT quantizers, which MCT Quantizers does not have: `WeightsFloatQuantizer` (input
+  scale; attributes format, per_channel, channel_axis) and `ActivationFloatQuantizer` (input
+  scale; attribute format), whose scales are tensor inputs so that they reach the kernel exactly.
+  Per-group quantizers (group_size set) export as `<OpType>_grouped` (after `_tf`), with the
+  attributes group_size and group_axis added and one parameter per channel and group. The block
+  formats: `WeightsMXQuantizer` / `ActivationMXQuantizer` (attributes format, block_size,
+  block_axis; no input) and `WeightsNVFP4Quantizer` / `ActivationNVFP4Quantizer` (input
+  tensor_scale with zero values for none or one; attribute block_axis).
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
 custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
@@ -45,6 +53,7 @@ DOMAIN = "mct_quantizers"
 OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel `axis`; registered for >= 13
 PROFILE_ATTR = "profile"
 TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
+GROUPED_SUFFIX = "_grouped"  # op type suffix of per-group quantizers (a qi extension)
 
 _state = {"custom_ops": False}
 
@@ -112,7 +121,9 @@ def qdq_parameters(q) -> Optional[Dict[str, Any]]:
     "channel_axis"} when q's grid is exactly a QuantizeLinear/DequantizeLinear pair; else None."""
     plan = q.plan
     if plan.get("kind") != "affine_torch":
-        return None  # LUT, or the tf profile (nudged zero point, round half up)
+        return None  # LUT, FLOAT, or the tf profile (nudged zero point, round half up)
+    if q.get_config().get("group_size") is not None:
+        return None  # per-group parameters
     qmin, qmax = float(plan["qmin"]), float(plan["qmax"])
     if (qmin, qmax) == (-128.0, 127.0):
         dtype = np.int8
@@ -175,7 +186,23 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
     c = q.get_config()
     profile = c.get("profile", "torch")
     attrs: Dict[str, Any] = {}
-    if family.endswith("_weights"):
+    if family == "float_weights":  # qi's FLOAT: the format and one scale per channel
+        per_channel = bool(c["per_channel"]) and c.get("channel_axis") is not None
+        attrs.update(format=c["format"], per_channel=int(per_channel),
+                     channel_axis=int(c["channel_axis"]) if per_channel else 0)
+        inputs = [_f32(c["scale"])]
+    elif family == "float_activation":  # the scale as a tensor input: exact in ONNX Runtime
+        attrs["format"] = c["format"]
+        inputs = [_f32(c["scale"])]
+    elif family in ("mx_weights", "mx_activation"):
+        attrs.update(format=c["format"], block_size=int(c["block_size"]),
+                     block_axis=int(c["block_axis"]))
+        inputs = []
+    elif family in ("nvfp4_weights", "nvfp4_activation"):  # no tensor scale: an empty input
+        attrs["block_axis"] = int(c["block_axis"])
+        t = c["tensor_scale"]
+        inputs = [_f32([] if t is None else [t])]
+    elif family.endswith("_weights"):
         per_channel = bool(c["per_channel"])
         axis = c.get("channel_axis")
         attrs.update(num_bits=int(c["num_bits"]), per_channel=int(per_channel),
@@ -210,10 +237,15 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
         attrs.update(threshold=float(np.float32(c["threshold"][0])),
                      signed=int(bool(c["signed"])), num_bits=int(c["num_bits"]))
         inputs = []
+    grouped = c.get("group_size") is not None
+    if grouped:
+        attrs.update(group_size=int(c["group_size"]), group_axis=int(c["group_axis"]))
     attrs["mctq_version"] = _version()
     attrs[PROFILE_ATTR] = profile
     if profile != "torch":
         op_type += TF_SUFFIX
+    if grouped:
+        op_type += GROUPED_SUFFIX
     return op_type, inputs, attrs
 
 
@@ -342,6 +374,8 @@ def _weights_kernel(class_name: str, kind: str, profile: str):
         cls = INFERABLE_QUANTIZER_CLASSES[class_name]
         per_channel = _bool(attrs["per_channel"])
         axis = int(attrs["channel_axis"]) if per_channel else None
+        groups = ({"group_size": int(attrs["group_size"]), "group_axis": int(attrs["group_axis"])}
+                  if "group_size" in attrs else {})
         if kind == "lut":
             lut, threshold = tensors
             q = cls(num_bits=_lut_num_bits(lut, attrs), lut_values=lut.reshape(-1).tolist(),
@@ -350,15 +384,19 @@ def _weights_kernel(class_name: str, kind: str, profile: str):
                     input_rank=int(attrs["input_rank"]) if per_channel else None,
                     lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
                     eps=float(np.float32(attrs["eps"])), profile=profile)
+        elif kind == "float":
+            (scale,) = tensors
+            q = cls(format=attrs["format"], scale=scale.reshape(-1).tolist(),
+                    per_channel=per_channel, channel_axis=axis, **groups)
         elif kind == "uniform":
             mn, mx = tensors
             q = cls(num_bits=int(attrs["num_bits"]), min_range=mn.reshape(-1).tolist(),
                     max_range=mx.reshape(-1).tolist(), per_channel=per_channel,
-                    channel_axis=axis, profile=profile)
+                    channel_axis=axis, profile=profile, **groups)
         else:
             (threshold,) = tensors
             q = cls(num_bits=int(attrs["num_bits"]), threshold=threshold.reshape(-1).tolist(),
-                    per_channel=per_channel, channel_axis=axis, profile=profile)
+                    per_channel=per_channel, channel_axis=axis, profile=profile, **groups)
         return q(np.ascontiguousarray(x, dtype=np.float32))
     return kernel
 
@@ -374,6 +412,9 @@ def _activation_kernel(class_name: str, kind: str, profile: str):
                     threshold=threshold.reshape(-1).tolist(), signed=_bool(attrs["signed"]),
                     lut_values_bitwidth=int(attrs["lut_values_bitwidth"]),
                     eps=float(np.float32(attrs["eps"])))
+        elif kind == "float":
+            (scale,) = tensors
+            q = cls(format=attrs["format"], scale=scale.reshape(-1).tolist())
         elif kind == "uniform":
             q = cls(num_bits=int(attrs["num_bits"]),
                     min_range=[float(np.float32(attrs["min_range"]))],
@@ -382,6 +423,24 @@ def _activation_kernel(class_name: str, kind: str, profile: str):
             q = cls(num_bits=int(attrs["num_bits"]),
                     threshold=[float(np.float32(attrs["threshold"]))],
                     signed=_bool(attrs["signed"]), profile=profile)
+        return q(np.ascontiguousarray(x, dtype=np.float32))
+    return kernel
+
+
+def _block_kernel(class_name: str, kind: str, profile: str):
+    """MX and NVFP4 (weights and activations): the format and block layout as attributes, the
+    NVFP4 tensor scale as an input of zero or one value."""
+    def kernel(x, *tensors, **attrs):
+        from quantizers_infrastructure.common.inferable_quantizers import \
+            INFERABLE_QUANTIZER_CLASSES
+        cls = INFERABLE_QUANTIZER_CLASSES[class_name]
+        if kind == "mx":
+            q = cls(format=attrs["format"], block_size=int(attrs["block_size"]),
+                    block_axis=int(attrs["block_axis"]))
+        else:
+            t = tensors[0].reshape(-1)
+            q = cls(tensor_scale=float(t[0]) if t.size else None,
+                    block_axis=int(attrs["block_axis"]))
         return q(np.ascontiguousarray(x, dtype=np.float32))
     return kernel
 
@@ -402,7 +461,7 @@ def register_ort_kernels() -> None:
     existing = {}
     for opdef in list(Opdef._odlist.values()):
         existing.setdefault(opdef.op_type, []).append(opdef)
-    F, I = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64
+    F, I, S = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int64, PyCustomOpDef.dt_string
     weights = {"num_bits": I, "per_channel": I, "channel_axis": I}
     lut = {"lut_values_bitwidth": I, "eps": F, "per_channel": I, "channel_axis": I,
            "input_rank": I}
@@ -417,14 +476,28 @@ def register_ort_kernels() -> None:
                                {"min_range": F, "max_range": F, "num_bits": I}),
         "lut_activation": (_activation_kernel, "lut", 3,
                            {"num_bits": I, "signed": I, "lut_values_bitwidth": I, "eps": F}),
+        "float_weights": (_weights_kernel, "float", 2,
+                          {"format": S, "per_channel": I, "channel_axis": I}),
+        "float_activation": (_activation_kernel, "float", 2, {"format": S}),
+        "mx_weights": (_block_kernel, "mx", 1, {"format": S, "block_size": I, "block_axis": I}),
+        "mx_activation": (_block_kernel, "mx", 1,
+                          {"format": S, "block_size": I, "block_axis": I}),
+        "nvfp4_weights": (_block_kernel, "nvfp4", 2, {"block_axis": I}),
+        "nvfp4_activation": (_block_kernel, "nvfp4", 2, {"block_axis": I}),
     }
     from quantizers_infrastructure.common.inferable_quantizers import INFERABLE_QUANTIZER_CLASSES
     for class_name, cls in INFERABLE_QUANTIZER_CLASSES.items():
-        make, kind, n_inputs, attrs = families[cls.param_family]
-        # Every profile the class takes (the tf variant is a second op type).
+        make, kind, n_inputs, plain_attrs = families[cls.param_family]
+        # Every profile the class takes (the tf variant is a second op type), and the per-group
+        # variant of classes that take groups (a third and fourth, with two more attributes).
         profiles = ("torch", "tf") if "profile" in cls._config_keys else ("torch",)
-        for profile in profiles:
-            op_type = f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
+        variants = [(p, False) for p in profiles]
+        if "group_size" in cls._config_keys:
+            variants += [(p, True) for p in profiles]
+        for profile, grouped in variants:
+            op_type = (f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
+                       + (GROUPED_SUFFIX if grouped else ""))
+            attrs = dict(plain_attrs, **({"group_size": I, "group_axis": I} if grouped else {}))
             kernel = make(class_name, kind, profile)
             if op_type in existing:
                 for opdef in existing[op_type]:
@@ -449,6 +522,7 @@ def get_ort_session_options():
     return options
 
 
+# GROUPED_SUFFIX ("_grouped") stays out of __all__ until docs/api.md describes it.
 __all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
            "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
            "get_ort_session_options", "fake_quant_translation", "translation_table"]
