@@ -442,6 +442,17 @@ QuantizationParam trainable_param(const std::vector<double>& v, bool per_channel
   return ParamArray{shape, v};
 }
 
+// What an inferable weights or activation quantizer takes from its spec and calibration.
+QuantizerParams inferable_params(const TensorQuantizationSpec& spec,
+                                 const CalibratedParams& params) {
+  QuantizerParams p;
+  p.num_bits = spec.n_bits;
+  p.threshold = params.threshold;
+  p.min_range = params.min_range;
+  p.max_range = params.max_range;
+  return p;
+}
+
 }  // namespace
 
 std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSpec& spec,
@@ -453,11 +464,7 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
            " is out of range for a weight of rank ", rank);
   const bool uniform = spec.method == QuantizationMethod::UNIFORM;
   if (!spec.training) {
-    QuantizerParams p;
-    p.num_bits = spec.n_bits;
-    p.threshold = params.threshold;
-    p.min_range = params.min_range;
-    p.max_range = params.max_range;
+    QuantizerParams p = inferable_params(spec, params);
     p.per_channel = spec.per_channel;
     p.channel_axis = axis;
     p.input_rank = rank;
@@ -490,11 +497,7 @@ std::shared_ptr<BaseQuantizer> make_activation_quantizer(const TensorQuantizatio
            "make_activation_quantizer: activations take one calibrated value per tensor, got ",
            first.size());
   if (!spec.training) {
-    QuantizerParams p;
-    p.num_bits = spec.n_bits;
-    p.threshold = params.threshold;
-    p.min_range = params.min_range;
-    p.max_range = params.max_range;
+    QuantizerParams p = inferable_params(spec, params);
     p.is_signed = params.is_signed;
     return make_inferable_quantizer(QuantizationTarget::Activation, spec.method, p);
   }
