@@ -25,7 +25,10 @@ network input, not the logits):
   * qi: quantizers_infrastructure.pytorch.prepare_qat with the "w4a8_lsq" preset (LSQ weights
     and activations, started by MSE calibration on --calib-batches training batches, batch norms
     folded into the convolutions first), the bit widths changed in the config; convert() before
-    the test. "qi-ste" is the same with STE activation quantizers ("training": "STE").
+    the test. "qi-ste" is the same with STE activation quantizers ("training": "STE");
+    "qi-bn" is qi with prepare_qat(..., batch_norm="train"): the batch norms train with batch
+    statistics (the weights quantized folded with their running statistics) and are folded at
+    convert().
   * torchao 0.11: FakeQuantizeConfig / FakeQuantizer, the QAT API of that release. Its
     quantize_(model, IntXQuantizationAwareTrainingConfig(...)) swaps nn.Linear and nn.Embedding
     only, and its activation fake quantizer supports per-token asymmetric scales only; so the
@@ -65,7 +68,7 @@ sys.path.insert(0, os.path.join(ROOT, "examples"))
 from pytorch_fashion_mnist import DATA, load_split  # noqa: E402  (the examples' loader)
 
 CONFIGS = {"w4a8": (4, 8), "w4a4": (4, 4), "w2a2": (2, 2)}
-LIBS = ("qi", "torchao", "brevitas", "qi-ste")
+LIBS = ("qi", "torchao", "brevitas", "qi-ste", "qi-bn")
 WARMUP_STEPS = 5  # steps left out of the step-time median (allocations, lazy initialization)
 
 
@@ -143,13 +146,14 @@ def from_float(layers, float_model, width):
 
 # ---- the libraries' QAT models ------------------------------------------------------------------
 
-def prepare_qi(float_model, w_bits, a_bits, calib, width, act_training="LSQ"):
+def prepare_qi(float_model, w_bits, a_bits, calib, width, act_training="LSQ",
+               batch_norm="fold"):
     import quantizers_infrastructure as qi
     import quantizers_infrastructure.pytorch as qp
     cfg = qi.ModelQuantizationConfig("w4a8_lsq", weights={"n_bits": w_bits},
                                      activations={"n_bits": a_bits, "training": act_training},
                                      overrides=[{"name": "fc", "activations": None}])
-    return qp.prepare_qat(float_model, cfg, calib, progress=False)
+    return qp.prepare_qat(float_model, cfg, calib, progress=False, batch_norm=batch_norm)
 
 
 def prepare_qi_ste(float_model, w_bits, a_bits, calib, width):
@@ -252,9 +256,14 @@ def prepare_brevitas(float_model, w_bits, a_bits, calib, width):
     return model.train()
 
 
-PREPARE = {"qi": prepare_qi, "qi-ste": prepare_qi_ste, "torchao": prepare_torchao,
-           "brevitas": prepare_brevitas}
-FINISH = {"qi": finish_qi, "qi-ste": finish_qi}
+def prepare_qi_bn(float_model, w_bits, a_bits, calib, width):
+    """qi with the batch norms trained and folded at convert."""
+    return prepare_qi(float_model, w_bits, a_bits, calib, width, batch_norm="train")
+
+
+PREPARE = {"qi": prepare_qi, "qi-ste": prepare_qi_ste, "qi-bn": prepare_qi_bn,
+           "torchao": prepare_torchao, "brevitas": prepare_brevitas}
+FINISH = {"qi": finish_qi, "qi-ste": finish_qi, "qi-bn": finish_qi}
 
 
 def library_version(lib):

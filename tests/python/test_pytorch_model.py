@@ -604,6 +604,110 @@ def test_prepare_qat_classes_follow_the_config(weights, activations, wcls, acls)
         torch.testing.assert_close(qp.convert(qat)(data[1]), expected, rtol=0, atol=1e-6)
 
 
+def _train_a_little(qat, data, steps=2, lr=1e-3):
+    opt = torch.optim.SGD(qat.parameters(), lr=lr)
+    for x in data * steps:
+        out = qat(x)
+        out = out[0] if isinstance(out, tuple) else out
+        loss = out.pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def test_prepare_qat_batch_norm_train_keeps_them_and_convert_folds_them():
+    model = _randomize_bn(Residual())
+    data = batches((4, 3, 8, 8), n=2)
+    qat = qp.prepare_qat(model, "w4a8_lsq", data, progress=False, batch_norm="train")
+    fused = {n: m for n, m in qat.named_modules() if isinstance(m, qp.BatchNormFoldedLayer)}
+    assert sorted(fused) == ["conv", "dw"]
+    assert not any(n in ("bn", "dw_bn") for n, _ in qat.named_children())
+    conv = fused["conv"]
+    assert type(conv.layer.weights_quantizers["weight"]).__name__ == "LSQWeightQATQuantizer"
+    # The weight quantizer starts from the folded weight: the same thresholds as when the batch
+    # norm is folded before training.
+    folded = qp.prepare_qat(model, "w4a8_lsq", data, progress=False)
+    thresholds = {n: p for n, p in conv.layer.named_parameters() if "threshold" in n}
+    assert thresholds
+    for n, p in thresholds.items():
+        assert torch.equal(p, folded.get_submodule("conv").get_parameter(n)), n
+    mean_before = conv.bn.running_mean.clone()
+    _train_a_little(qat, data)
+    assert not torch.equal(conv.bn.running_mean, mean_before)  # batch statistics in training
+    assert conv.layer.layer.weight.grad is not None and conv.bn.weight.grad is not None
+    qat.eval()
+    x = data[0]
+    with torch.no_grad():
+        expected = qat(x)
+        expected_conv = conv(x)
+        qweight = conv.layer.weights_quantizers["weight"](conv.folded_weight(), False).clone()
+    converted = qp.convert(qat)
+    assert not any(isinstance(m, (qp.BatchNormFoldedLayer, nn.BatchNorm2d))
+                   for m in converted.modules())
+    cw = converted.get_submodule("conv")
+    assert isinstance(cw, qi.PytorchQuantizationWrapper)
+    with torch.no_grad():
+        # The same quantized weight, bit for bit; the outputs agree to float rounding.
+        assert torch.equal(cw.weights_quantizers["weight"](cw.layer.weight), qweight)
+        torch.testing.assert_close(cw(x), expected_conv, rtol=1e-5, atol=1e-5)
+        got = converted(x)
+    # Downstream, a value that float rounding moves across a rounding boundary of an activation
+    # quantizer moves one step: the model outputs agree closely, not bit for bit.
+    for g, e in zip(got, expected):
+        assert sqnr(e, g) > 50
+
+
+def test_batch_norm_folded_layer_trains_with_batch_statistics():
+    model = nn.Sequential(nn.Conv2d(3, 6, 3, bias=True), nn.BatchNorm2d(6), nn.ReLU())
+    _randomize_bn(model)
+    data = batches((8, 3, 6, 6), n=2)
+    qat = qp.prepare_qat(model, {"preset": "w4a8_lsq", "activations": None}, data,
+                         progress=False, batch_norm="train")
+    fused = qat.get_submodule("0")
+    assert isinstance(fused, qp.BatchNormFoldedLayer)
+    x = data[1]
+    conv, bn = fused.layer.layer, fused.bn
+    s = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    wq = fused.layer.weights_quantizers["weight"](conv.weight * s.reshape(-1, 1, 1, 1), True)
+    z = torch.nn.functional.conv2d(x, wq) / s.reshape(1, -1, 1, 1) + conv.bias.reshape(1, -1, 1, 1)
+    mean, var = z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3), unbiased=False)
+    expected = ((z - mean.reshape(1, -1, 1, 1)) / torch.sqrt(var.reshape(1, -1, 1, 1) + bn.eps)
+                * bn.weight.reshape(1, -1, 1, 1) + bn.bias.reshape(1, -1, 1, 1)).relu()
+    torch.testing.assert_close(qat(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_batch_norm_train_folds_now_what_it_cannot_keep():
+    """A transposed convolution's batch norm and one after a layer whose weights the config
+    leaves float are folded before training, as with batch_norm="fold"."""
+    model = nn.Sequential(nn.ConvTranspose2d(3, 4, 2, stride=2), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 2, 1), nn.BatchNorm2d(2))
+    _randomize_bn(model)
+    data = batches((2, 3, 4, 4), n=2)
+    cfg = {"preset": "w4a8_lsq", "activations": None,
+           "overrides": [{"name": "6", "weights": None}]}
+    qat = qp.prepare_qat(model, cfg, data, progress=False, batch_norm="train")
+    assert [n for n, m in qat.named_modules() if isinstance(m, qp.BatchNormFoldedLayer)] == ["3"]
+    assert isinstance(qat.get_submodule("0"), qi.PytorchQuantizationWrapper)
+    assert isinstance(qat.get_submodule("6"), nn.Conv2d)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in qat.modules()) == 1
+    with torch.no_grad():
+        folded_ref = qp.prepare_qat(model, cfg, data, progress=False).eval()(data[0])
+        torch.testing.assert_close(qp.convert(qat)(data[0]), folded_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_qat_batch_norm_errors():
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+    with pytest.raises(ValueError, match="prepare_qat: batch_norm must be one of 'fold', "
+                                         "'train', got 'keep'"):
+        qp.prepare_qat(model, "w4a8_lsq", batches((2, 2, 3, 3)), batch_norm="keep")
+    with pytest.raises(ValueError, match=r"prepare_qat: batch_norm='train' folds the batch norms "
+                                         r"at convert, but the config keeps them float "
+                                         r"\(fold_batch_norm is false\)"):
+        qp.prepare_qat(model, {"preset": "w4a8_lsq", "fold_batch_norm": False},
+                       batches((2, 2, 3, 3)), batch_norm="train")
+
+
 def test_prepare_qat_needs_data_for_activations():
     with pytest.raises(ValueError, match="prepare_qat: the config quantizes activations; pass "
                                          "calibration_data"):

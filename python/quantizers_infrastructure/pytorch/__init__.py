@@ -141,7 +141,8 @@ from quantizers_infrastructure.pytorch.activation_holders import (  # noqa: E402
 from quantizers_infrastructure.pytorch.serialization import safe_globals  # noqa: E402
 # Whole-model quantization in one call.
 from quantizers_infrastructure.pytorch.model import (  # noqa: E402
-    ModelQuantizationConfig, convert, prepare_qat, quantize, quantized_modules)
+    BatchNormFoldedLayer, ModelQuantizationConfig, convert, prepare_qat, quantize,
+    quantized_modules)
 # ONNX export: registers the symbolic of qi::fake_quant (QDQ or mct_quantizers custom ops).
 from quantizers_infrastructure.pytorch import onnx  # noqa: E402,F401
 from quantizers_infrastructure.pytorch.metadata import (  # noqa: E402
@@ -155,6 +156,6 @@ __all__ = ["library_path", "value_error_from", "portable", "quantize_tensor", "p
            "PytorchQuantizationWrapper", "quantizer_from_json",
            "PytorchActivationQuantizationHolder", "PytorchPreservingActivationQuantizationHolder",
            "PytorchFLNActivationQuantizationHolder", "quantize", "prepare_qat", "convert",
-           "quantized_modules", "ModelQuantizationConfig", "add_metadata", "get_metadata",
+           "quantized_modules", "BatchNormFoldedLayer", "ModelQuantizationConfig", "add_metadata", "get_metadata",
            "add_onnx_metadata", "get_onnx_metadata",
            "pytorch_load_quantized_model"] + list(_trainable_names)

@@ -41,7 +41,8 @@ from quantizers_infrastructure.common.report import (LayerReport, QuantizationRe
 from quantizers_infrastructure.pytorch.activation_holders import \
     PytorchActivationQuantizationHolder
 from quantizers_infrastructure.pytorch.trainable_quantizers import get_trainable_quantizer_class
-from quantizers_infrastructure.pytorch.wrapper import PytorchQuantizationWrapper
+from quantizers_infrastructure.pytorch.wrapper import (PytorchQuantizationWrapper,
+                                                        call_layer_with_weights)
 
 # The layers whose weights are quantized, and the axis of their output channels in the weight.
 QUANTIZED_LAYERS = {
@@ -105,8 +106,92 @@ def fold_batch_norm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bo
 def _fold_graph_batch_norms(gm: torch.fx.GraphModule) -> List[str]:
     """Folds each batch norm whose input is a foldable layer used by nothing else; returns the
     folded batch norms' names."""
-    modules = dict(gm.named_modules())
     folded = []
+    for node, src, layer, bn in _foldable_pairs(gm):
+        if fold_batch_norm(layer, bn):
+            node.replace_all_uses_with(src)
+            gm.graph.erase_node(node)
+            folded.append(node.target)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return folded
+
+
+class BatchNormFoldedLayer(nn.Module):
+    """A convolution or linear layer and the batch norm after it, trained as one quantized layer
+    (prepare_qat(..., batch_norm="train")): the weight is quantized folded with the batch
+    norm's running statistics, w_q = Q(w * s) with s = gamma / sqrt(running_var + eps) per
+    output channel, and the batch norm still normalizes with the batch's statistics in training:
+
+        y = bn((layer(x; w_q) - b) / s + b)        (b: the layer's bias, or 0)
+
+    In eval mode this is layer(x; w_q) + (b - mean) * s + beta up to float rounding, the
+    folded layer that convert() installs (its quantized weight is the same bits). `layer` is the
+    layer's PytorchQuantizationWrapper, whose weight quantizer quantizes the folded weight (the
+    plain layer while prepare_qat calibrates); `bn` is the batch norm, whose running statistics
+    keep updating in training mode."""
+
+    def __init__(self, layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm):
+        super().__init__()
+        self.layer = layer
+        self.bn = bn
+
+    def _float_layer(self) -> nn.Module:
+        layer = self.layer
+        return layer.layer if isinstance(layer, PytorchQuantizationWrapper) else layer
+
+    def _scale(self) -> torch.Tensor:
+        bn = self.bn
+        gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+        return gamma / torch.sqrt(bn.running_var + bn.eps)
+
+    def _shape(self, dim: int, axis: int) -> List[int]:
+        shape = [1] * dim
+        shape[axis] = -1
+        return shape
+
+    def folded_weight(self) -> torch.Tensor:
+        """The layer's weight times the batch norm's scale per output channel (what is
+        quantized, and what convert() writes into the layer)."""
+        w = self._float_layer().weight
+        return w * self._scale().reshape(self._shape(w.dim(), 0)).to(w.dtype)
+
+    def forward(self, x):
+        wrapper = self.layer
+        if not isinstance(wrapper, PytorchQuantizationWrapper):
+            return self.bn(wrapper(x))  # calibration: the float layer
+        layer = wrapper.layer
+        q = wrapper.weights_quantizers["weight"]
+        wq = wrapper._run("weight", q, self.folded_weight(), wrapper.training)
+        y = call_layer_with_weights(layer, ["weight", "bias"], [wq, None], [x], {})
+        scale = self._scale()
+        y = y / scale.reshape(self._shape(y.dim(), 1 if y.dim() > 1 else 0)).to(y.dtype)
+        if layer.bias is not None:
+            y = y + layer.bias.reshape(self._shape(y.dim(), 1 if y.dim() > 1 else 0))
+        return self.bn(y)
+
+    @torch.no_grad()
+    def fold(self) -> "PytorchQuantizationWrapper":
+        """The wrapper with the batch norm folded into its layer's weight and bias (the running
+        statistics), its quantizers converted to inferable ones."""
+        layer = self._float_layer()
+        folded = self.folded_weight()
+        layer.weight.copy_(folded)
+        bn = self.bn
+        scale = self._scale()
+        shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        layer.bias = nn.Parameter(((bias - bn.running_mean) * scale + shift)
+                                  .to(layer.weight.dtype).detach().clone())
+        self.layer.convert_to_inferable_quantizers()
+        return self.layer
+
+
+def _foldable_pairs(gm: torch.fx.GraphModule):
+    """(batch norm node, layer node, layer, batch norm) for each batch norm whose input is a
+    foldable layer used by nothing else."""
+    modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), _BATCH_NORMS):
             continue
@@ -116,14 +201,45 @@ def _fold_graph_batch_norms(gm: torch.fx.GraphModule) -> List[str]:
         layer = modules.get(src.target)
         if not isinstance(layer, _FOLDABLE) or len(node.args) != 1 or node.kwargs:
             continue
-        if fold_batch_norm(layer, modules[node.target]):
-            node.replace_all_uses_with(src)
-            gm.graph.erase_node(node)
+        yield node, src, layer, modules[node.target]
+
+
+def _trainable_fold_reason(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> Optional[str]:
+    if bn.running_mean is None or bn.running_var is None:
+        return "it has no running statistics"
+    if not bn.track_running_stats:
+        return "it does not track running statistics"
+    if isinstance(layer, nn.modules.conv._ConvTransposeNd):
+        return "it follows a transposed convolution (folded before training instead)"
+    if layer.weight.shape[0] != bn.num_features:
+        return "its channels are not the layer's output channels"
+    return None
+
+
+def _train_graph_batch_norms(gm: torch.fx.GraphModule) -> Tuple[List[str], List[str]]:
+    """Replaces each foldable (layer, batch norm) pair by a BatchNormFoldedLayer at the layer's
+    name (the batch norm node removed); the others are folded now. Returns (kept for training,
+    folded now) batch norm names."""
+    kept, folded = [], []
+    for node, src, layer, bn in list(_foldable_pairs(gm)):
+        if _trainable_fold_reason(layer, bn) is None:
+            parent, _, leaf = src.target.rpartition(".")
+            fused = BatchNormFoldedLayer(layer, bn)
+            fused.bn_name = node.target
+            setattr(gm.get_submodule(parent) if parent else gm, leaf, fused)
+            kept.append(node.target)
+        elif fold_batch_norm(layer, bn):
             folded.append(node.target)
+        else:
+            continue
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        # delete_all_unused_submodules skips it: named_modules reaches it first inside `fused`
+        gm.delete_submodule(node.target)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return folded
+    return kept, folded
 
 
 # ---- calibration observers -----------------------------------------------------------------------
@@ -171,6 +287,7 @@ class _Layer:
         self.graph: Optional[Tuple[torch.fx.GraphModule, str]] = None  # (traced module, target)
         self.weight_quantizer = None
         self.activation_quantizer = None  # traversal layers: their wrapper's output quantizer
+        self.fused: Optional[BatchNormFoldedLayer] = None  # batch_norm="train": layer + its BN
 
 
 def _run_batch(model: nn.Module, batch, forward: Optional[Callable]):
@@ -319,13 +436,16 @@ def _optional_arguments_used(module: nn.Module, gm: torch.fx.GraphModule) -> Opt
 class _Quantizer:
     """One quantize / prepare_qat call."""
 
-    def __init__(self, config: ModelQuantizationConfig, trainable: bool):
+    def __init__(self, config: ModelQuantizationConfig, trainable: bool,
+                 batch_norm: str = "fold"):
         self.config = config
         self.trainable = trainable
+        self.batch_norm = batch_norm
         self.layers: List[_Layer] = []
         self.sites: List[_Site] = []
         self.notes: List[str] = []
         self.folded: List[str] = []
+        self.kept_for_training: List[str] = []  # batch_norm="train": folded at convert
 
     # -- finding the layers and sites --
     def build(self, model: nn.Module) -> nn.Module:
@@ -394,19 +514,29 @@ class _Quantizer:
         return layer
 
     def _graph(self, gm: torch.fx.GraphModule, prefix: str) -> None:
-        if self.config.fold_batch_norm:
+        if self.config.fold_batch_norm and self.batch_norm == "train":
+            kept, folded = _train_graph_batch_norms(gm)
+            self.kept_for_training += [prefix + n for n in kept]
+            self.folded += [prefix + n for n in folded]
+        elif self.config.fold_batch_norm:
             self.folded += [prefix + n for n in _fold_graph_batch_norms(gm)]
         modules = dict(gm.named_modules())
         counters: Dict[Tuple[str, str], int] = {}
         ops = set(self.config.activation_ops)
         seen: Dict[str, Optional[_Layer]] = {}  # a layer called more than once is wrapped once
         for node in list(gm.graph.nodes):
-            if node.op == "call_module" and type(modules.get(node.target)) in QUANTIZED_LAYERS:
+            module = modules.get(node.target) if node.op == "call_module" else None
+            fused = module if isinstance(module, BatchNormFoldedLayer) else None
+            if fused is not None or type(module) in QUANTIZED_LAYERS:
                 if node.target in seen:
                     layer = seen[node.target]
                 else:
-                    layer = seen[node.target] = self._layer(prefix + node.target,
-                                                            modules[node.target])
+                    layer = seen[node.target] = self._layer(
+                        prefix + node.target, fused.layer if fused is not None else module)
+                    if fused is not None and (layer is None or layer.weights is None):
+                        self._fold_now(gm, node.target, fused, prefix)  # no weights to train
+                    elif layer is not None:
+                        layer.fused = fused
                 if layer is not None:
                     layer.graph = (gm, node.target)
                     if layer.activations is not None:
@@ -432,6 +562,17 @@ class _Quantizer:
                                  r["activations"])
         gm.graph.lint()
         gm.recompile()
+
+    def _fold_now(self, gm: torch.fx.GraphModule, target: str, fused: "BatchNormFoldedLayer",
+                  prefix: str) -> None:
+        """A batch norm kept for training whose layer's weights are not quantized: folded now,
+        the plain layer put back."""
+        fold_batch_norm(fused.layer, fused.bn)
+        parent, _, leaf = target.rpartition(".")
+        setattr(gm.get_submodule(parent) if parent else gm, leaf, fused.layer)
+        name = prefix + fused.bn_name
+        self.kept_for_training = [n for n in self.kept_for_training if n != name]
+        self.folded.append(name)
 
     def _graph_site(self, gm, anchor: torch.fx.Node, local: str, name: str, type_name: str,
                     spec) -> None:
@@ -462,7 +603,8 @@ class _Quantizer:
         for layer in self.layers:
             if layer.weights is None:
                 continue
-            w = layer.module.weight.detach().to(device="cpu", dtype=torch.float32).numpy()
+            w = layer.fused.folded_weight() if layer.fused is not None else layer.module.weight
+            w = w.detach().to(device="cpu", dtype=torch.float32).numpy()
             axis = QUANTIZED_LAYERS[type(layer.module)]
             params = cal.weight_params(layer.weights, w, axis)
             layer.weight_quantizer = self._weights_quantizer(layer.weights, params, w.ndim, axis)
@@ -491,7 +633,9 @@ class _Quantizer:
             layer.wrapper = PytorchQuantizationWrapper(
                 layer.module, {"weight": wq} if wq is not None else {},
                 activation_quantizers=acts)
-            if layer.graph is not None:
+            if layer.fused is not None:
+                layer.fused.layer = layer.wrapper
+            elif layer.graph is not None:
                 gm, target = layer.graph
                 parent, _, leaf = target.rpartition(".")
                 setattr(gm.get_submodule(parent) if parent else gm, leaf, layer.wrapper)
@@ -612,13 +756,24 @@ def _report(q: _Quantizer, float_model: nn.Module, qmodel: nn.Module, batch, for
     return report
 
 
+_BATCH_NORM_MODES = ("fold", "train")
+
+
 def _quantize(model: nn.Module, config, calibration_data, *, trainable: bool,
-              forward: Optional[Callable], progress: bool, report: bool, who: str) -> nn.Module:
+              forward: Optional[Callable], progress: bool, report: bool, who: str,
+              batch_norm: str = "fold") -> nn.Module:
     cfg = ModelQuantizationConfig.of(config)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{who}: model must be a torch.nn.Module, got {type(model).__name__}")
+    if batch_norm not in _BATCH_NORM_MODES:
+        raise ValueError(f"{who}: batch_norm must be one of {', '.join(map(repr, _BATCH_NORM_MODES))}"
+                         f", got {batch_norm!r}")
+    if batch_norm == "train" and not cfg.fold_batch_norm:
+        raise ValueError(f"{who}: batch_norm='train' folds the batch norms at convert, but the "
+                         f"config keeps them float (fold_batch_norm is false); use "
+                         f"batch_norm='fold' or a config that folds")
     work = copy.deepcopy(model).eval()
-    q = _Quantizer(cfg, trainable)
+    q = _Quantizer(cfg, trainable, batch_norm)
     work = q.build(work)  # batch norms folded, observers at the activation sites
     # Activation statistics of the float (folded) model, one pass over the data.
     batches, seconds, first = q.calibrate(work, calibration_data, forward, progress, who)
@@ -672,20 +827,40 @@ def quantize(model: nn.Module, config="w8a8", calibration_data: Optional[Iterabl
 
 def prepare_qat(model: nn.Module, config="w4a8_lsq", calibration_data: Optional[Iterable] = None,
                 *, forward: Optional[Callable[[nn.Module, Any], Any]] = None,
-                progress: bool = True) -> nn.Module:
+                progress: bool = True, batch_norm: str = "fold") -> nn.Module:
     """Quantization-aware training, step 1: a copy of the model (in train mode) with trainable
     quantizers where the config's spec has "training" (STE or LSQ) and inferable ones elsewhere,
     their parameters started from calibration (weights from themselves, activations from
-    calibration_data, which is needed when the config quantizes activations). Batch norms are
-    folded first (their running statistics become the layers' weights and biases)."""
+    calibration_data, which is needed when the config quantizes activations).
+
+    batch_norm says what happens to the batch norms that follow a convolution or linear layer
+    (when the config folds them):
+      "fold": folded before training (their running statistics become the layers' weights and
+        biases); training runs the deployed arithmetic.
+      "train": each layer and its batch norm become one BatchNormFoldedLayer: the weight is
+        quantized folded with the batch norm's running statistics, and the batch norm goes on
+        normalizing with batch statistics while training (as torch.ao's QAT convolution-batch
+        norm modules do). convert() folds them. Training costs a little more per step and
+        usually reaches a higher accuracy at low bit widths."""
     return _quantize(model, config, calibration_data, trainable=True, forward=forward,
-                     progress=progress, report=False, who="prepare_qat")
+                     progress=progress, report=False, who="prepare_qat", batch_norm=batch_norm)
 
 
 def convert(model: nn.Module) -> nn.Module:
     """Quantization-aware training, step 2: every trainable quantizer in the model replaced by
     its inferable conversion (the same outputs as the trainable quantizer's eval forward), in
-    place; returns the model in eval mode."""
+    place; returns the model in eval mode. Each BatchNormFoldedLayer (prepare_qat's
+    batch_norm="train") is replaced by its layer's wrapper with the batch norm folded in (the
+    running statistics): the quantized weight keeps its bits, and the output equals the
+    trained model's eval output up to float rounding."""
+    fused = [(n, m) for n, m in model.named_modules() if isinstance(m, BatchNormFoldedLayer)]
+    for name, m in fused:
+        folded = m.fold()
+        parent, _, leaf = name.rpartition(".")
+        if name == "":
+            model = folded
+        else:
+            setattr(model.get_submodule(parent) if parent else model, leaf, folded)
     for m in model.modules():
         if isinstance(m, (PytorchQuantizationWrapper, PytorchActivationQuantizationHolder)):
             m.convert_to_inferable_quantizers()
@@ -699,4 +874,4 @@ def quantized_modules(model: nn.Module) -> Dict[str, nn.Module]:
 
 
 __all__ = ["quantize", "prepare_qat", "convert", "fold_batch_norm", "quantized_modules",
-           "QUANTIZED_LAYERS", "ModelQuantizationConfig"]
+           "BatchNormFoldedLayer", "QUANTIZED_LAYERS", "ModelQuantizationConfig"]
