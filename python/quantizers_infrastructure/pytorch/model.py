@@ -76,6 +76,12 @@ HOLDER_SUFFIX = "_activation_holder_quantizer"
 
 # ---- batch norm folding -------------------------------------------------------------------------
 
+def _batch_norm_scale(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """gamma / sqrt(running_var + eps) per channel (gamma 1 without affine)."""
+    gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
+    return gamma / torch.sqrt(bn.running_var + bn.eps)
+
+
 @torch.no_grad()
 def fold_batch_norm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bool:
     """Folds an eval-mode batch norm that follows `layer` into its weight and bias, in place:
@@ -91,8 +97,7 @@ def fold_batch_norm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bo
     axis = 1 if is_transpose else 0
     if w.shape[axis] != bn.num_features:
         return False
-    scale = (bn.weight if bn.affine else torch.ones_like(bn.running_var)) / torch.sqrt(
-        bn.running_var + bn.eps)
+    scale = _batch_norm_scale(bn)
     shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     shape = [1] * w.dim()
     shape[axis] = -1
@@ -101,21 +106,6 @@ def fold_batch_norm(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> bo
     new_bias = (bias - bn.running_mean) * scale + shift
     layer.bias = nn.Parameter(new_bias.to(w.dtype).detach().clone())
     return True
-
-
-def _fold_graph_batch_norms(gm: torch.fx.GraphModule) -> List[str]:
-    """Folds each batch norm whose input is a foldable layer used by nothing else; returns the
-    folded batch norms' names."""
-    folded = []
-    for node, src, layer, bn in _foldable_pairs(gm):
-        if fold_batch_norm(layer, bn):
-            node.replace_all_uses_with(src)
-            gm.graph.erase_node(node)
-            folded.append(node.target)
-    gm.graph.eliminate_dead_code()
-    gm.delete_all_unused_submodules()
-    gm.recompile()
-    return folded
 
 
 class BatchNormFoldedLayer(nn.Module):
@@ -142,9 +132,7 @@ class BatchNormFoldedLayer(nn.Module):
         return layer.layer if isinstance(layer, PytorchQuantizationWrapper) else layer
 
     def _scale(self) -> torch.Tensor:
-        bn = self.bn
-        gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
-        return gamma / torch.sqrt(bn.running_var + bn.eps)
+        return _batch_norm_scale(self.bn)
 
     def _shape(self, dim: int, axis: int) -> List[int]:
         shape = [1] * dim
@@ -216,13 +204,15 @@ def _trainable_fold_reason(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm
     return None
 
 
-def _train_graph_batch_norms(gm: torch.fx.GraphModule) -> Tuple[List[str], List[str]]:
-    """Replaces each foldable (layer, batch norm) pair by a BatchNormFoldedLayer at the layer's
-    name (the batch norm node removed); the others are folded now. Returns (kept for training,
-    folded now) batch norm names."""
+def _fold_graph_batch_norms(gm: torch.fx.GraphModule,
+                            train: bool = False) -> Tuple[List[str], List[str]]:
+    """Folds each batch norm whose input is a foldable layer used by nothing else; with `train`,
+    replaces each pair that can train together by a BatchNormFoldedLayer at the layer's name
+    instead (the batch norm node removed). Returns (kept for training, folded now) batch norm
+    names."""
     kept, folded = [], []
     for node, src, layer, bn in list(_foldable_pairs(gm)):
-        if _trainable_fold_reason(layer, bn) is None:
+        if train and _trainable_fold_reason(layer, bn) is None:
             parent, _, leaf = src.target.rpartition(".")
             fused = BatchNormFoldedLayer(layer, bn)
             fused.bn_name = node.target
@@ -515,11 +505,11 @@ class _Quantizer:
 
     def _graph(self, gm: torch.fx.GraphModule, prefix: str) -> None:
         if self.config.fold_batch_norm and self.batch_norm == "train":
-            kept, folded = _train_graph_batch_norms(gm)
+            kept, folded = _fold_graph_batch_norms(gm, train=True)
             self.kept_for_training += [prefix + n for n in kept]
             self.folded += [prefix + n for n in folded]
         elif self.config.fold_batch_norm:
-            self.folded += [prefix + n for n in _fold_graph_batch_norms(gm)]
+            self.folded += [prefix + n for n in _fold_graph_batch_norms(gm)[1]]
         modules = dict(gm.named_modules())
         counters: Dict[Tuple[str, str], int] = {}
         ops = set(self.config.activation_ops)
