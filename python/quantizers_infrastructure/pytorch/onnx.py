@@ -55,7 +55,9 @@ PROFILE_ATTR = "profile"
 TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
 GROUPED_SUFFIX = "_grouped"  # op type suffix of per-group quantizers (a qi extension)
 
-_state = {"custom_ops": False}
+# custom_ops: use_custom_ops(); opset21: inside qp.onnx.export, which writes the temporary
+# nodes that to_opset21 rewrites.
+_state = {"custom_ops": False, "opset21": False}
 
 class _CustomImpl(torch.autograd.Function):
     """A quantizer whose custom implementation is enabled (enable_custom_impl), as the ONNX
@@ -116,37 +118,85 @@ def _quantizer(text: str):
     return q
 
 
-def qdq_parameters(q) -> Optional[Dict[str, Any]]:
-    """{"scale", "zero_point" (int array), "dtype" (np.int8/np.uint8), "per_channel",
-    "channel_axis"} when q's grid is exactly a QuantizeLinear/DequantizeLinear pair; else None."""
+# Integer storage types of QuantizeLinear/DequantizeLinear by grid (qmin, qmax): opset 13's
+# 8-bit types, and opset 21's 4-bit ones.
+_INT_TYPES_13 = {(-128.0, 127.0): "INT8", (0.0, 255.0): "UINT8"}
+_INT_TYPES_21 = {**_INT_TYPES_13, (-8.0, 7.0): "INT4", (0.0, 15.0): "UINT4"}
+_NUMPY_OF = {"INT8": np.int8, "UINT8": np.uint8, "INT4": np.int8, "UINT4": np.uint8}
+# FLOAT formats that opset 21 holds (ONNX's FLOAT8 types, E4M3 in its "fn" variant), by the
+# plan's (exponent bits, mantissa bits).
+_FLOAT8_TYPES = {(4, 3): "FLOAT8E4M3FN", (5, 2): "FLOAT8E5M2"}
+
+
+def _check_opset(opset) -> int:
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)) \
+            or not 13 <= int(opset) <= 21:
+        raise ValueError(f"qi ONNX export: opset must be an integer in [13, 21], got {opset!r}")
+    return int(opset)
+
+
+def qdq_parameters(q, opset: int = 13) -> Optional[Dict[str, Any]]:
+    """How q's grid is a QuantizeLinear/DequantizeLinear pair of ONNX opset `opset`, or None
+    when it is not one (then q exports as its custom node).
+
+    Opsets 13 to 20 (what torch.onnx.export writes): the torch profile's affine grids
+    (symmetric, POT, uniform) of -128..127 (INT8) or 0..255 (UINT8), per tensor or per channel.
+    Opset 21 (qp.onnx.export): also 4-bit grids (INT4 / UINT4), the other widths from 2 to 7
+    bits as INT8 / UINT8 followed by a Clip to the grid (`clip`), per-group parameters as blocked
+    quantization (`block_size` along `group_axis`), and FLOAT quantizers of the E4M3 and E5M2
+    formats as FLOAT8E4M3FN / FLOAT8E5M2 with zero points 0 (per tensor, channel or group).
+    Returns {"scale": float32 array (one value per tensor, channel, or (channel, group) in
+    row-major [channels, groups] order), "zero_point": array of the storage's numpy type (float32
+    zeros for FLOAT8), "dtype": that numpy type, "onnx_type": the ONNX TensorProto type name
+    ("INT8", "UINT8", "INT4", "UINT4", "FLOAT8E4M3FN", "FLOAT8E5M2"), "per_channel",
+    "channel_axis" (None per tensor), "block_size" and "group_axis" (None without groups),
+    "clip": (qmin, qmax) when the storage type is wider than the grid, else None}. ValueError
+    for an opset outside [13, 21]."""
+    opset = _check_opset(opset)
     plan = q.plan
-    if plan.get("kind") != "affine_torch":
-        return None  # LUT, FLOAT, or the tf profile (nudged zero point, round half up)
-    if q.get_config().get("group_size") is not None:
-        return None  # per-group parameters
-    qmin, qmax = float(plan["qmin"]), float(plan["qmax"])
-    if (qmin, qmax) == (-128.0, 127.0):
-        dtype = np.int8
-    elif (qmin, qmax) == (0.0, 255.0):
-        dtype = np.uint8
-    else:
-        return None  # fewer (or more) bits: QuantizeLinear cannot clamp to the narrower range
-    scale = np.asarray(plan["scale"], dtype=np.float32)
-    zp = np.asarray(plan["zero_point"], dtype=np.float64)
-    if not (np.all(np.isfinite(scale)) and np.all(scale > 0) and np.all(zp == np.round(zp))
-            and np.all(zp >= qmin) and np.all(zp <= qmax)):
-        return None
     config = q.get_config()
-    per_channel = bool(config.get("per_channel", False)) and scale.size > 1
-    return {"scale": scale, "zero_point": zp.astype(dtype), "dtype": dtype,
+    grouped = config.get("group_size") is not None
+    if plan.get("kind") == "affine_torch":  # not LUT, FLOAT, MX, NVFP4, or the tf profile
+        qmin, qmax = float(plan["qmin"]), float(plan["qmax"])
+        clip = None
+        onnx_type = (_INT_TYPES_13 if opset < 21 else _INT_TYPES_21).get((qmin, qmax))
+        if onnx_type is None and opset >= 21 and qmin == round(qmin) and qmax == round(qmax):
+            if -128 <= qmin < 0 <= qmax <= 127:
+                onnx_type, clip = "INT8", (int(qmin), int(qmax))
+            elif 0 <= qmin and qmax <= 255:
+                onnx_type, clip = "UINT8", (int(qmin), int(qmax))
+        if onnx_type is None or (grouped and opset < 21):
+            return None  # a width QuantizeLinear cannot clamp to, or groups before opset 21
+        dtype = _NUMPY_OF[onnx_type]
+        zp = np.asarray(plan["zero_point"], dtype=np.float64)
+        if not (np.all(zp == np.round(zp)) and np.all(zp >= qmin) and np.all(zp <= qmax)):
+            return None
+        zero_point = zp.astype(dtype)
+    elif plan.get("kind") == "float" and opset >= 21:
+        onnx_type = _FLOAT8_TYPES.get((int(plan["ebits"]), int(plan["mbits"])))
+        if onnx_type is None:
+            return None  # FP6 and FP4 elements: no ONNX type in opset 21
+        dtype, clip = np.float32, None
+        zero_point = np.zeros(np.asarray(plan["scale"]).size, dtype=np.float32)
+    else:
+        return None
+    scale = np.asarray(plan["scale"], dtype=np.float32)
+    if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        return None
+    per_channel = bool(config.get("per_channel", False)) and (grouped or scale.size > 1)
+    return {"scale": scale, "zero_point": zero_point, "dtype": dtype, "onnx_type": onnx_type,
             "per_channel": per_channel,
-            "channel_axis": config.get("channel_axis") if per_channel else None}
+            "channel_axis": config.get("channel_axis") if per_channel else None,
+            "block_size": int(config["group_size"]) if grouped else None,
+            "group_axis": int(config["group_axis"]) if grouped else None, "clip": clip}
 
 
-def export_kind(q) -> str:
-    """"qdq" or "custom": how q exports (with the current use_custom_ops setting and q's
-    enable_custom_impl())."""
-    if _state["custom_ops"] or q._use_custom_impl or qdq_parameters(q) is None:
+def export_kind(q, opset: int = 13) -> str:
+    """"qdq" or "custom": how q exports at ONNX opset `opset` (13 to 20: torch.onnx.export;
+    21: qp.onnx.export), with the current use_custom_ops setting and q's enable_custom_impl().
+    ValueError for an opset outside [13, 21]."""
+    opset = _check_opset(opset)
+    if _state["custom_ops"] or q._use_custom_impl or qdq_parameters(q, opset) is None:
         return "custom"
     return "qdq"
 
@@ -270,10 +320,24 @@ def fake_quant_symbolic(g, x, quantizer):
     json.loads(text)  # a clear error for a malformed constant
     q = _quantizer(text)
     if not _state["custom_ops"]:
+        if _state["opset21"]:
+            return _emit_temporary(g, x, text)
         p = qdq_parameters(q)
         if p is not None:
             return _emit_qdq(g, x, p)
     return _emit_custom(g, x, q)
+
+
+def _emit_temporary(g, x, text):
+    """qp.onnx.export's temporary node: the quantizer's JSON and x's sizes (-1 where dynamic),
+    for to_opset21 to rewrite."""
+    from quantizers_infrastructure.pytorch.onnx_opset21 import TEMPORARY_DOMAIN, TEMPORARY_OP
+    sizes = symbolic_helper._get_tensor_sizes(x)
+    out = g.op(f"{TEMPORARY_DOMAIN}::{TEMPORARY_OP}", x, quantizer_s=text,
+               input_shape_i=[-1 if d is None else int(d) for d in (sizes or [])],
+               input_rank_i=-1 if sizes is None else len(sizes))
+    out.setType(x.type())
+    return out
 
 
 def register(opset: int = OPSET) -> None:
@@ -522,7 +586,11 @@ def get_ort_session_options():
     return options
 
 
+# Opset 21 export (after the names it uses are defined).
+from quantizers_infrastructure.pytorch.onnx_opset21 import export, to_opset21  # noqa: E402
+
 # GROUPED_SUFFIX ("_grouped") stays out of __all__ until docs/api.md describes it.
 __all__ = ["DOMAIN", "TF_SUFFIX", "use_custom_ops", "custom_ops", "qdq_parameters", "export_kind",
            "custom_op_spec", "fake_quant_symbolic", "register", "register_ort_kernels",
-           "get_ort_session_options", "fake_quant_translation", "translation_table"]
+           "get_ort_session_options", "fake_quant_translation", "translation_table", "export",
+           "to_opset21"]
