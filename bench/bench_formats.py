@@ -4,7 +4,8 @@ forward against a copy of the same tensor (the memory-bandwidth limit) and again
 reference the tests compare it with bit for bit, eager and torch.compile'd, in one run.
 
     .venv/bin/python bench/bench_formats.py [--shapes 256x4096 2048x4096] [--repeats 5]
-        [--threads 1 2] [--formats NAME ...] [--no-compile] [--json F]
+        [--threads 1 2] [--formats NAME ...] [--no-compile] [--compile-backend inductor]
+        [--json F]
 
 Per format and shape (a float32 [rows, cols] tensor, blocks and groups along the last axis):
   * q(x): the quantizer object, output allocated by the call, against `x.clone()`;
@@ -121,16 +122,16 @@ def data(rows, cols, seed=0):
     return (x.reshape(rows, cols // 32, 32) * spread).reshape(rows, cols).contiguous()
 
 
-def measure(name, shape, threads, repeats, compile_ref):
+def measure(name, shape, threads, repeats, compile_backend):
     x = data(*shape)
     q, ref = CASES[name](x)
     text = q.to_json()
     y = torch.empty_like(x)
     exact = bits_equal(q(x), ref(x))  # also imports what the reference needs, before compiling
     compiled, compile_s = None, None
-    if compile_ref:
+    if compile_backend:
         torch._dynamo.reset()
-        compiled = torch.compile(ref, dynamic=False)
+        compiled = torch.compile(ref, dynamic=False, backend=compile_backend)
         t0 = time.perf_counter()
         compiled(x)
         compile_s = time.perf_counter() - t0
@@ -170,14 +171,22 @@ def main(argv=None):
     ap.add_argument("--formats", nargs="+", choices=list(CASES), default=list(CASES))
     ap.add_argument("--no-compile", action="store_true",
                     help="skip the torch.compile'd reference (compiling takes seconds per case)")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile's backend for the reference (default inductor; the "
+                         "smoke test uses eager, which only traces)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     threads = list(dict.fromkeys(args.threads))
     rows = []
-    for shape in args.shapes:
-        for name in args.formats:
-            print(f"[bench] {name} {shape[0]}x{shape[1]}...", file=sys.stderr)
-            rows += measure(name, shape, threads, args.repeats, not args.no_compile)
+    default_threads = torch.get_num_threads()
+    try:
+        for shape in args.shapes:
+            for name in args.formats:
+                print(f"[bench] {name} {shape[0]}x{shape[1]}...", file=sys.stderr)
+                rows += measure(name, shape, threads, args.repeats,
+                                None if args.no_compile else args.compile_backend)
+    finally:
+        torch.set_num_threads(default_threads)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, load "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}; torch {torch.__version__}; qi SIMD "
