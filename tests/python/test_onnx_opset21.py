@@ -283,14 +283,15 @@ def test_activations(name, q, stored, exact, parity_stats):
 def test_model_with_groups_fp8_and_clip():
     """A small model: 4-bit per-group weights, FP8 weights, 3-bit and FP8 activations."""
     torch.manual_seed(0)
+    w4 = qi.WeightsSymmetricInferableQuantizer(4, thresholds(18, 0), True, 0, group_size=4,
+                                               group_axis=1)
+    fp8 = qi.WeightsFloatInferableQuantizer("E4M3", thresholds(3, 1), True, 0)
     model = torch.nn.Sequential(
         PytorchActivationQuantizationHolder(qi.ActivationSymmetricInferableQuantizer(3, [4.0],
                                                                                      True)),
-        PytorchQuantizationWrapper(torch.nn.Linear(10, 6), {"weight": qi.WeightsSymmetricInferableQuantizer(
-            4, thresholds(18, 0), True, 0, group_size=4, group_axis=1)}),
+        PytorchQuantizationWrapper(torch.nn.Linear(10, 6), {"weight": w4}),
         torch.nn.ReLU(),
-        PytorchQuantizationWrapper(torch.nn.Linear(6, 3), {"weight": qi.WeightsFloatInferableQuantizer(
-            "E4M3", thresholds(3, 1), True, 0)}),
+        PytorchQuantizationWrapper(torch.nn.Linear(6, 3), {"weight": fp8}),
         PytorchActivationQuantizationHolder(qi.ActivationFloatInferableQuantizer("E4M3", 0.01)))
     x = torch.randn(5, 10)
     proto = export(model, x, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
@@ -353,8 +354,8 @@ def _small_model():
     (dict(opset_version=True), ValueError, "opset_version must be 21, got True"),
     (dict(fold_weights=1), TypeError, "qp.onnx.export: fold_weights must be a bool, got int 1"),
     (dict(dynamo=True), ValueError,
-     "qp.onnx.export: dynamo is set by qp.onnx.export, got dynamo=True"),
-    (dict(custom_opsets={}), ValueError, "custom_opsets is set by qp.onnx.export"),
+     r"qp.onnx.export: dynamo is set by qp.onnx.export \(the TorchScript exporter\), got "
+     r"dynamo=True"),
 ])
 def test_export_bad_arguments(kwargs, error, message):
     model, x = _small_model()

@@ -47,25 +47,23 @@ def export(model, args, f=None, opset_version: int = OPSET, fold_weights: bool =
     their codes followed by DequantizeLinear (True) or as float weights followed by
     QuantizeLinear/DequantizeLinear (False). `use_custom_ops(True)` and
     `quantizer.enable_custom_impl()` keep their meaning (the custom node).
-    Raises ValueError for an opset_version other than 21 and for the keyword arguments this
-    function sets (opset_version, dynamo, custom_opsets); TypeError for a non-bool
-    fold_weights."""
+    Raises ValueError for an opset_version other than 21 and for `dynamo` (this function sets
+    it); TypeError for a non-bool fold_weights."""
     import onnx
-    from quantizers_infrastructure.pytorch.onnx import DOMAIN, _state
+    from quantizers_infrastructure.pytorch.onnx import _state
     if isinstance(opset_version, bool) or opset_version != OPSET:
         raise ValueError(f"qp.onnx.export: opset_version must be {OPSET}, got {opset_version!r} "
                          f"(torch.onnx.export writes opsets 13 to {EXPORT_OPSET})")
     _check_bool("qp.onnx.export", fold_weights)
-    for key in ("dynamo", "custom_opsets"):
-        if key in kwargs:
-            raise ValueError(f"qp.onnx.export: {key} is set by qp.onnx.export, got {key}="
-                             f"{kwargs[key]!r}")
+    if "dynamo" in kwargs:
+        raise ValueError(f"qp.onnx.export: dynamo is set by qp.onnx.export (the TorchScript "
+                         f"exporter), got dynamo={kwargs['dynamo']!r}")
     buffer = io.BytesIO()
     old = _state["opset21"]
     _state["opset21"] = True
     try:
         torch.onnx.export(model, args, buffer, opset_version=EXPORT_OPSET, dynamo=False,
-                          custom_opsets={TEMPORARY_DOMAIN: 1, DOMAIN: 1}, **kwargs)
+                          **kwargs)
     finally:
         _state["opset21"] = old
     proto = to_opset21(onnx.load_from_string(buffer.getvalue()), fold_weights=fold_weights)
