@@ -19,16 +19,29 @@ namespace qi {
 
 // How one kind of tensor is quantized in a model: a layer's weights, or an activation.
 // JSON keys: "method", "n_bits", "per_channel", "calibration", "percentile", "num_candidates",
-// "training".
+// "training", "format", "group_size", "block_size", "block_axis".
 struct TensorQuantizationSpec {
-  QuantizationMethod method = QuantizationMethod::SYMMETRIC;  // SYMMETRIC, POWER_OF_TWO, UNIFORM
-  int64_t n_bits = 8;
+  // SYMMETRIC, POWER_OF_TWO, UNIFORM (integer grids), FLOAT (scaled low-precision floats), MX,
+  // NVFP4 (block formats).
+  QuantizationMethod method = QuantizationMethod::SYMMETRIC;
+  int64_t n_bits = 8;  // FLOAT, MX, NVFP4: the width of the element format
   bool per_channel = false;  // weights only: activation quantizers are per tensor
   calibration::Method calibration = calibration::Method::kMinMax;
   double percentile = 99.99;     // of the percentile calibration, in (0, 100]
   int64_t num_candidates = 100;  // of the MSE search
   // QAT: the trainable quantizer's training method (STE or LSQ); none: an inferable quantizer.
   std::optional<TrainingMethod> training;
+  // FLOAT, MX: the element format (FLOAT: E4M3, E5M2, E3M2, E2M3, E2M1; MX also INT8); empty for
+  // the other methods.
+  std::string format;
+  // Weights of SYMMETRIC, POWER_OF_TWO, UNIFORM and FLOAT: one parameter per (channel, group)
+  // of group_size elements along the weight's input axis (weight_input_axis); none: per channel
+  // or per tensor.
+  std::optional<int64_t> group_size;
+  // MX: elements per block (none: 32); NVFP4: 16 (none: 16).
+  std::optional<int64_t> block_size;
+  // Activations of MX and NVFP4: the axis of the blocks. Weights block their input axis.
+  int64_t block_axis = -1;
 
   bool operator==(const TensorQuantizationSpec& o) const;
   // JSON object of every key; from_json reads a (partial) object over the default spec of
@@ -38,13 +51,23 @@ struct TensorQuantizationSpec {
 };
 
 // A quantizer's calibrated parameters: thresholds (SYMMETRIC, POWER_OF_TWO: rounded up to
-// powers of two) with the grid's sign, or ranges (UNIFORM); one value per channel or one.
+// powers of two) with the grid's sign, or ranges (UNIFORM), or scales (FLOAT: max |x| / the
+// format's max), one value per channel or one, or per (channel, group) in the order
+// c * groups + g; NVFP4: the tensor scale (max |x| / (448 * 6); none when max |x| is 0). MX has
+// no calibrated parameter (its scales come from each block).
 struct CalibratedParams {
-  std::vector<double> threshold, min_range, max_range;
+  std::vector<double> threshold, min_range, max_range, scale;
+  std::optional<double> tensor_scale;
   bool is_signed = true;
 };
+// The axis along which a weight's groups and blocks lie: its input axis. rank - 2 when the
+// channel axis is the last (Keras kernels [..., in, out]); else 1 when it is 0 (PyTorch
+// [out, in, ...]); else 0. qi::Error for a rank below 2.
+int64_t weight_input_axis(int64_t rank, int64_t channel_axis);
 // Weights: the spec's method on the tensor itself (minmax, mse: exact; percentile, kl: over a
-// histogram of the tensor), per channel along channel_axis when spec.per_channel.
+// histogram of the tensor), per channel along channel_axis when spec.per_channel, per group
+// along weight_input_axis when spec.group_size (a shorter last group is calibrated on its own
+// elements). MX and NVFP4: the input axis must hold whole blocks (qi::Error naming the sizes).
 CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
                                    int64_t channel_axis);
 // Activations: the spec's method over the histogram of what the site saw (per tensor);

@@ -529,24 +529,21 @@ py::dict calibrated_to_py(const qi::CalibratedParams& p) {
   if (!p.threshold.empty()) {
     d["threshold"] = p.threshold;
     d["signed"] = p.is_signed;
-  } else {
+  } else if (!p.min_range.empty()) {
     d["min_range"] = p.min_range;
     d["max_range"] = p.max_range;
+  } else if (!p.scale.empty()) {
+    d["scale"] = p.scale;
+  } else {
+    d["tensor_scale"] = p.tensor_scale ? py::object(py::float_(*p.tensor_scale)) : py::none();
   }
   return d;
 }
 
 py::object spec_to_py(const std::optional<qi::TensorQuantizationSpec>& s) {
   if (!s) return py::none();
-  py::dict d;
-  d["method"] = qi::to_string(s->method);
-  d["n_bits"] = s->n_bits;
-  d["per_channel"] = s->per_channel;
-  d["calibration"] = qi::calibration::to_string(s->calibration);
-  d["percentile"] = s->percentile;
-  d["num_candidates"] = s->num_candidates;
-  d["training"] = s->training ? py::object(py::str(qi::to_string(*s->training))) : py::none();
-  return std::move(d);
+  // Every key of the spec's JSON, as the core writes it.
+  return py::module_::import("json").attr("loads")(s->to_json());
 }
 
 }  // namespace
@@ -940,6 +937,29 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("spec"), py::arg("histogram"),
       "An activation quantizer's calibrated parameters from its spec (JSON) and Histogram.");
+  m.def(
+      "make_weights_quantizer",
+      [](const std::string& spec, const py::handle& w, int64_t channel_axis) {
+        const auto s = qi::TensorQuantizationSpec::from_json(spec, /*weights=*/true);
+        py::array keep;
+        auto v = input_view(w, "make_weights_quantizer", &keep);
+        py::gil_scoped_release r;
+        return qi::make_weights_quantizer(s, qi::calibrate_weights(s, v, channel_axis), v.dim(),
+                                          channel_axis)
+            ->to_json();
+      },
+      py::arg("spec"), py::arg("weight"), py::arg("channel_axis"),
+      "The weights quantizer of a spec (JSON) calibrated on `weight` (qi::calibrate_weights, "
+      "qi::make_weights_quantizer): its JSON {\"class_name\", \"config\"}, inferable when the "
+      "spec's training is null, else trainable.");
+  m.def(
+      "make_activation_quantizer",
+      [](const std::string& spec, const cal::Histogram& h) {
+        const auto s = qi::TensorQuantizationSpec::from_json(spec, /*weights=*/false);
+        return qi::make_activation_quantizer(s, qi::calibrate_activations(s, h))->to_json();
+      },
+      py::arg("spec"), py::arg("histogram"),
+      "The activation quantizer of a spec (JSON) calibrated from a Histogram: its JSON.");
 
   // ---- whole-model configs ----
   py::class_<qi::ModelQuantizationConfig>(m, "ModelQuantizationConfig",

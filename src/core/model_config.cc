@@ -1,12 +1,15 @@
 // qi: Quantizers Infrastructure. SPDX-License-Identifier: Apache-2.0
 #include "qi/model_config.h"
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <utility>
 
 #include "core/json_util.h"
 #include "qi/error.h"
 #include "qi/inferable_quantizers.h"
+#include "qi/kernels.h"
 #include "qi/trainable_math.h"
 #include "qi/trainable_quantizers.h"
 #include "qi/version.h"
@@ -17,8 +20,9 @@ namespace {
 namespace ju = json_util;
 using Json = ju::Json;
 
-constexpr std::array<const char*, 7> kSpecKeys = {
-    "method", "n_bits", "per_channel", "calibration", "percentile", "num_candidates", "training"};
+constexpr std::array<const char*, 11> kSpecKeys = {
+    "method",   "n_bits",  "per_channel", "calibration", "percentile", "num_candidates",
+    "training", "format", "group_size",  "block_size",  "block_axis"};
 constexpr std::array<const char*, 9> kConfigKeys = {
     "preset",   "weights", "activations", "activation_ops", "fold_batch_norm",
     "num_bins", "overrides", "skip",      "qi_version"};
@@ -33,6 +37,42 @@ TensorQuantizationSpec default_spec(bool weights) {
   return s;
 }
 
+bool is_integer_method(QuantizationMethod m) {
+  return m == QuantizationMethod::SYMMETRIC || m == QuantizationMethod::POWER_OF_TWO ||
+         m == QuantizationMethod::UNIFORM;
+}
+bool is_block_method(QuantizationMethod m) {
+  return m == QuantizationMethod::MX || m == QuantizationMethod::NVFP4;
+}
+bool is_format_method(QuantizationMethod m) {
+  return m == QuantizationMethod::FLOAT || is_block_method(m);
+}
+
+// The element format of a FLOAT, MX or NVFP4 spec; null when the name is not one of its method's.
+const kernels::FloatFormat* element_format(const TensorQuantizationSpec& s) {
+  switch (s.method) {
+    case QuantizationMethod::FLOAT: return kernels::find_float_format(s.format);
+    case QuantizationMethod::MX: return kernels::find_mx_format(s.format);
+    case QuantizationMethod::NVFP4: return s.format == "E2M1" ? kernels::find_float_format("E2M1") : nullptr;
+    default: return nullptr;
+  }
+}
+std::string format_names(QuantizationMethod m) {
+  if (m == QuantizationMethod::FLOAT) return kernels::float_format_names();
+  if (m == QuantizationMethod::MX) return kernels::mx_format_names();
+  return "E2M1";
+}
+// The width in bits of an element format (MX's INT8: 8).
+int64_t format_bits(const kernels::FloatFormat& f) { return f.ebits == 0 ? 8 : 1 + f.ebits + f.mbits; }
+
+// The block size of an MX or NVFP4 spec.
+int64_t block_size_of(const TensorQuantizationSpec& s) {
+  return s.block_size.value_or(s.method == QuantizationMethod::NVFP4 ? kernels::kNvfp4BlockSize
+                                                                     : 32);
+}
+
+Json optional_json(const std::optional<int64_t>& v) { return v ? Json(*v) : Json(nullptr); }
+
 Json spec_json(const TensorQuantizationSpec& s) {
   return Json{{"method", to_string(s.method)},
               {"n_bits", s.n_bits},
@@ -40,17 +80,54 @@ Json spec_json(const TensorQuantizationSpec& s) {
               {"calibration", calibration::to_string(s.calibration)},
               {"percentile", s.percentile},
               {"num_candidates", s.num_candidates},
-              {"training", s.training ? Json(to_string(*s.training)) : Json(nullptr)}};
+              {"training", s.training ? Json(to_string(*s.training)) : Json(nullptr)},
+              {"format", s.format.empty() ? Json(nullptr) : Json(s.format)},
+              {"group_size", optional_json(s.group_size)},
+              {"block_size", optional_json(s.block_size)},
+              {"block_axis", s.block_axis}};
 }
 
 void check_spec(const TensorQuantizationSpec& s, bool weights, const std::string& where) {
   const char* w = where.c_str();
-  QI_CHECK(s.method == QuantizationMethod::SYMMETRIC ||
-               s.method == QuantizationMethod::POWER_OF_TWO ||
-               s.method == QuantizationMethod::UNIFORM,
-           w, ": \"method\" must be one of SYMMETRIC, POWER_OF_TWO, UNIFORM, got ",
-           to_string(s.method));
+  const std::string method = to_string(s.method);
+  QI_CHECK(is_integer_method(s.method) || is_format_method(s.method), w,
+           ": \"method\" must be one of SYMMETRIC, POWER_OF_TWO, UNIFORM, FLOAT, MX, NVFP4, got ",
+           method);
   QI_CHECK(s.n_bits >= 2 && s.n_bits <= 16, w, ": \"n_bits\" must be in [2, 16], got ", s.n_bits);
+  if (is_format_method(s.method)) {
+    const kernels::FloatFormat* f = element_format(s);
+    QI_CHECK(f != nullptr, w, ": \"format\" of ", method, " must be one of ",
+             format_names(s.method), ", got \"", s.format, "\"");
+    QI_CHECK(s.n_bits == format_bits(*f), w, ": \"n_bits\" must be ", format_bits(*f),
+             " for ", method, " ", s.format, " (or left out: the format gives it), got ", s.n_bits);
+    QI_CHECK(s.calibration == calibration::Method::kMinMax, w, ": \"calibration\" must be minmax for ",
+             method, " (its scales come from max |x|), got ", calibration::to_string(s.calibration));
+    QI_CHECK(!is_block_method(s.method) || !s.per_channel, w,
+             ": \"per_channel\" must be false for ", method, ": its scales are per block");
+  } else {
+    QI_CHECK(s.format.empty(), w, ": \"format\" applies to FLOAT, MX and NVFP4, not ", method,
+             "; give null");
+  }
+  if (s.group_size) {
+    QI_CHECK(weights, w, ": \"group_size\" applies to weights: activation quantizers are per tensor");
+    QI_CHECK(!is_block_method(s.method), w, ": \"group_size\" does not apply to ", method,
+             ", whose blocks are \"block_size\"");
+    QI_CHECK(*s.group_size >= 1, w, ": \"group_size\" must be >= 1 (or null: no groups), got ",
+             *s.group_size);
+  }
+  if (s.block_size) {
+    QI_CHECK(is_block_method(s.method), w, ": \"block_size\" applies to MX and NVFP4, not ",
+             method, "; give null");
+    QI_CHECK(s.method != QuantizationMethod::NVFP4 || *s.block_size == kernels::kNvfp4BlockSize,
+             w, ": \"block_size\" of NVFP4 is 16, got ", *s.block_size);
+    QI_CHECK(*s.block_size >= 1, w, ": \"block_size\" must be >= 1, got ", *s.block_size);
+  }
+  if (s.block_axis != -1) {
+    QI_CHECK(is_block_method(s.method), w, ": \"block_axis\" applies to MX and NVFP4, not ",
+             method);
+    QI_CHECK(!weights, w, ": \"block_axis\" applies to activations: weights block their input "
+             "axis");
+  }
   QI_CHECK(weights || !s.per_channel, w,
            ": \"per_channel\" must be false: activation quantizers are per tensor");
   QI_CHECK(s.percentile > 0 && s.percentile <= 100, w,
@@ -70,6 +147,8 @@ void check_spec(const TensorQuantizationSpec& s, bool weights, const std::string
 TensorQuantizationSpec patched(TensorQuantizationSpec s, const Json& patch, bool weights,
                                const std::string& where) {
   const char* w = where.c_str();
+  const QuantizationMethod base_method = s.method;
+  const std::string base_format = s.format;
   QI_CHECK(patch.is_object(), w, ": expected an object of quantization settings or null, got ",
            patch.type_name(), " ", patch.dump());
   ju::reject_unknown_keys(patch, kSpecKeys, w);
@@ -105,8 +184,38 @@ TensorQuantizationSpec patched(TensorQuantizationSpec s, const Json& patch, bool
                  ": \"training\" must be null, \"STE\" or \"LSQ\", got \"", name, "\"");
         s.training = training_method_from_string(name);
       }
+    } else if (k == "format") {
+      s.format = v.is_null() ? std::string() : ju::get_string(v, k, w);
+    } else if (k == "group_size") {
+      s.group_size = v.is_null() ? std::nullopt : std::optional<int64_t>(ju::get_int(v, k, w));
+    } else if (k == "block_size") {
+      s.block_size = v.is_null() ? std::nullopt : std::optional<int64_t>(ju::get_int(v, k, w));
+    } else if (k == "block_axis") {
+      s.block_axis = ju::get_int(v, k, w);
     }
   }
+  // A change of method brings the new method's defaults for what the patch leaves out: a format
+  // method calibrates by minmax and takes E4M3 (or keeps a format of the old method that is
+  // one of its own), block formats are not per channel, the other methods have no format.
+  const auto given = [&](const char* key) { return patch.contains(key); };
+  if (s.method != base_method) {
+    if (is_format_method(s.method)) {
+      if (!given("format")) {
+        s.format = base_format;
+        if (element_format(s) == nullptr) s.format = s.method == QuantizationMethod::NVFP4 ? "E2M1" : "E4M3";
+      }
+      if (!given("calibration")) s.calibration = calibration::Method::kMinMax;
+      if (is_block_method(s.method) && !given("per_channel")) s.per_channel = false;
+      if (is_block_method(s.method) && !given("group_size")) s.group_size.reset();
+    } else if (!given("format")) {
+      s.format.clear();
+    }
+    if (!is_block_method(s.method) && !given("block_size")) s.block_size.reset();
+    if (!is_block_method(s.method) && !given("block_axis")) s.block_axis = -1;
+  }
+  // The format gives the width.
+  if (is_format_method(s.method) && !given("n_bits"))
+    if (const kernels::FloatFormat* f = element_format(s)) s.n_bits = format_bits(*f);
   check_spec(s, weights, where);
   return s;
 }
@@ -195,16 +304,13 @@ std::vector<double> pot_ceil(std::vector<double> t) {
 }
 }  // namespace
 
-CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
-                                   int64_t channel_axis) {
+namespace {
+
+// The integer or FLOAT calibration of a view: thresholds (FLOAT: max |x|, turned into scales by
+// the caller), or ranges; per channel along `axis` when it is set.
+CalibratedParams calibrate_view(const TensorQuantizationSpec& spec, ConstTensorView w,
+                                std::optional<int64_t> axis) {
   namespace cal = calibration;
-  std::optional<int64_t> axis;
-  if (spec.per_channel) {
-    const int64_t a = channel_axis < 0 ? channel_axis + w.dim() : channel_axis;
-    QI_CHECK(a >= 0 && a < w.dim(), "calibrate_weights: channel_axis ", channel_axis,
-             " is out of range for a weight of rank ", w.dim());
-    axis = a;
-  }
   CalibratedParams out;
   const bool histogram = spec.calibration == cal::Method::kPercentile ||
                          spec.calibration == cal::Method::kKl;
@@ -233,12 +339,107 @@ CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTens
   return out;
 }
 
+// FLOAT: a threshold t becomes the scale t / (the format's largest value); NVFP4: max |x|
+// becomes the tensor scale amax / (448 * 6), none for an all-zero (or non-finite) tensor.
+void float_scales(const TensorQuantizationSpec& spec, CalibratedParams& p) {
+  const double max = element_format(spec)->max;
+  p.scale.clear();
+  for (double t : p.threshold) p.scale.push_back(t / max);
+  p.threshold.clear();
+}
+std::optional<double> nvfp4_tensor_scale(double amax) {
+  if (!(amax > 0) || !std::isfinite(amax)) return std::nullopt;
+  return amax / (448.0 * 6.0);
+}
+
+// The values of per-group calibrations (parts[g][c]) in the order c * groups + g.
+std::vector<double> interleave(const std::vector<std::vector<double>>& parts) {
+  if (parts.empty() || parts[0].empty()) return {};
+  const size_t groups = parts.size(), channels = parts[0].size();
+  std::vector<double> out(groups * channels);
+  for (size_t g = 0; g < groups; ++g)
+    for (size_t c = 0; c < channels; ++c) out[c * groups + g] = parts[g][c];
+  return out;
+}
+
+std::string shape_string(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+int64_t weight_input_axis(int64_t rank, int64_t channel_axis) {
+  QI_CHECK(rank >= 2, "weight_input_axis: groups and blocks lie along a weight's input axis, "
+           "which a weight of rank ", rank, " does not have");
+  const int64_t c = channel_axis < 0 ? channel_axis + rank : channel_axis;
+  QI_CHECK(c >= 0 && c < rank, "weight_input_axis: channel_axis ", channel_axis,
+           " is out of range for a weight of rank ", rank);
+  if (c == rank - 1) return rank - 2;
+  return c == 0 ? 1 : 0;
+}
+
+CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTensorView w,
+                                   int64_t channel_axis) {
+  const int64_t a = channel_axis < 0 ? channel_axis + w.dim() : channel_axis;
+  QI_CHECK(a >= 0 && a < w.dim(), "calibrate_weights: channel_axis ", channel_axis,
+           " is out of range for a weight of rank ", w.dim());
+  const std::optional<int64_t> axis = spec.per_channel ? std::optional<int64_t>(a) : std::nullopt;
+  const std::string method = to_string(spec.method);
+  if (is_block_method(spec.method)) {
+    const int64_t in = weight_input_axis(w.dim(), a);
+    const int64_t block = block_size_of(spec);
+    QI_CHECK(w.sizes[in] % block == 0, "calibrate_weights: ", method, " blocks of ", block,
+             " elements lie along the weight's input axis ", in, ", whose size ", w.sizes[in],
+             " is not a multiple of ", block, " (weight sizes ", shape_string(w.sizes),
+             "); skip this layer or give it other weights with an override");
+    CalibratedParams out;
+    if (spec.method == QuantizationMethod::NVFP4)
+      out.tensor_scale = nvfp4_tensor_scale(calibration::threshold_max(w, std::nullopt, 0.0)[0]);
+    return out;
+  }
+  CalibratedParams out;
+  if (!spec.group_size) {
+    out = calibrate_view(spec, w, axis);
+  } else {
+    // Each group, the last one shorter when the axis is ragged, calibrated on its own elements.
+    const int64_t in = weight_input_axis(w.dim(), a);
+    const int64_t size = w.sizes[static_cast<size_t>(in)], k = *spec.group_size;
+    std::vector<std::vector<double>> threshold, min_range, max_range;
+    for (int64_t start = 0; start < size; start += k) {
+      ConstTensorView part = w;
+      part.data += start * w.strides[static_cast<size_t>(in)];
+      part.sizes[static_cast<size_t>(in)] = std::min(k, size - start);
+      CalibratedParams p = calibrate_view(spec, part, axis);
+      threshold.push_back(std::move(p.threshold));
+      min_range.push_back(std::move(p.min_range));
+      max_range.push_back(std::move(p.max_range));
+    }
+    out.threshold = interleave(threshold);
+    out.min_range = interleave(min_range);
+    out.max_range = interleave(max_range);
+  }
+  if (spec.method == QuantizationMethod::FLOAT) float_scales(spec, out);
+  return out;
+}
+
 CalibratedParams calibrate_activations(const TensorQuantizationSpec& spec,
                                        const calibration::Histogram& h) {
   namespace cal = calibration;
   QI_CHECK(h.channels() == 1, "calibrate_activations: expected a per-tensor histogram, got ",
            h.channels(), " channels");
   CalibratedParams out;
+  if (spec.method == QuantizationMethod::MX) return out;
+  if (spec.method == QuantizationMethod::NVFP4) {
+    out.tensor_scale = nvfp4_tensor_scale(h.threshold_max(0.0)[0]);
+    return out;
+  }
+  if (spec.method == QuantizationMethod::FLOAT) {
+    out.threshold = h.threshold_max();
+    float_scales(spec, out);
+    return out;
+  }
   if (spec.method == QuantizationMethod::UNIFORM) {
     cal::Range r;
     if (spec.calibration == cal::Method::kMinMax) r = h.range_min_max();
@@ -450,6 +651,11 @@ QuantizerParams inferable_params(const TensorQuantizationSpec& spec,
   p.threshold = params.threshold;
   p.min_range = params.min_range;
   p.max_range = params.max_range;
+  p.scale = params.scale;
+  p.tensor_scale = params.tensor_scale;
+  if (spec.method == QuantizationMethod::FLOAT || spec.method == QuantizationMethod::MX)
+    p.format = spec.format;
+  if (is_block_method(spec.method)) p.block_size = block_size_of(spec);
   return p;
 }
 
@@ -468,8 +674,16 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
     p.per_channel = spec.per_channel;
     p.channel_axis = axis;
     p.input_rank = rank;
+    if (spec.group_size) {
+      p.group_size = spec.group_size;
+      p.group_axis = weight_input_axis(rank, axis);
+    }
+    if (is_block_method(spec.method)) p.block_axis = weight_input_axis(rank, axis);
     return make_inferable_quantizer(QuantizationTarget::Weights, spec.method, p);
   }
+  QI_CHECK(is_integer_method(spec.method) && !spec.group_size, "make_weights_quantizer: \"training\" ",
+           to_string(*spec.training), " is not available for ",
+           spec.group_size ? "per-group " : "", to_string(spec.method), " weights");
   TrainableQuantizerWeightsConfig cfg;
   cfg.weights_quantization_method = spec.method;
   cfg.weights_n_bits = spec.n_bits;
@@ -492,15 +706,22 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
 std::shared_ptr<BaseQuantizer> make_activation_quantizer(const TensorQuantizationSpec& spec,
                                                          const CalibratedParams& params) {
   const bool uniform = spec.method == QuantizationMethod::UNIFORM;
-  const std::vector<double>& first = uniform ? params.min_range : params.threshold;
-  QI_CHECK(first.size() == 1 && (!uniform || params.max_range.size() == 1),
+  const std::vector<double>& first = uniform ? params.min_range
+                                     : spec.method == QuantizationMethod::FLOAT ? params.scale
+                                                                                : params.threshold;
+  QI_CHECK(is_block_method(spec.method) ||
+               (first.size() == 1 && (!uniform || params.max_range.size() == 1)),
            "make_activation_quantizer: activations take one calibrated value per tensor, got ",
            first.size());
   if (!spec.training) {
     QuantizerParams p = inferable_params(spec, params);
     p.is_signed = params.is_signed;
+    p.block_axis = spec.block_axis;
     return make_inferable_quantizer(QuantizationTarget::Activation, spec.method, p);
   }
+  QI_CHECK(is_integer_method(spec.method), "make_activation_quantizer: \"training\" ",
+           to_string(*spec.training), " is not available for ", to_string(spec.method),
+           " activations");
   TrainableQuantizerActivationConfig cfg;
   cfg.activation_quantization_method = spec.method;
   cfg.activation_n_bits = spec.n_bits;

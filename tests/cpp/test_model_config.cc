@@ -171,3 +171,59 @@ TEST(ModelQuantizers, BadParametersRaise) {
 }
 
 }  // namespace
+
+// ---- formats and groups -----------------------------------------------------------------------
+
+TEST(ModelFormats, WeightInputAxis) {
+  EXPECT_EQ(qi::weight_input_axis(2, 0), 1);   // PyTorch Linear [out, in]
+  EXPECT_EQ(qi::weight_input_axis(4, 0), 1);   // PyTorch Conv2d [out, in, kh, kw]
+  EXPECT_EQ(qi::weight_input_axis(2, -1), 0);  // Keras Dense [in, out]
+  EXPECT_EQ(qi::weight_input_axis(4, 3), 2);   // Keras Conv2D [kh, kw, in, out]
+  EXPECT_EQ(qi::weight_input_axis(4, 1), 0);   // PyTorch ConvTranspose2d [in, out, kh, kw]
+  EXPECT_THAT(error_text([] { qi::weight_input_axis(1, 0); }),
+              HasSubstr("weight_input_axis: groups and blocks lie along a weight's input axis, "
+                        "which a weight of rank 1 does not have"));
+}
+
+TEST(ModelFormats, GroupsCalibrateEachGroupInChannelGroupOrder) {
+  // [2, 5] with groups of 2 along axis 1: groups {0,1}, {2,3}, {4} (ragged).
+  const std::vector<float> w = {1, -2, 3, 0.5f, -7, /**/ 0.25f, 4, -1, 2, 6};
+  const auto spec = qi::TensorQuantizationSpec::from_json(
+      R"({"calibration": "minmax", "group_size": 2})", true);
+  const auto p = qi::calibrate_weights(spec, qi::ConstTensorView(w.data(), {2, 5}), 0);
+  EXPECT_EQ(p.threshold, (std::vector<double>{2, 3, 7, 4, 2, 6}));
+  const auto q = qi::make_weights_quantizer(spec, p, 2, 0);
+  const auto& inf = dynamic_cast<const qi::BaseInferableQuantizer&>(*q);
+  EXPECT_EQ(inf.params().group_size, 2);
+  EXPECT_EQ(inf.params().group_axis, 1);
+  std::vector<float> out(10);
+  inf.apply(qi::ConstTensorView(w.data(), {2, 5}), qi::TensorView(out.data(), {2, 5}));
+  EXPECT_EQ(out[4], -7.f);  // the group's own max is on the grid
+}
+
+TEST(ModelFormats, FloatScalesAndNvfp4TensorScale) {
+  const std::vector<float> w(64, 0.5f);
+  std::vector<float> v = w;
+  v[3] = -896.f;  // row 0's max |x| = 2 * 448
+  const auto f = qi::TensorQuantizationSpec::from_json(R"({"method": "FLOAT"})", true);
+  const auto p = qi::calibrate_weights(f, qi::ConstTensorView(v.data(), {2, 32}), 0);
+  EXPECT_EQ(p.scale, (std::vector<double>{2.0, 0.5 / 448}));
+  EXPECT_TRUE(p.threshold.empty());
+  EXPECT_STREQ(qi::make_weights_quantizer(f, p, 2, 0)->class_name(),
+               "WeightsFloatInferableQuantizer");
+  const auto n = qi::TensorQuantizationSpec::from_json(R"({"method": "NVFP4"})", true);
+  const auto t = qi::calibrate_weights(n, qi::ConstTensorView(v.data(), {2, 32}), 0);
+  ASSERT_TRUE(t.tensor_scale.has_value());
+  EXPECT_DOUBLE_EQ(*t.tensor_scale, 896.0 / (448.0 * 6.0));
+  const auto q = qi::make_weights_quantizer(n, t, 2, 0);
+  EXPECT_EQ(dynamic_cast<const qi::BaseInferableQuantizer&>(*q).params().block_axis, 1);
+  EXPECT_EQ(error_text([&] {
+              qi::calibrate_weights(n, qi::ConstTensorView(v.data(), {4, 16, 1}), 0);
+            }),
+            "(no error)");
+  EXPECT_THAT(error_text([&] {
+                qi::calibrate_weights(n, qi::ConstTensorView(v.data(), {8, 8}), 0);
+              }),
+              HasSubstr("NVFP4 blocks of 16 elements lie along the weight's input axis 1, whose "
+                        "size 8 is not a multiple of 16 (weight sizes [8, 8])"));
+}

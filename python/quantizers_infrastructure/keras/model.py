@@ -329,8 +329,7 @@ class _Plan:
         attr, _ = QUANTIZED_LAYERS[_class_of(old)]
         w = getattr(new, attr).numpy()
         axis = weight_channel_axis(new)
-        q = _weights_quantizer(r["weights"], cal.weight_params(r["weights"], w, axis), w.ndim,
-                               axis, self.trainable)
+        q = _weights_quantizer(r["weights"], w, axis, self.trainable)
         return KerasQuantizationWrapper(new, {attr: q}, name=f"quant_{old.name}")
 
     def _layer_config(self, old) -> Dict[str, Any]:
@@ -347,8 +346,8 @@ def _training(spec, trainable: bool) -> Optional[str]:
     return spec["training"] if trainable else None
 
 
-def _weights_quantizer(spec, params, rank: int, axis: int, trainable: bool):
-    return model_quantizers.weights_quantizer(spec, params, rank, axis,
+def _weights_quantizer(spec, weight, axis: int, trainable: bool):
+    return model_quantizers.weights_quantizer(spec, weight, axis,
                                               _training(spec, trainable),
                                               get_trainable_quantizer_class)
 

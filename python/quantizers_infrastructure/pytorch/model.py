@@ -596,15 +596,14 @@ class _Quantizer:
             w = layer.fused.folded_weight() if layer.fused is not None else layer.module.weight
             w = w.detach().to(device="cpu", dtype=torch.float32).numpy()
             axis = QUANTIZED_LAYERS[type(layer.module)]
-            params = cal.weight_params(layer.weights, w, axis)
-            layer.weight_quantizer = self._weights_quantizer(layer.weights, params, w.ndim, axis)
+            layer.weight_quantizer = self._weights_quantizer(layer.weights, w, axis)
 
     def _training(self, spec) -> Optional[str]:
         """The spec's training method in QAT; post-training quantization trains nothing."""
         return spec["training"] if self.trainable else None
 
-    def _weights_quantizer(self, spec, params, rank: int, axis: int):
-        return model_quantizers.weights_quantizer(spec, params, rank, axis, self._training(spec),
+    def _weights_quantizer(self, spec, weight, axis: int):
+        return model_quantizers.weights_quantizer(spec, weight, axis, self._training(spec),
                                                   get_trainable_quantizer_class)
 
     def _activation_quantizer(self, spec, histogram):
