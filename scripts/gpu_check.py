@@ -129,7 +129,10 @@ def find_nvcc():
 
 def tool(name, deps_site):
     """A cmake or ninja binary: the machine's own when recent enough, else the bundled wheel's."""
-    bundled = glob.glob(os.path.join(deps_site, name, "data", "bin", name))
+    # The cmake wheel keeps its binary in cmake/data/bin; the ninja wheel's is a data script,
+    # which pip --target writes to bin/.
+    bundled = [p for p in (os.path.join(deps_site, name, "data", "bin", name),
+                           os.path.join(deps_site, "bin", name)) if os.access(p, os.X_OK)]
     found = shutil.which(name)
     if name == "cmake" and found:
         out = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
