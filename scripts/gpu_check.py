@@ -56,7 +56,7 @@ def bundle(out):
         for f in files:
             if not os.path.isfile(f) or "/share/doc/" in f or "/lintian/" in f:
                 continue
-            if not f.startswith("/usr/") or "hwy_test" in f or "hwy_contrib" in f:
+            if not f.startswith("/usr/"):
                 continue
             dest = os.path.join(prefix, os.path.relpath(f, "/usr"))
             os.makedirs(os.path.dirname(dest), exist_ok=True)
