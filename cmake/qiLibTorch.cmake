@@ -66,8 +66,12 @@ function(qi_find_libtorch target)
   endif()
   file(STRINGS "${dir}/version.py" version REGEX "^__version__ *= *['\"]")
   string(REGEX REPLACE "^__version__ *= *['\"]([^'\"]+)['\"].*" "\\1" version "${version}")
-  # The ABI the wheel's libraries were built with: torch's CMake package records it for its users.
+  # The ABI the wheel's libraries were built with: torch's CMake package records it for its users
+  # up to torch 2.7; later releases are built with the C++11 ABI only and record nothing.
   file(STRINGS "${dir}/share/cmake/Torch/TorchConfig.cmake" abi REGEX "_GLIBCXX_USE_CXX11_ABI=[01]")
+  if(abi STREQUAL "" AND EXISTS "${dir}/share/cmake/Torch/TorchConfig.cmake")
+    set(abi "_GLIBCXX_USE_CXX11_ABI=1")
+  endif()
   string(REGEX MATCH "_GLIBCXX_USE_CXX11_ABI=([01])" abi "${abi}")
   if(NOT version OR abi STREQUAL "")
     string(CONCAT error "cannot read the version (version.py) or the C++ ABI "

@@ -8,9 +8,11 @@
 #include <utility>
 
 #include "core/param_rules.h"
+#include "core/trainable_call.h"
 #include "kernels/iterate.h"
 #include "kernels/plan.h"
 #include "kernels/row_kernels.h"
+#include "kernels/scalar_ops.h"
 #include "qi/error.h"
 #include "qi/parallel.h"
 
@@ -28,7 +30,11 @@ using kernels::total_elements;
 }  // namespace
 
 double power_of_two_ceil(double t, double min_threshold) {
-  return std::exp2(std::ceil(std::log2(std::max(t, min_threshold))));
+  const double x = std::max(t, min_threshold);
+  // Exact for every finite x > 0 (the CUDA layer computes the same on the device); the rest
+  // fails the threshold checks that follow.
+  return x > 0 && std::isfinite(x) ? kernels::scalar::pow2_ceil(x)
+                                   : std::exp2(std::ceil(std::log2(x)));
 }
 
 AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
@@ -85,22 +91,8 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
                                  double d_max_adj) {
   RangeGrads g;
-  if (min > 0) {  // (0, max)
-    g.d_max = d_max_adj;
-    return g;
-  }
-  if (max < 0) {  // (min, 0)
-    g.d_min = d_min_adj;
-    return g;
-  }
-  // min_adj = s * R with s = (max - min) / L and R = round(min / s) held constant (torch.round
-  // has a zero gradient); max_adj = max - min + min_adj.
-  const double levels = std::ldexp(1.0, static_cast<int>(num_bits)) - 1;
-  const float s = (max - min) / static_cast<float>(levels);
-  const double r = std::nearbyint(min / s);
-  const double dmin_adj_dmax = r / levels, dmin_adj_dmin = -r / levels;
-  g.d_min = d_min_adj * dmin_adj_dmin + d_max_adj * (-1.0 + dmin_adj_dmin);
-  g.d_max = d_min_adj * dmin_adj_dmax + d_max_adj * (1.0 + dmin_adj_dmax);
+  kernels::scalar::adjust_range_backward(min, max, std::ldexp(1.0, static_cast<int>(num_bits)) - 1,
+                                         d_min_adj, d_max_adj, &g.d_min, &g.d_max);
   return g;
 }
 
@@ -165,16 +157,22 @@ int64_t steps_log2(int64_t num_bits, bool is_signed) { return num_bits - (is_sig
 
 }  // namespace
 
-AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
-                                const std::vector<double>& threshold,
-                                const SymmetricQuantArgs& args) {
+AffineCall symmetric_quant_shape(const char* op, const Shape& x_sizes, size_t count,
+                                 const SymmetricQuantArgs& args) {
   rules::num_bits(op, args.num_bits, 2, 16);
   checked_mode(op, args.mode);
   QI_CHECK(std::isfinite(args.min_threshold) && args.min_threshold >= 0, op,
            ": min_threshold must be finite and >= 0, got ", args.min_threshold);
   AffineCall call;
-  call.axis = resolve_axis(op, x_sizes, args.channel_axis, threshold.size(), "threshold");
+  call.axis = resolve_axis(op, x_sizes, args.channel_axis, count, "threshold");
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  return call;
+}
+
+AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
+                                const std::vector<double>& threshold,
+                                const SymmetricQuantArgs& args) {
+  AffineCall call = symmetric_quant_shape(op, x_sizes, threshold.size(), args);
   call.plan = kernels::symmetric_torch_plan(
       effective_thresholds(op, threshold, steps_log2(args.num_bits, args.is_signed),
                            args.min_threshold, args.power_of_two),
@@ -182,17 +180,23 @@ AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
   return call;
 }
 
+AffineCall uniform_quant_shape(const char* op, const Shape& x_sizes, size_t min_count,
+                               size_t max_count, const UniformQuantArgs& args) {
+  rules::num_bits(op, args.num_bits, 2, 16);
+  checked_mode(op, args.mode);
+  QI_CHECK(min_count == max_count, op,
+           ": min_range and max_range must have the same size, got ", min_count, " and ",
+           max_count);
+  AffineCall call;
+  call.axis = resolve_axis(op, x_sizes, args.channel_axis, min_count, "min_range");
+  call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  return call;
+}
+
 AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
                               const std::vector<double>& min_range,
                               const std::vector<double>& max_range, const UniformQuantArgs& args) {
-  rules::num_bits(op, args.num_bits, 2, 16);
-  checked_mode(op, args.mode);
-  QI_CHECK(min_range.size() == max_range.size(), op,
-           ": min_range and max_range must have the same size, got ", min_range.size(), " and ",
-           max_range.size());
-  AffineCall call;
-  call.axis = resolve_axis(op, x_sizes, args.channel_axis, min_range.size(), "min_range");
-  call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  AffineCall call = uniform_quant_shape(op, x_sizes, min_range.size(), max_range.size(), args);
   std::vector<double> lo(min_range.size()), hi(max_range.size());
   for (size_t i = 0; i < min_range.size(); ++i) {
     QI_CHECK(!(min_range[i] == max_range[i]), op,

@@ -309,13 +309,11 @@ AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64
                                      bool is_signed) {
   AffineTorchPlan p;
   const double steps = std::ldexp(1.0, static_cast<int>(num_bits - (is_signed ? 1 : 0)));
-  p.qmin = is_signed ? static_cast<float>(-std::ldexp(1.0, static_cast<int>(num_bits - 1))) : 0.f;
-  p.qmax = is_signed ? static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits - 1)) - 1)
-                     : static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits)) - 1);
+  scalar::symmetric_grid(static_cast<int32_t>(num_bits), is_signed, &p.qmin, &p.qmax);
   for (double t : threshold) {
     // Division by a power of two is exact in double; one rounding to float32 as torch does when
     // it builds the scales tensor from numpy float64.
-    const float scale = static_cast<float>(t / steps);
+    const float scale = scalar::symmetric_scale(t, steps);
     p.scale.push_back(scale);
     p.inv_scale.push_back(1.0f / scale);  // ATen multiplies by the float32 reciprocal
     p.zero_point.push_back(0.f);
@@ -325,19 +323,7 @@ AffineTorchPlan symmetric_torch_plan(const std::vector<double>& threshold, int64
 
 void adjust_range_float(float min, float max, int64_t num_bits, float* min_adj, float* max_adj) {
   const float levels = static_cast<float>(std::ldexp(1.0, static_cast<int>(num_bits)) - 1);
-  const float scale = (max - min) / levels;
-  const float shifted_min = scale * std::nearbyint(min / scale);
-  const float shifted_max = (max - min) + shifted_min;
-  if (min > 0) {
-    *min_adj = 0.f;
-    *max_adj = max;
-  } else if (max < 0) {
-    *min_adj = min;
-    *max_adj = 0.f;
-  } else {
-    *min_adj = shifted_min;
-    *max_adj = shifted_max;
-  }
+  scalar::adjust_range_float(min, max, levels, min_adj, max_adj);
 }
 
 void adjust_range_double(double min, double max, int64_t num_bits, double* min_adj,
@@ -370,19 +356,8 @@ AffineTorchPlan uniform_torch_plan(const std::vector<double>& min_range,
     float lo, hi;
     adjust_range_float(static_cast<float>(min_range[c]), static_cast<float>(max_range[c]),
                        num_bits, &lo, &hi);
-    float scale;
-    float zp;
-    if (scale_in_double) {
-      const double s = (static_cast<double>(hi) - static_cast<double>(lo)) / levels_d;
-      scale = static_cast<float>(s);
-      zp = static_cast<float>(-std::nearbyint(static_cast<double>(lo) / s));
-    } else {
-      scale = (hi - lo) / levels;
-      zp = -std::nearbyint(lo / scale);
-    }
-    // Float error can push the rounded zero point one step outside the grid; keep it inside, as
-    // the fake-quant ops require.
-    zp = std::min(std::max(zp, p.qmin), p.qmax) + 0.f;
+    float scale, zp;
+    scalar::uniform_scale_zero_point(lo, hi, levels_d, scale_in_double, &scale, &zp);
     p.scale.push_back(scale);
     p.inv_scale.push_back(1.0f / scale);
     p.zero_point.push_back(zp);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "qi/error.h"
+#include "kernels/scalar_ops.h"
 #include "qi/kernels.h"
 
 namespace qi::kernels {
@@ -32,27 +33,13 @@ void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
                          const AffineTorchPlan& p, int64_t c, bool lsq, double* d_scale,
                          double* d_offset);
 
-// One element of affine_backward_row (the strided path and the rows' tails). The forward's own
-// arithmetic (torch profile): u = x * (1/scale). LSQ inside the grid: d(scale * round(u))/dscale
-// = round(u) - u; outside the clip holds q = scale * c + a, so dq/dscale = c and dq/da = 1. A NaN
-// input makes both parameter gradients NaN, as autograd through the reference's ops does.
+// One element of affine_backward_row (the strided path and the rows' tails):
+// scalar::affine_backward_terms of channel c, dx written unless null.
 inline void affine_backward_one(float xv, float g, float* dx, const AffineTorchPlan& p, int64_t c,
                                 bool lsq, double* d_scale, double* d_offset) {
-  const float u = xv * p.inv_scale[c];
-  const float r = std::nearbyint(u);
-  const float zp = p.zero_point[c];
-  const float q = r + zp;
-  const bool inside = q >= p.qmin && q <= p.qmax;
-  const float cl = std::fmin(std::fmax(q, p.qmin), p.qmax);
-  if (lsq) {
-    const bool nan = std::isnan(u);
-    *d_scale += g * (inside ? static_cast<double>(r) - u : nan ? u : static_cast<double>(cl));
-    if (!inside) *d_offset += nan ? u : g;
-    if (dx) *dx = inside ? g : 0.f;
-  } else {
-    *d_scale += g * (static_cast<double>(cl) - zp - u);
-    if (dx) *dx = g;
-  }
+  const float d = scalar::affine_backward_terms(xv, g, p.inv_scale[c], p.zero_point[c], p.qmin,
+                                                p.qmax, lsq, d_scale, d_offset);
+  if (dx) *dx = d;
 }
 
 }  // namespace qi::kernels

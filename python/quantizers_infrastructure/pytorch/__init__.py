@@ -23,6 +23,33 @@ except OSError as e:  # e.g. built against another torch release: LibTorch's C++
                       "layer must be built against the installed torch: reinstall qi with pip "
                       "install --no-build-isolation, or rebuild it (scripts/qi build)") from e
 
+# The CUDA kernels of the same ops (libqi_torch_cuda.so, built with QI_WITH_CUDA: docs/cuda.md),
+# loaded when this torch sees a GPU and the library was built; without them a CUDA tensor reaching
+# a qi op raises NotImplementedError (no CUDA kernel registered).
+_CUDA_LIBRARY = os.path.join(os.path.dirname(_LIBRARY), "libqi_torch_cuda.so")
+
+
+def _load_cuda_library() -> bool:
+    if not (os.path.exists(_CUDA_LIBRARY) and torch.cuda.is_available()):
+        return False
+    try:
+        torch.ops.load_library(_CUDA_LIBRARY)
+    except OSError as e:
+        raise ImportError(f"{_CUDA_LIBRARY} does not load with torch {torch.__version__} ({e}); "
+                          "rebuild the CUDA layer against the installed torch (scripts/qi "
+                          "cuda-build, docs/cuda.md)") from e
+    return True
+
+
+_CUDA_LOADED = _load_cuda_library()
+
+
+def cuda_library_path():
+    """Path of libqi_torch_cuda.so (the CUDA kernels of the qi ops) when it was loaded, else
+    None: not built (QI_WITH_CUDA=OFF, the default) or no GPU visible to torch."""
+    return _CUDA_LIBRARY if _CUDA_LOADED else None
+
+
 from quantizers_infrastructure.pytorch import fake  # noqa: E402,F401  (fake kernels)
 # The eager fast path (loads after libqi_torch.so, which it links).
 from quantizers_infrastructure._torch_fast import FastQuantizer as _FastQuantizer  # noqa: E402
@@ -149,7 +176,7 @@ from quantizers_infrastructure.pytorch.metadata import (  # noqa: E402
     add_metadata, add_onnx_metadata, get_metadata, get_onnx_metadata,
     pytorch_load_quantized_model)
 
-__all__ = ["library_path", "value_error_from", "portable", "quantize_tensor", "plan_tensor",
+__all__ = ["library_path", "cuda_library_path", "value_error_from", "portable", "quantize_tensor", "plan_tensor",
            "safe_globals", "VariableGroup", "BaseTrainableQuantizer",
            "TrainableQuantizerWeightsConfig", "TrainableQuantizerActivationConfig",
            "TrainableQuantizerCandidateConfig", "PytorchNodeQuantizationDispatcher",

@@ -65,6 +65,26 @@ inline trainable::GradMode grad_mode_of(const std::string& mode, const char* op)
   QI_TORCH_CHECK(false, op, ": mode must be \"ste\" or \"lsq\", got \"", mode, "\"");
 }
 
+// The static arguments of the trainable ops, as the CPU and CUDA kernels take them.
+inline trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
+                                                     std::optional<int64_t> channel_axis,
+                                                     c10::string_view mode, double grad_scale,
+                                                     std::optional<int64_t> grad_scale_axis,
+                                                     double min_threshold, bool power_of_two,
+                                                     const char* op) {
+  return {n,          is_signed,       channel_axis,  grad_mode_of(std::string(mode), op),
+          grad_scale, grad_scale_axis, min_threshold, power_of_two};
+}
+
+inline trainable::UniformQuantArgs uniform_args(int64_t n, std::optional<int64_t> channel_axis,
+                                                c10::string_view mode, double grad_scale,
+                                                bool activation,
+                                                std::optional<int64_t> grad_scale_axis,
+                                                const char* op) {
+  return {n, channel_axis, grad_mode_of(std::string(mode), op), grad_scale, grad_scale_axis,
+          activation};
+}
+
 // Runs fn, turning qi::Error into c10::ValueError (Python ValueError) with the same message.
 template <typename Fn>
 auto translate_errors(Fn&& fn) -> decltype(fn()) {

@@ -104,24 +104,6 @@ void quantize_out_cpu(const at::Tensor& x, const at::Tensor& plan,
 
 // ---- trainable quantizers ----------------------------------------------------------------------
 
-trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
-                                              std::optional<int64_t> channel_axis,
-                                              c10::string_view mode, double grad_scale,
-                                              std::optional<int64_t> grad_scale_axis,
-                                              double min_threshold, bool power_of_two,
-                                              const char* op) {
-  return {n,          is_signed,       channel_axis,  grad_mode_of(std::string(mode), op),
-          grad_scale, grad_scale_axis, min_threshold, power_of_two};
-}
-
-trainable::UniformQuantArgs uniform_args(int64_t n, std::optional<int64_t> channel_axis,
-                                         c10::string_view mode, double grad_scale,
-                                         bool activation, std::optional<int64_t> grad_scale_axis,
-                                         const char* op) {
-  return {n, channel_axis, grad_mode_of(std::string(mode), op), grad_scale, grad_scale_axis,
-          activation};
-}
-
 at::Tensor run_affine(const at::Tensor& x, const trainable::AffineCall& call) {
   return apply_float(x, [&](ConstTensorView in, TensorView out) {
     trainable::affine_quant_forward(call, in, out);
