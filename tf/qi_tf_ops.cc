@@ -214,17 +214,28 @@ Status affine_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode m
       .Attr("channel_axis: int = 0")                                                             \
       .Attr("mode: string = 'ste'")                                                              \
       .Attr("has_grad_scale_axis: bool = false")                                                 \
-      .Attr("grad_scale_axis: int = 0")
+      .Attr("grad_scale_axis: int = 0")                                                          \
+      .Attr("has_group_size: bool = false")                                                      \
+      .Attr("group_size: int = 0")                                                               \
+      .Attr("group_axis: int = -1")
+
+// The affine ops' shared optional attributes.
+template <typename Args>
+Status read_affine_attrs(OpKernelConstruction* ctx, const char* op, Args* args) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args->num_bits));
+  TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args->channel_axis));
+  TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args->grad_scale_axis));
+  TF_RETURN_IF_ERROR(optional_int(ctx, "group_size", &args->group_size));
+  TF_RETURN_IF_ERROR(ctx->GetAttr("group_axis", &args->group_axis));
+  return grad_mode(ctx, op, &args->mode);
+}
 
 struct SymmetricAttrs {
   trainable::SymmetricQuantArgs args;
   Status read(OpKernelConstruction* ctx, const char* op) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args.num_bits));
     TF_RETURN_IF_ERROR(ctx->GetAttr("is_signed", &args.is_signed));
     TF_RETURN_IF_ERROR(ctx->GetAttr("power_of_two", &args.power_of_two));
-    TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args.channel_axis));
-    TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args.grad_scale_axis));
-    return grad_mode(ctx, op, &args.mode);
+    return read_affine_attrs(ctx, op, &args);
   }
   // Inputs first_scalar and first_scalar + 1: grad_scale and min_threshold.
   Status call(OpKernelContext* ctx, const char* op, const Tensor& x, const Tensor& threshold,
@@ -321,11 +332,8 @@ REGISTER_KERNEL_BUILDER(Name("QiSymmetricQuantGrad").Device(::tensorflow::DEVICE
 struct UniformAttrs {
   trainable::UniformQuantArgs args;
   Status read(OpKernelConstruction* ctx, const char* op) {
-    TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args.num_bits));
     TF_RETURN_IF_ERROR(ctx->GetAttr("activation", &args.activation));
-    TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args.channel_axis));
-    TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args.grad_scale_axis));
-    return grad_mode(ctx, op, &args.mode);
+    return read_affine_attrs(ctx, op, &args);
   }
   Status call(OpKernelContext* ctx, const char* op, const Tensor& x, int first_param,
               trainable::UniformQuantArgs* a, std::vector<double>* lo, std::vector<double>* hi,

@@ -33,7 +33,8 @@ struct AffineParamGrads {
 };
 
 // Fused backward of the affine fake quantizer of `plan` (the torch profile plan, which is also
-// the forward). Writes dx (skipped when dx.data is null) and returns the parameter sums.
+// the forward). Writes dx (skipped when dx.data is null) and returns the parameter sums, one per
+// plan channel (a grouped plan: one per (channel, group), summed over its group's elements).
 // x, dy, dx: same sizes; channel_axis as in kernels::fake_quant_forward.
 AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
                                  ConstTensorView dy, TensorView dx,
@@ -59,6 +60,10 @@ RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double 
 //   t' = power_of_two ? 2^ceil(log2(max(t, min_threshold))) : max(t, min_threshold).
 // LSQ's gradient scale: g = grad_scale, divided by sqrt(x.size(grad_scale_axis)) when that axis
 // is given (the channel count of an activation, known only at the call).
+// group_size (>= 1; nullopt: no groups): one threshold per (channel, group) of group_size
+// elements along group_axis, laid out as kernels::GroupLayout says (the last group may be
+// shorter), the inferable per-group quantizers' layout; the gradient of each is summed over its
+// group.
 struct SymmetricQuantArgs {
   int64_t num_bits = 8;
   bool is_signed = true;
@@ -68,11 +73,14 @@ struct SymmetricQuantArgs {
   std::optional<int64_t> grad_scale_axis;
   double min_threshold = 0.0;
   bool power_of_two = false;
+  std::optional<int64_t> group_size;
+  int64_t group_axis = -1;
 };
 
 // Static arguments of the uniform op: the torch-profile grid over [min, max] adjusted so that 0
 // is on the grid (float32, not clamped; rounded zero point). activation: the scale is computed as
-// ActivationUniformInferableQuantizer does (double, then float).
+// ActivationUniformInferableQuantizer does (double, then float). group_size, group_axis: as for
+// the symmetric op (one range per (channel, group)).
 struct UniformQuantArgs {
   int64_t num_bits = 8;
   std::optional<int64_t> channel_axis;
@@ -80,6 +88,8 @@ struct UniformQuantArgs {
   double grad_scale = 1.0;
   std::optional<int64_t> grad_scale_axis;
   bool activation = false;
+  std::optional<int64_t> group_size;
+  int64_t group_axis = -1;
 };
 
 // A checked call of an affine op on an input of given sizes: the forward plan, the normalized
@@ -91,7 +101,8 @@ struct AffineCall {
   double grad_scale = 1.0;
 };
 
-// threshold: one value, or one per slice of x along channel_axis.
+// threshold: one value, or one per slice of x along channel_axis; with groups, one per (channel,
+// group) (qi::Error naming the channels, groups and sizes otherwise).
 AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
                                 const std::vector<double>& threshold,
                                 const SymmetricQuantArgs& args);

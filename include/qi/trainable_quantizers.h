@@ -114,7 +114,10 @@ class TrainableQuantizer : public BaseQuantizer {
 
   // The config must be of the class's target and its method one the class serves (qi::Error
   // with MCT's wording otherwise); its parameters must hold what the class reads ("threshold"
-  // and, for activations, "is_signed"; or "range_min" and "range_max").
+  // and, for activations, "is_signed"; or "range_min" and "range_max"). Weights STE and LSQ
+  // also read "group_size" (an integer >= 1) and "group_axis" (an integer, -1 by default): one
+  // threshold or range per (channel, group) of group_size elements along group_axis, as the
+  // inferable per-group quantizers hold them (the last group may be shorter).
   TrainableQuantizer(TrainableQuantizerKind kind, const TrainableQuantizerWeightsConfig& config,
                      bool freeze_quant_params = false);
   TrainableQuantizer(TrainableQuantizerKind kind, const TrainableQuantizerActivationConfig& config,
@@ -194,6 +197,8 @@ class TrainableQuantizer : public BaseQuantizer {
   void parse(const QuantizationParams& params);
   int64_t channels(const Shape& weight_shape) const;
   std::optional<int64_t> weight_axis() const;
+  // The inferable per-group quantizer's parameters, without its thresholds or ranges.
+  QuantizerParams grouped_params(int64_t num_bits) const;
 
   const TrainableQuantizerInfo* info_;
   QuantizationMethod method_;
@@ -203,6 +208,10 @@ class TrainableQuantizer : public BaseQuantizer {
   // From the config: thresholds (POT-ified for weights QAT) or ranges, and the sign.
   std::vector<double> threshold_, min_, max_;
   bool signed_ = true;
+  // Weights STE and LSQ: "group_size" and "group_axis" of the weights quantization params (one
+  // parameter per (channel, group), as the inferable per-group quantizers; none when unset).
+  std::optional<int64_t> group_size_;
+  int64_t group_axis_ = -1;
 };
 
 }  // namespace qi

@@ -224,6 +224,8 @@ py::dict args_dict(const qi::TrainableQuantizer::Forward& f) {
       d["grad_scale_axis"] = a.grad_scale_axis;
       d["min_threshold"] = a.min_threshold;
       d["power_of_two"] = a.power_of_two;
+      d["group_size"] = a.group_size;
+      d["group_axis"] = a.group_axis;
       break;
     }
     case qi::TrainableOp::kUniformQuant: {
@@ -234,6 +236,8 @@ py::dict args_dict(const qi::TrainableQuantizer::Forward& f) {
       d["grad_scale"] = a.grad_scale;
       d["activation"] = a.activation;
       d["grad_scale_axis"] = a.grad_scale_axis;
+      d["group_size"] = a.group_size;
+      d["group_axis"] = a.group_axis;
       break;
     }
     case qi::TrainableOp::kSoftRound: {

@@ -37,47 +37,21 @@ double power_of_two_ceil(double t, double min_threshold) {
                                    : std::exp2(std::ceil(std::log2(x)));
 }
 
-AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
-                                 ConstTensorView dy, TensorView dx,
-                                 std::optional<int64_t> channel_axis, GradMode mode) {
-  const size_t channels = plan.scale.size();
-  AffineParamGrads grads{std::vector<double>(channels, 0.0), std::vector<double>(channels, 0.0)};
-  const bool write_dx = dx.data != nullptr;
-  const Shape& dx_strides = write_dx ? dx.strides : x.strides;
-  const auto dims = coalesce_dims<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, channel_axis);
-  const int64_t total = total_elements(dims);
-  if (total == 0) return grads;
-  // Fixed blocks whose boundaries depend only on the element count: each block sums its own
-  // partials and the blocks are added in order, so the gradients are the same bits whatever the
-  // thread count or scheduling.
-  const int64_t blocks = std::min<int64_t>(kMaxBlocks, (total + kGrain - 1) / kGrain);
-  const int64_t block = (total + blocks - 1) / blocks;
+namespace {
+
+// Runs block(b, d_scale, d_offset) for the fixed blocks b in [0, blocks), in parallel, each into
+// its own partial sums (`channels` of each), and adds the blocks' partials in order: the
+// gradients are the same bits whatever the thread count or scheduling.
+template <typename BlockFn>
+AffineParamGrads sum_in_blocks(int64_t blocks, size_t channels, BlockFn&& block) {
   std::vector<double> partial(static_cast<size_t>(blocks) * channels * 2, 0.0);
-  const bool lsq = mode == GradMode::kLsq;
   parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       double* d_scale = partial.data() + static_cast<size_t>(b) * channels * 2;
-      double* d_offset = d_scale + channels;
-      iterate_rows(dims, b * block, std::min(total, (b + 1) * block),
-                   [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
-                       int64_t n, int64_t c0, bool vary) {
-                     const float* xp = x.data + off[0];
-                     const float* gp = dy.data + off[1];
-                     float* dxp = write_dx ? dx.data + off[2] : nullptr;
-                     if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
-                       kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
-                                                    &d_offset[c0]);
-                       return;
-                     }
-                     for (int64_t i = 0; i < n; ++i) {
-                       const int64_t c = vary ? c0 + i : c0;
-                       kernels::affine_backward_one(xp[i * st[0]], gp[i * st[1]],
-                                                    dxp ? dxp + i * st[2] : nullptr, plan, c, lsq,
-                                                    &d_scale[c], &d_offset[c]);
-                     }
-                   });
+      block(b, d_scale, d_scale + channels);
     }
   });
+  AffineParamGrads grads{std::vector<double>(channels, 0.0), std::vector<double>(channels, 0.0)};
   for (int64_t b = 0; b < blocks; ++b) {
     const double* d_scale = partial.data() + static_cast<size_t>(b) * channels * 2;
     for (size_t c = 0; c < channels; ++c) {
@@ -86,6 +60,102 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
     }
   }
   return grads;
+}
+
+// affine_backward of a grouped plan: every line along the group axis (one per index of the other
+// dimensions), group by group, each group with its parameter set c * G + g (the forward's
+// layout, kernels::GroupLayout), in fixed blocks of lines (sum_in_blocks). The partials take
+// blocks x channels doubles, so the block count also shrinks as the parameter count grows.
+AffineParamGrads grouped_affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
+                                         ConstTensorView dy, TensorView dx,
+                                         std::optional<int64_t> channel_axis, bool lsq) {
+  const size_t channels = plan.scale.size();
+  const bool write_dx = dx.data != nullptr;
+  const Shape& dx_strides = write_dx ? dx.strides : x.strides;
+  const int64_t rank = x.dim();
+  const int64_t k = plan.groups.group_size;
+  const int64_t ga = plan.groups.group_axis < 0 ? plan.groups.group_axis + rank
+                                                : plan.groups.group_axis;
+  const int64_t size = x.sizes[static_cast<size_t>(ga)];
+  const int64_t groups = (size + k - 1) / k;
+  const auto dims =
+      kernels::coalesce_lines<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, ga, channel_axis);
+  const int64_t lines = total_elements(dims);
+  if (lines == 0 || size == 0)
+    return {std::vector<double>(channels, 0.0), std::vector<double>(channels, 0.0)};
+  const int64_t x_step = x.strides[static_cast<size_t>(ga)];
+  const int64_t g_step = dy.strides[static_cast<size_t>(ga)];
+  const int64_t d_step = dx_strides[static_cast<size_t>(ga)];
+  const int64_t max_blocks = std::max<int64_t>(
+      1, std::min<int64_t>(kMaxBlocks, (int64_t{1} << 22) / static_cast<int64_t>(channels)));
+  const int64_t wanted = std::min(lines, (lines * size + kGrain - 1) / kGrain);
+  const int64_t want_blocks = std::clamp<int64_t>(wanted, 1, max_blocks);
+  const int64_t block_lines = (lines + want_blocks - 1) / want_blocks;
+  const int64_t blocks = (lines + block_lines - 1) / block_lines;
+  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_scale, double* d_offset) {
+    iterate_rows(dims, b * block_lines, std::min(lines, (b + 1) * block_lines),
+                 [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
+                     int64_t n, int64_t c0, bool vary) {
+                   for (int64_t j = 0; j < n; ++j) {
+                     const float* xp = x.data + off[0] + j * st[0];
+                     const float* gp = dy.data + off[1] + j * st[1];
+                     float* dxp = write_dx ? dx.data + off[2] + j * st[2] : nullptr;
+                     const int64_t first = (vary ? c0 + j : c0) * groups;
+                     for (int64_t g = 0; g < groups; ++g) {
+                       const int64_t c = first + g, i0 = g * k, m = std::min(k, size - i0);
+                       if (x_step == 1 && g_step == 1 && (!dxp || d_step == 1)) {
+                         kernels::affine_backward_row(xp + i0, gp + i0, dxp ? dxp + i0 : nullptr,
+                                                      m, plan, c, lsq, &d_scale[c],
+                                                      &d_offset[c]);
+                         continue;
+                       }
+                       for (int64_t i = i0; i < i0 + m; ++i)
+                         kernels::affine_backward_one(xp[i * x_step], gp[i * g_step],
+                                                      dxp ? dxp + i * d_step : nullptr, plan, c,
+                                                      lsq, &d_scale[c], &d_offset[c]);
+                     }
+                   }
+                 });
+  });
+}
+
+}  // namespace
+
+AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
+                                 ConstTensorView dy, TensorView dx,
+                                 std::optional<int64_t> channel_axis, GradMode mode) {
+  if (plan.groups.group_size > 0)
+    return grouped_affine_backward(plan, x, dy, dx, channel_axis, mode == GradMode::kLsq);
+  const size_t channels = plan.scale.size();
+  const bool write_dx = dx.data != nullptr;
+  const Shape& dx_strides = write_dx ? dx.strides : x.strides;
+  const auto dims = coalesce_dims<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, channel_axis);
+  const int64_t total = total_elements(dims);
+  if (total == 0) return {std::vector<double>(channels, 0.0), std::vector<double>(channels, 0.0)};
+  // Fixed blocks whose boundaries depend only on the element count (sum_in_blocks).
+  const int64_t blocks = std::min<int64_t>(kMaxBlocks, (total + kGrain - 1) / kGrain);
+  const int64_t block = (total + blocks - 1) / blocks;
+  const bool lsq = mode == GradMode::kLsq;
+  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_scale, double* d_offset) {
+    iterate_rows(dims, b * block, std::min(total, (b + 1) * block),
+                 [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
+                     int64_t n, int64_t c0, bool vary) {
+                   const float* xp = x.data + off[0];
+                   const float* gp = dy.data + off[1];
+                   float* dxp = write_dx ? dx.data + off[2] : nullptr;
+                   if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
+                     kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
+                                                  &d_offset[c0]);
+                     return;
+                   }
+                   for (int64_t i = 0; i < n; ++i) {
+                     const int64_t c = vary ? c0 + i : c0;
+                     kernels::affine_backward_one(xp[i * st[0]], gp[i * st[1]],
+                                                  dxp ? dxp + i * st[2] : nullptr, plan, c, lsq,
+                                                  &d_scale[c], &d_offset[c]);
+                   }
+                 });
+  });
 }
 
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
@@ -155,6 +225,26 @@ std::vector<double> effective_thresholds(const char* op, const std::vector<doubl
 
 int64_t steps_log2(int64_t num_bits, bool is_signed) { return num_bits - (is_signed ? 1 : 0); }
 
+// Places `count` parameter values on x: per tensor or per channel (resolve_axis), or with
+// group_size one per (channel, group) (the count, the axes and their distinctness are checked as
+// the inferable per-group quantizers check them). Sets call->axis; returns the plan's groups.
+kernels::GroupLayout place_params(const char* op, const Shape& x,
+                                  std::optional<int64_t> channel_axis,
+                                  std::optional<int64_t> group_size, int64_t group_axis,
+                                  size_t count, const char* arg, AffineCall* call) {
+  if (!group_size) {
+    call->axis = resolve_axis(op, x, channel_axis, count, arg);
+    return {};
+  }
+  QI_CHECK(*group_size >= 1, op, ": group_size must be >= 1 (or None: no groups), got ",
+           *group_size);
+  kernels::AffineTorchPlan layout;  // only its sizes: one value per (channel, group)
+  layout.scale.resize(count);
+  layout.groups = {*group_size, group_axis};
+  call->axis = kernels::check_plan_fits(op, layout, channel_axis, std::nullopt, x);
+  return layout.groups;
+}
+
 }  // namespace
 
 AffineCall symmetric_quant_shape(const char* op, const Shape& x_sizes, size_t count,
@@ -164,7 +254,8 @@ AffineCall symmetric_quant_shape(const char* op, const Shape& x_sizes, size_t co
   QI_CHECK(std::isfinite(args.min_threshold) && args.min_threshold >= 0, op,
            ": min_threshold must be finite and >= 0, got ", args.min_threshold);
   AffineCall call;
-  call.axis = resolve_axis(op, x_sizes, args.channel_axis, count, "threshold");
+  call.plan.groups = place_params(op, x_sizes, args.channel_axis, args.group_size,
+                                  args.group_axis, count, "threshold", &call);
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
   return call;
 }
@@ -173,10 +264,12 @@ AffineCall symmetric_quant_call(const char* op, const Shape& x_sizes,
                                 const std::vector<double>& threshold,
                                 const SymmetricQuantArgs& args) {
   AffineCall call = symmetric_quant_shape(op, x_sizes, threshold.size(), args);
+  const kernels::GroupLayout groups = call.plan.groups;
   call.plan = kernels::symmetric_torch_plan(
       effective_thresholds(op, threshold, steps_log2(args.num_bits, args.is_signed),
                            args.min_threshold, args.power_of_two),
       args.num_bits, args.is_signed);
+  call.plan.groups = groups;
   return call;
 }
 
@@ -188,7 +281,8 @@ AffineCall uniform_quant_shape(const char* op, const Shape& x_sizes, size_t min_
            ": min_range and max_range must have the same size, got ", min_count, " and ",
            max_count);
   AffineCall call;
-  call.axis = resolve_axis(op, x_sizes, args.channel_axis, min_count, "min_range");
+  call.plan.groups = place_params(op, x_sizes, args.channel_axis, args.group_size,
+                                  args.group_axis, min_count, "min_range", &call);
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
   return call;
 }
@@ -197,6 +291,7 @@ AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
                               const std::vector<double>& min_range,
                               const std::vector<double>& max_range, const UniformQuantArgs& args) {
   AffineCall call = uniform_quant_shape(op, x_sizes, min_range.size(), max_range.size(), args);
+  const kernels::GroupLayout groups = call.plan.groups;
   std::vector<double> lo(min_range.size()), hi(max_range.size());
   for (size_t i = 0; i < min_range.size(); ++i) {
     QI_CHECK(!(min_range[i] == max_range[i]), op,
@@ -205,6 +300,7 @@ AffineCall uniform_quant_call(const char* op, const Shape& x_sizes,
     rules::range(op, lo[i], hi[i], args.num_bits, i);
   }
   call.plan = kernels::uniform_torch_plan(lo, hi, args.num_bits, args.activation);
+  call.plan.groups = groups;
   return call;
 }
 

@@ -33,6 +33,18 @@ std::vector<double> param_values(const QuantizationParams& params, const char* k
   throw Error(str_cat(cls, ": \"", key, "\" must be a number or an array, got a boolean"));
 }
 
+// An integer parameter (a number without fraction); nullopt when absent.
+std::optional<int64_t> param_int(const QuantizationParams& params, const char* key,
+                                 const char* cls) {
+  auto it = params.find(key);
+  if (it == params.end()) return std::nullopt;
+  const auto* d = std::get_if<double>(&it->second);
+  QI_CHECK(d != nullptr && std::abs(*d) < 1e15 && *d == std::floor(*d), cls,
+           ": quantization params: \"", key, "\" must be an integer",
+           d ? str_cat(", got ", *d) : std::string());
+  return static_cast<int64_t>(*d);
+}
+
 bool param_bool(const QuantizationParams& params, const char* key, bool fallback,
                 const char* cls) {
   auto it = params.find(key);
@@ -43,10 +55,10 @@ bool param_bool(const QuantizationParams& params, const char* key, bool fallback
 
 // `v` for `channels` channels: one value broadcasts.
 std::vector<double> per_channel(std::vector<double> v, int64_t channels, const char* cls,
-                                const char* what) {
+                                const char* what, const char* unit = "channels") {
   if (v.size() == 1 && channels > 1) v.assign(static_cast<size_t>(channels), v[0]);
   QI_CHECK(static_cast<int64_t>(v.size()) == channels, cls, ": ", what, " holds ", v.size(),
-           " values but the tensor has ", channels, " channels");
+           " values but the tensor has ", channels, " ", unit);
   return v;
 }
 
@@ -164,6 +176,17 @@ void TrainableQuantizer::parse(const QuantizationParams& params) {
                         "], received ", to_string(method_)));
   }
   const bool activation = info_->target == QuantizationTarget::Activation;
+  group_size_ = param_int(params, "group_size", cls);
+  if (group_size_) {
+    QI_CHECK(!activation && info_->training_method != TrainingMethod::SoftRounding, cls,
+             ": \"group_size\" is taken by the weights STE and LSQ quantizers only");
+    QI_CHECK(*group_size_ >= 1 && *group_size_ <= INT32_MAX, cls, ": \"group_size\" must be in "
+             "[1, ", INT32_MAX, "], got ", *group_size_);
+    group_axis_ = param_int(params, "group_axis", cls).value_or(-1);
+  } else {
+    QI_CHECK(params.find("group_axis") == params.end(), cls,
+             ": \"group_axis\" is given without \"group_size\"");
+  }
   if (info_->family == TrainableFamily::kUniform) {
     min_ = param_values(params, "range_min", cls);
     max_ = param_values(params, "range_max", cls);
@@ -254,12 +277,26 @@ void TrainableQuantizer::check_frozen(size_t trainable_qparams) const {
 // ---- variables, forward, conversion ------------------------------------------------------------
 
 int64_t TrainableQuantizer::channels(const Shape& shape) const {
-  if (!wcfg_ || !wcfg_->weights_per_channel_threshold) return 1;
+  const char* cls = info_->class_name;
   const int64_t r = static_cast<int64_t>(shape.size());
-  const int64_t axis = wcfg_->weights_channels_axis;
-  QI_CHECK(axis >= -r && axis < r, info_->class_name, ": weights_channels_axis must be in [", -r,
-           ", ", r, ") for a weight of rank ", r, ", got ", axis);
-  return shape[static_cast<size_t>(axis < 0 ? axis + r : axis)];
+  int64_t c = 1;
+  std::optional<int64_t> axis;
+  if (wcfg_ && wcfg_->weights_per_channel_threshold) {
+    const int64_t a = wcfg_->weights_channels_axis;
+    QI_CHECK(a >= -r && a < r, cls, ": weights_channels_axis must be in [", -r, ", ", r,
+             ") for a weight of rank ", r, ", got ", a);
+    axis = a < 0 ? a + r : a;
+    c = shape[static_cast<size_t>(*axis)];
+  }
+  if (!group_size_) return c;
+  // Groups: one value per (channel, group), the last group possibly shorter (as inferred).
+  QI_CHECK(group_axis_ >= -r && group_axis_ < r, cls, ": \"group_axis\" must be in [", -r, ", ",
+           r, ") for a weight of rank ", r, ", got ", group_axis_);
+  const int64_t ga = group_axis_ < 0 ? group_axis_ + r : group_axis_;
+  QI_CHECK(!axis || *axis != ga, cls, ": weights_channels_axis ", wcfg_->weights_channels_axis,
+           " and \"group_axis\" ", group_axis_, " are the same axis of a weight of rank ", r,
+           "; groups must lie along another axis than the channels");
+  return c * ((shape[static_cast<size_t>(ga)] + *group_size_ - 1) / *group_size_);
 }
 
 std::optional<int64_t> TrainableQuantizer::weight_axis() const {
@@ -286,14 +323,17 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::variables(
   const int64_t c = channels(weight_shape);
   const bool learn = lsq && !freeze_;
   if (!soft) {
+    // Grouped: c counts (channel, group) pairs, which the messages then name.
+    const char* what = group_size_ ? "(channel, group) pairs" : "channels";
     if (uniform) {
-      out.push_back({kMin, {c}, to_float(per_channel(min_, c, cls, "range_min")), learn,
+      out.push_back({kMin, {c}, to_float(per_channel(min_, c, cls, "range_min", what)), learn,
                      VariableGroup::QPARAMS});
-      out.push_back({kMax, {c}, to_float(per_channel(max_, c, cls, "range_max")), learn,
+      out.push_back({kMax, {c}, to_float(per_channel(max_, c, cls, "range_max", what)), learn,
                      VariableGroup::QPARAMS});
     } else {
-      out.push_back({kThreshold, {c}, to_float(per_channel(threshold_, c, cls, "threshold")),
-                     learn, VariableGroup::QPARAMS});
+      out.push_back({kThreshold, {c},
+                     to_float(per_channel(threshold_, c, cls, "threshold", what)), learn,
+                     VariableGroup::QPARAMS});
     }
     return out;
   }
@@ -342,22 +382,24 @@ TrainableQuantizer::Forward TrainableQuantizer::forward(bool training, const Sha
     return f;
   }
   if (wcfg_) {
+    // c: the parameter count (channels, or (channel, group) pairs); LSQ's gradient scale counts
+    // them alike. Grouped ops take the channel axis whenever the config is per channel.
     const int64_t c = channels(weight_shape);
-    const auto axis = c > 1 ? weight_axis() : std::nullopt;
+    const auto axis = c > 1 || group_size_ ? weight_axis() : std::nullopt;
     f.variables_require_grad = lsq;
     if (uniform) {
       f.op = TrainableOp::kUniformQuant;
       f.inputs = {{"min_range", kMin}, {"max_range", kMax}};
       f.uniform = {n, axis, lsq ? GradMode::kLsq : GradMode::kSte,
                    lsq ? 1.0 / std::sqrt(levels(n) * static_cast<double>(c)) : 1.0,
-                   std::nullopt, false};
+                   std::nullopt, false, group_size_, group_axis_};
     } else {
       f.op = TrainableOp::kSymmetricQuant;
       f.inputs = {{"threshold", kThreshold}};
       // Training LSQ learns the raw threshold; otherwise the POT rounding applies.
       f.symmetric = {n, true, axis, lsq ? GradMode::kLsq : GradMode::kSte,
                      lsq ? 1.0 / std::sqrt(levels(n - 1) * static_cast<double>(c)) : 1.0,
-                     std::nullopt, kMinThreshold, pot && !lsq};
+                     std::nullopt, kMinThreshold, pot && !lsq, group_size_, group_axis_};
     }
     return f;
   }
@@ -370,13 +412,13 @@ TrainableQuantizer::Forward TrainableQuantizer::forward(bool training, const Sha
     f.op = TrainableOp::kUniformQuant;
     f.inputs = {{"min_range", kMin}, {"max_range", kMax}};
     f.uniform = {n, std::nullopt, lsq ? GradMode::kLsq : GradMode::kSte,
-                 lsq ? 1.0 / std::sqrt(levels(n)) : 1.0, g_axis, true};
+                 lsq ? 1.0 / std::sqrt(levels(n)) : 1.0, g_axis, true, std::nullopt, -1};
   } else {
     f.op = TrainableOp::kSymmetricQuant;
     f.inputs = {{"threshold", kThreshold}};
     f.symmetric = {n, signed_, std::nullopt, lsq ? GradMode::kLsq : GradMode::kSte,
                    lsq ? 1.0 / std::sqrt(levels(n - (signed_ ? 1 : 0))) : 1.0,
-                   g_axis, kMinThreshold, pot && !training};
+                   g_axis, kMinThreshold, pot && !training, std::nullopt, -1};
   }
   return f;
 }
@@ -401,6 +443,12 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
     for (size_t i = 0; i < lo.size(); ++i)
       std::tie(l[i], h[i]) = rules::trained_range(lo[i], hi[i]);  // as the op uses them
     if (acfg_) return std::make_shared<ActivationUniformInferableQuantizer>(n, l, h);
+    if (group_size_) {
+      QuantizerParams p = grouped_params(n);
+      p.min_range = l;
+      p.max_range = h;
+      return std::make_shared<WeightsUniformInferableQuantizer>(p);
+    }
     return std::make_shared<WeightsUniformInferableQuantizer>(
         n, l, h, wcfg_->weights_per_channel_threshold, weight_axis());
   }
@@ -410,9 +458,25 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
     if (pot) return std::make_shared<ActivationPOTInferableQuantizer>(n, t, signed_);
     return std::make_shared<ActivationSymmetricInferableQuantizer>(n, t, signed_);
   }
+  if (group_size_) {
+    QuantizerParams p = grouped_params(n);
+    p.threshold = t;
+    if (pot) return std::make_shared<WeightsPOTInferableQuantizer>(p);
+    return std::make_shared<WeightsSymmetricInferableQuantizer>(p);
+  }
   const bool pc = wcfg_->weights_per_channel_threshold;
   if (pot) return std::make_shared<WeightsPOTInferableQuantizer>(n, t, pc, weight_axis());
   return std::make_shared<WeightsSymmetricInferableQuantizer>(n, t, pc, weight_axis());
+}
+
+QuantizerParams TrainableQuantizer::grouped_params(int64_t num_bits) const {
+  QuantizerParams p;
+  p.num_bits = num_bits;
+  p.per_channel = wcfg_->weights_per_channel_threshold;
+  p.channel_axis = weight_axis();
+  p.group_size = group_size_;
+  p.group_axis = group_axis_;
+  return p;
 }
 
 void check_fits_weight(const BaseQuantizer& q, const Shape& shape, const float* weight) {

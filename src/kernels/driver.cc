@@ -96,16 +96,7 @@ void grouped_forward(const PlanT& plan, ConstTensorView in, TensorView out,
                                                 : plan.groups.group_axis;
   const int64_t size = in.sizes[static_cast<size_t>(ga)];
   const int64_t groups = (size + k - 1) / k;
-  Shape sizes, in_strides, out_strides;
-  std::optional<int64_t> axis;
-  for (int64_t d = 0; d < rank; ++d) {
-    if (d == ga) continue;
-    if (channel_axis && *channel_axis == d) axis = static_cast<int64_t>(sizes.size());
-    sizes.push_back(in.sizes[static_cast<size_t>(d)]);
-    in_strides.push_back(in.strides[static_cast<size_t>(d)]);
-    out_strides.push_back(out.strides[static_cast<size_t>(d)]);
-  }
-  const auto dims = coalesce_dims<2>(sizes, {&in_strides, &out_strides}, axis);
+  const auto dims = coalesce_lines<2>(in.sizes, {&in.strides, &out.strides}, ga, channel_axis);
   const int64_t lines = total_elements(dims);
   const int64_t in_step = in.strides[static_cast<size_t>(ga)];
   const int64_t out_step = out.strides[static_cast<size_t>(ga)];

@@ -49,6 +49,28 @@ std::vector<IterDim<K>> coalesce_dims(const Shape& sizes, const std::array<const
   return dims;
 }
 
+// The lines along dimension `line_axis` of K views of equal sizes, for drivers that walk each
+// line whole (groups, blocks): the other dimensions, coalesced, with channel_axis renumbered
+// among them (it must not be line_axis).
+template <size_t K>
+std::vector<IterDim<K>> coalesce_lines(const Shape& sizes,
+                                       const std::array<const Shape*, K>& strides,
+                                       int64_t line_axis, std::optional<int64_t> channel_axis) {
+  Shape rest;
+  std::array<Shape, K> rest_strides;
+  std::optional<int64_t> axis;
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    if (static_cast<int64_t>(d) == line_axis) continue;
+    if (channel_axis && *channel_axis == static_cast<int64_t>(d))
+      axis = static_cast<int64_t>(rest.size());
+    rest.push_back(sizes[d]);
+    for (size_t v = 0; v < K; ++v) rest_strides[v].push_back((*strides[v])[d]);
+  }
+  std::array<const Shape*, K> views;
+  for (size_t v = 0; v < K; ++v) views[v] = &rest_strides[v];
+  return coalesce_dims<K>(rest, views, axis);
+}
+
 template <size_t K>
 int64_t total_elements(const std::vector<IterDim<K>>& dims) {
   int64_t total = 1;

@@ -67,6 +67,27 @@ def scenarios():
                 out.append({"id": f"{entry['class_name']}-{m}-{'pc' if per_channel else 'pt'}",
                             "quantizer": json.loads(q.to_json()), "x": _bits(x),
                             "dy": _bits(dy), "lr": LR, "steps": STEPS, "weights": weights})
+    # Per-group weights (STE and LSQ): a [4, 10] weight in groups of 4 along axis 1 (ragged:
+    # 4, 4 and 2), one parameter per (row, group) or per group.
+    for name, methods in (("STEWeightQATQuantizer", (QM.POWER_OF_TWO, QM.SYMMETRIC)),
+                          ("LSQWeightQATQuantizer", (QM.POWER_OF_TWO, QM.SYMMETRIC)),
+                          ("STEUniformWeightQATQuantizer", (QM.UNIFORM,)),
+                          ("LSQUniformWeightQATQuantizer", (QM.UNIFORM,))):
+        for method in methods:
+            for per_channel in (True, False):
+                rng = np.random.default_rng(len(out))
+                count = 12 if per_channel else 3
+                params = ({"range_min": -rng.uniform(0.3, 0.6, count),
+                           "range_max": rng.uniform(0.4, 0.7, count)} if method == QM.UNIFORM
+                          else {"threshold": rng.uniform(0.4, 0.9, count)})
+                params.update({"group_size": 4, "group_axis": 1})
+                cfg = qi.TrainableQuantizerWeightsConfig(method, 4, params, True, 0, per_channel)
+                q = qp.TRAINABLE_QUANTIZER_CLASSES[name](cfg)
+                out.append({"id": f"{name}-{method.name}-groups-{'pc' if per_channel else 'pt'}",
+                            "quantizer": json.loads(q.to_json()),
+                            "x": _bits(rng.normal(0, 0.4, (4, 10)).astype(np.float32)),
+                            "dy": _bits(rng.normal(0, 1, (4, 10)).astype(np.float32)),
+                            "lr": LR, "steps": STEPS, "weights": True})
     return out
 
 

@@ -190,6 +190,17 @@ def test_plan_buffer_updated_in_place_is_read_again():
 
 
 @gpu
+def test_cuda_trainable_ops_refuse_groups():
+    x = torch.ones(4, 64, device="cuda")
+    t = torch.ones(8, device="cuda")
+    with pytest.raises(ValueError, match=r"qi::symmetric_quant: group_size is not supported on "
+                                         r"CUDA yet; per-group trainable quantizers run on the CPU"):
+        torch.ops.qi.symmetric_quant(x, t, 4, True, 0, "lsq", 1.0, group_size=32, group_axis=1)
+    with pytest.raises(ValueError, match=r"qi::uniform_quant: group_size is not supported"):
+        torch.ops.qi.uniform_quant(x, -t, t, 4, 0, "lsq", 1.0, False, group_size=32, group_axis=1)
+
+
+@gpu
 def test_cuda_ops_refuse_mixed_devices_with_the_argument_named():
     x = torch.ones(4, 3, device="cuda")
     with pytest.raises(ValueError, match=r"qi::symmetric_quant: threshold must be a CUDA tensor, "

@@ -18,6 +18,24 @@ X = np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32)
 # (what, torch call, TF call, message after the op's name). The TF calls take the keras ops
 # module. The op names the message: qi::symmetric_quant in torch, QiSymmetricQuant in TF.
 BAD_PARAMETERS = [
+    ("group size below one",
+     lambda x: torch.ops.qi.symmetric_quant(x, torch.ones(4), 8, True, 0, "ste", 1.0,
+                                            group_size=0),
+     lambda ops, x: ops.symmetric_quant(x, [1.0] * 4, 8, channel_axis=0, group_size=0),
+     r"group_size must be >= 1 \(or None: no groups\), got 0"),
+    ("group count that does not fit the tensor (a ragged last group counts)",
+     lambda x: torch.ops.qi.uniform_quant(x, -torch.ones(4), torch.ones(4), 8, 0, "lsq", 1.0,
+                                          False, group_size=2, group_axis=1),
+     lambda ops, x: ops.uniform_quant(x, [-1.0] * 4, [1.0] * 4, 8, channel_axis=0, mode="lsq",
+                                      group_size=2, group_axis=1),
+     r"the quantizer holds 4 values \(one per channel and group\) but the tensor has 4 channels "
+     r"along channel_axis 0 x 2 groups of up to 2 along group_axis 1 = 8 \(sizes \[4, 3\]\)"),
+    ("groups along the channel axis",
+     lambda x: torch.ops.qi.symmetric_quant(x, torch.ones(4), 8, True, 0, "ste", 1.0,
+                                            group_size=1, group_axis=-2),
+     lambda ops, x: ops.symmetric_quant(x, [1.0] * 4, 8, channel_axis=0, group_size=1,
+                                        group_axis=-2),
+     r"channel_axis 0 and group_axis -2 are the same axis of a tensor of rank 2"),
     ("uniform range that overflows the step",
      lambda x: torch.ops.qi.uniform_quant(x, torch.tensor([-3e38]), torch.tensor([3e38]), 8, None,
                                           "ste", 1.0, False),

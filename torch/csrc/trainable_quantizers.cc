@@ -65,12 +65,13 @@ at::Tensor TrainableQuantizer::forward(const at::Tensor& x, bool training) {
       const auto& a = f.symmetric;
       return symmetric_quant(x, in[0], a.num_bits, a.is_signed, a.channel_axis,
                              mode_name(a.mode), a.grad_scale, a.grad_scale_axis, a.min_threshold,
-                             a.power_of_two);
+                             a.power_of_two, a.group_size, a.group_axis);
     }
     case TrainableOp::kUniformQuant: {
       const auto& a = f.uniform;
       return uniform_quant(x, in[0], in[1], a.num_bits, a.channel_axis, mode_name(a.mode),
-                           a.grad_scale, a.activation, a.grad_scale_axis);
+                           a.grad_scale, a.activation, a.grad_scale_axis, a.group_size,
+                           a.group_axis);
     }
     case TrainableOp::kSoftRound: {
       const auto& a = f.soft_round;

@@ -110,6 +110,10 @@ def _optional_attrs(name: str, value: Optional[int]):
     return {f"has_{name}": value is not None, name: 0 if value is None else int(value)}
 
 
+def _group_attrs(group_size: Optional[int], group_axis: int):
+    return {**_optional_attrs("group_size", group_size), "group_axis": int(group_axis)}
+
+
 def _double(value) -> tf.Tensor:
     # float64 inputs: TensorFlow's float attributes are 32-bit, qi's parameters are doubles.
     return tf.constant(float(value), tf.float64)
@@ -123,13 +127,15 @@ def _check_mode(mode: str, who: str) -> None:
 def symmetric_quant(x, threshold, num_bits: int, is_signed: bool = True,
                     channel_axis: Optional[int] = None, mode: str = "ste",
                     grad_scale: float = 1.0, grad_scale_axis: Optional[int] = None,
-                    min_threshold: float = 0.0, power_of_two: bool = False) -> tf.Tensor:
+                    min_threshold: float = 0.0, power_of_two: bool = False,
+                    group_size: Optional[int] = None, group_axis: int = -1) -> tf.Tensor:
     """The trainable symmetric op (as torch.ops.qi.symmetric_quant): delta = t' / 2^(num_bits -
     is_signed) with t' = max(threshold, min_threshold), rounded up to a power of two when
     power_of_two; y = delta * clamp(round_half_even(x / delta), qmin, qmax). threshold: one
     value, or one per slice along channel_axis. mode "ste": dy/dx = 1; "lsq": hard clip and the
     threshold gradient scaled by grad_scale (divided by sqrt(x.shape[grad_scale_axis]) when that
-    axis is given)."""
+    axis is given). group_size: one threshold per (channel, group) of group_size elements along
+    group_axis (the inferable per-group layout; gradients summed per group)."""
     _check_mode(mode, "symmetric_quant")
     x = _float32(x, "symmetric_quant", "x")
     threshold = _float32(threshold, "symmetric_quant", "threshold")
@@ -137,15 +143,18 @@ def symmetric_quant(x, threshold, num_bits: int, is_signed: bool = True,
                 _double(min_threshold), num_bits=int(num_bits), is_signed=bool(is_signed),
                 power_of_two=bool(power_of_two), mode=mode,
                 **_optional_attrs("channel_axis", channel_axis),
-                **_optional_attrs("grad_scale_axis", grad_scale_axis))
+                **_optional_attrs("grad_scale_axis", grad_scale_axis),
+                **_group_attrs(group_size, group_axis))
 
 
 def uniform_quant(x, min_range, max_range, num_bits: int, channel_axis: Optional[int] = None,
                   mode: str = "ste", grad_scale: float = 1.0, activation: bool = False,
-                  grad_scale_axis: Optional[int] = None) -> tf.Tensor:
+                  grad_scale_axis: Optional[int] = None, group_size: Optional[int] = None,
+                  group_axis: int = -1) -> tf.Tensor:
     """The trainable uniform op (as torch.ops.qi.uniform_quant): the grid over [min_range,
     max_range] adjusted so that 0 is on it (float32, not clamped; rounded zero point).
-    activation: the activation quantizer's scale arithmetic (double, then float)."""
+    activation: the activation quantizer's scale arithmetic (double, then float). group_size,
+    group_axis: one range per (channel, group), as for symmetric_quant."""
     _check_mode(mode, "uniform_quant")
     x = _float32(x, "uniform_quant", "x")
     min_range = _float32(min_range, "uniform_quant", "min_range")
@@ -153,7 +162,8 @@ def uniform_quant(x, min_range, max_range, num_bits: int, channel_axis: Optional
     return _run(_ops.qi_uniform_quant, x, min_range, max_range, _double(grad_scale),
                 num_bits=int(num_bits), mode=mode, activation=bool(activation),
                 **_optional_attrs("channel_axis", channel_axis),
-                **_optional_attrs("grad_scale_axis", grad_scale_axis))
+                **_optional_attrs("grad_scale_axis", grad_scale_axis),
+                **_group_attrs(group_size, group_axis))
 
 
 def soft_round(w, alpha, threshold_or_min, num_bits: int = 8, power_of_two: bool = False,
@@ -187,7 +197,7 @@ def _attrs(op, names):
 
 
 _AFFINE = ("num_bits", "has_channel_axis", "channel_axis", "mode", "has_grad_scale_axis",
-           "grad_scale_axis")
+           "grad_scale_axis", "has_group_size", "group_size", "group_axis")
 _SOFT = ("num_bits", "power_of_two", "uniform", "has_channel_axis", "channel_axis")
 
 

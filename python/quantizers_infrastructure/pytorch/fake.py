@@ -36,27 +36,29 @@ def _quantize(x, plan, channel_axis, input_rank):
 
 @torch.library.register_fake("qi::symmetric_quant")
 def _symmetric_quant(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale,
-                     grad_scale_axis=None, min_threshold=0.0, power_of_two=False):
+                     grad_scale_axis=None, min_threshold=0.0, power_of_two=False,
+                     group_size=None, group_axis=-1):
     return _like(x)
 
 
 @torch.library.register_fake("qi::_symmetric_quant_backward")
 def _symmetric_quant_backward(grad, x, threshold, num_bits, is_signed, channel_axis, mode,
                               grad_scale, grad_scale_axis, min_threshold, power_of_two, need_x,
-                              need_threshold):
+                              need_threshold, group_size=None, group_axis=-1):
     return (_like(x) if need_x else _not_needed(x),
             _like(threshold) if need_threshold else _not_needed(threshold))
 
 
 @torch.library.register_fake("qi::uniform_quant")
 def _uniform_quant(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation,
-                   grad_scale_axis=None):
+                   grad_scale_axis=None, group_size=None, group_axis=-1):
     return _like(x)
 
 
 @torch.library.register_fake("qi::_uniform_quant_backward")
 def _uniform_quant_backward(grad, x, min_range, max_range, num_bits, channel_axis, mode,
-                            grad_scale, activation, grad_scale_axis, need_x, need_range):
+                            grad_scale, activation, grad_scale_axis, need_x, need_range,
+                            group_size=None, group_axis=-1):
     return (_like(x) if need_x else _not_needed(x),
             _like(min_range) if need_range else _not_needed(min_range),
             _like(max_range) if need_range else _not_needed(max_range))

@@ -475,17 +475,26 @@ DeviceCall<trainable::UniformQuantArgs> uniform_call(const char* op, const at::T
   return c;
 }
 
+// Per-group parameters of the trainable ops run on the CPU only so far.
+void check_no_groups(std::optional<int64_t> group_size, const char* op) {
+  QI_TORCH_CHECK(!group_size, op, ": group_size is not supported on CUDA yet; per-group "
+                 "trainable quantizers run on the CPU");
+}
+
 at::Tensor symmetric_quant_cuda(const at::Tensor& x, const at::Tensor& threshold, int64_t n,
                                 bool is_signed, std::optional<int64_t> channel_axis,
                                 c10::string_view mode, double grad_scale,
                                 std::optional<int64_t> grad_scale_axis, double min_threshold,
-                                bool power_of_two) {
+                                bool power_of_two, std::optional<int64_t> group_size,
+                                int64_t group_axis) {
   const char* op = "qi::symmetric_quant";
   check_floating_cuda(x, op, "x");
+  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = symmetric_call(op, x, threshold,
                                 symmetric_args(n, is_signed, channel_axis, mode, grad_scale,
-                                               grad_scale_axis, min_threshold, power_of_two, op));
+                                               grad_scale_axis, min_threshold, power_of_two,
+                                               group_size, group_axis, op));
   return affine_forward(x, c.grid, c.call.axis, op);
 }
 
@@ -493,13 +502,16 @@ at::Tensor uniform_quant_cuda(const at::Tensor& x, const at::Tensor& min_range,
                               const at::Tensor& max_range, int64_t n,
                               std::optional<int64_t> channel_axis, c10::string_view mode,
                               double grad_scale, bool activation,
-                              std::optional<int64_t> grad_scale_axis) {
+                              std::optional<int64_t> grad_scale_axis,
+                              std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::uniform_quant";
   check_floating_cuda(x, op, "x");
+  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = uniform_call(
       op, x, min_range, max_range,
-      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op));
+      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, group_size,
+                   group_axis, op));
   return affine_forward(x, c.grid, c.call.axis, op);
 }
 
@@ -555,13 +567,15 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& threshold, int64_t n,
     bool is_signed, std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
     std::optional<int64_t> grad_scale_axis, double min_threshold, bool power_of_two, bool need_x,
-    bool need_threshold) {
+    bool need_threshold, std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_symmetric_quant_backward";
   check_grad(grad, x, op);
+  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = symmetric_call(op, x, threshold,
                                 symmetric_args(n, is_signed, channel_axis, mode, grad_scale,
-                                               grad_scale_axis, min_threshold, power_of_two, op));
+                                               grad_scale_axis, min_threshold, power_of_two,
+                                               group_size, group_axis, op));
   at::Tensor partials;
   int64_t splits = 0;
   at::Tensor dx = affine_backward_cuda(grad, x, c.grid, c.call.axis, c.args.mode, need_x,
@@ -581,13 +595,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cuda(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& min_range,
     const at::Tensor& max_range, int64_t n, std::optional<int64_t> channel_axis,
     c10::string_view mode, double grad_scale, bool activation,
-    std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range) {
+    std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range,
+    std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_uniform_quant_backward";
   check_grad(grad, x, op);
+  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = uniform_call(
       op, x, min_range, max_range,
-      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op));
+      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, group_size,
+                   group_axis, op));
   at::Tensor partials;
   int64_t splits = 0;
   at::Tensor dx = affine_backward_cuda(grad, x, c.grid, c.call.axis, c.args.mode, need_x,

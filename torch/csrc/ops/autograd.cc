@@ -75,11 +75,11 @@ class QuantizeFunction : public ::torch::autograd::Function<QuantizeFunction> {
 
 using SymSig = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
                           std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
-                          double, bool);
+                          double, bool, std::optional<int64_t>, int64_t);
 using SymBwdSig = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
     std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>, double, bool, bool,
-    bool);
+    bool, std::optional<int64_t>, int64_t);
 
 const c10::TypedOperatorHandle<SymSig>& symmetric_quant_op() {
   static const auto handle = op<SymSig>("qi::symmetric_quant");
@@ -92,8 +92,11 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
                             int64_t num_bits, bool is_signed, std::optional<int64_t> channel_axis,
                             c10::string_view mode, double grad_scale,
                             std::optional<int64_t> grad_scale_axis, double min_threshold,
-                            bool power_of_two) {
+                            bool power_of_two, std::optional<int64_t> group_size,
+                            int64_t group_axis) {
     ctx->save_for_backward({x, threshold});
+    ctx->saved_data["group_size"] = group_size;
+    ctx->saved_data["group_axis"] = group_axis;
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["is_signed"] = is_signed;
     ctx->saved_data["channel_axis"] = channel_axis;
@@ -103,7 +106,8 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
     ctx->saved_data["min_threshold"] = min_threshold;
     ctx->saved_data["power_of_two"] = power_of_two;
     return below_autograd(symmetric_quant_op(), x, threshold, num_bits, is_signed, channel_axis,
-                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two);
+                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two,
+                          group_size, group_axis);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
@@ -118,23 +122,25 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
           d["is_signed"].toBool(), d["channel_axis"].toOptional<int64_t>(), mode,
           d["grad_scale"].toDouble(), d["grad_scale_axis"].toOptional<int64_t>(),
           d["min_threshold"].toDouble(), d["power_of_two"].toBool(),
-          !ste && ctx->needs_input_grad(0), ctx->needs_input_grad(1));
+          !ste && ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+          d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
     // STE passes dy through unchanged (ste_round and ste_clip).
     if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dt = at::Tensor();
-    return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 using UniSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                           std::optional<int64_t>, c10::string_view, double, bool,
-                          std::optional<int64_t>);
+                          std::optional<int64_t>, std::optional<int64_t>, int64_t);
 using UniBwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
-    std::optional<int64_t>, c10::string_view, double, bool, std::optional<int64_t>, bool, bool);
+    std::optional<int64_t>, c10::string_view, double, bool, std::optional<int64_t>, bool, bool,
+    std::optional<int64_t>, int64_t);
 
 const c10::TypedOperatorHandle<UniSig>& uniform_quant_op() {
   static const auto handle = op<UniSig>("qi::uniform_quant");
@@ -147,8 +153,11 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
                             const at::Tensor& max_range, int64_t num_bits,
                             std::optional<int64_t> channel_axis, c10::string_view mode,
                             double grad_scale, bool activation,
-                            std::optional<int64_t> grad_scale_axis) {
+                            std::optional<int64_t> grad_scale_axis,
+                            std::optional<int64_t> group_size, int64_t group_axis) {
     ctx->save_for_backward({x, min_range, max_range});
+    ctx->saved_data["group_size"] = group_size;
+    ctx->saved_data["group_axis"] = group_axis;
     ctx->saved_data["num_bits"] = num_bits;
     ctx->saved_data["channel_axis"] = channel_axis;
     ctx->saved_data["mode"] = std::string(mode);
@@ -156,7 +165,7 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
     ctx->saved_data["activation"] = activation;
     ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
     return below_autograd(uniform_quant_op(), x, min_range, max_range, num_bits, channel_axis,
-                          mode, grad_scale, activation, grad_scale_axis);
+                          mode, grad_scale, activation, grad_scale_axis, group_size, group_axis);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
@@ -171,14 +180,15 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
           bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2], d["num_bits"].toInt(),
                    d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
                    d["activation"].toBool(), d["grad_scale_axis"].toOptional<int64_t>(),
-                   !ste && ctx->needs_input_grad(0), need_range);
+                   !ste && ctx->needs_input_grad(0), need_range,
+                   d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
     if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dmin = at::Tensor();
     if (!ctx->needs_input_grad(2)) dmax = at::Tensor();
-    return {dx,           dmin,         dmax,         at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx,           dmin,         dmax,         at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -257,23 +267,28 @@ at::Tensor symmetric_quant_autograd(const at::Tensor& x, const at::Tensor& thres
                                     int64_t num_bits, bool is_signed,
                                     std::optional<int64_t> channel_axis, c10::string_view mode,
                                     double grad_scale, std::optional<int64_t> grad_scale_axis,
-                                    double min_threshold, bool power_of_two) {
+                                    double min_threshold, bool power_of_two,
+                                    std::optional<int64_t> group_size, int64_t group_axis) {
   if (!recorded({&x, &threshold}))
     return below_autograd(symmetric_quant_op(), x, threshold, num_bits, is_signed, channel_axis,
-                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two);
+                          mode, grad_scale, grad_scale_axis, min_threshold, power_of_two,
+                          group_size, group_axis);
   return SymmetricQuantFunction::apply(x, threshold, num_bits, is_signed, channel_axis, mode,
-                                       grad_scale, grad_scale_axis, min_threshold, power_of_two);
+                                       grad_scale, grad_scale_axis, min_threshold, power_of_two,
+                                       group_size, group_axis);
 }
 at::Tensor uniform_quant_autograd(const at::Tensor& x, const at::Tensor& min_range,
                                   const at::Tensor& max_range, int64_t num_bits,
                                   std::optional<int64_t> channel_axis, c10::string_view mode,
                                   double grad_scale, bool activation,
-                                  std::optional<int64_t> grad_scale_axis) {
+                                  std::optional<int64_t> grad_scale_axis,
+                                  std::optional<int64_t> group_size, int64_t group_axis) {
   if (!recorded({&x, &min_range, &max_range}))
     return below_autograd(uniform_quant_op(), x, min_range, max_range, num_bits, channel_axis,
-                          mode, grad_scale, activation, grad_scale_axis);
+                          mode, grad_scale, activation, grad_scale_axis, group_size, group_axis);
   return UniformQuantFunction::apply(x, min_range, max_range, num_bits, channel_axis, mode,
-                                     grad_scale, activation, grad_scale_axis);
+                                     grad_scale, activation, grad_scale_axis, group_size,
+                                     group_axis);
 }
 at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& threshold_or_min, int64_t num_bits,

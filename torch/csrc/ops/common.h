@@ -71,18 +71,21 @@ inline trainable::SymmetricQuantArgs symmetric_args(int64_t n, bool is_signed,
                                                      c10::string_view mode, double grad_scale,
                                                      std::optional<int64_t> grad_scale_axis,
                                                      double min_threshold, bool power_of_two,
-                                                     const char* op) {
+                                                     std::optional<int64_t> group_size,
+                                                     int64_t group_axis, const char* op) {
   return {n,          is_signed,       channel_axis,  grad_mode_of(std::string(mode), op),
-          grad_scale, grad_scale_axis, min_threshold, power_of_two};
+          grad_scale, grad_scale_axis, min_threshold, power_of_two,
+          group_size, group_axis};
 }
 
 inline trainable::UniformQuantArgs uniform_args(int64_t n, std::optional<int64_t> channel_axis,
                                                 c10::string_view mode, double grad_scale,
                                                 bool activation,
                                                 std::optional<int64_t> grad_scale_axis,
-                                                const char* op) {
-  return {n, channel_axis, grad_mode_of(std::string(mode), op), grad_scale, grad_scale_axis,
-          activation};
+                                                std::optional<int64_t> group_size,
+                                                int64_t group_axis, const char* op) {
+  return {n,          channel_axis, grad_mode_of(std::string(mode), op), grad_scale, grad_scale_axis,
+          activation, group_size,   group_axis};
 }
 
 // Runs fn, turning qi::Error into c10::ValueError (Python ValueError) with the same message.

@@ -158,11 +158,12 @@ at::Tensor symmetric_quant_cpu(const at::Tensor& x, const at::Tensor& threshold,
                                bool is_signed, std::optional<int64_t> channel_axis,
                                c10::string_view mode, double grad_scale,
                                std::optional<int64_t> grad_scale_axis, double min_threshold,
-                               bool power_of_two) {
+                               bool power_of_two, std::optional<int64_t> group_size,
+                               int64_t group_axis) {
   const char* op = "qi::symmetric_quant";
   check_floating_cpu(x, op, "x");
   const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
-                                   min_threshold, power_of_two, op);
+                                   min_threshold, power_of_two, group_size, group_axis, op);
   const auto t = values_of(threshold, op, "threshold");
   return run_affine(x, translate_errors([&] {
                       return trainable::symmetric_quant_call(op, x.sizes().vec(), t, args);
@@ -173,11 +174,11 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& threshold, int64_t n,
     bool is_signed, std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
     std::optional<int64_t> grad_scale_axis, double min_threshold, bool power_of_two, bool need_x,
-    bool need_threshold) {
+    bool need_threshold, std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_symmetric_quant_backward";
   check_grad(grad, x, op);
   const auto args = symmetric_args(n, is_signed, channel_axis, mode, grad_scale, grad_scale_axis,
-                                   min_threshold, power_of_two, op);
+                                   min_threshold, power_of_two, group_size, group_axis, op);
   const auto t = values_of(threshold, op, "threshold");
   const auto call = translate_errors(
       [&] { return trainable::symmetric_quant_call(op, x.sizes().vec(), t, args); });
@@ -194,11 +195,12 @@ at::Tensor uniform_quant_cpu(const at::Tensor& x, const at::Tensor& min_range,
                              const at::Tensor& max_range, int64_t n,
                              std::optional<int64_t> channel_axis, c10::string_view mode,
                              double grad_scale, bool activation,
-                             std::optional<int64_t> grad_scale_axis) {
+                             std::optional<int64_t> grad_scale_axis,
+                             std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::uniform_quant";
   check_floating_cpu(x, op, "x");
-  const auto args =
-      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
+  const auto args = uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis,
+                                 group_size, group_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
   return run_affine(x, translate_errors([&] {
@@ -210,11 +212,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
     const at::Tensor& grad, const at::Tensor& x, const at::Tensor& min_range,
     const at::Tensor& max_range, int64_t n, std::optional<int64_t> channel_axis,
     c10::string_view mode, double grad_scale, bool activation,
-    std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range) {
+    std::optional<int64_t> grad_scale_axis, bool need_x, bool need_range,
+    std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_uniform_quant_backward";
   check_grad(grad, x, op);
-  const auto args =
-      uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis, op);
+  const auto args = uniform_args(n, channel_axis, mode, grad_scale, activation, grad_scale_axis,
+                                 group_size, group_axis, op);
   const auto lo = values_of(min_range, op, "min_range");
   const auto hi = values_of(max_range, op, "max_range");
   const auto call = translate_errors(

@@ -58,24 +58,28 @@ at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int
                            bool is_signed, std::optional<int64_t> channel_axis,
                            const std::string& mode, double grad_scale,
                            std::optional<int64_t> grad_scale_axis, double min_threshold,
-                           bool power_of_two) {
+                           bool power_of_two, std::optional<int64_t> group_size,
+                           int64_t group_axis) {
   static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool,
                                 std::optional<int64_t>, c10::string_view, double,
-                                std::optional<int64_t>, double, bool)>("qi::symmetric_quant");
+                                std::optional<int64_t>, double, bool, std::optional<int64_t>,
+                                int64_t)>("qi::symmetric_quant");
   return h.call(x, threshold, num_bits, is_signed, channel_axis, mode, grad_scale,
-                grad_scale_axis, min_threshold, power_of_two);
+                grad_scale_axis, min_threshold, power_of_two, group_size, group_axis);
 }
 
 at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                          const at::Tensor& max_range, int64_t num_bits,
                          std::optional<int64_t> channel_axis, const std::string& mode,
                          double grad_scale, bool activation,
-                         std::optional<int64_t> grad_scale_axis) {
+                         std::optional<int64_t> grad_scale_axis,
+                         std::optional<int64_t> group_size, int64_t group_axis) {
   static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
                                 std::optional<int64_t>, c10::string_view, double, bool,
-                                std::optional<int64_t>)>("qi::uniform_quant");
+                                std::optional<int64_t>, std::optional<int64_t>,
+                                int64_t)>("qi::uniform_quant");
   return h.call(x, min_range, max_range, num_bits, channel_axis, mode, grad_scale, activation,
-                grad_scale_axis);
+                grad_scale_axis, group_size, group_axis);
 }
 
 at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,

@@ -21,19 +21,21 @@ TORCH_LIBRARY(qi, m) {
   m.def(
       "symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed, int? channel_axis, "
       "str mode, float grad_scale, int? grad_scale_axis=None, float min_threshold=0., "
-      "bool power_of_two=False) -> Tensor");
+      "bool power_of_two=False, int? group_size=None, int group_axis=-1) -> Tensor");
   m.def(
       "_symmetric_quant_backward(Tensor grad, Tensor x, Tensor threshold, int num_bits, "
       "bool is_signed, int? channel_axis, str mode, float grad_scale, int? grad_scale_axis, "
-      "float min_threshold, bool power_of_two, bool need_x, bool need_threshold) "
-      "-> (Tensor, Tensor)");
+      "float min_threshold, bool power_of_two, bool need_x, bool need_threshold, "
+      "int? group_size=None, int group_axis=-1) -> (Tensor, Tensor)");
   m.def(
       "uniform_quant(Tensor x, Tensor min_range, Tensor max_range, int num_bits, int? channel_axis, "
-      "str mode, float grad_scale, bool activation, int? grad_scale_axis=None) -> Tensor");
+      "str mode, float grad_scale, bool activation, int? grad_scale_axis=None, "
+      "int? group_size=None, int group_axis=-1) -> Tensor");
   m.def(
       "_uniform_quant_backward(Tensor grad, Tensor x, Tensor min_range, Tensor max_range, "
       "int num_bits, int? channel_axis, str mode, float grad_scale, bool activation, "
-      "int? grad_scale_axis, bool need_x, bool need_range) -> (Tensor, Tensor, Tensor)");
+      "int? grad_scale_axis, bool need_x, bool need_range, int? group_size=None, "
+      "int group_axis=-1) -> (Tensor, Tensor, Tensor)");
   m.def(
       "soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits, bool power_of_two, "
       "int? channel_axis, bool training, Tensor? max_range=None) -> Tensor");

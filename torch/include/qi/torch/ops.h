@@ -34,28 +34,36 @@ at::Tensor packed_plan(const BaseInferableQuantizer& quantizer);
 
 // qi::symmetric_quant(Tensor x, Tensor threshold, int num_bits, bool is_signed,
 //     int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None,
-//     float min_threshold=0., bool power_of_two=False) -> Tensor
+//     float min_threshold=0., bool power_of_two=False, int? group_size=None,
+//     int group_axis=-1) -> Tensor
 // y = delta * clamp(nearbyint(x / delta), qmin, qmax), delta = t' / 2^(n - s), the torch profile
 // of WeightsSymmetric/ActivationSymmetric, with t' = max(threshold, min_threshold), rounded up to
 // a power of two when power_of_two. threshold: one value, or one per channel along channel_axis.
 // mode "ste" or "lsq" (trainable_math.h GradMode); LSQ scales the threshold gradient by
-// grad_scale, divided by sqrt(x.size(grad_scale_axis)) when that axis is given.
+// grad_scale, divided by sqrt(x.size(grad_scale_axis)) when that axis is given. group_size: one
+// threshold per (channel, group) of group_size elements along group_axis (the inferable
+// per-group layout; gradients summed per group).
 at::Tensor symmetric_quant(const at::Tensor& x, const at::Tensor& threshold, int64_t num_bits,
                            bool is_signed, std::optional<int64_t> channel_axis,
                            const std::string& mode, double grad_scale,
                            std::optional<int64_t> grad_scale_axis = std::nullopt,
-                           double min_threshold = 0.0, bool power_of_two = false);
+                           double min_threshold = 0.0, bool power_of_two = false,
+                           std::optional<int64_t> group_size = std::nullopt,
+                           int64_t group_axis = -1);
 
 // qi::uniform_quant(Tensor x, Tensor min_range, Tensor max_range, int num_bits,
 //     int? channel_axis, str mode, float grad_scale, bool activation,
-//     int? grad_scale_axis=None) -> Tensor
+//     int? grad_scale_axis=None, int? group_size=None, int group_axis=-1) -> Tensor
 // The torch-profile uniform grid over the zero-adjusted [min, max] (activation: the scale is
 // computed as ActivationUniformInferableQuantizer does). Gradients for x, min_range, max_range.
+// group_size, group_axis: one range per (channel, group), as for symmetric_quant.
 at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                          const at::Tensor& max_range, int64_t num_bits,
                          std::optional<int64_t> channel_axis, const std::string& mode,
                          double grad_scale, bool activation,
-                         std::optional<int64_t> grad_scale_axis = std::nullopt);
+                         std::optional<int64_t> grad_scale_axis = std::nullopt,
+                         std::optional<int64_t> group_size = std::nullopt,
+                         int64_t group_axis = -1);
 
 // qi::soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits,
 //     bool power_of_two, int? channel_axis, bool training, Tensor? max_range=None) -> Tensor
