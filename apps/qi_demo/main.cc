@@ -2,9 +2,9 @@
 // qi-demo: the whole stack from C++ alone. A small CNN is trained in float on Fashion-MNIST,
 // then quantized by qi's whole-model calls (qi::torch::quantize / prepare_qat / convert): PTQ at
 // 8 bits (the "w8a8" preset: MSE-calibrated weights and activations), QAT with 4-bit weights
-// (STE and LSQ) and 2-bit weights (LSQ) with 8-bit activations; trainable quantizers are
-// converted to inferable ones, the model is saved, reloaded and compared bit for bit. Prints
-// one table and, with --json PATH, writes it as JSON.
+// (STE and LSQ), 2-bit weights (LSQ) and 4-bit weights in groups of 32 (LSQ) with 8-bit
+// activations; trainable quantizers are converted to inferable ones, the model is saved,
+// reloaded and compared bit for bit. Prints one table and, with --json PATH, writes it as JSON.
 
 #include <chrono>
 #include <cmath>
@@ -205,7 +205,10 @@ int main(int argc, char** argv) {
       {"qat4_ste", R"({"preset": "w4a8_lsq", "weights": {"training": "STE"},
                        "activations": {"training": "STE"}})", opt.qat_epochs},
       {"qat4_lsq", R"({"preset": "w4a8_lsq"})", opt.qat_epochs},
-      {"qat2_lsq", R"({"preset": "w4a8_lsq", "weights": {"n_bits": 2}})", opt.qat2_epochs}};
+      {"qat2_lsq", R"({"preset": "w4a8_lsq", "weights": {"n_bits": 2}})", opt.qat2_epochs},
+      // 4-bit weights with one learned threshold per (output channel, group of 32 along the
+      // input axis); conv1's 1 and conv2's 16 input channels make one shorter group each.
+      {"qat4_g32", R"({"preset": "w4a8_lsq", "weights": {"group_size": 32}})", opt.qat_epochs}};
   std::map<std::string, nn::Sequential> converted;
   std::map<std::string, double> trained_acc;
   for (const auto& r : runs) {
@@ -250,8 +253,10 @@ int main(int argc, char** argv) {
 
   const double f = report["float"].get<double>();
   std::printf("\n%-10s %9s %9s %9s\n", "model", "accuracy", "vs float", "seconds");
-  for (const char* k : {"float", "ptq8", "qat4_ste", "qat4_lsq", "qat2_lsq"})
-    std::printf("%-10s %9.4f %+9.4f %9.1f\n", k, report[k].get<double>(),
+  std::vector<std::string> keys = {"float", "ptq8"};
+  for (const auto& r : runs) keys.push_back(r.key);
+  for (const auto& k : keys)
+    std::printf("%-10s %9.4f %+9.4f %9.1f\n", k.c_str(), report[k].get<double>(),
                 report[k].get<double>() - f, seconds[k]);
   std::printf("\nper-layer relative weight error ||Q(W) - W|| / ||W||\n%-8s", "layer");
   for (const auto& [k, v] : layer_errors) std::printf(" %9s", k.c_str());

@@ -635,8 +635,9 @@ namespace {
 // A per-channel parameter as a trainable config holds it: shaped [1, .., n, .., 1] along the
 // channel axis of a rank-`rank` weight, or one number per tensor.
 QuantizationParam trainable_param(const std::vector<double>& v, bool per_channel, int64_t rank,
-                                  int64_t axis) {
+                                  int64_t axis, bool grouped) {
   QI_CHECK(!v.empty(), "make_weights_quantizer: no calibrated value");
+  if (grouped) return ParamArray{{static_cast<int64_t>(v.size())}, v};
   if (!per_channel) return v[0];
   std::vector<int64_t> shape(static_cast<size_t>(rank), 1);
   shape[static_cast<size_t>(axis)] = static_cast<int64_t>(v.size());
@@ -669,6 +670,7 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
   QI_CHECK(axis >= 0 && axis < rank, "make_weights_quantizer: channel_axis ", channel_axis,
            " is out of range for a weight of rank ", rank);
   const bool uniform = spec.method == QuantizationMethod::UNIFORM;
+  const bool grouped = spec.group_size.has_value();
   if (!spec.training) {
     QuantizerParams p = inferable_params(spec, params);
     p.per_channel = spec.per_channel;
@@ -681,22 +683,28 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
     if (is_block_method(spec.method)) p.block_axis = weight_input_axis(rank, axis);
     return make_inferable_quantizer(QuantizationTarget::Weights, spec.method, p);
   }
-  QI_CHECK(is_integer_method(spec.method) && !spec.group_size, "make_weights_quantizer: \"training\" ",
-           to_string(*spec.training), " is not available for ",
-           spec.group_size ? "per-group " : "", to_string(spec.method), " weights");
+  QI_CHECK(is_integer_method(spec.method), "make_weights_quantizer: \"training\" ",
+           to_string(*spec.training), " is not available for ", to_string(spec.method),
+           " weights");
   TrainableQuantizerWeightsConfig cfg;
   cfg.weights_quantization_method = spec.method;
   cfg.weights_n_bits = spec.n_bits;
   cfg.weights_channels_axis = axis;
   cfg.weights_per_channel_threshold = spec.per_channel;
+  if (spec.group_size) {
+    // One value per (channel, group), in the inferable per-group order.
+    cfg.weights_quantization_params["group_size"] = static_cast<double>(*spec.group_size);
+    cfg.weights_quantization_params["group_axis"] =
+        static_cast<double>(weight_input_axis(rank, axis));
+  }
   if (uniform) {
     cfg.weights_quantization_params["range_min"] =
-        trainable_param(params.min_range, spec.per_channel, rank, axis);
+        trainable_param(params.min_range, spec.per_channel, rank, axis, grouped);
     cfg.weights_quantization_params["range_max"] =
-        trainable_param(params.max_range, spec.per_channel, rank, axis);
+        trainable_param(params.max_range, spec.per_channel, rank, axis, grouped);
   } else {
     cfg.weights_quantization_params["threshold"] =
-        trainable_param(params.threshold, spec.per_channel, rank, axis);
+        trainable_param(params.threshold, spec.per_channel, rank, axis, grouped);
   }
   const auto& info = get_trainable_quantizer_class(QuantizationTarget::Weights, spec.method,
                                                    *spec.training);

@@ -4,6 +4,7 @@ floats), MX and NVFP4, in quantize() on PyTorch and Keras. The config's rules an
 calibrated parameters against numpy references (groups in (channel, group) order, ragged last
 groups, FLOAT scales, NVFP4 tensor scales), and the same parameters from both front ends."""
 
+import copy
 import json
 import os
 
@@ -243,6 +244,40 @@ def test_format_activations():
                for h in nv)
     out = q(data[0])
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("method", ["SYMMETRIC", "UNIFORM"])
+def test_grouped_qat_trains_and_converts_bit_for_bit(method):
+    w = rand((6, 40), seed=11)  # ragged: groups of 16, 16, 8
+    spec = {"method": method, "n_bits": 4, "group_size": 16, "calibration": "minmax",
+            "training": "LSQ"}
+    keys = ["threshold"] if method == "SYMMETRIC" else ["min_range", "max_range"]
+    model = nn.Sequential(linear(w))
+    cfg = {"weights": spec, "activations": None}
+    ref = weight_quantizer(ptq(copy.deepcopy(model), dict(spec, training=None)), "0").get_config()
+    # Started from each group's own calibration (the trainable variables are float32).
+    start = weight_quantizer(qp.convert(qp.prepare_qat(copy.deepcopy(model), cfg, None,
+                                                       progress=False)), "0").get_config()
+    for k in keys:
+        assert len(start[k]) == 18
+        np.testing.assert_array_equal(start[k], np.float32(ref[k]))
+    qat = qp.prepare_qat(copy.deepcopy(model), cfg, None, progress=False)
+    assert "LSQ" in type(wrapped(qat)["0"].weights_quantizers["weight"]).__name__
+    x = torch.randn(8, 40)
+    opt = torch.optim.SGD([p for p in qat.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        opt.zero_grad()
+        qat(x).pow(2).mean().backward()
+        opt.step()
+    qat.eval()
+    with torch.no_grad():
+        before = qat(x)
+    inferable = qp.convert(qat)
+    trained = weight_quantizer(inferable, "0").get_config()
+    assert (trained["group_size"], trained["group_axis"]) == (16, 1)
+    assert any(not np.array_equal(trained[k], start[k]) for k in keys)  # the steps learned
+    with torch.no_grad():
+        assert torch.equal(inferable(x), before)
 
 
 def test_training_a_format_is_refused_until_it_has_a_trainable_quantizer():
