@@ -72,12 +72,9 @@ AffineParamGrads grouped_affine_backward(const kernels::AffineTorchPlan& plan, C
   const size_t channels = plan.scale.size();
   const bool write_dx = dx.data != nullptr;
   const Shape& dx_strides = write_dx ? dx.strides : x.strides;
-  const int64_t rank = x.dim();
-  const int64_t k = plan.groups.group_size;
-  const int64_t ga = plan.groups.group_axis < 0 ? plan.groups.group_axis + rank
-                                                : plan.groups.group_axis;
-  const int64_t size = x.sizes[static_cast<size_t>(ga)];
-  const int64_t groups = (size + k - 1) / k;
+  const kernels::GroupGeometry geometry = kernels::group_geometry(plan.groups, x.sizes);
+  const int64_t k = geometry.group_size, ga = geometry.axis, size = geometry.extent,
+                groups = geometry.count;
   const auto dims =
       kernels::coalesce_lines<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, ga, channel_axis);
   const int64_t lines = total_elements(dims);

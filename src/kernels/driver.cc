@@ -90,12 +90,9 @@ void run_blocks(const PlanT& plan, const float* in, int64_t in_step, float* out,
 template <typename PlanT>
 void grouped_forward(const PlanT& plan, ConstTensorView in, TensorView out,
                      std::optional<int64_t> channel_axis) {
-  const int64_t rank = in.dim();
-  const int64_t k = plan.groups.group_size;
-  const int64_t ga = plan.groups.group_axis < 0 ? plan.groups.group_axis + rank
-                                                : plan.groups.group_axis;
-  const int64_t size = in.sizes[static_cast<size_t>(ga)];
-  const int64_t groups = (size + k - 1) / k;
+  const GroupGeometry geometry = group_geometry(plan.groups, in.sizes);
+  const int64_t k = geometry.group_size, ga = geometry.axis, size = geometry.extent,
+                groups = geometry.count;
   const auto dims = coalesce_lines<2>(in.sizes, {&in.strides, &out.strides}, ga, channel_axis);
   const int64_t lines = total_elements(dims);
   const int64_t in_step = in.strides[static_cast<size_t>(ga)];

@@ -10,6 +10,7 @@
 #include <optional>
 #include <vector>
 
+#include "qi/kernels.h"
 #include "qi/tensor_view.h"
 
 namespace qi::kernels {
@@ -52,6 +53,18 @@ std::vector<IterDim<K>> coalesce_dims(const Shape& sizes, const std::array<const
 // The lines along dimension `line_axis` of K views of equal sizes, for drivers that walk each
 // line whole (groups, blocks): the other dimensions, coalesced, with channel_axis renumbered
 // among them (it must not be line_axis).
+// Where a grouped plan's groups lie in a tensor of `sizes`: the group axis (normalized), its
+// extent, the group size and the number of groups along it (the last one may be shorter).
+struct GroupGeometry {
+  int64_t axis, extent, group_size, count;
+};
+inline GroupGeometry group_geometry(const GroupLayout& groups, const Shape& sizes) {
+  const int64_t rank = static_cast<int64_t>(sizes.size());
+  const int64_t axis = groups.group_axis < 0 ? groups.group_axis + rank : groups.group_axis;
+  const int64_t extent = sizes[static_cast<size_t>(axis)];
+  return {axis, extent, groups.group_size, (extent + groups.group_size - 1) / groups.group_size};
+}
+
 template <size_t K>
 std::vector<IterDim<K>> coalesce_lines(const Shape& sizes,
                                        const std::array<const Shape*, K>& strides,

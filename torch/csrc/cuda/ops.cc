@@ -446,9 +446,16 @@ struct DeviceCall {
   DeviceGrid grid;
 };
 
+// Per-group parameters of the trainable ops run on the CPU only so far.
+void check_no_groups(std::optional<int64_t> group_size, const char* op) {
+  QI_TORCH_CHECK(!group_size, op, ": group_size is not supported on CUDA yet; per-group "
+                 "trainable quantizers run on the CPU");
+}
+
 DeviceCall<trainable::SymmetricQuantArgs> symmetric_call(const char* op, const at::Tensor& x,
                                                          const at::Tensor& threshold,
                                                          trainable::SymmetricQuantArgs args) {
+  check_no_groups(args.group_size, op);
   check_same_device(threshold, x, op, "threshold");
   DeviceCall<trainable::SymmetricQuantArgs> c{args, {}, {}};
   c.call = translate_errors([&] {
@@ -463,6 +470,7 @@ DeviceCall<trainable::UniformQuantArgs> uniform_call(const char* op, const at::T
                                                      const at::Tensor& min_range,
                                                      const at::Tensor& max_range,
                                                      trainable::UniformQuantArgs args) {
+  check_no_groups(args.group_size, op);
   check_same_device(min_range, x, op, "min_range");
   check_same_device(max_range, x, op, "max_range");
   DeviceCall<trainable::UniformQuantArgs> c{args, {}, {}};
@@ -475,12 +483,6 @@ DeviceCall<trainable::UniformQuantArgs> uniform_call(const char* op, const at::T
   return c;
 }
 
-// Per-group parameters of the trainable ops run on the CPU only so far.
-void check_no_groups(std::optional<int64_t> group_size, const char* op) {
-  QI_TORCH_CHECK(!group_size, op, ": group_size is not supported on CUDA yet; per-group "
-                 "trainable quantizers run on the CPU");
-}
-
 at::Tensor symmetric_quant_cuda(const at::Tensor& x, const at::Tensor& threshold, int64_t n,
                                 bool is_signed, std::optional<int64_t> channel_axis,
                                 c10::string_view mode, double grad_scale,
@@ -489,7 +491,6 @@ at::Tensor symmetric_quant_cuda(const at::Tensor& x, const at::Tensor& threshold
                                 int64_t group_axis) {
   const char* op = "qi::symmetric_quant";
   check_floating_cuda(x, op, "x");
-  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = symmetric_call(op, x, threshold,
                                 symmetric_args(n, is_signed, channel_axis, mode, grad_scale,
@@ -506,7 +507,6 @@ at::Tensor uniform_quant_cuda(const at::Tensor& x, const at::Tensor& min_range,
                               std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::uniform_quant";
   check_floating_cuda(x, op, "x");
-  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = uniform_call(
       op, x, min_range, max_range,
@@ -570,7 +570,6 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cuda(
     bool need_threshold, std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_symmetric_quant_backward";
   check_grad(grad, x, op);
-  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = symmetric_call(op, x, threshold,
                                 symmetric_args(n, is_signed, channel_axis, mode, grad_scale,
@@ -599,7 +598,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cuda(
     std::optional<int64_t> group_size, int64_t group_axis) {
   const char* op = "qi::_uniform_quant_backward";
   check_grad(grad, x, op);
-  check_no_groups(group_size, op);
   const c10::cuda::CUDAGuard guard(x.device());
   const auto c = uniform_call(
       op, x, min_range, max_range,
