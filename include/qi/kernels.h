@@ -109,11 +109,14 @@ std::string mx_format_names();
 // with round() to the element format (FloatPlan's rounding) and emax = floor(log2(max)), the
 // exponent of the format's largest power of two (E4M3 8, E5M2 15, E3M2 4, E2M3 2, E2M1 2,
 // INT8 0). The divisor's floor at 2^-126 (while 2^-127 multiplies) is torchao's.
+// tensor_scale p > 0 (0: none) pre-scales the tensor: u = x / p (float32), the blocks above on u,
+// and y = MX(u) * p (float32); the trainable MX quantizers learn p.
 struct MxPlan {
   int32_t ebits = 4, mbits = 3;  // ebits 0: INT8
   float max = 448.f;
   int32_t emax = 8;
   GroupLayout groups;
+  float tensor_scale = 0.f;
 };
 
 // NVFP4 (NVIDIA's FP4): E2M1 elements in blocks of 16 (groups) along an axis, with an FP8 E4M3

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "qi/kernels.h"
@@ -126,6 +127,73 @@ std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
                                                const std::vector<double>& max_range,
                                                const UniformQuantArgs& args, ConstTensorView x,
                                                ConstTensorView dy, TensorView dx);
+
+// ---- the formats: low-precision floats, MX and NVFP4 (qi::format_quant, QiFormatQuant) ----
+
+// Where the format op's scale comes from.
+//  kScale:    scale holds the scales themselves (one, one per channel, or one per (channel,
+//             group) with group_size); tensor_scale is empty. The FLOAT quantizers.
+//  kFp8Scale: NVFP4 with learned block scales: scale holds one value b per (channel, block of
+//             group_size elements along group_axis) and tensor_scale none or one value t; the
+//             block's total scale is t * e4m3(clamp(b, 2^-6, 448)) (without t: the E4M3 value).
+//  kMx:       MX blocks of group_size elements along group_axis (the axis holds whole blocks),
+//             their E8M0 scales from the data (kernels::MxPlan), after a pre-scale p: scale
+//             holds p (one value); y = p * MX(x / p), exactly as WeightsMXInferableQuantizer
+//             with tensor_scale p computes it. tensor_scale is empty.
+//  kNvfp4:    NVFP4 blocks of 16 along group_axis with their scales from the data
+//             (kernels::Nvfp4Plan); scale is empty, tensor_scale none or one fixed value.
+enum class FormatScaling : int { kScale, kFp8Scale, kMx, kNvfp4 };
+std::string to_string(FormatScaling s);                       // "scale", "fp8_scale", "mx", "nvfp4"
+FormatScaling parse_format_scaling(const char* op, const std::string& name);  // qi::Error
+
+// Static arguments of the format op. y = E * F(clamp(x / E, -max, max)) with F the element
+// format's rounding (kernels::FloatPlan) and E the element's effective scale (above). Gradients,
+// with u = x / E and q = F(clamp(u, -max, max)):
+//  kSte: dy/dx = 1;                         dy/dE = q - u
+//  kLsq: dy/dx = 1 inside [-max, max], else 0; dy/dE = q - u inside, q outside
+// and through E to the parameters, straight through every rounding: kScale dE/ds = 1; kFp8Scale
+// dE/db = t (1 without t; zero where b is clamped), dE/dt = e4m3(clamp(b)); kMx dE/dp = the
+// block's E8M0 scale. Each parameter's gradient is summed over its elements (float64, in a fixed
+// order) and multiplied by grad_scale (divided by sqrt(x.size(grad_scale_axis)) when that axis is
+// given). kNvfp4 has no parameter gradient (its tensor_scale is fixed).
+// format: a FLOAT format name (kernels::kFloatFormats; "E2M1" for kFp8Scale and kNvfp4) or, for
+// kMx, an MX element format (also "INT8").
+struct FormatQuantArgs {
+  std::string format = "E4M3";
+  FormatScaling scaling = FormatScaling::kScale;
+  std::optional<int64_t> channel_axis;
+  GradMode mode = GradMode::kSte;
+  double grad_scale = 1.0;
+  std::optional<int64_t> grad_scale_axis;
+  std::optional<int64_t> group_size;  // kScale: groups (None: none); kFp8Scale/kNvfp4: 16; kMx: the block size
+  int64_t group_axis = -1;           // also the block axis
+};
+
+// A checked call: the forward plan (FloatPlan for kScale and kFp8Scale, MxPlan, Nvfp4Plan), the
+// normalized channel axis, the effective gradient scale and the parameters as the op uses them.
+struct FormatCall {
+  kernels::Plan plan;
+  std::optional<int64_t> axis;
+  double grad_scale = 1.0;
+  FormatScaling scaling = FormatScaling::kScale;
+  GradMode mode = GradMode::kSte;
+  float tensor_scale = 0.f;        // kFp8Scale, kNvfp4: t (0: none); kMx: p
+  std::vector<float> block_scale;  // kFp8Scale: e4m3(clamp(b)), one per parameter
+};
+// Checks the arguments and the parameters (finite; scales > 0 as float32 normals; counts that fit
+// x) with a qi::Error whose message starts with `op`.
+FormatCall format_quant_call(const char* op, const Shape& x_sizes,
+                             const std::vector<double>& scale,
+                             const std::vector<double>& tensor_scale, const FormatQuantArgs& args);
+// y = Q(x) (y may be x itself).
+void format_quant_forward(const FormatCall& call, ConstTensorView x, TensorView y);
+// The fused backward: dx is written unless dx.data is null; returns dL/dscale (one per scale
+// value) and dL/dtensor_scale (one per tensor_scale value).
+struct FormatGrads {
+  std::vector<double> d_scale, d_tensor_scale;
+};
+FormatGrads format_quant_backward(const FormatCall& call, ConstTensorView x, ConstTensorView dy,
+                                  TensorView dx);
 
 // ---- soft rounding ----
 

@@ -98,8 +98,9 @@ const TrainableQuantizerInfo& trainable_quantizer_info(TrainableQuantizerKind ki
 bool is_trainable_quantizer_class(const std::string& class_name);
 
 // The op a trainable forward runs (qi::symmetric_quant, qi::uniform_quant, qi::soft_round).
-enum class TrainableOp : int { kSymmetricQuant, kUniformQuant, kSoftRound };
-std::string to_string(TrainableOp op);  // "symmetric_quant", "uniform_quant", "soft_round"
+enum class TrainableOp : int { kSymmetricQuant, kUniformQuant, kSoftRound, kFormatQuant };
+std::string to_string(TrainableOp op);  // "symmetric_quant", "uniform_quant", "soft_round",
+                                        // "format_quant"
 
 // A trainable quantizer's policy, without variables: front ends create the variables it lists,
 // call the op its forward names with them, and read them back to convert. Immutable.
@@ -111,6 +112,12 @@ class TrainableQuantizer : public BaseQuantizer {
   static constexpr const char* kMax = "max";
   static constexpr const char* kSoftThreshold = "ptq_threshold";
   static constexpr const char* kAuxvar = "auxvar_tensor";
+  // The formats' variables: FLOAT scales, NVFP4's learned E4M3 block scales and tensor scale,
+  // MX's pre-scale.
+  static constexpr const char* kScale = "scale";
+  static constexpr const char* kBlockScale = "block_scale";
+  static constexpr const char* kTensorScale = "tensor_scale";
+  static constexpr const char* kPreScale = "pre_scale";
 
   // The config must be of the class's target and its method one the class serves (qi::Error
   // with MCT's wording otherwise); its parameters must hold what the class reads ("threshold"
@@ -174,6 +181,7 @@ class TrainableQuantizer : public BaseQuantizer {
     trainable::SymmetricQuantArgs symmetric;
     trainable::UniformQuantArgs uniform;
     trainable::SoftRoundArgs soft_round;
+    trainable::FormatQuantArgs format;
     bool training = false;  // soft rounding: soft (true) or hardened (false) rounding
   };
   // activation_channel_axis: where the front end's activations keep channels (PyTorch 1,
@@ -188,6 +196,9 @@ class TrainableQuantizer : public BaseQuantizer {
   // Soft rounding: the eval output is not a function of the float weight through the inferable
   // quantizer alone, so conversion also replaces the weight by the eval forward of it.
   bool replaces_weight() const { return info_->training_method == TrainingMethod::SoftRounding; }
+  // Whether variables() needs the weight's values: soft rounding, and NVFP4 LSQ weights whose
+  // block scales start from the weight's blocks. Front ends pass the weight when this holds.
+  bool needs_weight() const;
 
   // MCT's rule for get_trainable_variables(QPARAMS) of a frozen quantizer: qi::Error when
   // `trainable_qparams` of its QPARAMS variables would still train.

@@ -248,6 +248,18 @@ py::dict args_dict(const qi::TrainableQuantizer::Forward& f) {
       d["training"] = f.training;
       break;
     }
+    case qi::TrainableOp::kFormatQuant: {
+      const auto& a = f.format;
+      d["format"] = a.format;
+      d["scaling"] = qi::trainable::to_string(a.scaling);
+      d["channel_axis"] = a.channel_axis;
+      d["mode"] = mode(a.mode);
+      d["grad_scale"] = a.grad_scale;
+      d["grad_scale_axis"] = a.grad_scale_axis;
+      d["group_size"] = a.group_size;
+      d["group_axis"] = a.group_axis;
+      break;
+    }
   }
   return d;
 }

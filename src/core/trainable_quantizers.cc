@@ -133,6 +133,7 @@ std::string to_string(TrainableOp op) {
     case TrainableOp::kSymmetricQuant: return "symmetric_quant";
     case TrainableOp::kUniformQuant: return "uniform_quant";
     case TrainableOp::kSoftRound: return "soft_round";
+    case TrainableOp::kFormatQuant: return "format_quant";
   }
   throw Error(str_cat("TrainableOp: invalid value ", static_cast<int>(op)));
 }
@@ -468,6 +469,8 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
   if (pot) return std::make_shared<WeightsPOTInferableQuantizer>(n, t, pc, weight_axis());
   return std::make_shared<WeightsSymmetricInferableQuantizer>(n, t, pc, weight_axis());
 }
+
+bool TrainableQuantizer::needs_weight() const { return replaces_weight(); }
 
 QuantizerParams TrainableQuantizer::grouped_params(int64_t num_bits) const {
   QuantizerParams p;

@@ -136,14 +136,24 @@ QI_HOST_DEVICE inline bool mx_scales(float amax, int32_t emax, float* divisor,
   return true;
 }
 
+// NVFP4's FP8 E4M3 block scale of a (computed, learned or stored) value b: e4m3(clamp(b, 2^-6,
+// 448)), E4M3's smallest normal and largest value.
+QI_HOST_DEVICE inline float nvfp4_block_scale(float b) {
+  return float_format_round(fminf(fmaxf(b, 0.015625f), 448.f), 3, float_format_emin_biased(4));
+}
+
+// The total scale of a block whose E4M3 scale is s: tensor_scale * s (without a tensor scale,
+// tensor_scale <= 0: s).
+QI_HOST_DEVICE inline float nvfp4_total(float s, float tensor_scale) {
+  return tensor_scale > 0 ? tensor_scale * s : s;
+}
+
 // NVFP4's block scale (Nvfp4Plan) for the block's largest magnitude amax (not NaN): the float32
 // `total` the block is divided and multiplied by.
 QI_HOST_DEVICE inline float nvfp4_total_scale(float amax, float tensor_scale) {
   float s = amax / 6.f;
   if (tensor_scale > 0) s = s / tensor_scale;
-  s = fminf(fmaxf(s, 0.015625f), 448.f);     // E4M3's smallest normal and largest
-  s = float_format_round(s, 3, float_format_emin_biased(4));  // to E4M3
-  return tensor_scale > 0 ? tensor_scale * s : s;
+  return nvfp4_total(nvfp4_block_scale(s), tensor_scale);
 }
 
 // ---- the trainable ops' grids (plan.cc builds them on the host, the CUDA layer on the device) --

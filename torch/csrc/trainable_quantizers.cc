@@ -78,6 +78,8 @@ at::Tensor TrainableQuantizer::forward(const at::Tensor& x, bool training) {
       return soft_round(x, in[0], in[1], a.num_bits, a.power_of_two, a.channel_axis, f.training,
                         in.size() > 2 ? in[2] : at::Tensor());
     }
+    case TrainableOp::kFormatQuant:
+      break;  // bound with the qi::format_quant op
   }
   throw Error(str_cat(class_name(), ": unknown op"));
 }
