@@ -90,9 +90,9 @@ enum class ParamFamily : int {
   kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
   kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank, groups
   kFloatActivation,      // format, scale
-  kMxWeights,            // format, block_size, block_axis, input_rank
-  kMxActivation,         // format, block_size, block_axis
-  kNvfp4Weights,         // tensor_scale, block_axis, input_rank
+  kMxWeights,            // format, block_size, block_axis, input_rank, tensor_scale
+  kMxActivation,         // format, block_size, block_axis, tensor_scale
+  kNvfp4Weights,         // tensor_scale, block_axis, input_rank, block_scales, channel_axis
   kNvfp4Activation,      // tensor_scale, block_axis
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...
