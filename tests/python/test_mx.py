@@ -168,8 +168,11 @@ def test_pre_scale_is_mx_of_x_over_p_times_p(fmt, p, parity_stats):
     a = qi.ActivationMXInferableQuantizer(fmt, block_size=32, block_axis=0, tensor_scale=p)
     bits_equal(a(np.ascontiguousarray(x.T)), q(x).T)
     bits_equal(q(torch.from_numpy(x)).numpy(), q(x))
-    if p == 6.0:  # differs from MX without the pre-scale
+    if p == 6.0:  # differs from MX without the pre-scale; TensorFlow gives the same bits
         assert not np.array_equal(q(x), qi.WeightsMXInferableQuantizer(fmt)(x))
+        tf = pytest.importorskip("tensorflow")  # (TF flushes subnormals: normal data)
+        n = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
+        bits_equal(q(tf.constant(n)).numpy(), q(n))
 
 
 def test_pre_scale_plan_json_and_onnx():

@@ -225,3 +225,14 @@ def test_stored_scales_config_and_onnx():
 def test_bad_stored_scales(kwargs, message):
     with pytest.raises(ValueError, match="WeightsNVFP4InferableQuantizer: " + message):
         qi.WeightsNVFP4InferableQuantizer(None, **kwargs)
+
+
+def test_stored_scales_keep_a_nan_in_its_element_and_agree_in_tensorflow():
+    x = data(4, 7)
+    x[1, 3] = np.nan
+    q = qi.WeightsNVFP4InferableQuantizer(None, block_scales=np.full(16, 0.5), channel_axis=0)
+    y = q(x)
+    assert np.isnan(y[1, 3]) and np.isnan(y).sum() == 1  # data-derived: the whole block
+    assert np.isnan(qi.WeightsNVFP4InferableQuantizer(None)(x)[1, :16]).all()
+    tf = pytest.importorskip("tensorflow")
+    assert np.array_equal(q(tf.constant(x)).numpy().view(np.int32), y.view(np.int32))
