@@ -38,10 +38,13 @@ struct QuantizerParams {
   std::optional<int64_t> group_size;
   int64_t group_axis = -1;
   // MX: elements per block; MX, NVFP4: the blocks' axis; NVFP4: the tensor scale (none:
-  // single-level scaling)
+  // single-level scaling); MX: the pre-scale (none: none)
   int64_t block_size = 32;
   int64_t block_axis = -1;
   std::optional<double> tensor_scale;
+  // NVFP4 weights: stored E4M3 block scales, one per (channel along channel_axis, block)
+  // (kernels::GroupLayout's order); empty: computed from the data
+  std::vector<double> block_scales;
   // symmetric, POT, uniform: the rounding convention; weights LUT: kTf adds eps to the
   // threshold in double (Keras), kTorch in float32 (torch)
   NumericProfile profile = NumericProfile::kTorch;
@@ -230,30 +233,39 @@ class ActivationFloatInferableQuantizer : public BaseInferableQuantizer {
 
 // OCP Microscaling: blocks of block_size elements along block_axis share a power-of-two scale
 // computed from the block (kernels::MxPlan). format: "E4M3", "E5M2", "E3M2", "E2M3", "E2M1" or
-// "INT8". The tensor's size along block_axis must be a multiple of block_size.
+// "INT8". The tensor's size along block_axis must be a multiple of block_size. tensor_scale: an
+// optional pre-scale p (a finite normal float32 > 0): y = MX(x / p) * p in float32.
 class WeightsMXInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit WeightsMXInferableQuantizer(const QuantizerParams& params);
   explicit WeightsMXInferableQuantizer(std::string format, int64_t block_size = 32,
                                        int64_t block_axis = -1,
-                                       std::optional<int64_t> input_rank = std::nullopt);
+                                       std::optional<int64_t> input_rank = std::nullopt,
+                                       std::optional<double> tensor_scale = std::nullopt);
 };
 
 class ActivationMXInferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit ActivationMXInferableQuantizer(const QuantizerParams& params);
   explicit ActivationMXInferableQuantizer(std::string format, int64_t block_size = 32,
-                                          int64_t block_axis = -1);
+                                          int64_t block_axis = -1,
+                                          std::optional<double> tensor_scale = std::nullopt);
 };
 
 // NVFP4: E2M1 blocks of 16 along block_axis with E4M3 block scales under an optional float32
-// tensor scale (kernels::Nvfp4Plan).
+// tensor scale t (kernels::Nvfp4Plan). block_scales (weights): stored E4M3 scales s in
+// [2^-6, 448] instead, one per (channel along channel_axis, block), in kernels::GroupLayout's
+// order; the plan is then a kernels::FloatPlan of E2M1 with the scales t * s (or s), so a
+// channel's block holds exactly those elements. Throws qi::Error for a value that is not such
+// an E4M3 value.
 class WeightsNVFP4InferableQuantizer : public BaseInferableQuantizer {
  public:
   explicit WeightsNVFP4InferableQuantizer(const QuantizerParams& params);
   explicit WeightsNVFP4InferableQuantizer(std::optional<double> tensor_scale,
                                           int64_t block_axis = -1,
-                                          std::optional<int64_t> input_rank = std::nullopt);
+                                          std::optional<int64_t> input_rank = std::nullopt,
+                                          std::vector<double> block_scales = {},
+                                          int64_t channel_axis = 0);
 };
 
 class ActivationNVFP4InferableQuantizer : public BaseInferableQuantizer {

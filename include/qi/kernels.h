@@ -19,9 +19,11 @@ namespace qi::kernels {
 // (0 without one), g = i / group_size for its index i along group_axis, and G = ceil(S /
 // group_size) groups along that axis of size S (the last group may be shorter). Its "channels"
 // (plan_channels) are those C * G sets. group_size 0: no groups.
+// whole: the group axis must hold whole groups (NVFP4's stored block scales: blocks of 16).
 struct GroupLayout {
   int64_t group_size = 0;
   int64_t group_axis = -1;  // negative counts from the end
+  bool whole = false;
 };
 
 // torch profile, per channel c:
@@ -147,9 +149,11 @@ const GroupLayout& plan_groups(const Plan& plan);
 // casts of floating-point state leave alone) and pass to the kernels. Layout: word 0 the format
 // tag (kPackedPlanTag + the plan's variant index), word 1 the channel count C, then the plan's
 // scalars and arrays in declaration order (arrays of variable length after their length). A
-// grouped plan has kPackedGroupedFlag in its tag and group_size, group_axis after C.
+// grouped plan has kPackedGroupedFlag in its tag and group_size, group_axis after C, and
+// kPackedWholeFlag too when its axis must hold whole groups.
 inline constexpr int32_t kPackedPlanTag = 0x51490100;  // "QI", version 1, kind in the low byte
 inline constexpr int32_t kPackedGroupedFlag = 0x80;
+inline constexpr int32_t kPackedWholeFlag = 0x40;
 std::vector<int32_t> pack_plan(const Plan& plan);
 // The plan of pack_plan's words. Throws qi::Error for anything pack_plan cannot have written
 // (wrong tag, sizes that do not add up, non-finite or non-positive scales).

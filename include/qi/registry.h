@@ -35,12 +35,13 @@
   "OCP Microscaling (MX v1.0): blocks of block_size elements along block_axis share the scale "   \
   "X = 2^(floor(log2(max|x|)) - emax) (E8M0; torchao's FLOOR mode); y = round(clamp(x / X, -max, " \
   "max)) * X in the element format: E4M3 or E5M2 (MXFP8), E3M2 or E2M3 (MXFP6), E2M1 (MXFP4), " \
-  "INT8 (MXINT8: k/64, |k| <= 127). A NaN makes its block NaN."
+  "INT8 (MXINT8: k/64, |k| <= 127). A NaN makes its block NaN. With a pre-scale tensor_scale "  \
+  "p: y = MX(x / p) * p (float32)."
 #define QI_NVFP4_DOC                                                                            \
   "NVFP4: E2M1 elements in blocks of 16 along block_axis, each with the FP8 E4M3 scale "          \
   "s = e4m3(clamp(max|x| / 6 / tensor_scale, 2^-6, 448)) and total scale tensor_scale * s "       \
   "(without tensor_scale: s); y = e2m1(clamp(x / total, -6, 6)) * total. A NaN makes its block "  \
-  "NaN."
+  "NaN. Stored block_scales (weights) replace the computed s; a NaN then stays in its element."
 #define QI_FOR_EACH_INFERABLE_QUANTIZER(X)                                                      \
   X(WeightsSymmetricInferableQuantizer, Weights, SYMMETRIC, kSymmetricWeights,                  \
     "WeightsSymmetricQuantizer", QI_SYMMETRIC_DOC)                                              \
@@ -90,9 +91,9 @@ enum class ParamFamily : int {
   kLutActivation,        // num_bits, lut_values, threshold, signed, lut_values_bitwidth, eps
   kFloatWeights,         // format, scale, per_channel, channel_axis, input_rank, groups
   kFloatActivation,      // format, scale
-  kMxWeights,            // format, block_size, block_axis, input_rank
-  kMxActivation,         // format, block_size, block_axis
-  kNvfp4Weights,         // tensor_scale, block_axis, input_rank
+  kMxWeights,            // format, block_size, block_axis, input_rank, tensor_scale
+  kMxActivation,         // format, block_size, block_axis, tensor_scale
+  kNvfp4Weights,         // tensor_scale, block_axis, input_rank, block_scales, channel_axis
   kNvfp4Activation,      // tensor_scale, block_axis
 };
 std::string to_string(ParamFamily family);  // "symmetric_weights", ...

@@ -172,6 +172,7 @@ py::dict plan_dict(const qi::kernels::Plan& plan) {
           d["mbits"] = p.mbits;
           d["max"] = p.max;
           d["emax"] = p.emax;
+          d["tensor_scale"] = p.tensor_scale;
         } else if constexpr (std::is_same_v<P, qi::kernels::Nvfp4Plan>) {
           d["kind"] = "nvfp4";
           d["tensor_scale"] = p.tensor_scale;

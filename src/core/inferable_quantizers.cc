@@ -13,6 +13,7 @@
 
 #include "core/param_rules.h"
 #include "kernels/plan.h"
+#include "kernels/scalar_ops.h"
 #include "qi/error.h"
 
 namespace qi {
@@ -161,6 +162,44 @@ struct Checker {
     QI_CHECK(*t <= FLT_MAX / 448 && static_cast<float>(*t) >= FLT_MIN, cls,
              ": tensor_scale must be a normal float32 in [", FLT_MIN, ", ", FLT_MAX / 448,
              "] (FLT_MAX / 448, so that the largest block scale stays finite), got ", *t);
+  }
+
+  // MX's optional pre-scale p: finite, > 0, a normal float32.
+  void mx_tensor_scale(const std::optional<double>& p) const {
+    if (!p) return;
+    QI_CHECK(std::isfinite(*p), cls, ": tensor_scale must be finite, got ", *p);
+    QI_CHECK(*p > 0, cls, ": tensor_scale must be > 0, got ", *p);
+    QI_CHECK(*p <= FLT_MAX && static_cast<float>(*p) >= FLT_MIN, cls,
+             ": tensor_scale must be a normal float32 in [", FLT_MIN, ", ", FLT_MAX, "], got ",
+             *p);
+  }
+
+  // NVFP4's stored block scales: each an E4M3 value in [2^-6, 448] (its own block scale), with
+  // a channel axis apart from the block axis (within input_rank when given).
+  void block_scales(const QuantizerParams& p) const {
+    for (size_t i = 0; i < p.block_scales.size(); ++i) {
+      const double v = p.block_scales[i];
+      const bool ok = std::isfinite(v) && v >= 0.015625 && v <= 448 &&
+                      static_cast<double>(kernels::scalar::nvfp4_block_scale(
+                          static_cast<float>(v))) == v;
+      QI_CHECK(ok, cls, ": block_scales must be FP8 E4M3 values in [2^-6, 448] (0.015625 to ",
+               "448), got ", v, " at index ", i);
+    }
+    QI_CHECK(p.channel_axis.has_value(), cls,
+             ": channel_axis is required with block_scales, got none");
+    const int64_t a = *p.channel_axis, b = p.block_axis;
+    QI_CHECK(a >= -(int64_t{1} << 30) && a < (int64_t{1} << 30), cls,
+             ": channel_axis must be an axis index, got ", a);
+    if (p.input_rank) {
+      const int64_t r = *p.input_rank;
+      QI_CHECK(a >= -r && a < r, cls, ": channel_axis must be in [", -r, ", ", r,
+               ") for input_rank ", r, ", got ", a);
+      QI_CHECK((a < 0 ? a + r : a) != (b < 0 ? b + r : b), cls, ": channel_axis ", a,
+               " and block_axis ", b, " must be different axes");
+    } else {
+      QI_CHECK(a != b, cls, ": channel_axis ", a, " and block_axis ", b,
+               " must be different axes");
+    }
   }
 
   void activation_layout(const QuantizerParams& p, const char* arg, size_t count) const {
@@ -576,7 +615,8 @@ WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(const QuantizerParams& 
   if (p.input_rank)
     QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
   check.blocks(p, p.block_size);
-  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+  check.mx_tensor_scale(p.tensor_scale);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis, p.tensor_scale));
 }
 
 namespace {
@@ -595,9 +635,10 @@ QuantizerParams block_params(std::string format, int64_t block_size, int64_t blo
 
 WeightsMXInferableQuantizer::WeightsMXInferableQuantizer(std::string format, int64_t block_size,
                                                          int64_t block_axis,
-                                                         std::optional<int64_t> input_rank)
+                                                         std::optional<int64_t> input_rank,
+                                                         std::optional<double> tensor_scale)
     : WeightsMXInferableQuantizer(
-          block_params(std::move(format), block_size, block_axis, input_rank, std::nullopt)) {}
+          block_params(std::move(format), block_size, block_axis, input_rank, tensor_scale)) {}
 
 ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(const QuantizerParams& p)
     : BaseInferableQuantizer(Kind::ActivationMXInferableQuantizer,
@@ -605,29 +646,52 @@ ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(const QuantizerPa
   const Checker check{class_name()};
   const auto& format = check.mx_format(p.format);
   check.blocks(without_input_rank(p), p.block_size);
-  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis));
+  check.mx_tensor_scale(p.tensor_scale);
+  set_plan(kernels::mx_plan(format, p.block_size, p.block_axis, p.tensor_scale));
 }
 
 ActivationMXInferableQuantizer::ActivationMXInferableQuantizer(std::string format,
                                                                int64_t block_size,
-                                                               int64_t block_axis)
+                                                               int64_t block_axis,
+                                                               std::optional<double> tensor_scale)
     : ActivationMXInferableQuantizer(
-          block_params(std::move(format), block_size, block_axis, std::nullopt, std::nullopt)) {}
+          block_params(std::move(format), block_size, block_axis, std::nullopt, tensor_scale)) {}
+
+namespace {
+// NVFP4 weights: stored block scales make the quantizer per channel (one set per channel and
+// block), so that apply() passes the channel axis to the kernels.
+QuantizerParams nvfp4_weights_params(QuantizerParams p) {
+  p = nvfp4_params(std::move(p));
+  p.per_channel = !p.block_scales.empty();
+  return p;
+}
+}  // namespace
 
 WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(const QuantizerParams& p)
-    : BaseInferableQuantizer(Kind::WeightsNVFP4InferableQuantizer, nvfp4_params(p)) {
+    : BaseInferableQuantizer(Kind::WeightsNVFP4InferableQuantizer, nvfp4_weights_params(p)) {
   const Checker check{class_name()};
   check.tensor_scale(p.tensor_scale);
   if (p.input_rank)
     QI_CHECK(*p.input_rank >= 1, class_name(), ": input_rank must be >= 1, got ", *p.input_rank);
   check.blocks(p, kernels::kNvfp4BlockSize);
-  set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+  if (p.block_scales.empty()) {
+    set_plan(kernels::nvfp4_plan(p.tensor_scale, p.block_axis));
+    return;
+  }
+  check.block_scales(p);
+  set_plan(kernels::nvfp4_stored_plan(p.block_scales, p.tensor_scale, p.block_axis));
 }
 
 WeightsNVFP4InferableQuantizer::WeightsNVFP4InferableQuantizer(
-    std::optional<double> tensor_scale, int64_t block_axis, std::optional<int64_t> input_rank)
-    : WeightsNVFP4InferableQuantizer(
-          block_params("", kernels::kNvfp4BlockSize, block_axis, input_rank, tensor_scale)) {}
+    std::optional<double> tensor_scale, int64_t block_axis, std::optional<int64_t> input_rank,
+    std::vector<double> block_scales, int64_t channel_axis)
+    : WeightsNVFP4InferableQuantizer([&] {
+        QuantizerParams p =
+            block_params("", kernels::kNvfp4BlockSize, block_axis, input_rank, tensor_scale);
+        p.block_scales = std::move(block_scales);
+        p.channel_axis = channel_axis;
+        return p;
+      }()) {}
 
 ActivationNVFP4InferableQuantizer::ActivationNVFP4InferableQuantizer(const QuantizerParams& p)
     : BaseInferableQuantizer(Kind::ActivationNVFP4InferableQuantizer,

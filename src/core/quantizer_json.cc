@@ -82,6 +82,8 @@ std::string BaseInferableQuantizer::get_config() const {
     else if (k == "block_size") j[k] = p.block_size;
     else if (k == "block_axis") j[k] = p.block_axis;
     else if (k == "tensor_scale") j[k] = p.tensor_scale ? Json(*p.tensor_scale) : Json(nullptr);
+    else if (k == "block_scales")
+      j[k] = p.block_scales.empty() ? Json(nullptr) : Json(p.block_scales);
   }
   j["qi_version"] = kVersion;
   return j.dump();
@@ -136,6 +138,11 @@ std::unique_ptr<BaseInferableQuantizer> from_config_json(Kind kind, const Json& 
     p.block_axis = json_util::get_int(j["block_axis"], "block_axis", what);
   if (j.contains("tensor_scale") && !j["tensor_scale"].is_null())
     p.tensor_scale = json_util::get_double(j["tensor_scale"], "tensor_scale", what);
+  if (j.contains("block_scales") && !j["block_scales"].is_null()) {
+    p.block_scales = read_list(j["block_scales"], "block_scales", what);
+    QI_CHECK(!p.block_scales.empty(), what,
+             ": block_scales must hold at least one value (or be null), got []");
+  }
   if (has_key(keys, "signed")) {
     // Weights quantizers default to signed; activation quantizers must say.
     if (info.target == QuantizationTarget::Activation || j.contains("signed"))

@@ -91,6 +91,17 @@ const Spec kBlockAxis{"block_axis", "-1", false,
 const Spec kTensorScale{"tensor_scale", "null", false,
                         "the float32 tensor scale t > 0 of two-level scaling (block scales are "
                         "stored relative to it); null: single-level"};
+const Spec kMxTensorScale{"tensor_scale", "null", true,
+                          "an optional pre-scale p > 0 (a normal float32): the blocks quantize "
+                          "x / p and the result is multiplied by p (float32); null: none"};
+const Spec kBlockScales{"block_scales", "null", true,
+                        "stored E4M3 block scales in [2^-6, 448], one per (channel along "
+                        "channel_axis, block of 16 along block_axis), row-major: channel, then "
+                        "block; each block's scale is tensor_scale * block_scale (or the block "
+                        "scale); null: computed from the data"};
+const Spec kBlockScalesAxis{"channel_axis", "0", true,
+                            "the channel axis of block_scales (negative counts from the end); "
+                            "not the block axis"};
 const Spec kScale{"scale", std::nullopt, false,
                   "scale s > 0, a scalar or a list (one per channel when per_channel)"};
 const Spec kGroupSize{"group_size", "null", true,
@@ -121,9 +132,11 @@ const std::vector<Spec>& family_specs(ParamFamily family) {
   static const std::vector<Spec> float_w = {kFormat,    kScale,     kPerChannel, kChannelAxis,
                                             kInputRank, kGroupSize, kGroupAxis};
   static const std::vector<Spec> float_a = {kFormat, kScale};
-  static const std::vector<Spec> mx_w = {kMxFormat, kBlockSize, kBlockAxis, kInputRank};
-  static const std::vector<Spec> mx_a = {kMxFormat, kBlockSize, kBlockAxis};
-  static const std::vector<Spec> nvfp4_w = {kTensorScale, kBlockAxis, kInputRank};
+  static const std::vector<Spec> mx_w = {kMxFormat, kBlockSize, kBlockAxis, kInputRank,
+                                         kMxTensorScale};
+  static const std::vector<Spec> mx_a = {kMxFormat, kBlockSize, kBlockAxis, kMxTensorScale};
+  static const std::vector<Spec> nvfp4_w = {kTensorScale, kBlockAxis, kInputRank, kBlockScales,
+                                            kBlockScalesAxis};
   static const std::vector<Spec> nvfp4_a = {kTensorScale, kBlockAxis};
   switch (family) {
     case ParamFamily::kSymmetricWeights: return symmetric_w;
@@ -172,13 +185,15 @@ std::string example_inferable_config(InferableQuantizerKind kind, int64_t channe
     if (key == "num_bits") j[key] = is_lut ? 4 : 8;
     else if (key == "threshold" || key == "scale") j[key] = t;
     else if (key == "format") j[key] = "E4M3";
-    else if (key == "tensor_scale") j[key] = std::ldexp(1.0, -9);
+    else if (key == "tensor_scale" && info.method == QuantizationMethod::NVFP4)
+      j[key] = std::ldexp(1.0, -9);
     else if (key == "min_range") j[key] = lo;
     else if (key == "max_range") j[key] = hi;
     else if (key == "lut_values") j[key] = lut;
     else if (key == "per_channel") j[key] = channels > 1;
     else if (key == "channel_axis")
-      j[key] = channels > 1 ? json_util::Json(channel_axis) : json_util::Json();
+      j[key] = channels > 1 ? json_util::Json(channel_axis)
+                            : json_util::Json::parse(spec.default_json.value_or("null"));
     else if (key == "signed") j[key] = true;
     else if (spec.default_json) j[key] = json_util::Json::parse(*spec.default_json);
   }

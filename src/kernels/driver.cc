@@ -194,12 +194,12 @@ std::optional<int64_t> check_plan_fits(const char* what, const Plan& plan,
   QI_CHECK(ga_given >= -rank && ga_given < rank, what, ": ", axis_name, " must be in [", -rank,
            ", ", rank, ") for a tensor of rank ", rank, ", got ", ga_given);
   const int64_t ga = ga_given < 0 ? ga_given + rank : ga_given;
-  if (blocks) {
+  if (blocks || groups.whole) {  // whole blocks (NVFP4's stored block scales too)
     const int64_t size = sizes[static_cast<size_t>(ga)];
     QI_CHECK(size % groups.group_size == 0, what, ": the size along block_axis ", ga_given, " (",
              size, ") must be a multiple of block_size ", groups.group_size, " (sizes ",
              fmt_shape(sizes), ")");
-    return std::nullopt;
+    if (blocks) return std::nullopt;
   }
   QI_CHECK(!axis || *axis != ga, what, ": channel_axis ", *channel_axis, " and group_axis ",
            ga_given, " are the same axis of a tensor of rank ", rank,

@@ -258,7 +258,9 @@ float BlockAmax(const float* HWY_RESTRICT in, int64_t n, bool* nan) {
 
 // n contiguous elements (whole blocks of the plan's block size) of a block-scaled plan: per
 // block, its scales from the largest magnitude, then FloatVec with them (MX: divisor and
-// multiplier; NVFP4: the total scale for both).
+// multiplier; NVFP4: the total scale for both). MX's pre-scale p divides each element (float32,
+// so u = x / p is what the blocks see: max |u| is amax / p rounded, division being monotone)
+// and multiplies the result, two roundings as the reference makes them.
 template <typename PlanT>
 void BlockRow(const float* HWY_RESTRICT in, float* HWY_RESTRICT out, int64_t n, const PlanT& p) {
   const hn::ScalableTag<float> d;
@@ -277,13 +279,16 @@ void BlockRow(const float* HWY_RESTRICT in, float* HWY_RESTRICT out, int64_t n, 
     max = 6.f;
   }
   const auto vmax = hn::Set(d, max);
+  float pre = 0.f;  // MX's pre-scale (0: none)
+  if constexpr (kMx) pre = p.tensor_scale;
+  const auto vpre = hn::Set(d, pre);
   for (int64_t b = 0; b + k <= n; b += k) {
     bool nan = false;
     const float amax = BlockAmax(in + b, k, &nan);
     float divisor = 0.f, multiplier = 0.f;
     if (!nan) {
       if constexpr (kMx) {
-        nan = !scalar::mx_scales(amax, p.emax, &divisor, &multiplier);
+        nan = !scalar::mx_scales(pre > 0 ? amax / pre : amax, p.emax, &divisor, &multiplier);
       } else {
         divisor = multiplier = scalar::nvfp4_total_scale(amax, p.tensor_scale);
       }
@@ -294,6 +299,16 @@ void BlockRow(const float* HWY_RESTRICT in, float* HWY_RESTRICT out, int64_t n, 
     }
     const auto vd = hn::Set(d, divisor), vm = hn::Set(d, multiplier);
     int64_t i = 0;
+    if (pre > 0) {
+      for (; i + N <= k; i += N) {
+        const auto u = hn::Div(hn::LoadU(d, in + b + i), vpre);
+        hn::StoreU(hn::Mul(FloatVec(d, u, vd, vm, vmax, mbits, emin), vpre), d, out + b + i);
+      }
+      for (; i < k; ++i)
+        out[b + i] =
+            scalar::mx_prescaled_quant(in[b + i], pre, divisor, multiplier, max, mbits, emin);
+      continue;
+    }
     for (; i + N <= k; i += N)
       hn::StoreU(FloatVec(d, hn::LoadU(d, in + b + i), vd, vm, vmax, mbits, emin), d, out + b + i);
     for (; i < k; ++i)

@@ -96,7 +96,8 @@ std::vector<int32_t> pack_plan(const Plan& plan) {
   Packer p;
   const GroupLayout& groups = plan_groups(plan);
   const bool grouped = groups.group_size > 0;
-  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()) + (grouped ? kPackedGroupedFlag : 0));
+  p.word(kPackedPlanTag + static_cast<int32_t>(plan.index()) + (grouped ? kPackedGroupedFlag : 0) +
+         (grouped && groups.whole ? kPackedWholeFlag : 0));
   p.word(static_cast<int32_t>(plan_channels(plan)));
   if (grouped) {
     p.word(static_cast<int32_t>(groups.group_size));
@@ -128,6 +129,7 @@ std::vector<int32_t> pack_plan(const Plan& plan) {
           p.word(v.mbits);
           p.f(v.max);
           p.word(v.emax);
+          p.f(v.tensor_scale);
         } else if constexpr (std::is_same_v<T, Nvfp4Plan>) {
           p.f(v.tensor_scale);
         } else {
@@ -151,7 +153,9 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
   Unpacker u(words, count);
   const int32_t tag = u.word("the tag");
   const bool grouped = ((tag - kPackedPlanTag) & kPackedGroupedFlag) != 0;
-  const int32_t kind = tag - kPackedPlanTag - (grouped ? kPackedGroupedFlag : 0);
+  const bool whole = grouped && ((tag - kPackedPlanTag) & kPackedWholeFlag) != 0;
+  const int32_t kind =
+      tag - kPackedPlanTag - (grouped ? kPackedGroupedFlag : 0) - (whole ? kPackedWholeFlag : 0);
   QI_CHECK(kind >= 0 && kind < static_cast<int32_t>(std::variant_size_v<Plan>),
            "packed plan: unknown format tag ", tag, " (not a plan of this qi version?)");
   const int64_t c = u.word("the channel count");
@@ -161,6 +165,7 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
   if (grouped) {
     groups.group_size = u.word("group_size");
     groups.group_axis = u.word("group_axis");
+    groups.whole = whole;
     QI_CHECK(groups.group_size >= 1, "packed plan: group_size must be >= 1, got ",
              groups.group_size);
   }
@@ -201,6 +206,9 @@ Plan unpack_plan(const int32_t* words, int64_t count) {
       p.mbits = u.word("mbits");
       p.max = u.f("max");
       p.emax = u.word("emax");
+      p.tensor_scale = u.f("tensor_scale");
+      QI_CHECK(p.tensor_scale == 0 || (std::isfinite(p.tensor_scale) && p.tensor_scale >= FLT_MIN),
+               "packed plan: MX tensor_scale must be 0 or a normal float32, got ", p.tensor_scale);
       const FloatFormat* f = nullptr;
       for (const auto& g : kFloatFormats)
         if (g.ebits == p.ebits && g.mbits == p.mbits && g.max == p.max) f = &g;
@@ -273,8 +281,10 @@ const FloatFormat* find_mx_format(const std::string& name) {
 
 std::string mx_format_names() { return str_cat(float_format_names(), ", ", kMxInt8.name); }
 
-MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis) {
+MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis,
+               std::optional<double> tensor_scale) {
   MxPlan p;
+  p.tensor_scale = tensor_scale ? static_cast<float>(*tensor_scale) : 0.f;
   p.ebits = format.ebits;
   p.mbits = format.mbits;
   p.max = format.max;
@@ -287,6 +297,19 @@ Nvfp4Plan nvfp4_plan(std::optional<double> tensor_scale, int64_t block_axis) {
   Nvfp4Plan p;
   p.tensor_scale = tensor_scale ? static_cast<float>(*tensor_scale) : 0.f;
   p.groups = {kNvfp4BlockSize, block_axis};
+  return p;
+}
+
+FloatPlan nvfp4_stored_plan(const std::vector<double>& block_scales,
+                            std::optional<double> tensor_scale, int64_t block_axis) {
+  const float t = tensor_scale ? static_cast<float>(*tensor_scale) : 0.f;
+  FloatPlan p;
+  const FloatFormat& e2m1 = *find_float_format("E2M1");
+  p.ebits = e2m1.ebits;
+  p.mbits = e2m1.mbits;
+  p.max = e2m1.max;
+  for (double s : block_scales) p.scale.push_back(scalar::nvfp4_total(static_cast<float>(s), t));
+  p.groups = {kNvfp4BlockSize, block_axis, /*whole=*/true};
   return p;
 }
 

@@ -52,8 +52,14 @@ FloatPlan float_plan(const FloatFormat& format, const std::vector<double>& scale
 
 // floor(log2(max)) of an MX element format.
 int32_t mx_emax(const FloatFormat& format);
-MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis);
+// tensor_scale: the pre-scale (none: none).
+MxPlan mx_plan(const FloatFormat& format, int64_t block_size, int64_t block_axis,
+               std::optional<double> tensor_scale = std::nullopt);
 // tensor_scale: none for single-level scaling.
 Nvfp4Plan nvfp4_plan(std::optional<double> tensor_scale, int64_t block_axis);
+// NVFP4 with stored E4M3 block scales s (one per channel and block of 16 along block_axis): the
+// E2M1 FloatPlan of the scales nvfp4_total(s, t) in groups of 16.
+FloatPlan nvfp4_stored_plan(const std::vector<double>& block_scales,
+                            std::optional<double> tensor_scale, int64_t block_axis);
 
 }  // namespace qi::kernels

@@ -233,23 +233,33 @@ float quantize(Kind kind, const QuantizerParams& p, int64_t c, float x) {
     case Kind::WeightsFloatInferableQuantizer:
     case Kind::ActivationFloatInferableQuantizer:
       return float_quant(x, p.format, p.scale[c]);
+    case Kind::WeightsNVFP4InferableQuantizer: {
+      if (p.block_scales.empty()) break;  // per block: fake_quant
+      // Stored block scales: E2M1 with the block's scale s (times the tensor scale).
+      const float s = f(p.block_scales[c]);
+      return float_quant(x, "E2M1", p.tensor_scale ? mul(f(*p.tensor_scale), s) : s);
+    }
     case Kind::WeightsMXInferableQuantizer:
     case Kind::ActivationMXInferableQuantizer:
-    case Kind::WeightsNVFP4InferableQuantizer:
     case Kind::ActivationNVFP4InferableQuantizer:
       break;  // per block: fake_quant
   }
   return x;
 }
 
-bool block_scaled(Kind kind) {
+bool block_scaled(Kind kind, const QuantizerParams& p) {
   return kind == Kind::WeightsMXInferableQuantizer || kind == Kind::ActivationMXInferableQuantizer ||
-         kind == Kind::WeightsNVFP4InferableQuantizer ||
+         (kind == Kind::WeightsNVFP4InferableQuantizer && p.block_scales.empty()) ||
          kind == Kind::ActivationNVFP4InferableQuantizer;
 }
 
+bool is_mx(Kind kind) {
+  return kind == Kind::WeightsMXInferableQuantizer || kind == Kind::ActivationMXInferableQuantizer;
+}
+
 // MX, NVFP4: each element from the largest magnitude of its block (found by walking the block
-// along block_axis from the element's logical indices).
+// along block_axis from the element's logical indices). MX's pre-scale p: the blocks of
+// u = x / p (float32), each result times p.
 std::vector<float> block_fake_quant(Kind kind, const QuantizerParams& p, ConstTensorView in) {
   const int64_t numel = in.numel(), rank = in.dim();
   const int64_t axis = p.block_axis < 0 ? p.block_axis + rank : p.block_axis;
@@ -267,15 +277,20 @@ std::vector<float> block_fake_quant(Kind kind, const QuantizerParams& p, ConstTe
       if (d == axis) along = i;
     }
     const int64_t first = offset - (along % k) * in.strides[axis];
+    const bool pre = is_mx(kind) && p.tensor_scale.has_value();
+    const auto value = [&](int64_t at) {
+      return pre ? div(in.data[at], f(*p.tensor_scale)) : in.data[at];
+    };
     float amax = 0.f;
     bool nan = false;
     for (int64_t j = 0; j < k; ++j) {
-      const float v = in.data[first + j * in.strides[axis]];
+      const float v = value(first + j * in.strides[axis]);
       nan = nan || std::isnan(v);
       amax = std::max(amax, std::fabs(v));
     }
-    out[linear] = block_quant(kind, p, nan ? std::numeric_limits<float>::quiet_NaN() : amax,
-                              in.data[offset]);
+    const float y = block_quant(kind, p, nan ? std::numeric_limits<float>::quiet_NaN() : amax,
+                                value(offset));
+    out[linear] = pre ? mul(y, f(*p.tensor_scale)) : y;
   }
   return out;
 }
@@ -284,15 +299,18 @@ std::vector<float> block_fake_quant(Kind kind, const QuantizerParams& p, ConstTe
 
 std::vector<float> fake_quant(InferableQuantizerKind kind, const QuantizerParams& params,
                               ConstTensorView in) {
-  if (block_scaled(kind)) return block_fake_quant(kind, params, in);
+  if (block_scaled(kind, params)) return block_fake_quant(kind, params, in);
   const int64_t numel = in.numel();
   const int64_t rank = in.dim();
+  // NVFP4's stored block scales: per channel, in groups of 16 along the block axis.
+  const bool stored = !params.block_scales.empty();
   int64_t axis = -1;
-  if (params.per_channel && params.channel_axis)
+  if ((params.per_channel || stored) && params.channel_axis)
     axis = *params.channel_axis < 0 ? *params.channel_axis + rank : *params.channel_axis;
   // Groups: the value of (channel c, group g) is at c * groups + g.
-  const int64_t group_size = params.group_size.value_or(0);
-  const int64_t group_axis = params.group_axis < 0 ? params.group_axis + rank : params.group_axis;
+  const int64_t group_size = stored ? kernels::kNvfp4BlockSize : params.group_size.value_or(0);
+  const int64_t given_axis = stored ? params.block_axis : params.group_axis;
+  const int64_t group_axis = given_axis < 0 ? given_axis + rank : given_axis;
   const int64_t groups =
       group_size > 0 ? (in.sizes[group_axis] + group_size - 1) / group_size : 1;
   std::vector<float> out(static_cast<size_t>(numel));

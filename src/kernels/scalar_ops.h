@@ -136,6 +136,16 @@ QI_HOST_DEVICE inline bool mx_scales(float amax, int32_t emax, float* divisor,
   return true;
 }
 
+// An MX element under the pre-scale p (MxPlan::tensor_scale; p <= 0: none): float_quant of
+// u = x / p (float32) with the scales of u's block, times p. Those scales come from the block's
+// max |u|, which is (max |x|) / p rounded once: float32 division by p > 0 is monotone.
+QI_HOST_DEVICE inline float mx_prescaled_quant(float x, float pre, float divisor,
+                                               float multiplier, float max, int32_t mbits,
+                                               int32_t emin_biased) {
+  if (pre <= 0) return float_quant(x, divisor, multiplier, max, mbits, emin_biased);
+  return float_quant(x / pre, divisor, multiplier, max, mbits, emin_biased) * pre;
+}
+
 // NVFP4's FP8 E4M3 block scale of a (computed, learned or stored) value b: e4m3(clamp(b, 2^-6,
 // 448)), E4M3's smallest normal and largest value.
 QI_HOST_DEVICE inline float nvfp4_block_scale(float b) {

@@ -489,6 +489,22 @@ std::vector<float> make_block_inputs(int64_t n, std::mt19937& rng) {
   return x;
 }
 
+// q against the reference on x's first elements viewed as `sizes`: contiguous, in place and
+// with every stride doubled.
+void expect_reference_layouts(const qi::BaseInferableQuantizer& q, InferableQuantizerKind kind,
+                              const QuantizerParams& p, const std::vector<float>& x,
+                              const Shape& sizes, const std::string& where) {
+  std::string first;
+  EXPECT_EQ(compare(q, kind, p, qi::ConstTensorView(x.data(), sizes), false, &first), 0)
+      << where << " " << first;
+  EXPECT_EQ(compare(q, kind, p, qi::ConstTensorView(x.data(), sizes), true, &first), 0)
+      << where << " in place " << first;
+  Shape strides = qi::ConstTensorView::contiguous_strides(sizes);
+  for (auto& s : strides) s *= 2;
+  qi::ConstTensorView strided(x.data(), sizes, strides);
+  EXPECT_EQ(compare(q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+}
+
 // MX and NVFP4 against the reference: every element format, block sizes from 1 to 32, blocks
 // along the last, first and a middle axis, strided views, in place, every ISA, two threads.
 class BlockConformance : public testing::TestWithParam<InferableQuantizerKind> {
@@ -504,11 +520,17 @@ TEST_P(BlockConformance, BitExactAgainstReferenceOnEveryIsa) {
   const bool mx = qi::inferable_quantizer_info(kind).method == qi::QuantizationMethod::MX;
   std::vector<QuantizerParams> variants;
   if (mx) {
+    // Half of the variants with a random pre-scale 2^[-60, 60) * [1, 2) (tiny and huge ones
+    // push x / p to overflow or into subnormals).
+    std::mt19937 draw(5);
+    std::uniform_int_distribution<int> exponent(-60, 59);
+    std::uniform_real_distribution<double> mantissa(1.0, 2.0);
     for (const char* format : {"E4M3", "E5M2", "E3M2", "E2M3", "E2M1", "INT8"})
       for (int64_t k : {32, 16, 3, 1}) {
         QuantizerParams p;
         p.format = format;
         p.block_size = k;
+        if (k == 16 || k == 3) p.tensor_scale = std::ldexp(mantissa(draw), exponent(draw));
         variants.push_back(p);
       }
   } else {
@@ -537,18 +559,10 @@ TEST_P(BlockConformance, BitExactAgainstReferenceOnEveryIsa) {
         const int64_t n = std::accumulate(l.sizes.begin(), l.sizes.end(), int64_t{1},
                                           std::multiplies<int64_t>());
         auto x = make_block_inputs(2 * n, rng);
-        std::string first;
-        const std::string where =
-            qi::str_cat(isa, " ", p.format, " block ", k, " axis ", l.axis, " rank ",
-                        l.sizes.size(), " tensor_scale ", p.tensor_scale.value_or(0));
-        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), false, &first), 0)
-            << where << " " << first;
-        EXPECT_EQ(compare(*q, kind, p, qi::ConstTensorView(x.data(), l.sizes), true, &first), 0)
-            << where << " in place " << first;
-        Shape strides = qi::ConstTensorView::contiguous_strides(l.sizes);
-        for (auto& s : strides) s *= 2;
-        qi::ConstTensorView strided(x.data(), l.sizes, strides);
-        EXPECT_EQ(compare(*q, kind, p, strided, false, &first), 0) << where << " strided " << first;
+        expect_reference_layouts(*q, kind, p, x, l.sizes,
+                                 qi::str_cat(isa, " ", p.format, " block ", k, " axis ", l.axis,
+                                             " rank ", l.sizes.size(), " tensor_scale ",
+                                             p.tensor_scale.value_or(0)));
       }
     }
   }
@@ -575,6 +589,53 @@ INSTANTIATE_TEST_SUITE_P(Registry, BlockConformance, testing::ValuesIn(block_kin
                          [](const testing::TestParamInfo<InferableQuantizerKind>& info) {
                            return std::string(qi::inferable_quantizer_info(info.param).class_name);
                          });
+
+// NVFP4 with stored block scales (a grouped E2M1 FloatPlan) against the reference: random E4M3
+// scales, channel axes before and after the block axis, strided views, in place, every ISA.
+TEST(Conformance, Nvfp4StoredBlockScalesOnEveryIsa) {
+  const InferableQuantizerKind kind = InferableQuantizerKind::WeightsNVFP4InferableQuantizer;
+  struct Layout {
+    Shape sizes;
+    int64_t channel_axis, block_axis;
+  };
+  const Layout layouts[] = {{{5, 64}, 0, -1}, {{32, 3}, -1, 0}, {{3, 48, 2}, 2, 1},
+                            {{4, 2, 16}, 0, 2}, {{0, 16}, 0, 1}};
+  for (const auto& isa : qi::kernels::supported_simd_targets()) {
+    qi::kernels::force_simd_target(isa);
+    std::mt19937 rng(17);
+    std::uniform_int_distribution<int> code(8, 126);  // E4M3 codes from 2^-6 to 448
+    for (std::optional<double> t : {std::optional<double>(), std::optional<double>(0.01)})
+      for (const auto& l : layouts) {
+        QuantizerParams p;
+        p.tensor_scale = t;
+        p.block_axis = l.block_axis;
+        p.channel_axis = l.channel_axis;
+        const int64_t rank = static_cast<int64_t>(l.sizes.size());
+        const auto norm = [rank](int64_t a) { return static_cast<size_t>(a < 0 ? a + rank : a); };
+        const int64_t count =
+            l.sizes[norm(l.channel_axis)] * (l.sizes[norm(l.block_axis)] / 16);
+        for (int64_t i = 0; i < count; ++i) {
+          const int c = code(rng), e = c >> 3, m = c & 7;
+          p.block_scales.push_back(std::ldexp(8 + m, e - 7 - 3));
+        }
+        if (count == 0) p.block_scales.push_back(1.0);  // never used: an empty tensor
+        auto q = qi::make_inferable_quantizer(kind, p);
+        const int64_t n = std::accumulate(l.sizes.begin(), l.sizes.end(), int64_t{1},
+                                          std::multiplies<int64_t>());
+        auto x = make_block_inputs(2 * n, rng);
+        if (count == 0) {
+          EXPECT_THROW(q->apply(qi::ConstTensorView(x.data(), l.sizes),
+                                qi::TensorView(x.data(), l.sizes)),
+                       qi::Error);
+          continue;
+        }
+        expect_reference_layouts(*q, kind, p, x, l.sizes,
+                                 qi::str_cat(isa, " rank ", rank, " channel_axis ",
+                                             l.channel_axis, " tensor_scale ", t.value_or(0)));
+      }
+  }
+  qi::kernels::force_simd_target("");
+}
 
 TEST(Conformance, KnownValuesMx) {
   // A block of 4 (E4M3): amax 500, X = 2^(8 - 8) = 1; 480 and -500 saturate to +-448.

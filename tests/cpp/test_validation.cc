@@ -570,6 +570,55 @@ TEST(Validation, Nvfp4TensorScale) {
   EXPECT_ERROR(qi::ActivationNVFP4InferableQuantizer(1e36),
                "tensor_scale must be a normal float32", "FLT_MAX / 448", "got 1e+36");
 }
+TEST(Validation, MxPreScale) {
+  EXPECT_ERROR(qi::WeightsMXInferableQuantizer("E4M3", 32, -1, std::nullopt, 0.0),
+               "WeightsMXInferableQuantizer: tensor_scale must be > 0, got 0");
+  EXPECT_ERROR(qi::ActivationMXInferableQuantizer("E4M3", 32, -1, kNan),
+               "ActivationMXInferableQuantizer: tensor_scale must be finite, got nan");
+  EXPECT_ERROR(qi::ActivationMXInferableQuantizer("E4M3", 32, -1, 1e-40),
+               "tensor_scale must be a normal float32");
+  EXPECT_ERROR(qi::ActivationMXInferableQuantizer("E4M3", 32, -1, 1e39),
+               "tensor_scale must be a normal float32", "got 1e+39");
+  const qi::ActivationMXInferableQuantizer q("E4M3", 4, -1, 0.5);
+  EXPECT_EQ(std::get<qi::kernels::MxPlan>(q.plan()).tensor_scale, 0.5f);
+  // x / 0.5 = {2, 4, 6, 1}: amax 6, X = 2^(2 - 8); exact on E4M3's grid, so y = x.
+  EXPECT_EQ(q.apply({1.f, 2.f, 3.f, 0.5f}, Shape{4}), (std::vector<float>{1.f, 2.f, 3.f, 0.5f}));
+  const auto back = qi::kernels::unpack_plan(q.packed_plan().data(),
+                                             static_cast<int64_t>(q.packed_plan().size()));
+  EXPECT_EQ(std::get<qi::kernels::MxPlan>(back).tensor_scale, 0.5f);
+}
+TEST(Validation, Nvfp4StoredBlockScales) {
+  using W = qi::WeightsNVFP4InferableQuantizer;
+  EXPECT_ERROR(W(std::nullopt, -1, std::nullopt, {1.0, 0.3}),
+               "WeightsNVFP4InferableQuantizer: block_scales must be FP8 E4M3 values in [2^-6, "
+               "448] (0.015625 to 448), got 0.3 at index 1");
+  EXPECT_ERROR(W(std::nullopt, -1, std::nullopt, {500.0}), "got 500 at index 0");
+  EXPECT_ERROR(W(std::nullopt, -1, std::nullopt, {1.0}, -1),
+               "channel_axis -1 and block_axis -1 must be different axes");
+  EXPECT_ERROR(W(std::nullopt, 0, 2, {1.0}, 3),
+               "channel_axis must be in [-2, 2) for input_rank 2, got 3");
+  qi::QuantizerParams p;
+  p.block_scales = {1.0};
+  EXPECT_ERROR(qi::make_inferable_quantizer(
+                   qi::InferableQuantizerKind::WeightsNVFP4InferableQuantizer, p),
+               "channel_axis is required with block_scales, got none");
+  EXPECT_ERROR(qi::inferable_quantizer_from_config(
+                   qi::InferableQuantizerKind::WeightsNVFP4InferableQuantizer,
+                   R"({"tensor_scale": null, "block_scales": []})"),
+               "block_scales must hold at least one value (or be null), got []");
+  const W q(2.0, -1, std::nullopt, {1.0, 0.5, 448.0, 0.015625}, 0);
+  EXPECT_EQ(std::get<qi::kernels::FloatPlan>(q.plan()).scale,
+            (std::vector<float>{2.f, 1.f, 896.f, 0.03125f}));
+  EXPECT_ERROR(q.apply(std::vector<float>(48), Shape{2, 24}),
+               "the size along block_axis -1 (24) must be a multiple of block_size 16");
+  const auto words = q.packed_plan();
+  const auto back = qi::kernels::unpack_plan(words.data(), static_cast<int64_t>(words.size()));
+  EXPECT_TRUE(qi::kernels::plan_groups(back).whole);
+  EXPECT_ERROR(qi::kernels::check_plan_fits("fits", back, 0, std::nullopt, Shape{2, 24}),
+               "fits: the size along block_axis -1 (24) must be a multiple of block_size 16");
+  const auto again = qi::inferable_quantizer_from_json(q.to_json());
+  EXPECT_EQ(again->get_config(), q.get_config());
+}
 TEST(Validation, BlockConfigKeys) {
   const auto kind = qi::InferableQuantizerKind::ActivationMXInferableQuantizer;
   EXPECT_ERROR(qi::inferable_quantizer_from_config(kind, R"({"format": "E4M3", "block_size": "32"})"),

@@ -137,7 +137,7 @@ def test_special_values():
 def test_plan_json_and_ragged_sizes():
     q = qi.WeightsMXInferableQuantizer("E2M1", 32, 1, input_rank=2)
     assert q.get_config() == {"format": "E2M1", "block_size": 32, "block_axis": 1,
-                              "input_rank": 2, "qi_version": qi.__version__}
+                              "input_rank": 2, "tensor_scale": None, "qi_version": qi.__version__}
     assert qi.quantizer_from_json(q.to_json()).get_config() == q.get_config()
     assert q.plan["kind"] == "mx" and q.num_bits == 4
     with pytest.raises(ValueError, match=r"the size along block_axis 1 \(40\) must be a multiple "
@@ -145,6 +145,74 @@ def test_plan_json_and_ragged_sizes():
         q(np.zeros((2, 40), dtype=np.float32))
     with pytest.raises(ValueError, match=r"tensor rank must equal input_rank 2"):
         q(np.zeros((2, 2, 32), dtype=np.float32))
+
+
+def mx_reference(x, fmt, block, axis):
+    return (mxint8_reference(x, block, axis) if fmt == "INT8" else
+            torchao_mx(x, fmt, block, axis))
+
+
+@pytest.mark.parametrize("fmt", FLOATS + ["INT8"])
+@pytest.mark.parametrize("p", [0.37, 6.0, 1.3e-30, 3.1e20])
+def test_pre_scale_is_mx_of_x_over_p_times_p(fmt, p, parity_stats):
+    # y = MX(x / p) * p in float32: the reference (torchao's to_mx, the MXINT8 definition)
+    # applied to x / p, its result multiplied by p. Tiny p push x / p to inf, huge p into
+    # subnormals.
+    x = blocks(300, 32, 11).reshape(-1, 128)
+    q = qi.WeightsMXInferableQuantizer(fmt, tensor_scale=p)
+    pt = torch.tensor(p, dtype=torch.float32)
+    want = mx_reference(torch.from_numpy(x) / pt, fmt, 32, -1) * pt
+    bits_equal(q(x), want, f"MX {fmt} with a pre-scale vs torchao to_mx(x / p) * p",
+               parity_stats)
+    # Along axis 0, through the activation class, and on torch tensors (the packed plan).
+    a = qi.ActivationMXInferableQuantizer(fmt, block_size=32, block_axis=0, tensor_scale=p)
+    bits_equal(a(np.ascontiguousarray(x.T)), q(x).T)
+    bits_equal(q(torch.from_numpy(x)).numpy(), q(x))
+    if p == 6.0:  # differs from MX without the pre-scale; TensorFlow gives the same bits
+        assert not np.array_equal(q(x), qi.WeightsMXInferableQuantizer(fmt)(x))
+        tf = pytest.importorskip("tensorflow")  # (TF flushes subnormals: normal data)
+        n = np.random.default_rng(0).standard_normal((8, 128)).astype(np.float32)
+        bits_equal(q(tf.constant(n)).numpy(), q(n))
+
+
+def test_pre_scale_plan_json_and_onnx():
+    q = qi.ActivationMXInferableQuantizer("E2M1", block_size=16, tensor_scale=0.1)
+    assert q.get_config() == {"format": "E2M1", "block_size": 16, "block_axis": -1,
+                              "tensor_scale": 0.1, "qi_version": qi.__version__}
+    assert q.plan["tensor_scale"] == np.float32(0.1)
+    assert qi.quantizer_from_json(q.to_json()).get_config() == q.get_config()
+    assert q.tensor_scale == 0.1
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    import io
+    from quantizers_infrastructure.pytorch import onnx as qonnx
+    op, inputs, attrs = qonnx.custom_op_spec(q)
+    assert op == "ActivationMXQuantizer" + qonnx.PRESCALED_SUFFIX and inputs == []
+    assert attrs["tensor_scale"] == float(np.float32(0.1))
+    model = qi.PytorchActivationQuantizationHolder(q)
+    x = torch.from_numpy(blocks(40, 16, 5).reshape(-1, 64))
+    f = io.BytesIO()
+    torch.onnx.export(model.eval(), (x,), f, opset_version=16, input_names=["input"],
+                      output_names=["output"], dynamo=False)
+    nodes = [n for n in onnx.load_from_string(f.getvalue()).graph.node
+             if n.domain == qonnx.DOMAIN]
+    assert [n.op_type for n in nodes] == [op]
+    sess = ort.InferenceSession(f.getvalue(), qonnx.get_ort_session_options(),
+                                providers=["CPUExecutionProvider"])
+    bits_equal(sess.run(None, {"input": x.numpy()})[0], q(x.numpy()))
+
+
+@pytest.mark.parametrize("bad,message", [
+    (0.0, "tensor_scale must be > 0, got 0"),
+    (-2.0, "tensor_scale must be > 0, got -2"),
+    (float("inf"), "tensor_scale must be finite, got inf"),
+    (1e-45, "tensor_scale must be a normal float32"),
+    (1e39, "tensor_scale must be a normal float32"),
+])
+def test_bad_pre_scale(bad, message):
+    for cls in (qi.WeightsMXInferableQuantizer, qi.ActivationMXInferableQuantizer):
+        with pytest.raises(ValueError, match=f"{cls.__name__}: {message}"):
+            cls("E4M3", tensor_scale=bad)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -91,9 +91,10 @@ class InferableQuantizer(BaseInferableQuantizer):
         self._core = core_quantizer
         self._json = core_quantizer.to_json()  # immutable: serialized once
         self._config = json.loads(core_quantizer.get_config())
-        # What the kernels take besides the plan: the axis (per-channel quantizers) and rank.
-        self.kernel_channel_axis = (self._config.get("channel_axis")
-                                    if self._config.get("per_channel") else None)
+        # What the kernels take besides the plan: the axis (per-channel quantizers, NVFP4 with
+        # stored block scales) and rank.
+        self.kernel_channel_axis = (core_quantizer.channel_axis
+                                    if core_quantizer.per_channel else None)
         self.kernel_input_rank = self._config.get("input_rank")
 
     # ---- MCT Quantizers' PyTorch export switches (read by the PyTorch front end) ----

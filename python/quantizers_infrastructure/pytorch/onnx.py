@@ -23,8 +23,13 @@ imported) turns each into
   Per-group quantizers (group_size set) export as `<OpType>_grouped` (after `_tf`), with the
   attributes group_size and group_axis added and one parameter per channel and group. The block
   formats: `WeightsMXQuantizer` / `ActivationMXQuantizer` (attributes format, block_size,
-  block_axis; no input) and `WeightsNVFP4Quantizer` / `ActivationNVFP4Quantizer` (input
-  tensor_scale with zero values for none or one; attribute block_axis).
+  block_axis; no input; with a pre-scale `<OpType>_prescaled`, with the float32 attribute
+  tensor_scale added) and
+  `WeightsNVFP4Quantizer` / `ActivationNVFP4Quantizer` (input tensor_scale with zero values for
+  none or one; attribute block_axis). An NVFP4 weights quantizer with stored block_scales is a
+  grouped E2M1 FLOAT quantizer and exports as `WeightsFloatQuantizer_grouped` (format E2M1,
+  per_channel, channel_axis, group_size 16, group_axis the block axis; input scale: each block's
+  total scale tensor_scale * block_scale), which computes the same numbers.
 
 `use_custom_ops(True)` (or the context manager `custom_ops()`) exports every quantizer as its
 custom op; `quantizer.enable_custom_impl()` (MCT Quantizers' switch) does so for one quantizer.
@@ -54,6 +59,7 @@ OPSET = 13  # QuantizeLinear/DequantizeLinear with per-channel `axis`; registere
 PROFILE_ATTR = "profile"
 TF_SUFFIX = "_tf"  # op type suffix of tf-profile quantizers (a qi extension)
 GROUPED_SUFFIX = "_grouped"  # op type suffix of per-group quantizers (a qi extension)
+PRESCALED_SUFFIX = "_prescaled"  # op type suffix of MX quantizers with a pre-scale (qi)
 
 # custom_ops: use_custom_ops(); opset21: inside qp.onnx.export, which writes the temporary
 # nodes that to_opset21 rewrites.
@@ -236,6 +242,16 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
     c = q.get_config()
     profile = c.get("profile", "torch")
     attrs: Dict[str, Any] = {}
+    if family == "nvfp4_weights" and c.get("block_scales") is not None:
+        # Stored block scales: the plan is a grouped E2M1 FLOAT plan; its node is FLOAT's.
+        from quantizers_infrastructure.common.inferable_quantizers import \
+            INFERABLE_QUANTIZER_CLASSES
+        op_type = INFERABLE_QUANTIZER_CLASSES["WeightsFloatInferableQuantizer"].onnx_op
+        attrs.update(format="E2M1", per_channel=1, channel_axis=int(c["channel_axis"]),
+                     group_size=16, group_axis=int(c["block_axis"]))
+        attrs["mctq_version"] = _version()
+        attrs[PROFILE_ATTR] = profile
+        return op_type + GROUPED_SUFFIX, [_f32(q.plan["scale"])], attrs
     if family == "float_weights":  # qi's FLOAT: the format and one scale per channel
         per_channel = bool(c["per_channel"]) and c.get("channel_axis") is not None
         attrs.update(format=c["format"], per_channel=int(per_channel),
@@ -247,6 +263,9 @@ def custom_op_spec(q, input_rank: Optional[int] = None):
     elif family in ("mx_weights", "mx_activation"):
         attrs.update(format=c["format"], block_size=int(c["block_size"]),
                      block_axis=int(c["block_axis"]))
+        if c.get("tensor_scale") is not None:  # the pre-scale (a float32 attribute: exact)
+            attrs["tensor_scale"] = float(np.float32(c["tensor_scale"]))
+            op_type += PRESCALED_SUFFIX
         inputs = []
     elif family in ("nvfp4_weights", "nvfp4_activation"):  # no tensor scale: an empty input
         attrs["block_axis"] = int(c["block_axis"])
@@ -492,15 +511,18 @@ def _activation_kernel(class_name: str, kind: str, profile: str):
 
 
 def _block_kernel(class_name: str, kind: str, profile: str):
-    """MX and NVFP4 (weights and activations): the format and block layout as attributes, the
-    NVFP4 tensor scale as an input of zero or one value."""
+    """MX and NVFP4 (weights and activations): the format and block layout as attributes (MX's
+    pre-scale too, on the _prescaled op types), the NVFP4 tensor scale as an input of zero or
+    one value."""
     def kernel(x, *tensors, **attrs):
         from quantizers_infrastructure.common.inferable_quantizers import \
             INFERABLE_QUANTIZER_CLASSES
         cls = INFERABLE_QUANTIZER_CLASSES[class_name]
         if kind == "mx":
+            t = attrs.get("tensor_scale")
             q = cls(format=attrs["format"], block_size=int(attrs["block_size"]),
-                    block_axis=int(attrs["block_axis"]))
+                    block_axis=int(attrs["block_axis"]),
+                    tensor_scale=None if t is None else float(np.float32(t)))
         else:
             t = tensors[0].reshape(-1)
             q = cls(tensor_scale=float(t[0]) if t.size else None,
@@ -555,13 +577,17 @@ def register_ort_kernels() -> None:
         # Every profile the class takes (the tf variant is a second op type), and the per-group
         # variant of classes that take groups (a third and fourth, with two more attributes).
         profiles = ("torch", "tf") if "profile" in cls._config_keys else ("torch",)
-        variants = [(p, False) for p in profiles]
+        variants = [(p, "") for p in profiles]
         if "group_size" in cls._config_keys:
-            variants += [(p, True) for p in profiles]
-        for profile, grouped in variants:
+            variants += [(p, GROUPED_SUFFIX) for p in profiles]
+        if kind == "mx":  # with a pre-scale: one more attribute
+            variants.append(("torch", PRESCALED_SUFFIX))
+        extra = {"": {}, GROUPED_SUFFIX: {"group_size": I, "group_axis": I},
+                 PRESCALED_SUFFIX: {"tensor_scale": F}}
+        for profile, suffix in variants:
             op_type = (f"{DOMAIN}::{cls.onnx_op}" + ("" if profile == "torch" else TF_SUFFIX)
-                       + (GROUPED_SUFFIX if grouped else ""))
-            attrs = dict(plain_attrs, **({"group_size": I, "group_axis": I} if grouped else {}))
+                       + suffix)
+            attrs = dict(plain_attrs, **extra[suffix])
             kernel = make(class_name, kind, profile)
             if op_type in existing:
                 for opdef in existing[op_type]:

@@ -99,16 +99,18 @@ __global__ void __launch_bounds__(kThreads)
     }
     float divisor = 0.f, multiplier = 0.f;
     if (!nan) {
-      if (kMx)
-        nan = !scalar::mx_scales(amax, p.emax, &divisor, &multiplier);
+      if (kMx)  // MX's pre-scale: the block of x / tensor_scale (scalar::mx_prescaled_quant)
+        nan = !scalar::mx_scales(p.tensor_scale > 0 ? amax / p.tensor_scale : amax, p.emax,
+                                 &divisor, &multiplier);
       else
         divisor = multiplier = scalar::nvfp4_total_scale(amax, p.tensor_scale);
     }
     for (int64_t e = 0; e < k; ++e) {
       const int64_t at = base + e * l.group_stride;
+      const float pre = kMx ? p.tensor_scale : 0.f;
       const float y = nan ? scalar::bits_float(0x7fc00000u)
-                          : scalar::float_quant(load(in[at]), divisor, multiplier, max, mbits,
-                                                emin);
+                          : scalar::mx_prescaled_quant(load(in[at]), pre, divisor, multiplier,
+                                                       max, mbits, emin);
       out[at] = store<T>(y);
     }
   }

@@ -54,7 +54,7 @@ struct DevicePlan {
   bool use_division = true;                     // kAffineTf
   float max = 0.f;                              // kFloat, kMx
   int32_t mbits = 0, emin_biased = 0, emax = 0;  // kFloat, kMx (emax: kMx)
-  float tensor_scale = 0.f;                     // kNvfp4
+  float tensor_scale = 0.f;                     // kNvfp4; kMx: the pre-scale (0: none)
 };
 
 // out = Q(in), both dense with the same strides (out may be in).

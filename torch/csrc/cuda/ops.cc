@@ -132,6 +132,7 @@ DevicePlan device_plan(const kernels::Plan& plan, const int32_t* words) {
           d.mbits = p.mbits;
           d.emin_biased = kernels::scalar::float_format_emin_biased(p.ebits);
           d.emax = p.emax;
+          d.tensor_scale = p.tensor_scale;
         } else if constexpr (std::is_same_v<T, kernels::Nvfp4Plan>) {
           d.tensor_scale = p.tensor_scale;
         } else {
