@@ -21,7 +21,8 @@
 #include "qi/trainable_math.h"
 
 // X(ClassName, QuantizationTarget, TrainingMethod, Family, "doc")
-// Family kSymmetric serves POWER_OF_TWO and SYMMETRIC, kUniform serves UNIFORM.
+// Family kSymmetric serves POWER_OF_TWO and SYMMETRIC, kUniform serves UNIFORM, kFormat serves
+// FLOAT, MX and NVFP4.
 #define QI_FOR_EACH_TRAINABLE_QUANTIZER(X)                                                      \
   X(STEWeightQATQuantizer, Weights, STE, kSymmetric,                                            \
     "STE weights quantizer: q = delta * clamp(round(w / delta), -2^(n-1), 2^(n-1)-1), "         \
@@ -62,7 +63,7 @@ enum class TrainableQuantizerKind : int {
 };
 
 // Which grids a trainable quantizer learns.
-enum class TrainableFamily : int { kSymmetric, kUniform };
+enum class TrainableFamily : int { kSymmetric, kUniform, kFormat };
 
 // One row of the trainable registry (QI_FOR_EACH_TRAINABLE_QUANTIZER), as data.
 struct TrainableQuantizerInfo {
@@ -73,12 +74,18 @@ struct TrainableQuantizerInfo {
   TrainableFamily family;
   const char* doc;
 
-  // The quantization methods the class serves: POWER_OF_TWO and SYMMETRIC, or UNIFORM.
+  // The quantization methods the class serves: POWER_OF_TWO and SYMMETRIC, UNIFORM, or FLOAT,
+  // MX and NVFP4.
   std::vector<QuantizationMethod> methods() const;
   bool serves(QuantizationMethod method) const;
 };
 
-inline constexpr std::array<TrainableQuantizerInfo, 10> kTrainableQuantizers = {{
+#define QI_TRAINABLE_KIND_COUNT(Name, Target, TM, Family, Doc) +1
+inline constexpr size_t kNumTrainableQuantizers =
+    0 QI_FOR_EACH_TRAINABLE_QUANTIZER(QI_TRAINABLE_KIND_COUNT);
+#undef QI_TRAINABLE_KIND_COUNT
+
+inline constexpr std::array<TrainableQuantizerInfo, kNumTrainableQuantizers> kTrainableQuantizers = {{
 #define QI_TRAINABLE_KIND_INFO(Name, Target, TM, Family, Doc)                                 \
   {TrainableQuantizerKind::Name, #Name, QuantizationTarget::Target, TrainingMethod::TM, \
    TrainableFamily::Family, Doc},
@@ -125,6 +132,14 @@ class TrainableQuantizer : public BaseQuantizer {
   // also read "group_size" (an integer >= 1) and "group_axis" (an integer, -1 by default): one
   // threshold or range per (channel, group) of group_size elements along group_axis, as the
   // inferable per-group quantizers hold them (the last group may be shorter).
+  // The formats (FLOAT, MX, NVFP4) name their element format by n_bits and "ebits" (E4M3: 8
+  // and 4 (the default for 8 bits), E5M2: 8 and 5, E3M2: 6 and 3 (default), E2M3: 6 and 2,
+  // E2M1: 4 and 2 (default); MX also INT8: 8 and 0; NVFP4: E2M1 only) and read: FLOAT "scale"
+  // (one value, one per channel, or per (channel, group) with "group_size"/"group_axis"); MX
+  // "block_size" (32), "block_axis" (-1) and "pre_scale" (1); NVFP4 "block_axis" (-1),
+  // "tensor_scale" (optional) and, for LSQ weights, "block_scale" (optional: one value per
+  // (channel, block of 16 along block_axis); by default amax / 6 / tensor_scale of the weight's
+  // block, which variables() then needs).
   TrainableQuantizer(TrainableQuantizerKind kind, const TrainableQuantizerWeightsConfig& config,
                      bool freeze_quant_params = false);
   TrainableQuantizer(TrainableQuantizerKind kind, const TrainableQuantizerActivationConfig& config,
@@ -223,6 +238,20 @@ class TrainableQuantizer : public BaseQuantizer {
   // parameter per (channel, group), as the inferable per-group quantizers; none when unset).
   std::optional<int64_t> group_size_;
   int64_t group_axis_ = -1;
+  // The formats: the element format's name, FLOAT's scales, the blocks (MX, NVFP4), MX's
+  // pre-scale, NVFP4's tensor scale and initial block scales.
+  std::string format_;
+  std::vector<double> scale_;
+  int64_t block_size_ = 32;
+  int64_t block_axis_ = -1;
+  double pre_scale_ = 1.0;
+  std::optional<double> tensor_scale_;
+  std::optional<std::vector<double>> block_scale_;
+  void parse_format(const QuantizationParams& params);
+  std::vector<Variable> format_variables(const Shape& weight_shape, const float* weight) const;
+  Forward format_forward(bool training, const Shape& weight_shape,
+                         int64_t activation_channel_axis) const;
+  std::shared_ptr<BaseInferableQuantizer> format_convert(const VariableValues& values) const;
 };
 
 }  // namespace qi

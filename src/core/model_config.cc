@@ -660,6 +660,21 @@ QuantizerParams inferable_params(const TensorQuantizationSpec& spec,
   return p;
 }
 
+// The trainable format quantizers' parameters of a spec: the element format as n_bits and
+// "ebits" (MX's INT8: 8 and 0), the blocks, and the calibrated scales.
+void set_format_params(const TensorQuantizationSpec& spec, const CalibratedParams& params,
+                       int64_t block_axis, int64_t* n_bits, QuantizationParams* out) {
+  const std::string name = spec.method == QuantizationMethod::NVFP4 ? "E2M1" : spec.format;
+  const kernels::FloatFormat* f = kernels::find_mx_format(name);
+  QI_CHECK(f != nullptr, "make_quantizer: unknown format \"", name, "\"");
+  *n_bits = f->ebits == 0 ? 8 : 1 + f->ebits + f->mbits;
+  (*out)["ebits"] = static_cast<double>(f->ebits);
+  if (is_block_method(spec.method)) (*out)["block_axis"] = static_cast<double>(block_axis);
+  if (spec.method == QuantizationMethod::MX)
+    (*out)["block_size"] = static_cast<double>(block_size_of(spec));
+  if (params.tensor_scale) (*out)["tensor_scale"] = *params.tensor_scale;
+}
+
 }  // namespace
 
 std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSpec& spec,
@@ -683,14 +698,21 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
     if (is_block_method(spec.method)) p.block_axis = weight_input_axis(rank, axis);
     return make_inferable_quantizer(QuantizationTarget::Weights, spec.method, p);
   }
-  QI_CHECK(is_integer_method(spec.method), "make_weights_quantizer: \"training\" ",
-           to_string(*spec.training), " is not available for ", to_string(spec.method),
-           " weights");
   TrainableQuantizerWeightsConfig cfg;
   cfg.weights_quantization_method = spec.method;
   cfg.weights_n_bits = spec.n_bits;
   cfg.weights_channels_axis = axis;
   cfg.weights_per_channel_threshold = spec.per_channel;
+  if (!is_integer_method(spec.method)) {
+    // FLOAT: its scales (per channel or group); MX and NVFP4: blocks along the input axis (NVFP4
+    // LSQ learns block scales per (channel, block), started from the weight's).
+    set_format_params(spec, params, weight_input_axis(rank, axis), &cfg.weights_n_bits,
+                      &cfg.weights_quantization_params);
+    if (spec.method == QuantizationMethod::FLOAT)
+      cfg.weights_quantization_params["scale"] =
+          trainable_param(params.scale, spec.per_channel, rank, axis, grouped);
+    if (spec.method == QuantizationMethod::NVFP4) cfg.weights_per_channel_threshold = true;
+  }
   if (spec.group_size) {
     // One value per (channel, group), in the inferable per-group order.
     cfg.weights_quantization_params["group_size"] = static_cast<double>(*spec.group_size);
@@ -702,7 +724,7 @@ std::shared_ptr<BaseQuantizer> make_weights_quantizer(const TensorQuantizationSp
         trainable_param(params.min_range, spec.per_channel, rank, axis, grouped);
     cfg.weights_quantization_params["range_max"] =
         trainable_param(params.max_range, spec.per_channel, rank, axis, grouped);
-  } else {
+  } else if (is_integer_method(spec.method)) {
     cfg.weights_quantization_params["threshold"] =
         trainable_param(params.threshold, spec.per_channel, rank, axis, grouped);
   }
@@ -727,13 +749,15 @@ std::shared_ptr<BaseQuantizer> make_activation_quantizer(const TensorQuantizatio
     p.block_axis = spec.block_axis;
     return make_inferable_quantizer(QuantizationTarget::Activation, spec.method, p);
   }
-  QI_CHECK(is_integer_method(spec.method), "make_activation_quantizer: \"training\" ",
-           to_string(*spec.training), " is not available for ", to_string(spec.method),
-           " activations");
   TrainableQuantizerActivationConfig cfg;
   cfg.activation_quantization_method = spec.method;
   cfg.activation_n_bits = spec.n_bits;
-  if (uniform) {
+  if (!is_integer_method(spec.method)) {
+    set_format_params(spec, params, spec.block_axis, &cfg.activation_n_bits,
+                      &cfg.activation_quantization_params);
+    if (spec.method == QuantizationMethod::FLOAT)
+      cfg.activation_quantization_params["scale"] = params.scale[0];
+  } else if (uniform) {
     cfg.activation_quantization_params["range_min"] = params.min_range[0];
     cfg.activation_quantization_params["range_max"] = params.max_range[0];
   } else {

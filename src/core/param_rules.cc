@@ -45,11 +45,11 @@ void range(const char* what, double min, double max, int64_t num_bits, size_t in
            levels, ", got min_range=", min, " and max_range=", max, " at index ", index);
 }
 
-void scale(const char* what, double s, size_t index) {
-  QI_CHECK(std::isfinite(s), what, ": scale must be finite, got ", s, " at index ", index);
-  QI_CHECK(s > 0, what, ": scale must be > 0, got ", s, " at index ", index);
-  QI_CHECK(s <= FLT_MAX && static_cast<float>(s) >= FLT_MIN, what,
-           ": scale must be a normal float32 (in [", FLT_MIN, ", ", FLT_MAX, "]), got ", s,
+void scale(const char* what, double s, size_t index, const char* arg) {
+  QI_CHECK(std::isfinite(s), what, ": ", arg, " must be finite, got ", s, " at index ", index);
+  QI_CHECK(s > 0, what, ": ", arg, " must be > 0, got ", s, " at index ", index);
+  QI_CHECK(s <= FLT_MAX && static_cast<float>(s) >= FLT_MIN, what, ": ", arg,
+           " must be a normal float32 (in [", FLT_MIN, ", ", FLT_MAX, "]), got ", s,
            " at index ", index);
 }
 

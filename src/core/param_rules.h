@@ -24,8 +24,8 @@ void threshold(const char* what, double t, int64_t steps_log2, size_t index);
 // finite, normal float32.
 void range(const char* what, double min, double max, int64_t num_bits, size_t index);
 
-// A scale s > 0 whose float32 value is a normal, finite float32.
-void scale(const char* what, double s, size_t index);
+// A scale s > 0 whose float32 value is a normal, finite float32 (`arg` names it in messages).
+void scale(const char* what, double s, size_t index, const char* arg = "scale");
 
 // The range a trainable uniform quantizer uses: the interval between its two learned ends.
 // Training may move min past max (large steps on 2-bit activations do); the ends then swap roles

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <limits>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -62,17 +64,23 @@ AffineParamGrads sum_in_blocks(int64_t blocks, size_t channels, BlockFn&& block)
   return grads;
 }
 
-// affine_backward of a grouped plan: every line along the group axis (one per index of the other
-// dimensions), group by group, each group with its parameter set c * G + g (the forward's
-// layout, kernels::GroupLayout), in fixed blocks of lines (sum_in_blocks). The partials take
-// blocks x channels doubles, so the block count also shrinks as the parameter count grows.
-AffineParamGrads grouped_affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
-                                         ConstTensorView dy, TensorView dx,
-                                         std::optional<int64_t> channel_axis, bool lsq) {
-  const size_t channels = plan.scale.size();
+// The per-parameter backward loops, shared by the affine and the format ops. `Elem` computes one
+// element's gradient terms: row(x, dy, dx, n, c, &a, &b) over n contiguous elements of parameter
+// c and one(x, g, dx, c, &a, &b) for one element (dx written unless null), adding to the
+// parameter's two sums a and b.
+//
+// A grouped layout: every line along the group axis (one per index of the other dimensions),
+// group by group, each group with its parameter set c * G + g (the forward's layout,
+// kernels::GroupLayout), in fixed blocks of lines (sum_in_blocks). The partials take blocks x
+// channels doubles, so the block count also shrinks as the parameter count grows.
+template <typename Elem>
+AffineParamGrads grouped_param_backward(const Elem& elem, size_t channels,
+                                        const kernels::GroupLayout& layout, ConstTensorView x,
+                                        ConstTensorView dy, TensorView dx,
+                                        std::optional<int64_t> channel_axis) {
   const bool write_dx = dx.data != nullptr;
   const Shape& dx_strides = write_dx ? dx.strides : x.strides;
-  const kernels::GroupGeometry geometry = kernels::group_geometry(plan.groups, x.sizes);
+  const kernels::GroupGeometry geometry = kernels::group_geometry(layout, x.sizes);
   const int64_t k = geometry.group_size, ga = geometry.axis, size = geometry.extent,
                 groups = geometry.count;
   const auto dims =
@@ -89,7 +97,7 @@ AffineParamGrads grouped_affine_backward(const kernels::AffineTorchPlan& plan, C
   const int64_t want_blocks = std::clamp<int64_t>(wanted, 1, max_blocks);
   const int64_t block_lines = (lines + want_blocks - 1) / want_blocks;
   const int64_t blocks = (lines + block_lines - 1) / block_lines;
-  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_scale, double* d_offset) {
+  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_a, double* d_b) {
     iterate_rows(dims, b * block_lines, std::min(lines, (b + 1) * block_lines),
                  [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
                      int64_t n, int64_t c0, bool vary) {
@@ -101,29 +109,27 @@ AffineParamGrads grouped_affine_backward(const kernels::AffineTorchPlan& plan, C
                      for (int64_t g = 0; g < groups; ++g) {
                        const int64_t c = first + g, i0 = g * k, m = std::min(k, size - i0);
                        if (x_step == 1 && g_step == 1 && (!dxp || d_step == 1)) {
-                         kernels::affine_backward_row(xp + i0, gp + i0, dxp ? dxp + i0 : nullptr,
-                                                      m, plan, c, lsq, &d_scale[c],
-                                                      &d_offset[c]);
+                         elem.row(xp + i0, gp + i0, dxp ? dxp + i0 : nullptr, m, c, &d_a[c],
+                                  &d_b[c]);
                          continue;
                        }
                        for (int64_t i = i0; i < i0 + m; ++i)
-                         kernels::affine_backward_one(xp[i * x_step], gp[i * g_step],
-                                                      dxp ? dxp + i * d_step : nullptr, plan, c,
-                                                      lsq, &d_scale[c], &d_offset[c]);
+                         elem.one(xp[i * x_step], gp[i * g_step],
+                                  dxp ? dxp + i * d_step : nullptr, c, &d_a[c], &d_b[c]);
                      }
                    }
                  });
   });
 }
 
-}  // namespace
-
-AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
-                                 ConstTensorView dy, TensorView dx,
-                                 std::optional<int64_t> channel_axis, GradMode mode) {
-  if (plan.groups.group_size > 0)
-    return grouped_affine_backward(plan, x, dy, dx, channel_axis, mode == GradMode::kLsq);
-  const size_t channels = plan.scale.size();
+// The same per tensor or per channel (no groups).
+template <typename Elem>
+AffineParamGrads param_backward(const Elem& elem, size_t channels,
+                                const kernels::GroupLayout& layout, ConstTensorView x,
+                                ConstTensorView dy, TensorView dx,
+                                std::optional<int64_t> channel_axis) {
+  if (layout.group_size > 0)
+    return grouped_param_backward(elem, channels, layout, x, dy, dx, channel_axis);
   const bool write_dx = dx.data != nullptr;
   const Shape& dx_strides = write_dx ? dx.strides : x.strides;
   const auto dims = coalesce_dims<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, channel_axis);
@@ -132,8 +138,7 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
   // Fixed blocks whose boundaries depend only on the element count (sum_in_blocks).
   const int64_t blocks = std::min<int64_t>(kMaxBlocks, (total + kGrain - 1) / kGrain);
   const int64_t block = (total + blocks - 1) / blocks;
-  const bool lsq = mode == GradMode::kLsq;
-  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_scale, double* d_offset) {
+  return sum_in_blocks(blocks, channels, [&](int64_t b, double* d_a, double* d_b) {
     iterate_rows(dims, b * block, std::min(total, (b + 1) * block),
                  [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
                      int64_t n, int64_t c0, bool vary) {
@@ -141,18 +146,38 @@ AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTens
                    const float* gp = dy.data + off[1];
                    float* dxp = write_dx ? dx.data + off[2] : nullptr;
                    if (!vary && st[0] == 1 && st[1] == 1 && (!dxp || st[2] == 1)) {
-                     kernels::affine_backward_row(xp, gp, dxp, n, plan, c0, lsq, &d_scale[c0],
-                                                  &d_offset[c0]);
+                     elem.row(xp, gp, dxp, n, c0, &d_a[c0], &d_b[c0]);
                      return;
                    }
                    for (int64_t i = 0; i < n; ++i) {
                      const int64_t c = vary ? c0 + i : c0;
-                     kernels::affine_backward_one(xp[i * st[0]], gp[i * st[1]],
-                                                  dxp ? dxp + i * st[2] : nullptr, plan, c, lsq,
-                                                  &d_scale[c], &d_offset[c]);
+                     elem.one(xp[i * st[0]], gp[i * st[1]], dxp ? dxp + i * st[2] : nullptr, c,
+                              &d_a[c], &d_b[c]);
                    }
                  });
   });
+}
+
+// The affine fake quantizer's terms (kernels::affine_backward_row / _one): a = dscale, b = doffset.
+struct AffineElem {
+  const kernels::AffineTorchPlan& plan;
+  bool lsq;
+  void row(const float* x, const float* dy, float* dx, int64_t n, int64_t c, double* a,
+           double* b) const {
+    kernels::affine_backward_row(x, dy, dx, n, plan, c, lsq, a, b);
+  }
+  void one(float x, float g, float* dx, int64_t c, double* a, double* b) const {
+    kernels::affine_backward_one(x, g, dx, plan, c, lsq, a, b);
+  }
+};
+
+}  // namespace
+
+AffineParamGrads affine_backward(const kernels::AffineTorchPlan& plan, ConstTensorView x,
+                                 ConstTensorView dy, TensorView dx,
+                                 std::optional<int64_t> channel_axis, GradMode mode) {
+  return param_backward(AffineElem{plan, mode == GradMode::kLsq}, plan.scale.size(), plan.groups,
+                        x, dy, dx, channel_axis);
 }
 
 RangeGrads adjust_range_backward(float min, float max, int64_t num_bits, double d_min_adj,
@@ -224,13 +249,14 @@ int64_t steps_log2(int64_t num_bits, bool is_signed) { return num_bits - (is_sig
 
 // Places `count` parameter values on x: per tensor or per channel (resolve_axis), or with
 // group_size one per (channel, group) (the count, the axes and their distinctness are checked as
-// the inferable per-group quantizers check them). Sets call->axis; returns the plan's groups.
+// the inferable per-group quantizers check them). Sets *axis; returns the plan's groups.
 kernels::GroupLayout place_params(const char* op, const Shape& x,
                                   std::optional<int64_t> channel_axis,
                                   std::optional<int64_t> group_size, int64_t group_axis,
-                                  size_t count, const char* arg, AffineCall* call) {
+                                  size_t count, const char* arg,
+                                  std::optional<int64_t>* axis) {
   if (!group_size) {
-    call->axis = resolve_axis(op, x, channel_axis, count, arg);
+    *axis = resolve_axis(op, x, channel_axis, count, arg);
     return {};
   }
   QI_CHECK(*group_size >= 1, op, ": group_size must be >= 1 (or None: no groups), got ",
@@ -238,7 +264,7 @@ kernels::GroupLayout place_params(const char* op, const Shape& x,
   kernels::AffineTorchPlan layout;  // only its sizes: one value per (channel, group)
   layout.scale.resize(count);
   layout.groups = {*group_size, group_axis};
-  call->axis = kernels::check_plan_fits(op, layout, channel_axis, std::nullopt, x);
+  *axis = kernels::check_plan_fits(op, layout, channel_axis, std::nullopt, x);
   return layout.groups;
 }
 
@@ -252,7 +278,7 @@ AffineCall symmetric_quant_shape(const char* op, const Shape& x_sizes, size_t co
            ": min_threshold must be finite and >= 0, got ", args.min_threshold);
   AffineCall call;
   call.plan.groups = place_params(op, x_sizes, args.channel_axis, args.group_size,
-                                  args.group_axis, count, "threshold", &call);
+                                  args.group_axis, count, "threshold", &call.axis);
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
   return call;
 }
@@ -279,7 +305,7 @@ AffineCall uniform_quant_shape(const char* op, const Shape& x_sizes, size_t min_
            max_count);
   AffineCall call;
   call.plan.groups = place_params(op, x_sizes, args.channel_axis, args.group_size,
-                                  args.group_axis, min_count, "min_range", &call);
+                                  args.group_axis, min_count, "min_range", &call.axis);
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
   return call;
 }
@@ -336,6 +362,258 @@ std::vector<RangeGrads> uniform_quant_backward(const AffineCall& call,
     if (min_range[c] > max_range[c]) std::swap(d.d_min, d.d_max);  // crossed: swap back
     out.push_back(d);
   }
+  return out;
+}
+
+// ---- the formats ---------------------------------------------------------------------------
+
+std::string to_string(FormatScaling s) {
+  switch (s) {
+    case FormatScaling::kScale: return "scale";
+    case FormatScaling::kFp8Scale: return "fp8_scale";
+    case FormatScaling::kMx: return "mx";
+    case FormatScaling::kNvfp4: return "nvfp4";
+  }
+  throw Error(str_cat("FormatScaling: invalid value ", static_cast<int>(s)));
+}
+
+FormatScaling parse_format_scaling(const char* op, const std::string& name) {
+  for (auto s : {FormatScaling::kScale, FormatScaling::kFp8Scale, FormatScaling::kMx,
+                 FormatScaling::kNvfp4})
+    if (to_string(s) == name) return s;
+  throw Error(str_cat(op, ": scaling must be one of scale, fp8_scale, mx, nvfp4, got \"", name,
+                      "\""));
+}
+
+namespace {
+
+// The element format's rounding constants.
+struct ElementFormat {
+  float max;
+  int32_t mbits, emin;
+};
+
+// One element of the format op's backward, u = x / E already divided (float32, as the forward):
+// adds dy * dy/dE in element units to *d (times `weight`, MX's multiplier) and returns dx.
+inline float format_terms(float u, float g, const ElementFormat& f, bool lsq, double weight,
+                          double* d) {
+  const float v = std::fmin(std::fmax(u, -f.max), f.max);
+  const float q = kernels::scalar::float_format_round(v, f.mbits, f.emin);
+  const bool inside = std::fabs(u) <= f.max;  // false for NaN
+  if (lsq) {
+    *d += weight * g * (inside ? static_cast<double>(q) - u : std::isnan(u) ? u : q);
+    return inside ? g : 0.f;
+  }
+  *d += weight * g * (static_cast<double>(q) - u);
+  return g;
+}
+
+// The FLOAT plan's terms (per channel or group): a = dL/dE summed.
+struct FloatElem {
+  const kernels::FloatPlan& plan;
+  ElementFormat f;
+  bool lsq;
+  void one(float x, float g, float* dx, int64_t c, double* a, double*) const {
+    const float r = format_terms(x / plan.scale[static_cast<size_t>(c)], g, f, lsq, 1.0, a);
+    if (dx) *dx = r;
+  }
+  void row(const float* x, const float* dy, float* dx, int64_t n, int64_t c, double* a,
+           double* b) const {
+    for (int64_t i = 0; i < n; ++i) one(x[i], dy[i], dx ? dx + i : nullptr, c, a, b);
+  }
+};
+
+// The blocks of a data-scaled plan (MX, NVFP4): every line along the block axis, block by
+// block, in fixed blocks of lines; returns dL/dp summed (MX; NVFP4: 0).
+double block_backward(const FormatCall& call, ConstTensorView x, ConstTensorView dy,
+                      TensorView dx) {
+  const kernels::GroupLayout& layout = kernels::plan_groups(call.plan);
+  const auto* mx = std::get_if<kernels::MxPlan>(&call.plan);
+  const auto* nv = std::get_if<kernels::Nvfp4Plan>(&call.plan);
+  const ElementFormat f = mx ? ElementFormat{mx->max, mx->mbits,
+                                             kernels::scalar::float_format_emin_biased(mx->ebits)}
+                             : ElementFormat{6.f, 1, kernels::scalar::float_format_emin_biased(2)};
+  const float p = mx && mx->tensor_scale > 0 ? mx->tensor_scale : 1.f;
+  const bool lsq = call.mode == GradMode::kLsq;
+  const bool write_dx = dx.data != nullptr;
+  const Shape& dx_strides = write_dx ? dx.strides : x.strides;
+  const kernels::GroupGeometry geometry = kernels::group_geometry(layout, x.sizes);
+  const int64_t k = geometry.group_size, ga = geometry.axis, size = geometry.extent;
+  const auto dims =
+      kernels::coalesce_lines<3>(x.sizes, {&x.strides, &dy.strides, &dx_strides}, ga, std::nullopt);
+  const int64_t lines = total_elements(dims);
+  if (lines == 0 || size == 0) return 0.0;
+  const int64_t x_step = x.strides[static_cast<size_t>(ga)];
+  const int64_t g_step = dy.strides[static_cast<size_t>(ga)];
+  const int64_t d_step = dx_strides[static_cast<size_t>(ga)];
+  const int64_t want = std::clamp<int64_t>((lines * size + kGrain - 1) / kGrain, 1, kMaxBlocks);
+  const int64_t block_lines = (lines + want - 1) / want;
+  const int64_t blocks = (lines + block_lines - 1) / block_lines;
+  const auto sums = sum_in_blocks(blocks, 1, [&](int64_t b, double* d_p, double*) {
+    std::vector<float> u(static_cast<size_t>(k));
+    iterate_rows(dims, b * block_lines, std::min(lines, (b + 1) * block_lines),
+                 [&](const std::array<int64_t, 3>& off, const std::array<int64_t, 3>& st,
+                     int64_t n, int64_t, bool) {
+                   for (int64_t j = 0; j < n; ++j) {
+                     const float* xp = x.data + off[0] + j * st[0];
+                     const float* gp = dy.data + off[1] + j * st[1];
+                     float* dxp = write_dx ? dx.data + off[2] + j * st[2] : nullptr;
+                     for (int64_t i0 = 0; i0 + k <= size; i0 += k) {
+                       // The block's scales, as the forward kernel computes them.
+                       bool nan = false;
+                       float amax = 0.f;
+                       for (int64_t i = 0; i < k; ++i) {
+                         u[static_cast<size_t>(i)] = xp[(i0 + i) * x_step] / p;
+                         const float a = std::fabs(u[static_cast<size_t>(i)]);
+                         nan = nan || std::isnan(a);
+                         amax = std::fmax(amax, a);
+                       }
+                       float divisor = 1.f, multiplier = 1.f;
+                       if (!nan) {
+                         if (mx)
+                           nan = !kernels::scalar::mx_scales(amax, mx->emax, &divisor,
+                                                             &multiplier);
+                         else
+                           divisor = multiplier =
+                               kernels::scalar::nvfp4_total_scale(amax, nv->tensor_scale);
+                       }
+                       for (int64_t i = 0; i < k; ++i) {
+                         const float g = gp[(i0 + i) * g_step];
+                         const float w = nan ? std::numeric_limits<float>::quiet_NaN()
+                                             : u[static_cast<size_t>(i)] / divisor;
+                         const float r = format_terms(w, g, f, lsq, multiplier, d_p);
+                         if (dxp) dxp[(i0 + i) * d_step] = r;
+                       }
+                     }
+                   }
+                 });
+  });
+  return nv ? 0.0 : sums.d_scale[0];
+}
+
+void positive_scales(const char* op, const char* arg, const std::vector<double>& values) {
+  for (size_t i = 0; i < values.size(); ++i) rules::scale(op, values[i], i, arg);
+}
+
+}  // namespace
+
+FormatCall format_quant_call(const char* op, const Shape& x_sizes,
+                             const std::vector<double>& scale,
+                             const std::vector<double>& tensor_scale,
+                             const FormatQuantArgs& args) {
+  FormatCall call;
+  call.scaling = args.scaling;
+  call.mode = checked_mode(op, args.mode);
+  call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  const bool mx = args.scaling == FormatScaling::kMx;
+  const kernels::FloatFormat* format =
+      mx ? kernels::find_mx_format(args.format) : kernels::find_float_format(args.format);
+  QI_CHECK(format != nullptr, op, ": format must be one of ",
+           mx ? kernels::mx_format_names() : kernels::float_format_names(), ", got \"",
+           args.format, "\"");
+  const bool nvfp4 =
+      args.scaling == FormatScaling::kFp8Scale || args.scaling == FormatScaling::kNvfp4;
+  QI_CHECK(!nvfp4 || args.format == "E2M1", op, ": scaling \"", to_string(args.scaling),
+           "\" is NVFP4's and takes format \"E2M1\", got \"", args.format, "\"");
+  QI_CHECK(!nvfp4 || !args.group_size || *args.group_size == kernels::kNvfp4BlockSize, op,
+           ": NVFP4 blocks hold ", kernels::kNvfp4BlockSize, " elements, got group_size ",
+           args.group_size.value_or(0));
+  const bool block_scaled = mx || args.scaling == FormatScaling::kNvfp4;
+  QI_CHECK(!block_scaled || !args.channel_axis, op, ": scaling \"", to_string(args.scaling),
+           "\" computes its scales per block from the data and takes no channel_axis, got ",
+           args.channel_axis.value_or(0));
+  const bool takes_tensor_scale = nvfp4;
+  QI_CHECK(takes_tensor_scale || tensor_scale.empty(), op, ": tensor_scale must be empty for "
+           "scaling \"", to_string(args.scaling), "\", got ", tensor_scale.size(), " values");
+  QI_CHECK(tensor_scale.size() <= 1, op, ": tensor_scale must hold at most one value, got ",
+           tensor_scale.size());
+  positive_scales(op, "tensor_scale", tensor_scale);
+  const float t = tensor_scale.empty() ? 0.f : static_cast<float>(tensor_scale[0]);
+  call.tensor_scale = t;
+  switch (args.scaling) {
+    case FormatScaling::kScale:
+    case FormatScaling::kFp8Scale: {
+      const std::optional<int64_t> groups =
+          nvfp4 ? std::optional<int64_t>(kernels::kNvfp4BlockSize) : args.group_size;
+      const kernels::GroupLayout layout = place_params(
+          op, x_sizes, args.channel_axis, groups, args.group_axis, scale.size(),
+          nvfp4 ? "scale (the block scales)" : "scale", &call.axis);
+      kernels::FloatPlan plan = kernels::float_plan(*format, {});
+      plan.groups = layout;
+      if (nvfp4) {
+        rules::finite(op, "scale", scale);
+        for (double b : scale) {
+          call.block_scale.push_back(
+              kernels::scalar::nvfp4_block_scale(static_cast<float>(b)));
+          plan.scale.push_back(kernels::scalar::nvfp4_total(call.block_scale.back(), t));
+        }
+      } else {
+        positive_scales(op, "scale", scale);
+        for (double v : scale) plan.scale.push_back(static_cast<float>(v));
+      }
+      call.plan = std::move(plan);
+      return call;
+    }
+    case FormatScaling::kMx:
+    case FormatScaling::kNvfp4: {
+      const int64_t bs = args.group_size.value_or(mx ? 32 : kernels::kNvfp4BlockSize);
+      QI_CHECK(bs >= 1 && bs <= INT32_MAX, op, ": group_size (the block size) must be in [1, ",
+               INT32_MAX, "], got ", bs);
+      if (mx) {
+        QI_CHECK(scale.size() == 1, op, ": scale (the MX pre-scale) must hold one value, got ",
+                 scale.size());
+        positive_scales(op, "scale", scale);
+        kernels::MxPlan plan = kernels::mx_plan(*format, bs, args.group_axis);
+        const float p = static_cast<float>(scale[0]);
+        plan.tensor_scale = p == 1.f ? 0.f : p;
+        call.tensor_scale = p;
+        call.plan = plan;
+      } else {
+        QI_CHECK(scale.empty(), op, ": scale must be empty for scaling \"nvfp4\" (its block "
+                 "scales follow the data), got ", scale.size(), " values");
+        call.plan = kernels::nvfp4_plan(tensor_scale.empty() ? std::nullopt
+                                                             : std::optional<double>(t),
+                                        args.group_axis);
+      }
+      call.axis = kernels::check_plan_fits(op, call.plan, std::nullopt, std::nullopt, x_sizes);
+      return call;
+    }
+  }
+  throw Error(str_cat(op, ": invalid scaling ", static_cast<int>(args.scaling)));
+}
+
+void format_quant_forward(const FormatCall& call, ConstTensorView x, TensorView y) {
+  kernels::fake_quant_forward(call.plan, x, y, call.axis);
+}
+
+FormatGrads format_quant_backward(const FormatCall& call, ConstTensorView x, ConstTensorView dy,
+                                  TensorView dx) {
+  FormatGrads out;
+  const bool lsq = call.mode == GradMode::kLsq;
+  if (const auto* plan = std::get_if<kernels::FloatPlan>(&call.plan)) {
+    const ElementFormat f{plan->max, plan->mbits,
+                          kernels::scalar::float_format_emin_biased(plan->ebits)};
+    const auto g = param_backward(FloatElem{*plan, f, lsq}, plan->scale.size(), plan->groups, x,
+                                  dy, dx, call.axis);
+    if (call.scaling == FormatScaling::kScale) {
+      for (double d : g.d_scale) out.d_scale.push_back(call.grad_scale * d);
+      return out;
+    }
+    // NVFP4's learned block scales: E = t * e4m3(clamp(b)), straight through the rounding.
+    const double t = call.tensor_scale > 0 ? call.tensor_scale : 1.0;
+    double d_t = 0.0;
+    for (size_t c = 0; c < g.d_scale.size(); ++c) {
+      const float s = call.block_scale[c];
+      const bool clamped = s <= 0.015625f || s >= 448.f;
+      out.d_scale.push_back(clamped ? 0.0 : call.grad_scale * g.d_scale[c] * t);
+      d_t += g.d_scale[c] * s;
+    }
+    if (call.tensor_scale > 0) out.d_tensor_scale.push_back(call.grad_scale * d_t);
+    return out;
+  }
+  const double d_p = block_backward(call, x, dy, dx);
+  if (call.scaling == FormatScaling::kMx) out.d_scale.push_back(call.grad_scale * d_p);
+  else if (call.tensor_scale > 0) out.d_tensor_scale.push_back(0.0);
   return out;
 }
 

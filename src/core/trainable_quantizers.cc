@@ -10,6 +10,8 @@
 
 #include "core/json_util.h"
 #include "core/param_rules.h"
+#include "kernels/plan.h"
+#include "kernels/scalar_ops.h"
 #include "qi/error.h"
 
 namespace qi {
@@ -64,7 +66,31 @@ std::vector<double> per_channel(std::vector<double> v, int64_t channels, const c
 
 std::vector<float> to_float(const std::vector<double>& v) { return {v.begin(), v.end()}; }
 
+// A variable's value for convert (qi::Error naming the variable when it is missing or empty).
+const std::vector<float>& variable_value(const TrainableQuantizer::VariableValues& values,
+                                         const char* name, const char* cls) {
+  auto it = values.find(name);
+  QI_CHECK(it != values.end(), cls, ": convert needs the value of variable \"", name, "\"");
+  QI_CHECK(!it->second.empty(), cls, ": variable \"", name, "\" holds no values");
+  return it->second;
+}
+
 double levels(int64_t bits) { return std::ldexp(1.0, static_cast<int>(bits)) - 1; }
+
+// The element formats by (n_bits, ebits): FLOAT's and MX's (MX also INT8: 8 bits, ebits 0).
+struct FormatName {
+  int64_t n_bits, ebits;
+  const char* name;
+};
+constexpr FormatName kFormatNames[] = {{8, 4, "E4M3"}, {8, 5, "E5M2"}, {6, 3, "E3M2"},
+                                       {6, 2, "E2M3"}, {4, 2, "E2M1"}, {8, 0, "INT8"}};
+
+// The number of positive values of an element format, for LSQ's gradient scale (2^(e+m) - 1;
+// MX's INT8: 127).
+double format_levels(const std::string& name) {
+  const kernels::FloatFormat* f = kernels::find_mx_format(name);
+  return f->ebits == 0 ? 127.0 : levels(f->ebits + f->mbits);
+}
 
 // The thresholds the eval forward and the converted quantizer use (as the symmetric op computes
 // them with min_threshold = kMinThreshold), through float32.
@@ -82,6 +108,8 @@ std::vector<double> eval_thresholds(const std::vector<float>& t, bool pot) {
 
 std::vector<QuantizationMethod> TrainableQuantizerInfo::methods() const {
   if (family == TrainableFamily::kUniform) return {QuantizationMethod::UNIFORM};
+  if (family == TrainableFamily::kFormat)
+    return {QuantizationMethod::FLOAT, QuantizationMethod::MX, QuantizationMethod::NVFP4};
   return {QuantizationMethod::POWER_OF_TWO, QuantizationMethod::SYMMETRIC};
 }
 
@@ -177,6 +205,10 @@ void TrainableQuantizer::parse(const QuantizationParams& params) {
                         "], received ", to_string(method_)));
   }
   const bool activation = info_->target == QuantizationTarget::Activation;
+  if (info_->family == TrainableFamily::kFormat) {
+    parse_format(params);
+    return;
+  }
   group_size_ = param_int(params, "group_size", cls);
   if (group_size_) {
     QI_CHECK(!activation && info_->training_method != TrainingMethod::SoftRounding, cls,
@@ -312,6 +344,7 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::variables(
   const bool soft = info_->training_method == TrainingMethod::SoftRounding;
   const bool lsq = info_->training_method == TrainingMethod::LSQ;
   std::vector<Variable> out;
+  if (info_->family == TrainableFamily::kFormat) return format_variables(weight_shape, weight);
   if (acfg_) {
     if (uniform) {
       out.push_back({kMin, {1}, to_float(min_), !freeze_, VariableGroup::QPARAMS});
@@ -371,6 +404,8 @@ TrainableQuantizer::Forward TrainableQuantizer::forward(bool training, const Sha
   const bool uniform = info_->family == TrainableFamily::kUniform;
   const bool lsq = training && info_->training_method == TrainingMethod::LSQ;
   const bool pot = method_ == QuantizationMethod::POWER_OF_TWO;
+  if (info_->family == TrainableFamily::kFormat)
+    return format_forward(training, weight_shape, activation_channel_axis);
   Forward f;
   f.training = training;
   if (info_->training_method == TrainingMethod::SoftRounding) {
@@ -427,12 +462,8 @@ TrainableQuantizer::Forward TrainableQuantizer::forward(bool training, const Sha
 std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
     const VariableValues& values) const {
   const char* cls = info_->class_name;
-  auto get = [&](const char* name) -> const std::vector<float>& {
-    auto it = values.find(name);
-    QI_CHECK(it != values.end(), cls, ": convert needs the value of variable \"", name, "\"");
-    QI_CHECK(!it->second.empty(), cls, ": variable \"", name, "\" holds no values");
-    return it->second;
-  };
+  auto get = [&](const char* name) { return variable_value(values, name, cls); };
+  if (info_->family == TrainableFamily::kFormat) return format_convert(values);
   const int64_t n = num_bits();
   const bool pot = method_ == QuantizationMethod::POWER_OF_TWO;
   if (info_->family == TrainableFamily::kUniform) {
@@ -470,7 +501,285 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::convert(
   return std::make_shared<WeightsSymmetricInferableQuantizer>(n, t, pc, weight_axis());
 }
 
-bool TrainableQuantizer::needs_weight() const { return replaces_weight(); }
+bool TrainableQuantizer::needs_weight() const {
+  return replaces_weight() || (info_->family == TrainableFamily::kFormat && wcfg_ &&
+                               method_ == QuantizationMethod::NVFP4 &&
+                               info_->training_method == TrainingMethod::LSQ && !block_scale_);
+}
+
+// ---- the formats (FLOAT, MX, NVFP4) ----------------------------------------------------------
+
+void TrainableQuantizer::parse_format(const QuantizationParams& params) {
+  const char* cls = info_->class_name;
+  const int64_t n = num_bits();
+  const bool activation = info_->target == QuantizationTarget::Activation;
+  const bool lsq = info_->training_method == TrainingMethod::LSQ;
+  const auto ebits_given = param_int(params, "ebits", cls);
+  const int64_t ebits = ebits_given.value_or(n == 8 ? 4 : n == 6 ? 3 : 2);
+  for (const auto& f : kFormatNames)
+    if (f.n_bits == n && f.ebits == ebits) format_ = f.name;
+  QI_CHECK(!format_.empty() && (format_ != "INT8" || method_ == QuantizationMethod::MX), cls,
+           ": no ", to_string(method_), " element format has ", n, " bits and \"ebits\" ", ebits,
+           "; expected E4M3 (8, 4), E5M2 (8, 5), E3M2 (6, 3), E2M3 (6, 2), E2M1 (4, 2)",
+           method_ == QuantizationMethod::MX ? " or INT8 (8, 0)" : "");
+  auto known = [&](std::initializer_list<const char*> keys) {
+    for (const auto& [key, value] : params) {
+      bool ok = key == "ebits";
+      for (const char* k : keys) ok = ok || key == k;
+      QI_CHECK(ok, cls, ": ", to_string(method_), " quantization params take ",
+               str_cat("\"ebits\"", [&] {
+                 std::string out;
+                 for (const char* k : keys) out += str_cat(", \"", k, "\"");
+                 return out;
+               }()),
+               "; got \"", key, "\"");
+    }
+  };
+  auto positive = [&](const char* key, double v) {
+    QI_CHECK(std::isfinite(v) && v > 0, cls, ": \"", key, "\" must be finite and > 0, got ", v);
+  };
+  switch (method_) {
+    case QuantizationMethod::FLOAT: {
+      known({"scale", "group_size", "group_axis"});
+      scale_ = param_values(params, "scale", cls);
+      for (double v : scale_) positive("scale", v);
+      QI_CHECK(!activation || scale_.size() == 1, cls,
+               ": activation \"scale\" must hold one value, got ", scale_.size());
+      group_size_ = param_int(params, "group_size", cls);
+      QI_CHECK(!group_size_ || !activation, cls, ": \"group_size\" is taken by weights only");
+      QI_CHECK(!group_size_ || (*group_size_ >= 1 && *group_size_ <= INT32_MAX), cls,
+               ": \"group_size\" must be in [1, ", INT32_MAX, "], got ", group_size_.value_or(0));
+      QI_CHECK(group_size_ || params.find("group_axis") == params.end(), cls,
+               ": \"group_axis\" is given without \"group_size\"");
+      group_axis_ = param_int(params, "group_axis", cls).value_or(-1);
+      return;
+    }
+    case QuantizationMethod::MX: {
+      known({"block_size", "block_axis", "pre_scale"});
+      block_size_ = param_int(params, "block_size", cls).value_or(32);
+      QI_CHECK(block_size_ >= 1 && block_size_ <= INT32_MAX, cls, ": \"block_size\" must be in "
+               "[1, ", INT32_MAX, "], got ", block_size_);
+      block_axis_ = param_int(params, "block_axis", cls).value_or(-1);
+      if (params.count("pre_scale")) pre_scale_ = param_values(params, "pre_scale", cls).at(0);
+      positive("pre_scale", pre_scale_);
+      return;
+    }
+    case QuantizationMethod::NVFP4: {
+      known({"block_axis", "tensor_scale", "block_scale"});
+      QI_CHECK(format_ == "E2M1", cls, ": NVFP4 elements are E2M1 (4 bits, \"ebits\" 2), got ",
+               format_);
+      QI_CHECK(!(activation && lsq), cls, ": LSQ is not available for NVFP4 activations: their "
+               "block scales follow the data, so nothing is left to learn; use STE");
+      block_axis_ = param_int(params, "block_axis", cls).value_or(-1);
+      if (!activation && lsq) {  // learned block scales: the per-group layout
+        group_size_ = kernels::kNvfp4BlockSize;
+        group_axis_ = block_axis_;
+      }
+      if (params.count("tensor_scale")) {
+        tensor_scale_ = param_values(params, "tensor_scale", cls).at(0);
+        positive("tensor_scale", *tensor_scale_);
+      }
+      if (params.count("block_scale")) {
+        QI_CHECK(!activation && lsq, cls, ": \"block_scale\" is learned by NVFP4 LSQ weights "
+                 "only (STE computes the block scales from the data)");
+        block_scale_ = param_values(params, "block_scale", cls);
+        for (double v : *block_scale_) positive("block_scale", v);
+      }
+      return;
+    }
+    default:
+      break;
+  }
+  throw Error(str_cat(cls, ": unexpected method ", to_string(method_)));
+}
+
+std::vector<TrainableQuantizer::Variable> TrainableQuantizer::format_variables(
+    const Shape& weight_shape, const float* weight) const {
+  const char* cls = info_->class_name;
+  const bool lsq = info_->training_method == TrainingMethod::LSQ;
+  // Weights learn with LSQ; activations learn unless frozen (as the integer quantizers).
+  const bool learn = !freeze_ && (acfg_ || lsq);
+  std::vector<Variable> out;
+  auto tensor_scale = [&](bool trainable) {
+    if (tensor_scale_)
+      out.push_back({kTensorScale, {1}, {static_cast<float>(*tensor_scale_)}, trainable,
+                     VariableGroup::QPARAMS});
+  };
+  switch (method_) {
+    case QuantizationMethod::FLOAT: {
+      const int64_t c = acfg_ ? 1 : channels(weight_shape);
+      const char* what = group_size_ ? "(channel, group) pairs" : "channels";
+      out.push_back({kScale, {c}, to_float(per_channel(scale_, c, cls, "scale", what)), learn,
+                     VariableGroup::QPARAMS});
+      return out;
+    }
+    case QuantizationMethod::MX:
+      out.push_back({kPreScale, {1}, {static_cast<float>(pre_scale_)}, learn,
+                     VariableGroup::QPARAMS});
+      return out;
+    case QuantizationMethod::NVFP4: {
+      if (acfg_ || !lsq) {
+        tensor_scale(false);
+        return out;
+      }
+      // One learned block scale per (channel, block of 16 along block_axis).
+      const int64_t count = channels(weight_shape);  // (channel, block) pairs
+      const int64_t r = static_cast<int64_t>(weight_shape.size());
+      const int64_t extent = weight_shape[static_cast<size_t>(group_axis_ < 0 ? group_axis_ + r
+                                                                             : group_axis_)];
+      QI_CHECK(extent % kernels::kNvfp4BlockSize == 0, cls, ": NVFP4 blocks hold ",
+               kernels::kNvfp4BlockSize, " elements, but the weight has ", extent,
+               " elements along block_axis ", block_axis_);
+      std::vector<float> init;
+      if (block_scale_) {
+        init = to_float(per_channel(*block_scale_, count, cls, "block_scale",
+                                    "(channel, block) pairs"));
+      } else {
+        QI_CHECK(weight != nullptr, cls, ": NVFP4 LSQ initializes its block scales from the "
+                 "weight's values; none were given (or give \"block_scale\")");
+        // amax / 6 / tensor_scale of each block (at least E4M3's smallest normal).
+        const int64_t ga = group_axis_ < 0 ? group_axis_ + r : group_axis_;
+        const auto axis = weight_axis();
+        const int64_t ca = axis ? (*axis < 0 ? *axis + r : *axis) : -1;
+        const int64_t groups = extent / kernels::kNvfp4BlockSize;
+        std::vector<double> amax(static_cast<size_t>(count), 0.0);
+        Shape stride(weight_shape.size(), 1);
+        for (int64_t d = r - 2; d >= 0; --d)
+          stride[static_cast<size_t>(d)] =
+              stride[static_cast<size_t>(d + 1)] * weight_shape[static_cast<size_t>(d + 1)];
+        int64_t numel = 1;
+        for (int64_t v : weight_shape) numel *= v;
+        for (int64_t i = 0; i < numel; ++i) {
+          const int64_t ch =
+              ca < 0 ? 0 : (i / stride[static_cast<size_t>(ca)]) % weight_shape[static_cast<size_t>(ca)];
+          const int64_t g = (i / stride[static_cast<size_t>(ga)]) % extent /
+                            kernels::kNvfp4BlockSize;
+          double& m = amax[static_cast<size_t>(ch * groups + g)];
+          m = std::max(m, static_cast<double>(std::fabs(weight[i])));
+        }
+        // In float32 as the data-scaled NVFP4 computes them: at first the learned quantizer
+        // equals WeightsNVFP4InferableQuantizer bit for bit.
+        for (double m : amax) {
+          float s = static_cast<float>(m) / 6.f;
+          if (tensor_scale_) s = s / static_cast<float>(*tensor_scale_);
+          init.push_back(std::max(s, 0.015625f));
+        }
+      }
+      out.push_back({kBlockScale, {count}, std::move(init), learn, VariableGroup::QPARAMS});
+      tensor_scale(learn);
+      return out;
+    }
+    default:
+      break;
+  }
+  throw Error(str_cat(cls, ": unexpected method ", to_string(method_)));
+}
+
+
+TrainableQuantizer::Forward TrainableQuantizer::format_forward(
+    bool training, const Shape& weight_shape, int64_t activation_channel_axis) const {
+  const bool lsq = training && info_->training_method == TrainingMethod::LSQ;
+  const double L = format_levels(format_);
+  Forward f;
+  f.training = training;
+  f.op = TrainableOp::kFormatQuant;
+  f.variables_require_grad = acfg_ ? training : lsq;
+  trainable::FormatQuantArgs& a = f.format;
+  a.format = format_;
+  a.mode = lsq ? GradMode::kLsq : GradMode::kSte;
+  // C: the parameter count (weights), or the input's channels (activations, at the call).
+  const int64_t c = acfg_ || method_ != QuantizationMethod::FLOAT || !wcfg_
+                        ? 1
+                        : channels(weight_shape);
+  if (acfg_) {
+    a.grad_scale = lsq ? 1.0 / std::sqrt(L) : 1.0;
+    if (lsq) a.grad_scale_axis = activation_channel_axis;
+  } else {
+    a.grad_scale = lsq ? 1.0 / std::sqrt(L * static_cast<double>(c)) : 1.0;
+  }
+  switch (method_) {
+    case QuantizationMethod::FLOAT:
+      a.scaling = trainable::FormatScaling::kScale;
+      f.inputs = {{"scale", kScale}};
+      if (wcfg_) {
+        a.channel_axis = c > 1 || group_size_ ? weight_axis() : std::nullopt;
+        a.group_size = group_size_;
+        a.group_axis = group_axis_;
+      }
+      return f;
+    case QuantizationMethod::MX:
+      a.scaling = trainable::FormatScaling::kMx;
+      f.inputs = {{"scale", kPreScale}};
+      a.group_size = block_size_;
+      a.group_axis = block_axis_;
+      return f;
+    case QuantizationMethod::NVFP4:
+      a.group_size = kernels::kNvfp4BlockSize;
+      a.group_axis = block_axis_;
+      if (wcfg_ && info_->training_method == TrainingMethod::LSQ) {
+        // Learned block scales (in eval too: the converted quantizer holds them).
+        const int64_t blocks = channels(weight_shape);
+        a.scaling = trainable::FormatScaling::kFp8Scale;
+        a.channel_axis = weight_axis();
+        a.grad_scale = lsq ? 1.0 / std::sqrt(L * static_cast<double>(blocks)) : 1.0;
+        f.inputs.push_back({"scale", kBlockScale});
+      } else {
+        a.scaling = trainable::FormatScaling::kNvfp4;
+        f.variables_require_grad = false;  // the tensor scale is fixed
+      }
+      if (tensor_scale_) f.inputs.push_back({"tensor_scale", kTensorScale});
+      return f;
+    default:
+      break;
+  }
+  throw Error(str_cat(info_->class_name, ": unexpected method ", to_string(method_)));
+}
+
+std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::format_convert(
+    const VariableValues& values) const {
+  const char* cls = info_->class_name;
+  auto get = [&](const char* name) { return variable_value(values, name, cls); };
+  QuantizerParams p;
+  p.num_bits = num_bits();
+  p.format = format_;
+  if (wcfg_) {
+    p.per_channel = wcfg_->weights_per_channel_threshold;
+    p.channel_axis = weight_axis();
+  }
+  if (tensor_scale_) p.tensor_scale = get(kTensorScale)[0];
+  switch (method_) {
+    case QuantizationMethod::FLOAT: {
+      for (float v : get(kScale)) p.scale.push_back(v);
+      if (acfg_) return std::make_shared<ActivationFloatInferableQuantizer>(p);
+      p.group_size = group_size_;
+      p.group_axis = group_axis_;
+      return std::make_shared<WeightsFloatInferableQuantizer>(p);
+    }
+    case QuantizationMethod::MX: {
+      p.block_size = block_size_;
+      p.block_axis = block_axis_;
+      const float pre = get(kPreScale)[0];
+      if (pre != 1.f) p.tensor_scale = pre;
+      if (acfg_) return std::make_shared<ActivationMXInferableQuantizer>(p);
+      return std::make_shared<WeightsMXInferableQuantizer>(p);
+    }
+    case QuantizationMethod::NVFP4: {
+      p.block_axis = block_axis_;
+      if (acfg_) return std::make_shared<ActivationNVFP4InferableQuantizer>(p);
+      if (info_->training_method == TrainingMethod::LSQ) {
+        // The E4M3 values the forward uses.
+        std::vector<double> b;
+        for (float v : get(kBlockScale)) b.push_back(kernels::scalar::nvfp4_block_scale(v));
+        QI_CHECK(false, cls, ": converting learned NVFP4 block scales needs the inferable "
+                 "quantizer's block_scales (", b.size(), " values)");
+      }
+      return std::make_shared<WeightsNVFP4InferableQuantizer>(p);
+    }
+    default:
+      break;
+  }
+  throw Error(str_cat(cls, ": unexpected method ", to_string(method_)));
+}
 
 QuantizerParams TrainableQuantizer::grouped_params(int64_t num_bits) const {
   QuantizerParams p;

@@ -282,13 +282,6 @@ def test_grouped_qat_trains_and_converts_bit_for_bit(method):
         assert torch.equal(inferable(x), before)
 
 
-def test_training_a_format_is_refused_until_it_has_a_trainable_quantizer():
-    with pytest.raises(ValueError) as e:
-        qp.prepare_qat(linear(rand((4, 64))), {"weights": {"method": "FLOAT",
-                                                           "training": "LSQ"}}, None)
-    assert '"training" LSQ is not available for FLOAT weights' in str(e.value)
-
-
 # ---- Keras and the same parameters from both front ends -----------------------------------------
 
 def test_keras_dense_and_conv_groups_match_pytorch():
