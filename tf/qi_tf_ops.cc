@@ -8,6 +8,7 @@
 //   QiFakeQuant(x; quantizer)                      inferable quantizer from its to_json() text
 //   QiSymmetricQuant(x, threshold, ...)            trainable symmetric/POT (STE or LSQ)
 //   QiUniformQuant(x, min_range, max_range, ...)   trainable uniform (STE or LSQ)
+//   QiFormatQuant(x, scale, tensor_scale, ...)     trainable FLOAT, MX and NVFP4 (STE or LSQ)
 //   QiSoftRound(w, alpha, threshold_or_min, ...)   soft rounding (AdaRound-style)
 //   QiSoftRoundRegularization and the *Grad ops.
 #include <memory>
@@ -188,6 +189,9 @@ Status shapes_of_inputs(InferenceContext* c) {
 // Per-parameter gradients into a float32 output shaped like the parameter.
 Status write_param_grad(OpKernelContext* ctx, int index, const TensorShape& shape,
                         const std::vector<double>& g) {
+  if (static_cast<int64_t>(g.size()) != shape.num_elements())
+    return ::tensorflow::errors::Internal("qi: ", g.size(), " parameter gradients for a "
+                                          "parameter of ", shape.num_elements(), " values");
   Tensor* out = nullptr;
   TF_RETURN_IF_ERROR(ctx->allocate_output(index, shape, &out));
   auto flat = out->flat<float>();
@@ -195,8 +199,9 @@ Status write_param_grad(OpKernelContext* ctx, int index, const TensorShape& shap
   return Status();
 }
 
-// dx of an affine backward: dy itself for STE (ste_round and ste_clip), else a new tensor.
-Status affine_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode mode,
+// dx of a trainable backward (affine or formats): dy itself for STE (straight through the
+// rounding and the clip), else a new tensor.
+Status trainable_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode mode,
                  TensorView* dx_view) {
   if (mode == trainable::GradMode::kSte) {
     ctx->set_output(0, grad);
@@ -208,9 +213,9 @@ Status affine_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode m
   return Status();
 }
 
-#define QI_AFFINE_ATTRS                                                                          \
-  Attr("num_bits: int")                                                                          \
-      .Attr("has_channel_axis: bool = false")                                                    \
+// The attributes every trainable op (affine and formats) shares.
+#define QI_TRAINABLE_ATTRS                                                                       \
+  Attr("has_channel_axis: bool = false")                                                         \
       .Attr("channel_axis: int = 0")                                                             \
       .Attr("mode: string = 'ste'")                                                              \
       .Attr("has_grad_scale_axis: bool = false")                                                 \
@@ -218,16 +223,23 @@ Status affine_dx(OpKernelContext* ctx, const Tensor& grad, trainable::GradMode m
       .Attr("has_group_size: bool = false")                                                      \
       .Attr("group_size: int = 0")                                                               \
       .Attr("group_axis: int = -1")
+#define QI_AFFINE_ATTRS Attr("num_bits: int").QI_TRAINABLE_ATTRS
 
-// The affine ops' shared optional attributes.
+// The shared optional attributes of the trainable ops (QI_TRAINABLE_ATTRS).
 template <typename Args>
-Status read_affine_attrs(OpKernelConstruction* ctx, const char* op, Args* args) {
-  TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args->num_bits));
+Status read_trainable_attrs(OpKernelConstruction* ctx, const char* op, Args* args) {
   TF_RETURN_IF_ERROR(optional_int(ctx, "channel_axis", &args->channel_axis));
   TF_RETURN_IF_ERROR(optional_int(ctx, "grad_scale_axis", &args->grad_scale_axis));
   TF_RETURN_IF_ERROR(optional_int(ctx, "group_size", &args->group_size));
   TF_RETURN_IF_ERROR(ctx->GetAttr("group_axis", &args->group_axis));
   return grad_mode(ctx, op, &args->mode);
+}
+
+// The affine ops' attributes: num_bits and the trainable ones.
+template <typename Args>
+Status read_affine_attrs(OpKernelConstruction* ctx, const char* op, Args* args) {
+  TF_RETURN_IF_ERROR(ctx->GetAttr("num_bits", &args->num_bits));
+  return read_trainable_attrs(ctx, op, args);
 }
 
 struct SymmetricAttrs {
@@ -314,7 +326,7 @@ class QiSymmetricQuantGradOp : public OpKernel {
     trainable::AffineCall call;
     OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, ctx->input(2), 3, &args, &t, &call));
     TensorView dx_view;
-    OP_REQUIRES_OK(ctx, affine_dx(ctx, grad, args.mode, &dx_view));
+    OP_REQUIRES_OK(ctx, trainable_dx(ctx, grad, args.mode, &dx_view));
     std::vector<double> dt;
     OP_REQUIRES_OK(ctx, guarded([&] {
       dt = trainable::symmetric_quant_backward(call, t, args, const_view(x), const_view(grad),
@@ -409,7 +421,7 @@ class QiUniformQuantGradOp : public OpKernel {
     trainable::AffineCall call;
     OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, 2, &args, &lo, &hi, &call));
     TensorView dx_view;
-    OP_REQUIRES_OK(ctx, affine_dx(ctx, grad, args.mode, &dx_view));
+    OP_REQUIRES_OK(ctx, trainable_dx(ctx, grad, args.mode, &dx_view));
     std::vector<trainable::RangeGrads> r;
     OP_REQUIRES_OK(ctx, guarded([&] {
       r = trainable::uniform_quant_backward(call, lo, hi, args, const_view(x), const_view(grad),
@@ -429,6 +441,108 @@ class QiUniformQuantGradOp : public OpKernel {
 };
 REGISTER_KERNEL_BUILDER(Name("QiUniformQuantGrad").Device(::tensorflow::DEVICE_CPU),
                         QiUniformQuantGradOp);
+
+// ---- the formats: low-precision floats, MX and NVFP4 --------------------------------------------
+// An input the scaling does not use (scale or tensor_scale) is an empty tensor.
+
+struct FormatAttrs {
+  trainable::FormatQuantArgs args;
+  Status read(OpKernelConstruction* ctx, const char* op) {
+    std::string scaling;
+    TF_RETURN_IF_ERROR(ctx->GetAttr("format", &args.format));
+    TF_RETURN_IF_ERROR(ctx->GetAttr("scaling", &scaling));
+    TF_RETURN_IF_ERROR(
+        guarded([&] { args.scaling = trainable::parse_format_scaling(op, scaling); }));
+    return read_trainable_attrs(ctx, op, &args);
+  }
+  // Inputs first_param (scale), first_param + 1 (tensor_scale), first_param + 2 (grad_scale).
+  Status call(OpKernelContext* ctx, const char* op, const Tensor& x, int first_param,
+              trainable::FormatCall* out) const {
+    trainable::FormatQuantArgs a = args;
+    TF_RETURN_IF_ERROR(double_scalar(ctx, first_param + 2, op, "grad_scale", &a.grad_scale));
+    const auto scale = values_of(ctx->input(first_param));
+    const auto tensor_scale = values_of(ctx->input(first_param + 1));
+    return guarded(
+        [&] { *out = trainable::format_quant_call(op, sizes_of(x), scale, tensor_scale, a); });
+  }
+};
+
+#define QI_FORMAT_ATTRS                                                                          \
+  Attr("format: string")                                                                         \
+      .Attr("scaling: string")                                                                   \
+      .QI_TRAINABLE_ATTRS
+
+REGISTER_OP("QiFormatQuant")
+    .Input("x: float")
+    .Input("scale: float")
+    .Input("tensor_scale: float")
+    .Input("grad_scale: double")
+    .Output("y: float")
+    .QI_FORMAT_ATTRS
+    .SetShapeFn(shapes_of_inputs<0, 0>)
+    .Doc("Trainable FLOAT, MX and NVFP4 fake quantizer (qi::trainable::format_quant_call).");
+
+REGISTER_OP("QiFormatQuantGrad")
+    .Input("grad: float")
+    .Input("x: float")
+    .Input("scale: float")
+    .Input("tensor_scale: float")
+    .Input("grad_scale: double")
+    .Output("dx: float")
+    .Output("dscale: float")
+    .Output("dtensor_scale: float")
+    .QI_FORMAT_ATTRS
+    .SetShapeFn(shapes_of_inputs<0, 1, 1, 2, 2, 3>);
+
+class QiFormatQuantOp : public OpKernel {
+ public:
+  explicit QiFormatQuantOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiFormatQuant"));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "QiFormatQuant";
+    const Tensor& x = ctx->input(0);
+    trainable::FormatCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, 1, &call));
+    Tensor* y = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &y));
+    OP_REQUIRES_OK(ctx, guarded([&] {
+      trainable::format_quant_forward(call, const_view(x), mutable_view(y));
+    }));
+  }
+
+ private:
+  FormatAttrs attrs_;
+};
+REGISTER_KERNEL_BUILDER(Name("QiFormatQuant").Device(::tensorflow::DEVICE_CPU), QiFormatQuantOp);
+
+class QiFormatQuantGradOp : public OpKernel {
+ public:
+  explicit QiFormatQuantGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, attrs_.read(ctx, "QiFormatQuantGrad"));
+  }
+  void Compute(OpKernelContext* ctx) override {
+    const char* op = "QiFormatQuantGrad";
+    const Tensor& grad = ctx->input(0);
+    const Tensor& x = ctx->input(1);
+    OP_REQUIRES_OK(ctx, same_shape(grad, x, op, "grad", "x"));
+    trainable::FormatCall call;
+    OP_REQUIRES_OK(ctx, attrs_.call(ctx, op, x, 2, &call));
+    TensorView dx_view;
+    OP_REQUIRES_OK(ctx, trainable_dx(ctx, grad, attrs_.args.mode, &dx_view));
+    trainable::FormatGrads g;
+    OP_REQUIRES_OK(ctx, guarded([&] {
+      g = trainable::format_quant_backward(call, const_view(x), const_view(grad), dx_view);
+    }));
+    OP_REQUIRES_OK(ctx, write_param_grad(ctx, 1, ctx->input(2).shape(), g.d_scale));
+    OP_REQUIRES_OK(ctx, write_param_grad(ctx, 2, ctx->input(3).shape(), g.d_tensor_scale));
+  }
+
+ private:
+  FormatAttrs attrs_;
+};
+REGISTER_KERNEL_BUILDER(Name("QiFormatQuantGrad").Device(::tensorflow::DEVICE_CPU),
+                        QiFormatQuantGradOp);
 
 // ---- soft rounding ------------------------------------------------------------------------------
 

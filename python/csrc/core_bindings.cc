@@ -769,6 +769,7 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("class_name", [](const qi::TrainableQuantizer& q) { return q.class_name(); })
       .def_property_readonly("freeze_quant_params", &qi::TrainableQuantizer::freeze_quant_params)
       .def_property_readonly("replaces_weight", &qi::TrainableQuantizer::replaces_weight)
+      .def_property_readonly("needs_weight", &qi::TrainableQuantizer::needs_weight)
       .def("frozen", [](const qi::TrainableQuantizer& q) -> TrainablePtr { return q.frozen(); })
       .def("config_json", &qi::TrainableQuantizer::config_json)
       .def("to_json", &qi::TrainableQuantizer::to_json)

@@ -31,7 +31,8 @@ built = pytest.mark.skipif(not os.path.exists(CUDA_LIBRARY),
 
 # Every op with a CUDA kernel (torch/csrc/cuda/ops.cc).
 CUDA_OPS = ["fake_quant", "fake_quant.out", "quantize", "quantize.out", "symmetric_quant",
-            "_symmetric_quant_backward", "uniform_quant", "_uniform_quant_backward"]
+            "_symmetric_quant_backward", "uniform_quant", "_uniform_quant_backward",
+            "format_quant", "_format_quant_backward"]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 INFERABLE = _core.inferable_quantizers()
 
@@ -198,6 +199,20 @@ def test_cuda_trainable_ops_refuse_groups():
         torch.ops.qi.symmetric_quant(x, t, 4, True, 0, "lsq", 1.0, group_size=32, group_axis=1)
     with pytest.raises(ValueError, match=r"qi::uniform_quant: group_size is not supported"):
         torch.ops.qi.uniform_quant(x, -t, t, 4, 0, "lsq", 1.0, False, group_size=32, group_axis=1)
+
+
+@gpu
+def test_cuda_format_quant_is_refused_with_a_value_error():
+    x = torch.ones(4, 32, device="cuda")
+    s = torch.ones(1, device="cuda")
+    none = torch.empty(0, device="cuda")
+    with pytest.raises(ValueError, match=r"^qi::format_quant: format_quant is not supported on "
+                                         r"CUDA yet"):
+        torch.ops.qi.format_quant(x, s, none, "E4M3", "scale", None, "lsq", 1.0)
+    with pytest.raises(ValueError, match=r"^qi::_format_quant_backward: format_quant is not "
+                                         r"supported on CUDA yet"):
+        torch.ops.qi._format_quant_backward(x, x, s, none, "E4M3", "scale", None, "lsq", 1.0,
+                                            None, None, -1, True, True)
 
 
 @gpu

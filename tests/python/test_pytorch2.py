@@ -91,6 +91,28 @@ def opcheck_cases():
             cases.append((f"_uniform_quant_backward-{mode}-{channels}ch",
                           torch.ops.qi._uniform_quant_backward.default,
                           (dy, x, lo, hi, 4, axis, mode, 0.5, False, None, True, True), {}))
+    # The formats' op: each scaling once (unused parameters are empty tensors).
+    none = torch.empty(0)
+    for scaling, fmt, scale, ts, kw in (
+            ("scale", "E4M3", torch.full((3,), 0.01), none, {}),
+            ("fp8_scale", "E2M1", torch.full((6,), 0.2), torch.tensor([0.5]),
+             {"group_size": 16, "group_axis": -1}),
+            ("mx", "E2M1", torch.tensor([0.7]), none, {"group_size": 16, "group_axis": -1}),
+            ("nvfp4", "E2M1", none, torch.tensor([0.01]), {"group_size": 16, "group_axis": -1})):
+        axis = 1 if scaling in ("scale", "fp8_scale") else None
+        for mode in ("ste", "lsq"):
+            for grad in (False, True):
+                x = (torch.randn(2, 3, 32) * 2).requires_grad_(grad)
+                cases.append((f"format_quant-{scaling}-{mode}-{'grad' if grad else 'nograd'}",
+                              torch.ops.qi.format_quant.default,
+                              (x, scale.clone().requires_grad_(grad),
+                               ts.clone().requires_grad_(grad), fmt, scaling, axis, mode, 0.5),
+                              dict(kw)))
+            cases.append((f"_format_quant_backward-{scaling}-{mode}",
+                          torch.ops.qi._format_quant_backward.default,
+                          (torch.randn(2, 3, 32), torch.randn(2, 3, 32) * 2, scale, ts, fmt,
+                           scaling, axis, mode, 0.5, None, kw.get("group_size"),
+                           kw.get("group_axis", -1), True, True), {}))
     for uniform in (False, True):
         for training in (True, False):
             for grad in (False, True):

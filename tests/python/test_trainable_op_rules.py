@@ -125,7 +125,7 @@ def test_nan_input_gives_nan_tf_lsq_threshold_gradient():
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_parameter_gradients_do_not_depend_on_strides(mode, per_channel):
     """An expanded view (stride 0), a transposed view and a contiguous copy of the same values
-    give the same threshold and range gradients, bit for bit."""
+    give the same threshold, range and scale gradients, bit for bit."""
     base = torch.from_numpy(np.random.default_rng(5).standard_normal((1, 67)).astype(np.float32))
     dense = base.expand(301, 67).contiguous()
     views = {"expanded": base.expand(301, 67),
@@ -139,10 +139,13 @@ def test_parameter_gradients_do_not_depend_on_strides(mode, per_channel):
         t = torch.full((c,), 1.25, requires_grad=True)
         lo = torch.full((c,), -1.0, requires_grad=True)
         hi = torch.full((c,), 1.5, requires_grad=True)
+        s = torch.full((c,), 0.004, requires_grad=True)
         dy = torch.linspace(-1, 1, 301 * 67).reshape(301, 67)
         torch.ops.qi.symmetric_quant(x, t, 8, True, axis, mode, 0.3).backward(dy)
         torch.ops.qi.uniform_quant(x, lo, hi, 8, axis, mode, 0.3, False).backward(dy)
-        grads[name] = (t.grad, lo.grad, hi.grad)
+        torch.ops.qi.format_quant(x, s, torch.empty(0), "E4M3", "scale", axis, mode,
+                                  0.3).backward(dy)
+        grads[name] = (t.grad, lo.grad, hi.grad, s.grad)
     for name in ("expanded", "transposed"):
         for got, want in zip(grads[name], grads["contiguous"]):
             assert torch.equal(got.view(torch.int32), want.view(torch.int32)), name

@@ -704,6 +704,48 @@ struct SoftFixture {
   }
 };
 
+// ---- the formats' op ----------------------------------------------------------------------------
+
+// FLOAT E4M3/E5M2 with a scale per channel along axis 0 of [4, 40]: the forward is torch's float8
+// cast, and the gradients are those of the autograd formulation E * (c + (F(c) - c).detach())
+// (LSQ: c = clamp(x / E, -max, max), a hard clip) or E * (u + (F(clamp(u)) - u).detach()) (STE),
+// with LSQ's gradient scale on E.
+void check_format_float8(at::ScalarType f8, double largest, const char* format,
+                         const std::string& mode, double g) {
+  ::torch::manual_seed(21);
+  const at::Tensor x0 = ::torch::randn({4, 40}) * 3;
+  const at::Tensor s0 = ::torch::tensor({0.012f, 0.015f, 0.013f, 0.014f}) * (448.0 / largest);
+  const at::Tensor dy = ::torch::randn({4, 40});
+  const at::Tensor x = x0.clone().requires_grad_(), s = s0.clone().requires_grad_();
+  const at::Tensor y = qi::torch::format_quant(x, s, at::empty({0}), format, "scale", 0, mode, g);
+  const at::Tensor e0 = s0.reshape({4, 1});
+  EXPECT_TRUE(bit_equal(y, ::torch::clamp(x0 / e0, -largest, largest).to(f8).to(at::kFloat) * e0));
+  (y * dy).sum().backward();
+
+  const at::Tensor xr = x0.clone().requires_grad_(), sr = s0.clone().requires_grad_();
+  const at::Tensor e = grad_scale(sr, g).reshape({4, 1});
+  const at::Tensor u = xr / e;
+  const auto f = [&](const at::Tensor& v) { return v.to(f8).to(at::kFloat); };
+  const at::Tensor c = mode == "lsq" ? ::torch::clamp(u, -largest, largest) : u;
+  const at::Tensor yr = e * (c + (f(::torch::clamp(c, -largest, largest)) - c).detach());
+  (yr * dy).sum().backward();
+  // dx: dy, masked by the clip for LSQ (exact; the reference's dy * E / E is not).
+  const at::Tensor inside = (x0 / e0).abs() <= largest;
+  EXPECT_TRUE(bit_equal(x.grad(), mode == "lsq" ? ::torch::where(inside, dy, 0.f) : dy));
+  const at::Tensor mag = (dy.abs() * (u.abs() + largest)).sum(1).detach() * g;
+  EXPECT_TRUE(all_close(s.grad(), sr.grad(), 1e-4, sum_tol(mag)));
+  EXPECT_GT(sr.grad().abs().sum().item<double>(), 0.0);
+  if (mode == "lsq") {
+    EXPECT_GT((~inside).sum().item<int64_t>(), 0);  // some elements clip
+  }
+}
+
+TEST(FormatQuantOp, Float8MatchesTorchsCastAndAutogradReference) {
+  check_format_float8(at::kFloat8_e4m3fn, 448.0, "E4M3", "ste", 1.0);
+  check_format_float8(at::kFloat8_e4m3fn, 448.0, "E4M3", "lsq", 0.37);
+  check_format_float8(at::kFloat8_e5m2, 57344.0, "E5M2", "lsq", 1.0);
+}
+
 TEST(SoftRoundOp, ForwardMatchesReference) {
   const SoftFixture s;
   EXPECT_TRUE(all_close(s.op(s.alpha, true), s.ref(s.alpha, true), 1e-6, 1e-7));

@@ -35,7 +35,7 @@ void TrainableQuantizer::initialize_quantization(at::IntArrayRef shape, const st
                                                  ::torch::nn::Module& module) {
   const char* cls = class_name();
   at::Tensor weight;
-  if (policy_->replaces_weight())
+  if (policy_->needs_weight())
     weight = weight_of(module, name, cls).detach().to(at::kFloat).contiguous();
   const auto vars = policy_->variables(shape.vec(), weight.defined() ? weight.const_data_ptr<float>()
                                                                      : nullptr);
@@ -78,8 +78,22 @@ at::Tensor TrainableQuantizer::forward(const at::Tensor& x, bool training) {
       return soft_round(x, in[0], in[1], a.num_bits, a.power_of_two, a.channel_axis, f.training,
                         in.size() > 2 ? in[2] : at::Tensor());
     }
-    case TrainableOp::kFormatQuant:
-      break;  // bound with the qi::format_quant op
+    case TrainableOp::kFormatQuant: {
+      // The policy lists the parameters its scaling uses; the others are empty tensors.
+      at::Tensor scale = at::empty({0}, x.options().dtype(at::kFloat)), tensor_scale = scale;
+      for (size_t i = 0; i < f.inputs.size(); ++i) {
+        const std::string& argument = f.inputs[i].first;
+        if (argument == "scale") scale = in[i];
+        else if (argument == "tensor_scale") tensor_scale = in[i];
+        else
+          throw Error(
+              str_cat(class_name(), ": format_quant has no argument \"", argument, "\""));
+      }
+      const auto& a = f.format;
+      return format_quant(x, scale, tensor_scale, a.format, trainable::to_string(a.scaling),
+                          a.channel_axis, mode_name(a.mode), a.grad_scale, a.grad_scale_axis,
+                          a.group_size, a.group_axis);
+    }
   }
   throw Error(str_cat(class_name(), ": unknown op"));
 }

@@ -24,6 +24,11 @@ from quantizers_infrastructure.common.trainable_configs import (
 VAR = "var"
 GROUP = "group"
 
+# Tensor arguments of an op that a policy may leave out of its forward's inputs: the front ends
+# pass them as empty (0-element) float32 tensors.
+OPTIONAL_TENSOR_ARGUMENTS: Dict[str, Tuple[str, ...]] = {
+    "format_quant": ("scale", "tensor_scale")}
+
 # The core's trainable registry, in registry order.
 TRAINABLE_REGISTRY: List[Dict[str, Any]] = _core.trainable_quantizers()
 
@@ -66,7 +71,10 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
         self.quantization_config = quantization_config
         self.freeze_quant_params = freeze_quant_params
         self.quantizer_parameters: Dict[str, Dict[str, Any]] = {}
-        self._forward: Dict[bool, Tuple[str, List[Tuple[str, str]], bool, Dict[str, Any]]] = {}
+        # training -> (op, [(op argument, variable)], requires_grad, static kwargs,
+        #              op arguments passed empty)
+        self._forward: Dict[bool, Tuple[str, List[Tuple[str, str]], bool, Dict[str, Any],
+                                        List[str]]] = {}
         self._policy = (None if self._core_class is None else
                         _core._TrainableQuantizer(self._core_class, json.dumps(self.get_config())))
 
@@ -101,13 +109,16 @@ class BaseTrainableQuantizer(BaseInferableQuantizer):
             raise NotImplementedError(f"{type(self).__name__} must implement "
                                       f"initialize_quantization")
         shape = [] if tensor_shape is None else [int(d) for d in tensor_shape]
-        weight = self._weight_values(layer, name) if self._policy.replaces_weight else None
+        weight = self._weight_values(layer, name) if self._policy.needs_weight else None
         for v in self._policy.variables(shape, weight):
             var = self._create_variable(layer, name, v["name"], v["initial"], v["trainable"])
             self.add_quantizer_variable(v["name"], var, VariableGroup(v["group"]))
         for training in (False, True):
             f = self._policy.forward(training, shape, self.activation_channel_axis)
-            self._forward[training] = (f["op"], f["inputs"], f["requires_grad"], f["kwargs"])
+            given = {a for a, _ in f["inputs"]}
+            empty = [a for a in OPTIONAL_TENSOR_ARGUMENTS.get(f["op"], ()) if a not in given]
+            self._forward[training] = (f["op"], f["inputs"], f["requires_grad"], f["kwargs"],
+                                       empty)
 
     def __call__(self, inputs, training: bool = True):
         if not self._forward:

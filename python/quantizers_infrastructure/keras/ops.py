@@ -4,6 +4,7 @@
     fake_quant(quantizer, x)            any inferable quantizer (its to_json() text is an attr)
     symmetric_quant(x, threshold, ...)  trainable symmetric/POT, STE or LSQ gradients
     uniform_quant(x, min, max, ...)     trainable uniform, STE or LSQ gradients
+    format_quant(x, scale, ...)         trainable FLOAT, MX and NVFP4, STE or LSQ gradients
     soft_round(w, alpha, ...)           soft rounding (gradient to alpha)
     soft_round_regularization
 
@@ -166,6 +167,37 @@ def uniform_quant(x, min_range, max_range, num_bits: int, channel_axis: Optional
                 **_group_attrs(group_size, group_axis))
 
 
+def _parameter(value, who: str, arg: str) -> tf.Tensor:
+    # None: a parameter the scaling does not use, passed as an empty tensor.
+    return tf.zeros([0], tf.float32) if value is None else _float32(value, who, arg)
+
+
+def format_quant(x, scale, tensor_scale, format: str, scaling: str,
+                 channel_axis: Optional[int] = None, mode: str = "ste", grad_scale: float = 1.0,
+                 grad_scale_axis: Optional[int] = None, group_size: Optional[int] = None,
+                 group_axis: int = -1) -> tf.Tensor:
+    """The formats' trainable op (as torch.ops.qi.format_quant): y = E * F(clamp(x / E, -max,
+    max)), F the rounding of `format` (a FLOAT format, "E2M1" for NVFP4, or an MX element
+    format) and E each element's scale as `scaling` says: "scale" (scale holds it: one value,
+    one per slice along channel_axis, or one per (channel, group) of group_size elements along
+    group_axis), "fp8_scale" (NVFP4 blocks of group_size with learned block scales in scale and
+    tensor_scale None or one value), "mx" (MX blocks of group_size along group_axis after the
+    pre-scale held by scale, one value) or "nvfp4" (NVFP4 blocks from the data, tensor_scale
+    None or one fixed value). scale or tensor_scale None (or empty): not used. mode "ste":
+    dy/dx = 1; "lsq": dy/dx = 0 outside [-max, max]. Parameter gradients pass every rounding
+    straight through, summed per parameter and scaled by grad_scale (divided by
+    sqrt(x.shape[grad_scale_axis]) when that axis is given)."""
+    _check_mode(mode, "format_quant")
+    x = _float32(x, "format_quant", "x")
+    scale = _parameter(scale, "format_quant", "scale")
+    tensor_scale = _parameter(tensor_scale, "format_quant", "tensor_scale")
+    return _run(_ops.qi_format_quant, x, scale, tensor_scale, _double(grad_scale),
+                format=str(format), scaling=str(scaling), mode=mode,
+                **_optional_attrs("channel_axis", channel_axis),
+                **_optional_attrs("grad_scale_axis", grad_scale_axis),
+                **_group_attrs(group_size, group_axis))
+
+
 def soft_round(w, alpha, threshold_or_min, num_bits: int = 8, power_of_two: bool = False,
                channel_axis: Optional[int] = None, training: bool = True,
                max_range=None) -> tf.Tensor:
@@ -191,13 +223,15 @@ def soft_round_regularization(alpha, beta: float) -> tf.Tensor:
 
 def _attrs(op, names):
     attrs = {n: op.get_attr(n) for n in names}
-    if isinstance(attrs.get("mode"), bytes):
-        attrs["mode"] = attrs["mode"].decode()
+    for n in ("mode", "format", "scaling"):
+        if isinstance(attrs.get(n), bytes):
+            attrs[n] = attrs[n].decode()
     return attrs
 
 
-_AFFINE = ("num_bits", "has_channel_axis", "channel_axis", "mode", "has_grad_scale_axis",
-           "grad_scale_axis", "has_group_size", "group_size", "group_axis")
+_TRAINABLE = ("has_channel_axis", "channel_axis", "mode", "has_grad_scale_axis",
+              "grad_scale_axis", "has_group_size", "group_size", "group_axis")
+_AFFINE = ("num_bits",) + _TRAINABLE
 _SOFT = ("num_bits", "power_of_two", "uniform", "has_channel_axis", "channel_axis")
 
 
@@ -220,6 +254,13 @@ def _uniform_quant_grad(op, grad):
     return [dx, dmin, dmax, None]
 
 
+@tf.RegisterGradient("QiFormatQuant")
+def _format_quant_grad(op, grad):
+    attrs = _attrs(op, _TRAINABLE + ("format", "scaling"))
+    dx, dscale, dtensor_scale = _ops.qi_format_quant_grad(grad, *op.inputs, **attrs)
+    return [dx, dscale, dtensor_scale, None]
+
+
 @tf.RegisterGradient("QiSoftRound")
 def _soft_round_grad(op, grad):
     dalpha = _ops.qi_soft_round_grad(grad, op.inputs[1], op.inputs[2], op.inputs[3],
@@ -233,4 +274,4 @@ def _soft_round_regularization_grad(op, grad):
 
 
 __all__ = ["library_path", "core_message", "quantizer_json", "fake_quant", "symmetric_quant",
-           "uniform_quant", "soft_round", "soft_round_regularization"]
+           "uniform_quant", "format_quant", "soft_round", "soft_round_regularization"]

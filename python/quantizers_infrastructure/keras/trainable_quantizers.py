@@ -56,10 +56,11 @@ class BaseKerasTrainableQuantizer(BaseTrainableQuantizer):
         return self._op(inputs, bool(training))
 
     def _op(self, inputs, training: bool):
-        op, args, requires_grad, kwargs = self._forward[training]
-        tensors = {a: (self.quantizer_parameters[v][VAR] if requires_grad
-                       else tf.stop_gradient(self.quantizer_parameters[v][VAR]))
-                   for a, v in args}
+        op, args, requires_grad, kwargs, empty = self._forward[training]
+        tensors = {a: tf.zeros([0], tf.float32) for a in empty}
+        tensors.update({a: (self.quantizer_parameters[v][VAR] if requires_grad
+                            else tf.stop_gradient(self.quantizer_parameters[v][VAR]))
+                        for a, v in args})
         return getattr(ops, op)(inputs, **tensors, **kwargs)
 
     def freeze_quant_params_now(self) -> None:

@@ -421,7 +421,7 @@ def translation_table() -> Dict[Any, Any]:
                           custom_translation_table=qi.pytorch.onnx.translation_table())
     """
     table = {torch.ops.qi.fake_quant.default: fake_quant_translation}
-    for name in ("symmetric_quant", "uniform_quant", "soft_round"):
+    for name in ("symmetric_quant", "uniform_quant", "format_quant", "soft_round"):
         table[getattr(torch.ops.qi, name).default] = _trainable_translation(name)
     return table
 

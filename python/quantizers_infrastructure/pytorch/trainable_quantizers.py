@@ -51,8 +51,8 @@ class BasePytorchTrainableQuantizer(BaseTrainableQuantizer):
         return w.detach().to(torch.float32).cpu().numpy()
 
     def _run(self, inputs, training):
-        op, args, requires_grad, kwargs = self._forward[bool(training)]
-        tensors = {}
+        op, args, requires_grad, kwargs, empty = self._forward[bool(training)]
+        tensors = {a: inputs.new_empty((0,), dtype=torch.float32) for a in empty}
         for a, v in args:
             p = self.quantizer_parameters[v][VAR]
             tensors[a] = p if requires_grad else p.detach()

@@ -17,7 +17,7 @@
 
 int main(int argc, char** argv) {
   for (const char* name : {"qi::fake_quant", "qi::quantize", "qi::symmetric_quant",
-                           "qi::uniform_quant", "qi::soft_round"}) {
+                           "qi::uniform_quant", "qi::format_quant", "qi::soft_round"}) {
     if (!c10::Dispatcher::singleton().findSchema({name, ""})) {
       std::cerr << name << " is not registered: linking qi::torch did not load it\n";
       return 1;

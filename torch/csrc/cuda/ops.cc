@@ -622,6 +622,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cuda(
           dmax.to(max_range.scalar_type()).reshape(max_range.sizes())};
 }
 
+// The formats' trainable op runs on the CPU only so far: on CUDA tensors it says so (a
+// ValueError), rather than the dispatcher's NotImplementedError.
+[[noreturn]] void refuse_format_quant(const char* op) {
+  QI_TORCH_CHECK(false, op, ": format_quant is not supported on CUDA yet; the FLOAT, MX and "
+                 "NVFP4 trainable quantizers run on the CPU");
+}
+
+at::Tensor format_quant_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                             c10::string_view, c10::string_view, std::optional<int64_t>,
+                             c10::string_view, double, std::optional<int64_t>,
+                             std::optional<int64_t>, int64_t) {
+  refuse_format_quant("qi::format_quant");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> format_quant_backward_cuda(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
+    c10::string_view, std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
+    std::optional<int64_t>, int64_t, bool, bool) {
+  refuse_format_quant("qi::_format_quant_backward");
+}
+
 }  // namespace
 }  // namespace qi::torch
 
@@ -634,4 +655,6 @@ TORCH_LIBRARY_IMPL(qi, CUDA, m) {
   m.impl("_symmetric_quant_backward", &qi::torch::symmetric_quant_backward_cuda);
   m.impl("uniform_quant", &qi::torch::uniform_quant_cuda);
   m.impl("_uniform_quant_backward", &qi::torch::uniform_quant_backward_cuda);
+  m.impl("format_quant", &qi::torch::format_quant_cuda);
+  m.impl("_format_quant_backward", &qi::torch::format_quant_backward_cuda);
 }

@@ -192,6 +192,68 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
   }
 };
 
+using FormatSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                             c10::string_view, c10::string_view, std::optional<int64_t>,
+                             c10::string_view, double, std::optional<int64_t>,
+                             std::optional<int64_t>, int64_t);
+using FormatBwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
+    c10::string_view, std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
+    std::optional<int64_t>, int64_t, bool, bool);
+
+const c10::TypedOperatorHandle<FormatSig>& format_quant_op() {
+  static const auto handle = op<FormatSig>("qi::format_quant");
+  return handle;
+}
+
+class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& scale,
+                            const at::Tensor& tensor_scale, c10::string_view format,
+                            c10::string_view scaling, std::optional<int64_t> channel_axis,
+                            c10::string_view mode, double grad_scale,
+                            std::optional<int64_t> grad_scale_axis,
+                            std::optional<int64_t> group_size, int64_t group_axis) {
+    ctx->save_for_backward({x, scale, tensor_scale});
+    ctx->saved_data["format"] = std::string(format);
+    ctx->saved_data["scaling"] = std::string(scaling);
+    ctx->saved_data["channel_axis"] = channel_axis;
+    ctx->saved_data["mode"] = std::string(mode);
+    ctx->saved_data["grad_scale"] = grad_scale;
+    ctx->saved_data["grad_scale_axis"] = grad_scale_axis;
+    ctx->saved_data["group_size"] = group_size;
+    ctx->saved_data["group_axis"] = group_axis;
+    return below_autograd(format_quant_op(), x, scale, tensor_scale, format, scaling,
+                          channel_axis, mode, grad_scale, grad_scale_axis, group_size,
+                          group_axis);
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto& d = ctx->saved_data;
+    const std::string mode = d["mode"].toStringRef();
+    const bool ste = mode == "ste";
+    const bool need_scale = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    at::Tensor dx, ds, dt;
+    if (need_scale || (!ste && ctx->needs_input_grad(0))) {
+      const auto saved = ctx->get_saved_variables();
+      static auto bwd = op<FormatBwdSig>("qi::_format_quant_backward");
+      std::tie(dx, ds, dt) =
+          bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2],
+                   d["format"].toStringRef(), d["scaling"].toStringRef(),
+                   d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
+                   d["grad_scale_axis"].toOptional<int64_t>(),
+                   d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt(),
+                   !ste && ctx->needs_input_grad(0), need_scale);
+    }
+    // STE passes dy through unchanged (straight through the rounding and the clip).
+    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    else dx = at::Tensor();
+    if (!ctx->needs_input_grad(1)) ds = at::Tensor();
+    if (!ctx->needs_input_grad(2)) dt = at::Tensor();
+    return {dx,           ds,           dt,           at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 using SoftSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
                            std::optional<int64_t>, bool, const std::optional<at::Tensor>&);
 using SoftBwdSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t,
@@ -290,6 +352,19 @@ at::Tensor uniform_quant_autograd(const at::Tensor& x, const at::Tensor& min_ran
                                      grad_scale, activation, grad_scale_axis, group_size,
                                      group_axis);
 }
+at::Tensor format_quant_autograd(const at::Tensor& x, const at::Tensor& scale,
+                                 const at::Tensor& tensor_scale, c10::string_view format,
+                                 c10::string_view scaling, std::optional<int64_t> channel_axis,
+                                 c10::string_view mode, double grad_scale,
+                                 std::optional<int64_t> grad_scale_axis,
+                                 std::optional<int64_t> group_size, int64_t group_axis) {
+  if (!recorded({&x, &scale, &tensor_scale}))
+    return below_autograd(format_quant_op(), x, scale, tensor_scale, format, scaling,
+                          channel_axis, mode, grad_scale, grad_scale_axis, group_size,
+                          group_axis);
+  return FormatQuantFunction::apply(x, scale, tensor_scale, format, scaling, channel_axis, mode,
+                                    grad_scale, grad_scale_axis, group_size, group_axis);
+}
 at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& threshold_or_min, int64_t num_bits,
                                bool power_of_two, std::optional<int64_t> channel_axis,
@@ -316,6 +391,7 @@ TORCH_LIBRARY_IMPL(qi, Autograd, m) {
   m.impl("quantize", &qi::torch::quantize_autograd);
   m.impl("symmetric_quant", &qi::torch::symmetric_quant_autograd);
   m.impl("uniform_quant", &qi::torch::uniform_quant_autograd);
+  m.impl("format_quant", &qi::torch::format_quant_autograd);
   m.impl("soft_round", &qi::torch::soft_round_autograd);
   m.impl("soft_round_regularization", &qi::torch::soft_round_regularization_autograd);
 }

@@ -98,4 +98,25 @@ auto translate_errors(Fn&& fn) -> decltype(fn()) {
   }
 }
 
+// The formats op's static arguments; the scaling name goes through the core's parser (its
+// qi::Error becomes c10::ValueError).
+inline trainable::FormatQuantArgs format_args(c10::string_view format, c10::string_view scaling,
+                                              std::optional<int64_t> channel_axis,
+                                              c10::string_view mode, double grad_scale,
+                                              std::optional<int64_t> grad_scale_axis,
+                                              std::optional<int64_t> group_size,
+                                              int64_t group_axis, const char* op) {
+  trainable::FormatQuantArgs a;
+  a.format = std::string(format);
+  a.scaling = translate_errors(
+      [&] { return trainable::parse_format_scaling(op, std::string(scaling)); });
+  a.channel_axis = channel_axis;
+  a.mode = grad_mode_of(std::string(mode), op);
+  a.grad_scale = grad_scale;
+  a.grad_scale_axis = grad_scale_axis;
+  a.group_size = group_size;
+  a.group_axis = group_axis;
+  return a;
+}
+
 }  // namespace qi::torch::detail

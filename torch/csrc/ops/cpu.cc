@@ -112,6 +112,8 @@ at::Tensor run_affine(const at::Tensor& x, const trainable::AffineCall& call) {
 
 // Per-parameter gradients (double) as a tensor shaped and typed like the parameter.
 at::Tensor param_grad(const std::vector<double>& g, const at::Tensor& like) {
+  TORCH_INTERNAL_ASSERT(static_cast<int64_t>(g.size()) == like.numel(), "qi: ", g.size(),
+                        " parameter gradients for a parameter of ", like.numel(), " values");
   at::Tensor t = at::empty({static_cast<int64_t>(g.size())}, like.options().dtype(at::kDouble));
   std::copy(g.begin(), g.end(), t.mutable_data_ptr<double>());
   return t.to(like.scalar_type()).reshape(like.sizes());
@@ -127,13 +129,13 @@ void check_grad(const at::Tensor& grad, const at::Tensor& x, const char* op) {
                  " must equal x sizes ", x.sizes());
 }
 
-// The shared backward of the affine ops: dx (LSQ masks it; STE passes dy) in x's dtype and the
-// per-channel parameter sums the core returns. The sums run over row-major (contiguous) copies of
-// x and dy when they are laid out otherwise, so a gradient has the same bits in every layout
-// (eager, channels_last, or the strides a compiler picks).
+// The shared backward of the trainable ops (affine and formats): dx (LSQ masks it; STE passes
+// dy) in x's dtype and the parameter sums the core returns. The sums run over row-major
+// (contiguous) copies of x and dy when they are laid out otherwise, so a gradient has the same
+// bits in every layout (eager, channels_last, or the strides a compiler picks).
 template <typename Backward>
-at::Tensor affine_backward(const at::Tensor& grad, const at::Tensor& x, trainable::GradMode mode,
-                           bool need_x, bool need_params, Backward&& backward) {
+at::Tensor fused_backward(const at::Tensor& grad, const at::Tensor& x, trainable::GradMode mode,
+                          bool need_x, bool need_params, Backward&& backward) {
   if (!need_params && mode == trainable::GradMode::kSte)
     return need_x ? grad.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true)
                   : not_needed(x);
@@ -183,7 +185,7 @@ std::tuple<at::Tensor, at::Tensor> symmetric_quant_backward_cpu(
   const auto call = translate_errors(
       [&] { return trainable::symmetric_quant_call(op, x.sizes().vec(), t, args); });
   std::vector<double> dt;
-  at::Tensor dx = affine_backward(
+  at::Tensor dx = fused_backward(
       grad, x, args.mode, need_x, need_threshold,
       [&](ConstTensorView xv, ConstTensorView gv, TensorView dxv) {
         dt = trainable::symmetric_quant_backward(call, t, args, xv, gv, dxv);
@@ -223,7 +225,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
   const auto call = translate_errors(
       [&] { return trainable::uniform_quant_call(op, x.sizes().vec(), lo, hi, args); });
   std::vector<trainable::RangeGrads> r;
-  at::Tensor dx = affine_backward(
+  at::Tensor dx = fused_backward(
       grad, x, args.mode, need_x, need_range,
       [&](ConstTensorView xv, ConstTensorView gv, TensorView dxv) {
         r = trainable::uniform_quant_backward(call, lo, hi, args, xv, gv, dxv);
@@ -235,6 +237,59 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cpu(
     dmax.push_back(g.d_max);
   }
   return {dx, param_grad(dmin, min_range), param_grad(dmax, max_range)};
+}
+
+// ---- the formats: low-precision floats, MX and NVFP4 -------------------------------------------
+
+// The checked call of the formats op: the parameters as doubles (an unused one is empty).
+struct FormatOpCall {
+  std::vector<double> scale, tensor_scale;
+  trainable::FormatCall call;
+};
+FormatOpCall format_call(const at::Tensor& x, const at::Tensor& scale,
+                         const at::Tensor& tensor_scale, const trainable::FormatQuantArgs& args,
+                         const char* op) {
+  FormatOpCall c{values_of(scale, op, "scale"), values_of(tensor_scale, op, "tensor_scale"), {}};
+  c.call = translate_errors([&] {
+    return trainable::format_quant_call(op, x.sizes().vec(), c.scale, c.tensor_scale, args);
+  });
+  return c;
+}
+
+at::Tensor format_quant_cpu(const at::Tensor& x, const at::Tensor& scale,
+                            const at::Tensor& tensor_scale, c10::string_view format,
+                            c10::string_view scaling, std::optional<int64_t> channel_axis,
+                            c10::string_view mode, double grad_scale,
+                            std::optional<int64_t> grad_scale_axis,
+                            std::optional<int64_t> group_size, int64_t group_axis) {
+  const char* op = "qi::format_quant";
+  check_floating_cpu(x, op, "x");
+  const auto args = format_args(format, scaling, channel_axis, mode, grad_scale, grad_scale_axis,
+                                group_size, group_axis, op);
+  const auto c = format_call(x, scale, tensor_scale, args, op);
+  return apply_float(x, [&](ConstTensorView in, TensorView out) {
+    trainable::format_quant_forward(c.call, in, out);
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> format_quant_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& x, const at::Tensor& scale,
+    const at::Tensor& tensor_scale, c10::string_view format, c10::string_view scaling,
+    std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
+    std::optional<int64_t> grad_scale_axis, std::optional<int64_t> group_size,
+    int64_t group_axis, bool need_x, bool need_scale) {
+  const char* op = "qi::_format_quant_backward";
+  check_grad(grad, x, op);
+  const auto args = format_args(format, scaling, channel_axis, mode, grad_scale, grad_scale_axis,
+                                group_size, group_axis, op);
+  const auto c = format_call(x, scale, tensor_scale, args, op);
+  trainable::FormatGrads g;
+  at::Tensor dx = fused_backward(grad, x, args.mode, need_x, need_scale,
+                                 [&](ConstTensorView xv, ConstTensorView gv, TensorView dxv) {
+                                   g = trainable::format_quant_backward(c.call, xv, gv, dxv);
+                                 });
+  if (!need_scale) return {dx, not_needed(scale), not_needed(tensor_scale)};
+  return {dx, param_grad(g.d_scale, scale), param_grad(g.d_tensor_scale, tensor_scale)};
 }
 
 // ---- soft rounding -----------------------------------------------------------------------------
@@ -385,6 +440,8 @@ TORCH_LIBRARY_IMPL(qi, CPU, m) {
   m.impl("_symmetric_quant_backward", &qi::torch::symmetric_quant_backward_cpu);
   m.impl("uniform_quant", &qi::torch::uniform_quant_cpu);
   m.impl("_uniform_quant_backward", &qi::torch::uniform_quant_backward_cpu);
+  m.impl("format_quant", &qi::torch::format_quant_cpu);
+  m.impl("_format_quant_backward", &qi::torch::format_quant_backward_cpu);
   m.impl("soft_round", &qi::torch::soft_round_cpu);
   m.impl("_soft_round_backward", &qi::torch::soft_round_backward_cpu);
   m.impl("soft_round_regularization", &qi::torch::soft_round_regularization_cpu);

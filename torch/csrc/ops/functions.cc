@@ -82,6 +82,20 @@ at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                 grad_scale_axis, group_size, group_axis);
 }
 
+at::Tensor format_quant(const at::Tensor& x, const at::Tensor& scale,
+                        const at::Tensor& tensor_scale, const std::string& format,
+                        const std::string& scaling, std::optional<int64_t> channel_axis,
+                        const std::string& mode, double grad_scale,
+                        std::optional<int64_t> grad_scale_axis,
+                        std::optional<int64_t> group_size, int64_t group_axis) {
+  static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                c10::string_view, c10::string_view, std::optional<int64_t>,
+                                c10::string_view, double, std::optional<int64_t>,
+                                std::optional<int64_t>, int64_t)>("qi::format_quant");
+  return h.call(x, scale, tensor_scale, format, scaling, channel_axis, mode, grad_scale,
+                grad_scale_axis, group_size, group_axis);
+}
+
 at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,
                       const at::Tensor& threshold_or_min, int64_t num_bits, bool power_of_two,
                       std::optional<int64_t> channel_axis, bool training,

@@ -36,6 +36,17 @@ TORCH_LIBRARY(qi, m) {
       "int num_bits, int? channel_axis, str mode, float grad_scale, bool activation, "
       "int? grad_scale_axis, bool need_x, bool need_range, int? group_size=None, "
       "int group_axis=-1) -> (Tensor, Tensor, Tensor)");
+  // The formats' op (trainable_math.h FormatQuantArgs): FLOAT scales, NVFP4 block scales, MX
+  // pre-scale or NVFP4 from the data. An argument the scaling does not use is an empty tensor.
+  m.def(
+      "format_quant(Tensor x, Tensor scale, Tensor tensor_scale, str format, str scaling, "
+      "int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None, "
+      "int? group_size=None, int group_axis=-1) -> Tensor");
+  m.def(
+      "_format_quant_backward(Tensor grad, Tensor x, Tensor scale, Tensor tensor_scale, "
+      "str format, str scaling, int? channel_axis, str mode, float grad_scale, "
+      "int? grad_scale_axis, int? group_size, int group_axis, bool need_x, bool need_scale) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
       "soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits, bool power_of_two, "
       "int? channel_axis, bool training, Tensor? max_range=None) -> Tensor");

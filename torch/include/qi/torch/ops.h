@@ -65,6 +65,26 @@ at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
                          std::optional<int64_t> group_size = std::nullopt,
                          int64_t group_axis = -1);
 
+// qi::format_quant(Tensor x, Tensor scale, Tensor tensor_scale, str format, str scaling,
+//     int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None,
+//     int? group_size=None, int group_axis=-1) -> Tensor
+// The formats' trainable op (trainable_math.h FormatQuantArgs): y = E * F(clamp(x / E, -max,
+// max)) with F the rounding of `format` (a FLOAT format, "E2M1" for NVFP4, or an MX element
+// format) and E the element's scale as `scaling` says: "scale" (scale holds it: one value, one
+// per channel or one per (channel, group)), "fp8_scale" (NVFP4 blocks with learned scales:
+// scale holds the block scales, tensor_scale none or one value), "mx" (MX blocks after a
+// pre-scale, one value in scale) or "nvfp4" (NVFP4 from the data, tensor_scale none or one
+// fixed value). A tensor the scaling does not use is empty (0 elements). Gradients for x, scale
+// and tensor_scale, straight through every rounding; mode "ste" or "lsq" and grad_scale,
+// grad_scale_axis as for symmetric_quant.
+at::Tensor format_quant(const at::Tensor& x, const at::Tensor& scale,
+                        const at::Tensor& tensor_scale, const std::string& format,
+                        const std::string& scaling, std::optional<int64_t> channel_axis,
+                        const std::string& mode, double grad_scale,
+                        std::optional<int64_t> grad_scale_axis = std::nullopt,
+                        std::optional<int64_t> group_size = std::nullopt,
+                        int64_t group_axis = -1);
+
 // qi::soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits,
 //     bool power_of_two, int? channel_axis, bool training, Tensor? max_range=None) -> Tensor
 // q = delta * (clamp(floor((w - offset) / delta) + h(alpha), qmin, qmax) - zero_point) on the
