@@ -3,8 +3,10 @@
 // then quantized by qi's whole-model calls (qi::torch::quantize / prepare_qat / convert): PTQ at
 // 8 bits (the "w8a8" preset: MSE-calibrated weights and activations), QAT with 4-bit weights
 // (STE and LSQ), 2-bit weights (LSQ) and 4-bit weights in groups of 32 (LSQ) with 8-bit
-// activations; trainable quantizers are converted to inferable ones, the model is saved,
-// reloaded and compared bit for bit. Prints one table and, with --json PATH, writes it as JSON.
+// activations, MXFP4 weights (LSQ pre-scale) with MXFP8 activations, and NVFP4 weights (learned
+// block and tensor scales) with NVFP4 activations; trainable quantizers are converted to
+// inferable ones, the model is saved, reloaded and compared bit for bit. Prints one table and,
+// with --json PATH, writes it as JSON.
 
 #include <chrono>
 #include <cmath>
@@ -208,7 +210,31 @@ int main(int argc, char** argv) {
       {"qat2_lsq", R"({"preset": "w4a8_lsq", "weights": {"n_bits": 2}})", opt.qat2_epochs},
       // 4-bit weights with one learned threshold per (output channel, group of 32 along the
       // input axis); conv1's 1 and conv2's 16 input channels make one shorter group each.
-      {"qat4_g32", R"({"preset": "w4a8_lsq", "weights": {"group_size": 32}})", opt.qat_epochs}};
+      {"qat4_g32", R"({"preset": "w4a8_lsq", "weights": {"group_size": 32}})", opt.qat_epochs},
+      // The block formats need whole blocks along each weight's input axis and along the
+      // activations' last axis: the linear layers take them; conv1 (1 input channel), conv2 (16,
+      // which MX's blocks of 32 do not fill), the convolutions' outputs (28 and 14 wide) and the
+      // 10 logits keep the preset's 8-bit integers.
+      {"mxfp4_mxfp8", R"({"preset": "w4a8_lsq",
+          "weights": {"method": "MX", "format": "E2M1", "training": "LSQ"},
+          "activations": {"method": "MX", "format": "E4M3", "training": "STE"},
+          "overrides": [{"name": "conv*", "weights": {"method": "SYMMETRIC", "n_bits": 8,
+                                                      "per_channel": true}},
+                        {"name": "conv*", "activations": {"method": "UNIFORM", "n_bits": 8,
+                                                          "training": "LSQ"}},
+                        {"name": "fc2", "activations": {"method": "UNIFORM", "n_bits": 8,
+                                                        "training": "LSQ"}}]})",
+       opt.qat_epochs},
+      {"nvfp4", R"({"preset": "w4a8_lsq",
+          "weights": {"method": "NVFP4", "training": "LSQ"},
+          "activations": {"method": "NVFP4", "training": "STE"},
+          "overrides": [{"name": "conv1", "weights": {"method": "SYMMETRIC", "n_bits": 8,
+                                                      "per_channel": true}},
+                        {"name": "conv*", "activations": {"method": "UNIFORM", "n_bits": 8,
+                                                          "training": "LSQ"}},
+                        {"name": "fc2", "activations": {"method": "UNIFORM", "n_bits": 8,
+                                                        "training": "LSQ"}}]})",
+       opt.qat_epochs}};
   std::map<std::string, nn::Sequential> converted;
   std::map<std::string, double> trained_acc;
   for (const auto& r : runs) {
@@ -222,7 +248,7 @@ int main(int argc, char** argv) {
       converted.emplace(r.key, q);
     });
     layer_errors[r.key] = weight_errors(converted.at(r.key));
-    std::printf("  %-9s accuracy      %.4f (trainable, eval mode %.4f)\n", r.key,
+    std::printf("  %-12s accuracy   %.4f (trainable, eval mode %.4f)\n", r.key,
                 report[r.key].get<double>(), trained_acc[r.key]);
   }
 
@@ -252,19 +278,19 @@ int main(int argc, char** argv) {
   report["model_path"] = path;
 
   const double f = report["float"].get<double>();
-  std::printf("\n%-10s %9s %9s %9s\n", "model", "accuracy", "vs float", "seconds");
+  std::printf("\n%-12s %9s %9s %9s\n", "model", "accuracy", "vs float", "seconds");
   std::vector<std::string> keys = {"float", "ptq8"};
   for (const auto& r : runs) keys.push_back(r.key);
   for (const auto& k : keys)
-    std::printf("%-10s %9.4f %+9.4f %9.1f\n", k.c_str(), report[k].get<double>(),
+    std::printf("%-12s %9.4f %+9.4f %9.1f\n", k.c_str(), report[k].get<double>(),
                 report[k].get<double>() - f, seconds[k]);
   std::printf("\nper-layer relative weight error ||Q(W) - W|| / ||W||\n%-8s", "layer");
-  for (const auto& [k, v] : layer_errors) std::printf(" %9s", k.c_str());
+  for (const auto& [k, v] : layer_errors) std::printf(" %12s", k.c_str());
   std::printf("\n");
   for (const auto& [layer, e] : layer_errors.begin()->second) {
     (void)e;
     std::printf("%-8s", layer.c_str());
-    for (const auto& [k, v] : layer_errors) std::printf(" %9.4f", v.at(layer));
+    for (const auto& [k, v] : layer_errors) std::printf(" %12.4f", v.at(layer));
     std::printf("\n");
   }
   std::printf("\nsaved %s; reloaded outputs identical: %s\nwall time %.1f s\n", path.c_str(),

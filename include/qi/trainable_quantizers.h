@@ -52,7 +52,24 @@
     "+ h(alpha), qmin, qmax) with h(alpha) learned per weight and hardened to {0, 1} in eval.") \
   X(UniformSoftRoundingGPTQ, Weights, SoftRounding, kUniform,                                   \
     "Soft rounding of uniform weights on the inferable quantizer's grid, h(alpha) learned per " \
-    "weight and hardened to {0, 1} in eval.")
+    "weight and hardened to {0, 1} in eval.")                                                   \
+  X(STEFloatWeightQATQuantizer, Weights, STE, kFormat,                                          \
+    "STE weights quantizer of a low-precision float format (FLOAT: a fixed scale per tensor, "   \
+    "channel or group), MX (blocks with E8M0 scales from the data) or NVFP4 (blocks of 16 with " \
+    "E4M3 scales from the data); dq/dw = 1.")                                                   \
+  X(LSQFloatWeightQATQuantizer, Weights, LSQ, kFormat,                                          \
+    "LSQ weights quantizer of the formats: FLOAT learns its scales, MX a per-tensor pre-scale "  \
+    "p (y = p * MX(w / p)), NVFP4 its block scales b (E4M3 in the forward, straight-through "  \
+    "gradient) over the calibrated tensor scale t; hard clip, gradient scale "                 \
+    "g = 1 / sqrt(L * C) for L positive values of the element format and C parameters, over "  \
+    "M^2 for FLOAT (M the format's max) and (6 t)^2 for NVFP4 (the range's gradient).")         \
+  X(STEFloatActivationTrainableQuantizer, Activation, STE, kFormat,                             \
+    "STE activation quantizer of the formats (FLOAT, MX, NVFP4): the FLOAT scale and the MX "    \
+    "pre-scale learn unless frozen; dq/dx = 1.")                                                \
+  X(LSQFloatActivationTrainableQuantizer, Activation, LSQ, kFormat,                             \
+    "LSQ activation quantizer of FLOAT (learned scale) and MX (learned pre-scale): hard clip, "  \
+    "gradient scale g = 1 / sqrt(L) / sqrt(C) for C input channels. NVFP4 activations train "   \
+    "with STE only (their block scales follow the data).")
 
 namespace qi {
 

@@ -524,7 +524,7 @@ FormatCall format_quant_call(const char* op, const Shape& x_sizes,
            args.channel_axis.value_or(0));
   const bool takes_tensor_scale = nvfp4;
   QI_CHECK(takes_tensor_scale || tensor_scale.empty(), op, ": tensor_scale must be empty for "
-           "scaling \"", to_string(args.scaling), "\", got ", tensor_scale.size(), " values");
+           "scaling \"", to_string(args.scaling), "\", got size ", tensor_scale.size());
   QI_CHECK(tensor_scale.size() <= 1, op, ": tensor_scale must hold at most one value, got ",
            tensor_scale.size());
   positive_scales(op, "tensor_scale", tensor_scale);
@@ -543,8 +543,9 @@ FormatCall format_quant_call(const char* op, const Shape& x_sizes,
       if (nvfp4) {
         rules::finite(op, "scale", scale);
         for (double b : scale) {
-          call.block_scale.push_back(
-              kernels::scalar::nvfp4_block_scale(static_cast<float>(b)));
+          const float v = static_cast<float>(b);
+          call.block_clamped.push_back(!(v >= 0.015625f && v <= 448.f));
+          call.block_scale.push_back(kernels::scalar::nvfp4_block_scale(v));
           plan.scale.push_back(kernels::scalar::nvfp4_total(call.block_scale.back(), t));
         }
       } else {
@@ -570,7 +571,7 @@ FormatCall format_quant_call(const char* op, const Shape& x_sizes,
         call.plan = plan;
       } else {
         QI_CHECK(scale.empty(), op, ": scale must be empty for scaling \"nvfp4\" (its block "
-                 "scales follow the data), got ", scale.size(), " values");
+                 "scales follow the data), got size ", scale.size());
         call.plan = kernels::nvfp4_plan(tensor_scale.empty() ? std::nullopt
                                                              : std::optional<double>(t),
                                         args.group_axis);
@@ -604,8 +605,7 @@ FormatGrads format_quant_backward(const FormatCall& call, ConstTensorView x, Con
     double d_t = 0.0;
     for (size_t c = 0; c < g.d_scale.size(); ++c) {
       const float s = call.block_scale[c];
-      const bool clamped = s <= 0.015625f || s >= 448.f;
-      out.d_scale.push_back(clamped ? 0.0 : call.grad_scale * g.d_scale[c] * t);
+      out.d_scale.push_back(call.block_clamped[c] ? 0.0 : call.grad_scale * g.d_scale[c] * t);
       d_t += g.d_scale[c] * s;
     }
     if (call.tensor_scale > 0) out.d_tensor_scale.push_back(call.grad_scale * d_t);

@@ -572,6 +572,9 @@ void TrainableQuantizer::parse_format(const QuantizationParams& params) {
                "block scales follow the data, so nothing is left to learn; use STE");
       block_axis_ = param_int(params, "block_axis", cls).value_or(-1);
       if (!activation && lsq) {  // learned block scales: the per-group layout
+        QI_CHECK(wcfg_->weights_per_channel_threshold, cls, ": NVFP4 LSQ weights learn one "
+                 "block scale per (channel, block of 16); set weights_per_channel_threshold "
+                 "(the channels along weights_channels_axis)");
         group_size_ = kernels::kNvfp4BlockSize;
         group_axis_ = block_axis_;
       }
@@ -666,7 +669,7 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::format_variables(
         }
       }
       out.push_back({kBlockScale, {count}, std::move(init), learn, VariableGroup::QPARAMS});
-      tensor_scale(learn);
+      tensor_scale(false);
       return out;
     }
     default:
@@ -698,7 +701,12 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
     a.grad_scale = lsq ? 1.0 / std::sqrt(L * static_cast<double>(c)) : 1.0;
   }
   switch (method_) {
-    case QuantizationMethod::FLOAT:
+    case QuantizationMethod::FLOAT: {
+      // The scales are small (max|x| / the format's max M): their gradient is the one a range
+      // r = M * scale would get, expressed on the scale (dL/dscale / M^2), so that SGD moves a
+      // scale as it moves an integer quantizer's threshold.
+      const double m = kernels::find_float_format(format_)->max;
+      a.grad_scale /= m * m;
       a.scaling = trainable::FormatScaling::kScale;
       f.inputs = {{"scale", kScale}};
       if (wcfg_) {
@@ -707,7 +715,14 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
         a.group_axis = group_axis_;
       }
       return f;
+    }
     case QuantizationMethod::MX:
+      // One pre-scale for the whole tensor: LSQ counts its elements (weights).
+      if (wcfg_ && lsq) {
+        int64_t numel = 1;
+        for (int64_t v : weight_shape) numel *= v;
+        a.grad_scale = 1.0 / std::sqrt(L * static_cast<double>(std::max<int64_t>(numel, 1)));
+      }
       a.scaling = trainable::FormatScaling::kMx;
       f.inputs = {{"scale", kPreScale}};
       a.group_size = block_size_;
@@ -721,7 +736,12 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
         const int64_t blocks = channels(weight_shape);
         a.scaling = trainable::FormatScaling::kFp8Scale;
         a.channel_axis = weight_axis();
-        a.grad_scale = lsq ? 1.0 / std::sqrt(L * static_cast<double>(blocks)) : 1.0;
+        // As for FLOAT, the gradient a block's range (6 * t * b) would get, on b: the tensor
+        // scale t stays at its calibrated value (the learned block scales absorb any common
+        // factor), so the factor 1 / (6 t)^2 is a constant.
+        const double t = tensor_scale_.value_or(1.0);
+        a.grad_scale =
+            lsq ? 1.0 / std::sqrt(L * static_cast<double>(blocks)) / (36.0 * t * t) : 1.0;
         f.inputs.push_back({"scale", kBlockScale});
       } else {
         a.scaling = trainable::FormatScaling::kNvfp4;
@@ -770,8 +790,8 @@ std::shared_ptr<BaseInferableQuantizer> TrainableQuantizer::format_convert(
         // The E4M3 values the forward uses.
         std::vector<double> b;
         for (float v : get(kBlockScale)) b.push_back(kernels::scalar::nvfp4_block_scale(v));
-        QI_CHECK(false, cls, ": converting learned NVFP4 block scales needs the inferable "
-                 "quantizer's block_scales (", b.size(), " values)");
+        p.block_scales = b;
+        if (!p.channel_axis) p.channel_axis = 0;  // one (channel, block) layout: channel 0
       }
       return std::make_shared<WeightsNVFP4InferableQuantizer>(p);
     }

@@ -164,7 +164,8 @@ TEST(FormatQuant, Fp8BlockScalesMatchNaive) {
   const auto x = random(R * C, -1.f, 1.f, 6), dy = random(R * C, -1.f, 1.f, 7);
   std::vector<double> b;
   for (float v : random(R * G, 0.05f, 0.4f, 8)) b.push_back(v);
-  b[4] = 1e-3;  // below 2^-6: clamped, no gradient
+  b[4] = 1e-3;    // below 2^-6: clamped, no gradient
+  b[1] = 0.0157;  // above 2^-6 but rounded to it: still learns
   const double t = 0.7;
   FormatQuantArgs a;
   a.format = "E2M1";
@@ -197,6 +198,8 @@ TEST(FormatQuant, Fp8BlockScalesMatchNaive) {
   ASSERT_EQ(g.d_tensor_scale.size(), 1u);
   EXPECT_NEAR(g.d_tensor_scale[0], d_t, 1e-6 * (1 + std::fabs(d_t)));
   EXPECT_EQ(call.block_scale[4], 0.015625f);
+  EXPECT_EQ(call.block_scale[1], 0.015625f);
+  EXPECT_NE(g.d_scale[1], 0.0);
 }
 
 TEST(FormatQuant, MxAndNvfp4FollowTheirInferableQuantizers) {
@@ -284,7 +287,8 @@ TEST(FormatQuant, RejectsBadArguments) {
   a.format = "E9M9";
   fails({4}, {1.0}, {}, a, "op: format must be one of E4M3, E5M2, E3M2, E2M3, E2M1, got \"E9M9\"");
   a.format = "E4M3";
-  fails({4}, {1.0}, {1.0}, a, "op: tensor_scale must be empty for scaling \"scale\", got 1 values");
+  fails({4}, {1.0}, {1.0}, a,
+        "op: tensor_scale must be empty for scaling \"scale\", got size 1");
   fails({4}, {0.0}, {}, a, "op: scale must be > 0, got 0 at index 0");
   fails({4}, {1.0, 2.0}, {}, a, "op: scale must hold one value when channel_axis is None, got 2");
   a.channel_axis = 0;

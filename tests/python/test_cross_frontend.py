@@ -37,9 +37,28 @@ def _array(j) -> np.ndarray:
     return np.asarray(j["bits"], np.uint32).view(np.float32).reshape(j["shape"])
 
 
+def _format_config(entry, method, per_channel, c, rng):
+    """The formats on the shared shapes: FLOAT (E2M1 weights, E4M3 activations) with one scale
+    per channel or per tensor; MX blocks along axis 0 (the same axis of NCHW and NHWC
+    activations) with a pre-scale away from 1; NVFP4 in format_scenarios (blocks of 16)."""
+    activation = QT(entry["target"]) == QT.Activation
+    if method == QM.FLOAT:
+        params = ({"scale": 0.02} if activation
+                  else {"scale": rng.uniform(0.04, 0.12, c), "ebits": 2})
+        bits = 8 if activation else 4
+    else:  # MX
+        params = {"block_size": 2, "block_axis": 0, "pre_scale": 1.37, "ebits": 2}
+        bits = 4
+    if activation:
+        return qi.TrainableQuantizerActivationConfig(method, bits, params)
+    return qi.TrainableQuantizerWeightsConfig(method, bits, params, True, 0, per_channel)
+
+
 def _config(entry, method, per_channel):
     rng = np.random.default_rng(len(entry["class_name"]) * 7 + method.value)
     c = 4 if per_channel else 1
+    if method in (QM.FLOAT, QM.MX):
+        return _format_config(entry, method, per_channel, c, rng)
     if QT(entry["target"]) == QT.Activation:
         params = ({"range_min": -1.2, "range_max": 2.3} if method == QM.UNIFORM
                   else {"threshold": 2.5, "is_signed": method == QM.SYMMETRIC})
@@ -56,6 +75,8 @@ def scenarios():
     for entry in _core.trainable_quantizers():
         for m in entry["methods"]:
             method = QM[m]
+            if method == QM.NVFP4:
+                continue  # blocks of 16: below
             weights = QT(entry["target"]) == QT.Weights
             for per_channel in ((True, False) if weights else (False,)):
                 rng = np.random.default_rng(len(out))
@@ -88,6 +109,24 @@ def scenarios():
                             "x": _bits(rng.normal(0, 0.4, (4, 10)).astype(np.float32)),
                             "dy": _bits(rng.normal(0, 1, (4, 10)).astype(np.float32)),
                             "lr": LR, "steps": STEPS, "weights": True})
+    # NVFP4: a [4, 32] weight in blocks of 16 along axis 1 (LSQ: learned block scales, one per
+    # (row, block), and tensor scale), activations [16, 2, 3, 3] in blocks along axis 0.
+    for name, weights in (("STEFloatWeightQATQuantizer", True),
+                          ("LSQFloatWeightQATQuantizer", True),
+                          ("STEFloatActivationTrainableQuantizer", False)):
+        rng = np.random.default_rng(len(out))
+        params = {"block_axis": 1 if weights else 0, "tensor_scale": 0.011}
+        if weights:
+            cfg = qi.TrainableQuantizerWeightsConfig(QM.NVFP4, 4, params, True, 0, True)
+            shape = (4, 32)
+        else:
+            cfg = qi.TrainableQuantizerActivationConfig(QM.NVFP4, 4, params)
+            shape = (16, 2, 3, 3)
+        q = qp.TRAINABLE_QUANTIZER_CLASSES[name](cfg)
+        out.append({"id": f"{name}-NVFP4", "quantizer": json.loads(q.to_json()),
+                    "x": _bits(rng.normal(0, 0.4, shape).astype(np.float32)),
+                    "dy": _bits(rng.normal(0, 1, shape).astype(np.float32)),
+                    "lr": LR, "steps": STEPS, "weights": weights})
     return out
 
 
@@ -105,7 +144,8 @@ def run_pytorch(s):
     steps = []
     for _ in range(s["steps"]):
         y = q(t, True)
-        (y * dy).sum().backward()
+        if y.requires_grad:  # else nothing trains (NVFP4 activations)
+            (y * dy).sum().backward()
         with torch.no_grad():
             for p in [p["var"] for p in q.quantizer_parameters.values()] + (
                     [t] if s["weights"] else []):
@@ -222,8 +262,9 @@ def test_trainable_quantizers_agree_across_front_ends(tmp_path, parity_stats):
         # The quantization parameters moved where they learn (the steps did something).
         moved = [k for k in ref_steps[0]["variables"]
                  if not _same(ref_steps[0]["variables"][k], ref_steps[-1]["variables"][k])]
+        nothing_trains = s["id"].endswith("NVFP4") and not s["weights"]  # block scales from data
         assert moved or s["quantizer"]["class_name"].startswith("STE") and s["weights"] \
-            or s["quantizer"]["config"]["freeze_quant_params"], s["id"]
+            or s["quantizer"]["config"]["freeze_quant_params"] or nothing_trains, s["id"]
     parity_stats.add(SUITE, compared * 3, 0)
 
 

@@ -429,7 +429,7 @@ BAD = [
     ("non-positive scale", [0.0], NONE, "E4M3", "scale", {},
      r"scale must be > 0, got 0 at index 0"),
     ("tensor_scale given for scale", [1.0], [2.0], "E4M3", "scale", {},
-     r"tensor_scale must be empty for scaling \"scale\", got 1 values"),
+     r"tensor_scale must be empty for scaling \"scale\", got size 1"),
     ("unknown format", [1.0], NONE, "E4M4", "scale", {},
      r"format must be one of E4M3, E5M2, E3M2, E2M3, E2M1, got \"E4M4\""),
     ("NVFP4 with another element format", [1.0] * 8, NONE, "E4M3", "fp8_scale",
@@ -443,8 +443,8 @@ BAD = [
      r"scaling \"mx\" computes its scales per block from the data and takes no channel_axis, "
      r"got 0"),
     ("scale given for nvfp4", [1.0], NONE, "E2M1", "nvfp4", {},
-     r"scale must be empty for scaling \"nvfp4\" \(its block scales follow the data\), got 1 "
-     r"values"),
+     r"scale must be empty for scaling \"nvfp4\" \(its block scales follow the data\), "
+     r"got size 1"),
     ("NaN block scale", [float("nan")] + [1.0] * 7, NONE, "E2M1", "fp8_scale",
      {"channel_axis": 0, "group_size": 16, "group_axis": 1},
      r"scale must be finite, got nan at index 0"),

@@ -56,7 +56,10 @@ EXPECTED_CLASSES = [
     (QT.Weights, QM.POWER_OF_TWO, TM.SoftRounding, "SymmetricSoftRoundingGPTQ"),
     (QT.Weights, QM.SYMMETRIC, TM.SoftRounding, "SymmetricSoftRoundingGPTQ"),
     (QT.Weights, QM.UNIFORM, TM.SoftRounding, "UniformSoftRoundingGPTQ"),
-]
+] + [(target, method, tm, f"{tm.name}Float{kind}")
+     for method in (QM.FLOAT, QM.MX, QM.NVFP4) for tm in (TM.STE, TM.LSQ)
+     for target, kind in ((QT.Weights, "WeightQATQuantizer"),
+                          (QT.Activation, "ActivationTrainableQuantizer"))]
 
 
 @pytest.mark.parametrize("target,method,tm,name", EXPECTED_CLASSES)
@@ -65,7 +68,7 @@ def test_lookup(target, method, tm, name):
 
 
 def test_lookup_errors_and_class_list():
-    assert len(qp.TRAINABLE_QUANTIZER_CLASSES) == 10
+    assert len(qp.TRAINABLE_QUANTIZER_CLASSES) == 14
     with pytest.raises(ValueError, match="found 0 trainable quantizers for target Activation, "
                                          "method UNIFORM and training method SoftRounding"):
         qp.get_trainable_quantizer_class(QT.Activation, QM.UNIFORM, TM.SoftRounding)

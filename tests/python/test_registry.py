@@ -107,4 +107,4 @@ def test_trainable_class_exists_in_both_front_ends(entry):
         for m in entry["methods"]:
             assert front.get_trainable_quantizer_class(
                 cls.quantization_target, qi.QuantizationMethod[m], cls.identifier) is cls
-    assert len(TRAINABLE) == 10
+    assert len(TRAINABLE) == 14

@@ -52,7 +52,7 @@ Json run(const Json& scenario) {
   out["steps"] = Json::array();
   for (int64_t s = 0; s < scenario.at("steps").get<int64_t>(); ++s) {
     const at::Tensor y = q->forward(t, /*training=*/true);
-    (y * dy).sum().backward();
+    if (y.requires_grad()) (y * dy).sum().backward();  // else nothing trains (NVFP4 activations)
     Json step;
     step["y"] = json_of(y);
     {
