@@ -12,7 +12,10 @@ What each row measures (the table says which):
   * wrapper / holder: a wrapped Linear's forward against the float Linear's, an activation
     holder's forward against `x.clone()`;
   * fwd+bwd: an STE or LSQ op's forward and backward (autograd, output and gradients allocated)
-    against a clone (one allocating pass) and against `copy_` (preallocated);
+    against a clone (one allocating pass) and against `copy_` (preallocated); the formats' rows
+    (FLOAT E4M3, MXFP4, NVFP4) call a trainable quantizer object, `q(w, training=True)`, and its
+    backward, as a QAT step does, FLOAT E4M3 also against PyTorch's eager STE idiom
+    (`(q - u).detach() + u` around a float8 cast, its scale learned by autograd);
   * per call: 1,000 elements, time per call, against a clone of the same tensor.
 Each figure is the median of --repeats runs, qi's and its baseline's runs interleaved so that
 drift on a shared machine hits both. The environment is the default one: no
@@ -244,6 +247,68 @@ def backward_rows(threads, repeats):
     return rows
 
 
+def format_backward_rows(threads, repeats):
+    """The trainable formats as a QAT step calls them: q(w, training=True) of the public class,
+    then backward into the weight and the learned scales."""
+    from quantizers_infrastructure import pytorch as qp
+    QM = qi.QuantizationMethod
+    rows = []
+    w = torch.empty(512, 512, 3, 3).uniform_(-0.5, 0.5)
+    w2 = torch.empty(1024, 4096).uniform_(-0.5, 0.5)  # a Linear weight, blocks along its input
+    amax = w.abs().amax(dim=(1, 2, 3))
+    s0 = (amax / 448).tolist()
+    t0 = float(w2.abs().max()) / (6 * 448)
+    cases = [
+        ("512x512x3x3 axis 0", w, "STEFloatWeightQATQuantizer", "STE FLOAT E4M3 per-ch",
+         QM.FLOAT, 8, {"scale": s0, "ebits": 4}),
+        ("512x512x3x3 axis 0", w, "LSQFloatWeightQATQuantizer", "LSQ FLOAT E4M3 per-ch",
+         QM.FLOAT, 8, {"scale": s0, "ebits": 4}),
+        ("1024x4096 blocks 32", w2, "LSQFloatWeightQATQuantizer", "LSQ MXFP4 pre-scale",
+         QM.MX, 4, {"block_axis": 1, "ebits": 2}),
+        ("1024x4096 blocks 16", w2, "STEFloatWeightQATQuantizer", "STE NVFP4",
+         QM.NVFP4, 4, {"block_axis": 1, "ebits": 2, "tensor_scale": t0}),
+        ("1024x4096 blocks 16", w2, "LSQFloatWeightQATQuantizer", "LSQ NVFP4 block+tensor",
+         QM.NVFP4, 4, {"block_axis": 1, "ebits": 2, "tensor_scale": t0}),
+    ]
+    for label, weight, cls, what, method, n_bits, params in cases:
+        cfg = qi.TrainableQuantizerWeightsConfig(method, n_bits, params, True, 0, True)
+        q = qp.TRAINABLE_QUANTIZER_CLASSES[cls](cfg)
+        holder = torch.nn.Module()
+        p = torch.nn.Parameter(weight.clone())
+        holder.register_parameter("weight", p)
+        q.initialize_quantization(p.shape, "weight", holder)
+        learned = [v["var"] for v in q.quantizer_parameters.values() if v["var"].requires_grad]
+        g = torch.ones_like(weight)
+        y = torch.empty_like(weight)
+        t_copy = median_seconds(lambda: y.copy_(weight), repeats)
+
+        def run_qi():
+            for v in [p] + learned:
+                v.grad = None
+            q(p, True).backward(g)
+
+        torch_s = None
+        if method == QM.FLOAT:
+            lsq = cls.startswith("LSQ")  # STE weights keep their scales
+            s = torch.tensor(s0).reshape(-1, 1, 1, 1).requires_grad_(lsq)
+
+            def run_torch():
+                p.grad = None
+                s.grad = None
+                u = p / s
+                if lsq:  # hard clip: no gradient outside the range
+                    u = torch.clamp(u, -448, 448)
+                qv = torch.clamp(u, -448, 448).to(torch.float8_e4m3fn).float()
+                ((qv - u).detach() + u).mul(s).backward(g)
+
+            torch_s = median_seconds(run_torch, repeats)
+        t_qi, t_clone = paired_medians(run_qi, lambda: weight.clone(), repeats)
+        rows.append(dict(kind="fwd+bwd", case=label, quantizer=what, threads=threads, qi_s=t_qi,
+                         base_s=t_clone, base="clone", copy_s=t_copy, torch_s=torch_s,
+                         mct_s=None))
+    return rows
+
+
 def per_call_rows(threads, repeats):
     """1,000 elements: time per call of q(x) and of the op, against a clone (target: clone + 2 us)."""
     x = torch.empty(1000).uniform_(-1.5, 1.5)
@@ -312,6 +377,7 @@ def main():
             rows += layer_rows(t, args.repeats)
         if "backward" in want:
             rows += backward_rows(t, args.repeats)
+            rows += format_backward_rows(t, args.repeats)
         if "per-call" in want:
             rows += per_call_rows(t, args.repeats)
     if "qat" in want:

@@ -455,11 +455,17 @@ struct FormatAttrs {
         guarded([&] { args.scaling = trainable::parse_format_scaling(op, scaling); }));
     return read_trainable_attrs(ctx, op, &args);
   }
-  // Inputs first_param (scale), first_param + 1 (tensor_scale), first_param + 2 (grad_scale).
+  // Inputs first_param (scale), first_param + 1 (tensor_scale), first_param + 2 (grad_scale),
+  // first_param + 3 (tensor_grad_scale: one value, or empty for grad_scale).
   Status call(OpKernelContext* ctx, const char* op, const Tensor& x, int first_param,
               trainable::FormatCall* out) const {
     trainable::FormatQuantArgs a = args;
     TF_RETURN_IF_ERROR(double_scalar(ctx, first_param + 2, op, "grad_scale", &a.grad_scale));
+    if (ctx->input(first_param + 3).NumElements() != 0) {
+      double v = 0.0;
+      TF_RETURN_IF_ERROR(double_scalar(ctx, first_param + 3, op, "tensor_grad_scale", &v));
+      a.tensor_grad_scale = v;
+    }
     const auto scale = values_of(ctx->input(first_param));
     const auto tensor_scale = values_of(ctx->input(first_param + 1));
     return guarded(
@@ -477,6 +483,7 @@ REGISTER_OP("QiFormatQuant")
     .Input("scale: float")
     .Input("tensor_scale: float")
     .Input("grad_scale: double")
+    .Input("tensor_grad_scale: double")
     .Output("y: float")
     .QI_FORMAT_ATTRS
     .SetShapeFn(shapes_of_inputs<0, 0>)
@@ -488,6 +495,7 @@ REGISTER_OP("QiFormatQuantGrad")
     .Input("scale: float")
     .Input("tensor_scale: float")
     .Input("grad_scale: double")
+    .Input("tensor_grad_scale: double")
     .Output("dx: float")
     .Output("dscale: float")
     .Output("dtensor_scale: float")

@@ -154,8 +154,9 @@ FormatScaling parse_format_scaling(const char* op, const std::string& name);  //
 // and through E to the parameters, straight through every rounding: kScale dE/ds = 1; kFp8Scale
 // dE/db = t (1 without t; zero where b is clamped), dE/dt = e4m3(clamp(b)); kMx dE/dp = the
 // block's E8M0 scale. Each parameter's gradient is summed over its elements (float64, in a fixed
-// order) and multiplied by grad_scale (divided by sqrt(x.size(grad_scale_axis)) when that axis is
-// given). kNvfp4 has no parameter gradient (its tensor_scale is fixed).
+// order) and multiplied by its gradient scale: grad_scale for scale, tensor_grad_scale (when
+// given, else grad_scale) for tensor_scale, each divided by sqrt(x.size(grad_scale_axis)) when
+// that axis is given. kNvfp4 has no parameter gradient (its tensor_scale is fixed).
 // format: a FLOAT format name (kernels::kFloatFormats; "E2M1" for kFp8Scale and kNvfp4) or, for
 // kMx, an MX element format (also "INT8").
 struct FormatQuantArgs {
@@ -166,6 +167,7 @@ struct FormatQuantArgs {
   double grad_scale = 1.0;
   std::optional<int64_t> grad_scale_axis;
   std::optional<int64_t> group_size;  // kScale: groups (None: none); kFp8Scale/kNvfp4: 16; kMx: the block size
+  std::optional<double> tensor_grad_scale;  // kFp8Scale: tensor_scale's (None: grad_scale)
   int64_t group_axis = -1;           // also the block axis
 };
 
@@ -175,6 +177,7 @@ struct FormatCall {
   kernels::Plan plan;
   std::optional<int64_t> axis;
   double grad_scale = 1.0;
+  double tensor_grad_scale = 1.0;
   FormatScaling scaling = FormatScaling::kScale;
   GradMode mode = GradMode::kSte;
   float tensor_scale = 0.f;        // kFp8Scale, kNvfp4: t (0: none); kMx: p

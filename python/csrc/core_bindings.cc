@@ -259,6 +259,7 @@ py::dict args_dict(const qi::TrainableQuantizer::Forward& f) {
       d["grad_scale_axis"] = a.grad_scale_axis;
       d["group_size"] = a.group_size;
       d["group_axis"] = a.group_axis;
+      d["tensor_grad_scale"] = a.tensor_grad_scale;
       break;
     }
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <utility>
 
+#include "core/group_views.h"
 #include "core/json_util.h"
 #include "qi/error.h"
 #include "qi/inferable_quantizers.h"
@@ -352,7 +353,29 @@ std::optional<double> nvfp4_tensor_scale(double amax) {
   return amax / (448.0 * 6.0);
 }
 
-// The values of per-group calibrations (parts[g][c]) in the order c * groups + g.
+std::string shape_string(const Shape& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+}  // namespace
+
+namespace detail {
+
+std::vector<ConstTensorView> group_views(ConstTensorView w, int64_t axis, int64_t k) {
+  const size_t a = static_cast<size_t>(axis);
+  const int64_t size = w.sizes[a];
+  std::vector<ConstTensorView> out;
+  for (int64_t start = 0; start < size; start += k) {
+    ConstTensorView part = w;
+    part.data += start * w.strides[a];
+    part.sizes[a] = std::min(k, size - start);
+    out.push_back(std::move(part));
+  }
+  return out;
+}
+
 std::vector<double> interleave(const std::vector<std::vector<double>>& parts) {
   if (parts.empty() || parts[0].empty()) return {};
   const size_t groups = parts.size(), channels = parts[0].size();
@@ -362,13 +385,15 @@ std::vector<double> interleave(const std::vector<std::vector<double>>& parts) {
   return out;
 }
 
-std::string shape_string(const Shape& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
+std::vector<double> group_max(ConstTensorView w, std::optional<int64_t> channel_axis,
+                              int64_t axis, int64_t k, double floor) {
+  std::vector<std::vector<double>> parts;
+  for (const ConstTensorView& part : group_views(w, axis, k))
+    parts.push_back(calibration::threshold_max(part, channel_axis, floor));
+  return interleave(parts);
 }
 
-}  // namespace
+}  // namespace detail
 
 int64_t weight_input_axis(int64_t rank, int64_t channel_axis) {
   QI_CHECK(rank >= 2, "weight_input_axis: groups and blocks lie along a weight's input axis, "
@@ -404,21 +429,17 @@ CalibratedParams calibrate_weights(const TensorQuantizationSpec& spec, ConstTens
     out = calibrate_view(spec, w, axis);
   } else {
     // Each group, the last one shorter when the axis is ragged, calibrated on its own elements.
-    const int64_t in = weight_input_axis(w.dim(), a);
-    const int64_t size = w.sizes[static_cast<size_t>(in)], k = *spec.group_size;
     std::vector<std::vector<double>> threshold, min_range, max_range;
-    for (int64_t start = 0; start < size; start += k) {
-      ConstTensorView part = w;
-      part.data += start * w.strides[static_cast<size_t>(in)];
-      part.sizes[static_cast<size_t>(in)] = std::min(k, size - start);
+    for (const ConstTensorView& part :
+         detail::group_views(w, weight_input_axis(w.dim(), a), *spec.group_size)) {
       CalibratedParams p = calibrate_view(spec, part, axis);
       threshold.push_back(std::move(p.threshold));
       min_range.push_back(std::move(p.min_range));
       max_range.push_back(std::move(p.max_range));
     }
-    out.threshold = interleave(threshold);
-    out.min_range = interleave(min_range);
-    out.max_range = interleave(max_range);
+    out.threshold = detail::interleave(threshold);
+    out.min_range = detail::interleave(min_range);
+    out.max_range = detail::interleave(max_range);
   }
   if (spec.method == QuantizationMethod::FLOAT) float_scales(spec, out);
   return out;

@@ -213,8 +213,8 @@ std::optional<int64_t> resolve_axis(const char* op, const Shape& x, std::optiona
 }
 
 double effective_grad_scale(const char* op, const Shape& x, double grad_scale,
-                            std::optional<int64_t> axis) {
-  QI_CHECK(std::isfinite(grad_scale), op, ": grad_scale must be finite, got ", grad_scale);
+                            std::optional<int64_t> axis, const char* name = "grad_scale") {
+  QI_CHECK(std::isfinite(grad_scale), op, ": ", name, " must be finite, got ", grad_scale);
   const int64_t r = static_cast<int64_t>(x.size());
   if (!axis || r < 2) return grad_scale;
   QI_CHECK(*axis >= -r && *axis < r, op, ": grad_scale_axis must be in [", -r, ", ", r,
@@ -505,6 +505,11 @@ FormatCall format_quant_call(const char* op, const Shape& x_sizes,
   call.scaling = args.scaling;
   call.mode = checked_mode(op, args.mode);
   call.grad_scale = effective_grad_scale(op, x_sizes, args.grad_scale, args.grad_scale_axis);
+  call.tensor_grad_scale =
+      args.tensor_grad_scale
+          ? effective_grad_scale(op, x_sizes, *args.tensor_grad_scale, args.grad_scale_axis,
+                                 "tensor_grad_scale")
+          : call.grad_scale;
   const bool mx = args.scaling == FormatScaling::kMx;
   const kernels::FloatFormat* format =
       mx ? kernels::find_mx_format(args.format) : kernels::find_float_format(args.format);
@@ -522,6 +527,9 @@ FormatCall format_quant_call(const char* op, const Shape& x_sizes,
   QI_CHECK(!block_scaled || !args.channel_axis, op, ": scaling \"", to_string(args.scaling),
            "\" computes its scales per block from the data and takes no channel_axis, got ",
            args.channel_axis.value_or(0));
+  QI_CHECK(!args.tensor_grad_scale || args.scaling == FormatScaling::kFp8Scale, op,
+           ": tensor_grad_scale applies to scaling \"fp8_scale\" (a learned tensor scale) only, "
+           "got scaling \"", to_string(args.scaling), "\"");
   const bool takes_tensor_scale = nvfp4;
   QI_CHECK(takes_tensor_scale || tensor_scale.empty(), op, ": tensor_scale must be empty for "
            "scaling \"", to_string(args.scaling), "\", got size ", tensor_scale.size());
@@ -608,7 +616,7 @@ FormatGrads format_quant_backward(const FormatCall& call, ConstTensorView x, Con
       out.d_scale.push_back(call.block_clamped[c] ? 0.0 : call.grad_scale * g.d_scale[c] * t);
       d_t += g.d_scale[c] * s;
     }
-    if (call.tensor_scale > 0) out.d_tensor_scale.push_back(call.grad_scale * d_t);
+    if (call.tensor_scale > 0) out.d_tensor_scale.push_back(call.tensor_grad_scale * d_t);
     return out;
   }
   const double d_p = block_backward(call, x, dy, dx);

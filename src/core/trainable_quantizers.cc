@@ -8,6 +8,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "core/group_views.h"
 #include "core/json_util.h"
 #include "core/param_rules.h"
 #include "kernels/plan.h"
@@ -643,23 +644,10 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::format_variables(
         // amax / 6 / tensor_scale of each block (at least E4M3's smallest normal).
         const int64_t ga = group_axis_ < 0 ? group_axis_ + r : group_axis_;
         const auto axis = weight_axis();
-        const int64_t ca = axis ? (*axis < 0 ? *axis + r : *axis) : -1;
-        const int64_t groups = extent / kernels::kNvfp4BlockSize;
-        std::vector<double> amax(static_cast<size_t>(count), 0.0);
-        Shape stride(weight_shape.size(), 1);
-        for (int64_t d = r - 2; d >= 0; --d)
-          stride[static_cast<size_t>(d)] =
-              stride[static_cast<size_t>(d + 1)] * weight_shape[static_cast<size_t>(d + 1)];
-        int64_t numel = 1;
-        for (int64_t v : weight_shape) numel *= v;
-        for (int64_t i = 0; i < numel; ++i) {
-          const int64_t ch =
-              ca < 0 ? 0 : (i / stride[static_cast<size_t>(ca)]) % weight_shape[static_cast<size_t>(ca)];
-          const int64_t g = (i / stride[static_cast<size_t>(ga)]) % extent /
-                            kernels::kNvfp4BlockSize;
-          double& m = amax[static_cast<size_t>(ch * groups + g)];
-          m = std::max(m, static_cast<double>(std::fabs(weight[i])));
-        }
+        const std::optional<int64_t> ca =
+            axis ? std::optional<int64_t>(*axis < 0 ? *axis + r : *axis) : std::nullopt;
+        const std::vector<double> amax = detail::group_max(
+            ConstTensorView(weight, weight_shape), ca, ga, kernels::kNvfp4BlockSize, 0.0);
         // In float32 as the data-scaled NVFP4 computes them: at first the learned quantizer
         // equals WeightsNVFP4InferableQuantizer bit for bit.
         for (double m : amax) {
@@ -669,7 +657,7 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::format_variables(
         }
       }
       out.push_back({kBlockScale, {count}, std::move(init), learn, VariableGroup::QPARAMS});
-      tensor_scale(false);
+      tensor_scale(learn);
       return out;
     }
     default:
@@ -690,23 +678,22 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
   trainable::FormatQuantArgs& a = f.format;
   a.format = format_;
   a.mode = lsq ? GradMode::kLsq : GradMode::kSte;
-  // C: the parameter count (weights), or the input's channels (activations, at the call).
-  const int64_t c = acfg_ || method_ != QuantizationMethod::FLOAT || !wcfg_
-                        ? 1
-                        : channels(weight_shape);
-  if (acfg_) {
-    a.grad_scale = lsq ? 1.0 / std::sqrt(L) : 1.0;
-    if (lsq) a.grad_scale_axis = activation_channel_axis;
-  } else {
-    a.grad_scale = lsq ? 1.0 / std::sqrt(L * static_cast<double>(c)) : 1.0;
-  }
+  // LSQ's gradient scale 1 / sqrt(L * count), count the elements one parameter value scales;
+  // activations count the input's channels at the call (grad_scale_axis).
+  if (acfg_ && lsq) a.grad_scale_axis = activation_channel_axis;
+  auto lsq_scale = [&](int64_t count) {
+    return lsq ? 1.0 / std::sqrt(L * static_cast<double>(std::max<int64_t>(count, 1))) : 1.0;
+  };
+  int64_t numel = 1;
+  for (int64_t v : weight_shape) numel *= v;
   switch (method_) {
     case QuantizationMethod::FLOAT: {
       // The scales are small (max|x| / the format's max M): their gradient is the one a range
       // r = M * scale would get, expressed on the scale (dL/dscale / M^2), so that SGD moves a
       // scale as it moves an integer quantizer's threshold.
       const double m = kernels::find_float_format(format_)->max;
-      a.grad_scale /= m * m;
+      const int64_t c = acfg_ ? 1 : channels(weight_shape);
+      a.grad_scale = lsq_scale(c) / (m * m);
       a.scaling = trainable::FormatScaling::kScale;
       f.inputs = {{"scale", kScale}};
       if (wcfg_) {
@@ -718,11 +705,7 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
     }
     case QuantizationMethod::MX:
       // One pre-scale for the whole tensor: LSQ counts its elements (weights).
-      if (wcfg_ && lsq) {
-        int64_t numel = 1;
-        for (int64_t v : weight_shape) numel *= v;
-        a.grad_scale = 1.0 / std::sqrt(L * static_cast<double>(std::max<int64_t>(numel, 1)));
-      }
+      a.grad_scale = lsq_scale(acfg_ ? 1 : numel);
       a.scaling = trainable::FormatScaling::kMx;
       f.inputs = {{"scale", kPreScale}};
       a.group_size = block_size_;
@@ -732,16 +715,17 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
       a.group_size = kernels::kNvfp4BlockSize;
       a.group_axis = block_axis_;
       if (wcfg_ && info_->training_method == TrainingMethod::LSQ) {
-        // Learned block scales (in eval too: the converted quantizer holds them).
-        const int64_t blocks = channels(weight_shape);
+        // Learned block scales b (in eval too: the converted quantizer holds them) and tensor
+        // scale t. As for FLOAT, each gets the gradient of the range it sets, expressed on
+        // itself: a block's range 6 t b (so dL/db / (6 t)^2, t at its configured value) and the
+        // tensor's largest range 6 * 448 * t (dL/dt / 2688^2); LSQ counts a block's 16
+        // elements for b and the whole weight for t.
+        const double t = tensor_scale_.value_or(1.0);
+        const double t_range = 6.0 * kernels::find_float_format("E4M3")->max;
         a.scaling = trainable::FormatScaling::kFp8Scale;
         a.channel_axis = weight_axis();
-        // As for FLOAT, the gradient a block's range (6 * t * b) would get, on b: the tensor
-        // scale t stays at its calibrated value (the learned block scales absorb any common
-        // factor), so the factor 1 / (6 t)^2 is a constant.
-        const double t = tensor_scale_.value_or(1.0);
-        a.grad_scale =
-            lsq ? 1.0 / std::sqrt(L * static_cast<double>(blocks)) / (36.0 * t * t) : 1.0;
+        a.grad_scale = lsq_scale(channels(weight_shape)) / (36.0 * t * t);
+        if (tensor_scale_) a.tensor_grad_scale = lsq_scale(numel) / (t_range * t_range);
         f.inputs.push_back({"scale", kBlockScale});
       } else {
         a.scaling = trainable::FormatScaling::kNvfp4;

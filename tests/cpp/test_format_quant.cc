@@ -200,6 +200,19 @@ TEST(FormatQuant, Fp8BlockScalesMatchNaive) {
   EXPECT_EQ(call.block_scale[4], 0.015625f);
   EXPECT_EQ(call.block_scale[1], 0.015625f);
   EXPECT_NE(g.d_scale[1], 0.0);
+
+  // tensor_grad_scale scales the tensor scale's gradient only; grad_scale_axis divides both.
+  a.grad_scale = 0.5;
+  a.tensor_grad_scale = 2e-3;
+  a.grad_scale_axis = 0;
+  const auto scaled = qi::trainable::format_quant_call("t", {R, C}, b, {t}, a);
+  const auto [y2, dx2, g2] = run(scaled, x, dy, {R, C});
+  expect_bits(y2, y);
+  EXPECT_EQ(dx2, dx);
+  const double root = std::sqrt(static_cast<double>(R));
+  for (size_t k = 0; k < b.size(); ++k)
+    EXPECT_DOUBLE_EQ(g2.d_scale[k], g.d_scale[k] * 0.5 / root) << k;
+  EXPECT_DOUBLE_EQ(g2.d_tensor_scale[0], g.d_tensor_scale[0] * 2e-3 / root);
 }
 
 TEST(FormatQuant, MxAndNvfp4FollowTheirInferableQuantizers) {
@@ -316,6 +329,15 @@ TEST(FormatQuant, RejectsBadArguments) {
   fails({4, 32}, std::vector<double>(8, NAN), {}, a, "op: scale must be finite, got nan at index 0");
   fails({4, 32}, std::vector<double>(8, 0.1), {1.0, 2.0}, a,
         "op: tensor_scale must hold at most one value, got 2");
+  a.tensor_grad_scale = INFINITY;
+  fails({4, 32}, std::vector<double>(8, 0.1), {1.0}, a,
+        "op: tensor_grad_scale must be finite, got inf");
+  a.scaling = FormatScaling::kScale;
+  a.format = "E4M3";
+  a.tensor_grad_scale = 1.0;
+  fails({4, 32}, std::vector<double>(8, 0.1), {}, a,
+        "op: tensor_grad_scale applies to scaling \"fp8_scale\" (a learned tensor scale) only, "
+        "got scaling \"scale\"");
 }
 
 }  // namespace

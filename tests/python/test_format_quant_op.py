@@ -74,7 +74,8 @@ def block_amax(x, block, axis):
     return np.moveaxis(a, -1, axis)
 
 
-def reference(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None):
+def reference(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None,
+              tensor_grad_scale=None):
     """(y, dx, d_scale, d_tensor_scale) of the op on float32 x with upstream gradient dy. The
     forward follows the documented float32 arithmetic; with u = x / E the value the element format
     rounds and q = F(clamp(u, -max, max)), the gradients are dy/dx = 1 (STE) or the inside mask
@@ -136,9 +137,11 @@ def reference(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None):
     else:
         dx = np.where(inside, dy, F32(0.0)).astype(F32)
         dE = np.where(inside, q.astype(np.float64) - u.astype(np.float64), q.astype(np.float64))
-    g = grad_scale / (math.sqrt(x.shape[grad_scale_axis]) if grad_scale_axis is not None else 1)
+    axis_size = math.sqrt(x.shape[grad_scale_axis]) if grad_scale_axis is not None else 1
     terms = {}
     for out, index, dEdp in chain:
+        g = (tensor_grad_scale if out is d_ts and tensor_grad_scale is not None
+             else grad_scale) / axis_size
         contrib = (dy64 * dE * dEdp).reshape(-1)
         out += np.bincount(index.reshape(-1), weights=contrib, minlength=out.size) * g
         terms[id(out)] = np.bincount(index.reshape(-1), weights=np.abs(contrib),
@@ -220,7 +223,8 @@ CASES = [pytest.param(name, fmt, id=f"{name}-{fmt}",
          for name, fmts in SCALINGS.items() for fmt in fmts]
 
 
-def torch_run(x, dy, case, fmt, mode, dtype=torch.float32, grad_scale=1.0, grad_scale_axis=None):
+def torch_run(x, dy, case, fmt, mode, dtype=torch.float32, grad_scale=1.0, grad_scale_axis=None,
+              **extra):
     """y, dx, d_scale, d_tensor_scale from torch.ops.qi.format_quant and autograd."""
     xt = torch.from_numpy(x).to(dtype).requires_grad_()
     s = torch.from_numpy(case["scale"]).requires_grad_()
@@ -228,12 +232,12 @@ def torch_run(x, dy, case, fmt, mode, dtype=torch.float32, grad_scale=1.0, grad_
     kw = dict(case["kwargs"])
     axis = kw.pop("channel_axis", None)
     y = torch.ops.qi.format_quant(xt, s, t, fmt, case["scaling"], axis, mode, grad_scale,
-                                  grad_scale_axis=grad_scale_axis, **kw)
+                                  grad_scale_axis=grad_scale_axis, **kw, **extra)
     y.backward(torch.from_numpy(dy).to(dtype))
     return y.detach(), xt.grad, s.grad, t.grad
 
 
-def tf_run(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None):
+def tf_run(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None, **extra):
     tf = pytest.importorskip("tensorflow")
     from quantizers_infrastructure.keras import ops
     xv = tf.Variable(x)
@@ -241,7 +245,7 @@ def tf_run(x, dy, case, fmt, mode, grad_scale=1.0, grad_scale_axis=None):
     t = tf.Variable(case["tensor_scale"]) if case["tensor_scale"].size else None
     with tf.GradientTape() as tape:
         y = ops.format_quant(xv, s, t, fmt, case["scaling"], mode=mode, grad_scale=grad_scale,
-                             grad_scale_axis=grad_scale_axis, **case["kwargs"])
+                             grad_scale_axis=grad_scale_axis, **case["kwargs"], **extra)
         loss = tf.reduce_sum(y * dy)
     variables = [v for v in (xv, s, t) if v is not None]
     grads = dict(zip([id(v) for v in variables], tape.gradient(loss, variables)))
@@ -323,6 +327,28 @@ def test_lsq_gradient_scale_divides_by_the_axis_size(name, fmt):
     assert_sums_close(ds, rds, terms_s, "d_scale")
     if case["tensor_scale"].size:
         assert_sums_close(dt, rdt, terms_t, "d_tensor_scale")
+
+
+@pytest.mark.parametrize("mode", ["ste", "lsq"])
+def test_tensor_grad_scale_scales_the_tensor_scale_gradient_only(mode):
+    """NVFP4 with learned block and tensor scales: tensor_grad_scale replaces grad_scale for
+    tensor_scale's gradient (with grad_scale_axis dividing both); the forward, dx and d_scale do
+    not change. TensorFlow gives the same bits."""
+    x, case = make_case("fp8_scale-t", "E2M1")
+    dy = case["dy"]
+    plain = torch_run(x, dy, case, "E2M1", mode, grad_scale=0.5, grad_scale_axis=1)
+    got = torch_run(x, dy, case, "E2M1", mode, grad_scale=0.5, grad_scale_axis=1,
+                    tensor_grad_scale=3e-4)
+    *_, rdt, _, terms_t = reference(x, dy, case, "E2M1", mode, grad_scale=0.5, grad_scale_axis=1,
+                                    tensor_grad_scale=3e-4)
+    for a, b, what in zip(got[:3], plain[:3], ("y", "dx", "d_scale")):
+        np.testing.assert_array_equal(bits(a.detach().numpy()), bits(b.detach().numpy()), what)
+    assert_sums_close(got[3], rdt, terms_t, "d_tensor_scale")
+    assert rdt.any() and not np.allclose(got[3].numpy(), plain[3].numpy())
+    tf_got = tf_run(x, dy, case, "E2M1", mode, grad_scale=0.5, grad_scale_axis=1,
+                    tensor_grad_scale=3e-4)
+    for g, w, what in zip(tf_got, got, ("y", "dx", "d_scale", "d_tensor_scale")):
+        np.testing.assert_array_equal(bits(g), bits(w.detach().numpy()), err_msg=what)
 
 
 # ---- TensorFlow ----------------------------------------------------------------------------------
@@ -451,6 +477,13 @@ BAD = [
     ("non-positive tensor scale", [1.0] * 8, [-1.0], "E2M1", "fp8_scale",
      {"channel_axis": 0, "group_size": 16, "group_axis": 1},
      r"tensor_scale must be > 0, got -1 at index 0"),
+    ("tensor_grad_scale without a learned tensor scale", [1.0], NONE, "E4M3", "scale",
+     {"tensor_grad_scale": 0.5},
+     r"tensor_grad_scale applies to scaling \"fp8_scale\" \(a learned tensor scale\) only, "
+     r"got scaling \"scale\""),
+    ("non-finite tensor_grad_scale", [1.0] * 8, [2.0], "E2M1", "fp8_scale",
+     {"channel_axis": 0, "group_size": 16, "group_axis": 1, "tensor_grad_scale": float("inf")},
+     r"tensor_grad_scale must be finite, got inf"),
 ]
 
 
@@ -474,7 +507,8 @@ def test_torch_op_refuses(what, scale, tensor_scale, fmt, scaling, kw, message):
         torch.ops.qi._format_quant_backward(
             dy, torch.from_numpy(X), torch.tensor(scale, dtype=torch.float32),
             torch.tensor(tensor_scale, dtype=torch.float32), fmt, scaling, axis, "ste", 1.0, None,
-            kw2.get("group_size"), kw2.get("group_axis", -1), True, True)
+            kw2.get("group_size"), kw2.get("group_axis", -1), True, True,
+            kw2.get("tensor_grad_scale"))
 
 
 @pytest.mark.parametrize("what,scale,tensor_scale,fmt,scaling,kw,message", BAD,

@@ -204,7 +204,7 @@ def test_mx_lsq_learns_a_pre_scale_and_converts_with_it():
 
 # ---- NVFP4 --------------------------------------------------------------------------------------
 
-def test_nvfp4_lsq_starts_at_the_data_scales_and_learns_its_block_scales():
+def test_nvfp4_lsq_starts_at_the_data_scales_and_learns_its_block_and_tensor_scales():
     w = rand((8, 64), 8)
     t = float(np.abs(w).max() / (448 * 6))
     cfg = qi.TrainableQuantizerWeightsConfig(QM.NVFP4, 4, {"block_axis": 1, "tensor_scale": t},
@@ -223,15 +223,24 @@ def test_nvfp4_lsq_starts_at_the_data_scales_and_learns_its_block_scales():
     u = (w / e.astype(np.float32)).astype(np.float64)
     qv = round_to(np.clip(u, -6, 6), "E2M1")
     terms = (dy.numpy() * np.where(np.abs(u) <= 6, qv - u, qv)).reshape(32, 16).sum(axis=1)
-    want = terms * np.float32(t) / np.sqrt(7 * 32) / (36 * np.float64(np.float32(t)) ** 2)
+    want = terms * np.float32(t) / np.sqrt(7 * 32) / (36 * t ** 2)
     np.testing.assert_allclose(variables(q)["block_scale"].grad.numpy(), want, rtol=1e-4)
-    variables(q)["block_scale"].grad = None
+    # The tensor range's gradient on t: dL/dt = g * sum(dy * dy/dE * e4m3(b)) / (6 * 448)^2,
+    # g = 1 / sqrt(7 * the weight's elements).
+    want_t = (terms * blocks_e4m3(b0.numpy())).sum() / np.sqrt(7 * w.size) / (6 * 448) ** 2
+    np.testing.assert_allclose(variables(q)["tensor_scale"].grad.numpy(), [want_t], rtol=1e-4)
+    for v in variables(q).values():
+        v.grad = None
     p.grad = None
+    t0 = variables(q)["tensor_scale"].detach().clone()
     for _ in range(3):
         step(q, p, dy, lr=0.01)
-    assert not variables(q)["tensor_scale"].requires_grad  # calibrated, fixed
+    assert variables(q)["tensor_scale"].requires_grad
+    assert not torch.equal(variables(q)["tensor_scale"].detach(), t0)
     assert not torch.equal(variables(q)["block_scale"].detach(), b0)
     conv = converts_bit_for_bit(q, p)
+    learned_t = float(variables(q)["tensor_scale"].detach()[0])
+    assert conv.get_config()["tensor_scale"] == learned_t
     blocks = np.asarray(conv.get_config()["block_scales"], np.float32)
     assert blocks.shape == (32,)
     # Stored as FP8 E4M3 values.

@@ -92,7 +92,7 @@ at::Tensor TrainableQuantizer::forward(const at::Tensor& x, bool training) {
       const auto& a = f.format;
       return format_quant(x, scale, tensor_scale, a.format, trainable::to_string(a.scaling),
                           a.channel_axis, mode_name(a.mode), a.grad_scale, a.grad_scale_axis,
-                          a.group_size, a.group_axis);
+                          a.group_size, a.group_axis, a.tensor_grad_scale);
     }
   }
   throw Error(str_cat(class_name(), ": unknown op"));

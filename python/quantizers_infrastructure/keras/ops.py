@@ -175,7 +175,7 @@ def _parameter(value, who: str, arg: str) -> tf.Tensor:
 def format_quant(x, scale, tensor_scale, format: str, scaling: str,
                  channel_axis: Optional[int] = None, mode: str = "ste", grad_scale: float = 1.0,
                  grad_scale_axis: Optional[int] = None, group_size: Optional[int] = None,
-                 group_axis: int = -1) -> tf.Tensor:
+                 group_axis: int = -1, tensor_grad_scale: Optional[float] = None) -> tf.Tensor:
     """The formats' trainable op (as torch.ops.qi.format_quant): y = E * F(clamp(x / E, -max,
     max)), F the rounding of `format` (a FLOAT format, "E2M1" for NVFP4, or an MX element
     format) and E each element's scale as `scaling` says: "scale" (scale holds it: one value,
@@ -185,13 +185,16 @@ def format_quant(x, scale, tensor_scale, format: str, scaling: str,
     pre-scale held by scale, one value) or "nvfp4" (NVFP4 blocks from the data, tensor_scale
     None or one fixed value). scale or tensor_scale None (or empty): not used. mode "ste":
     dy/dx = 1; "lsq": dy/dx = 0 outside [-max, max]. Parameter gradients pass every rounding
-    straight through, summed per parameter and scaled by grad_scale (divided by
-    sqrt(x.shape[grad_scale_axis]) when that axis is given)."""
+    straight through, summed per parameter and scaled by grad_scale (tensor_scale's by
+    tensor_grad_scale when given, "fp8_scale" only), divided by sqrt(x.shape[grad_scale_axis])
+    when that axis is given."""
     _check_mode(mode, "format_quant")
     x = _float32(x, "format_quant", "x")
     scale = _parameter(scale, "format_quant", "scale")
     tensor_scale = _parameter(tensor_scale, "format_quant", "tensor_scale")
-    return _run(_ops.qi_format_quant, x, scale, tensor_scale, _double(grad_scale),
+    # tensor_grad_scale None: an empty float64 tensor (the op then uses grad_scale).
+    tgs = tf.zeros([0], tf.float64) if tensor_grad_scale is None else _double(tensor_grad_scale)
+    return _run(_ops.qi_format_quant, x, scale, tensor_scale, _double(grad_scale), tgs,
                 format=str(format), scaling=str(scaling), mode=mode,
                 **_optional_attrs("channel_axis", channel_axis),
                 **_optional_attrs("grad_scale_axis", grad_scale_axis),
@@ -258,7 +261,7 @@ def _uniform_quant_grad(op, grad):
 def _format_quant_grad(op, grad):
     attrs = _attrs(op, _TRAINABLE + ("format", "scaling"))
     dx, dscale, dtensor_scale = _ops.qi_format_quant_grad(grad, *op.inputs, **attrs)
-    return [dx, dscale, dtensor_scale, None]
+    return [dx, dscale, dtensor_scale, None, None]
 
 
 @tf.RegisterGradient("QiSoftRound")

@@ -66,14 +66,14 @@ def _uniform_quant_backward(grad, x, min_range, max_range, num_bits, channel_axi
 
 @torch.library.register_fake("qi::format_quant")
 def _format_quant(x, scale, tensor_scale, format, scaling, channel_axis, mode, grad_scale,
-                  grad_scale_axis=None, group_size=None, group_axis=-1):
+                  grad_scale_axis=None, group_size=None, group_axis=-1, tensor_grad_scale=None):
     return _like(x)
 
 
 @torch.library.register_fake("qi::_format_quant_backward")
 def _format_quant_backward(grad, x, scale, tensor_scale, format, scaling, channel_axis, mode,
                            grad_scale, grad_scale_axis, group_size, group_axis, need_x,
-                           need_scale):
+                           need_scale, tensor_grad_scale=None):
     return (_like(x) if need_x else _not_needed(x),
             _like(scale) if need_scale else _not_needed(scale),
             _like(tensor_scale) if need_scale else _not_needed(tensor_scale))

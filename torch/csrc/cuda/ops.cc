@@ -632,14 +632,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> uniform_quant_backward_cuda(
 at::Tensor format_quant_cuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              c10::string_view, c10::string_view, std::optional<int64_t>,
                              c10::string_view, double, std::optional<int64_t>,
-                             std::optional<int64_t>, int64_t) {
+                             std::optional<int64_t>, int64_t, std::optional<double>) {
   refuse_format_quant("qi::format_quant");
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> format_quant_backward_cuda(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
     c10::string_view, std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
-    std::optional<int64_t>, int64_t, bool, bool) {
+    std::optional<int64_t>, int64_t, bool, bool, std::optional<double>) {
   refuse_format_quant("qi::_format_quant_backward");
 }
 

@@ -195,11 +195,11 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
 using FormatSig = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                              c10::string_view, c10::string_view, std::optional<int64_t>,
                              c10::string_view, double, std::optional<int64_t>,
-                             std::optional<int64_t>, int64_t);
+                             std::optional<int64_t>, int64_t, std::optional<double>);
 using FormatBwdSig = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view,
     c10::string_view, std::optional<int64_t>, c10::string_view, double, std::optional<int64_t>,
-    std::optional<int64_t>, int64_t, bool, bool);
+    std::optional<int64_t>, int64_t, bool, bool, std::optional<double>);
 
 const c10::TypedOperatorHandle<FormatSig>& format_quant_op() {
   static const auto handle = op<FormatSig>("qi::format_quant");
@@ -213,8 +213,10 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
                             c10::string_view scaling, std::optional<int64_t> channel_axis,
                             c10::string_view mode, double grad_scale,
                             std::optional<int64_t> grad_scale_axis,
-                            std::optional<int64_t> group_size, int64_t group_axis) {
+                            std::optional<int64_t> group_size, int64_t group_axis,
+                            std::optional<double> tensor_grad_scale) {
     ctx->save_for_backward({x, scale, tensor_scale});
+    ctx->saved_data["tensor_grad_scale"] = tensor_grad_scale;
     ctx->saved_data["format"] = std::string(format);
     ctx->saved_data["scaling"] = std::string(scaling);
     ctx->saved_data["channel_axis"] = channel_axis;
@@ -225,7 +227,7 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
     ctx->saved_data["group_axis"] = group_axis;
     return below_autograd(format_quant_op(), x, scale, tensor_scale, format, scaling,
                           channel_axis, mode, grad_scale, grad_scale_axis, group_size,
-                          group_axis);
+                          group_axis, tensor_grad_scale);
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto& d = ctx->saved_data;
@@ -242,7 +244,8 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
                    d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
                    d["grad_scale_axis"].toOptional<int64_t>(),
                    d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt(),
-                   !ste && ctx->needs_input_grad(0), need_scale);
+                   !ste && ctx->needs_input_grad(0), need_scale,
+                   d["tensor_grad_scale"].toOptional<double>());
     }
     // STE passes dy through unchanged (straight through the rounding and the clip).
     if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
@@ -250,7 +253,7 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
     if (!ctx->needs_input_grad(1)) ds = at::Tensor();
     if (!ctx->needs_input_grad(2)) dt = at::Tensor();
     return {dx,           ds,           dt,           at::Tensor(), at::Tensor(), at::Tensor(),
-            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -357,13 +360,15 @@ at::Tensor format_quant_autograd(const at::Tensor& x, const at::Tensor& scale,
                                  c10::string_view scaling, std::optional<int64_t> channel_axis,
                                  c10::string_view mode, double grad_scale,
                                  std::optional<int64_t> grad_scale_axis,
-                                 std::optional<int64_t> group_size, int64_t group_axis) {
+                                 std::optional<int64_t> group_size, int64_t group_axis,
+                                 std::optional<double> tensor_grad_scale) {
   if (!recorded({&x, &scale, &tensor_scale}))
     return below_autograd(format_quant_op(), x, scale, tensor_scale, format, scaling,
                           channel_axis, mode, grad_scale, grad_scale_axis, group_size,
-                          group_axis);
+                          group_axis, tensor_grad_scale);
   return FormatQuantFunction::apply(x, scale, tensor_scale, format, scaling, channel_axis, mode,
-                                    grad_scale, grad_scale_axis, group_size, group_axis);
+                                    grad_scale, grad_scale_axis, group_size, group_axis,
+                                    tensor_grad_scale);
 }
 at::Tensor soft_round_autograd(const at::Tensor& w, const at::Tensor& alpha,
                                const at::Tensor& threshold_or_min, int64_t num_bits,

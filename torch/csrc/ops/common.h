@@ -105,7 +105,9 @@ inline trainable::FormatQuantArgs format_args(c10::string_view format, c10::stri
                                               c10::string_view mode, double grad_scale,
                                               std::optional<int64_t> grad_scale_axis,
                                               std::optional<int64_t> group_size,
-                                              int64_t group_axis, const char* op) {
+                                              int64_t group_axis,
+                                              std::optional<double> tensor_grad_scale,
+                                              const char* op) {
   trainable::FormatQuantArgs a;
   a.format = std::string(format);
   a.scaling = translate_errors(
@@ -116,6 +118,7 @@ inline trainable::FormatQuantArgs format_args(c10::string_view format, c10::stri
   a.grad_scale_axis = grad_scale_axis;
   a.group_size = group_size;
   a.group_axis = group_axis;
+  a.tensor_grad_scale = tensor_grad_scale;
   return a;
 }
 

@@ -261,11 +261,12 @@ at::Tensor format_quant_cpu(const at::Tensor& x, const at::Tensor& scale,
                             c10::string_view scaling, std::optional<int64_t> channel_axis,
                             c10::string_view mode, double grad_scale,
                             std::optional<int64_t> grad_scale_axis,
-                            std::optional<int64_t> group_size, int64_t group_axis) {
+                            std::optional<int64_t> group_size, int64_t group_axis,
+                            std::optional<double> tensor_grad_scale) {
   const char* op = "qi::format_quant";
   check_floating_cpu(x, op, "x");
   const auto args = format_args(format, scaling, channel_axis, mode, grad_scale, grad_scale_axis,
-                                group_size, group_axis, op);
+                                group_size, group_axis, tensor_grad_scale, op);
   const auto c = format_call(x, scale, tensor_scale, args, op);
   return apply_float(x, [&](ConstTensorView in, TensorView out) {
     trainable::format_quant_forward(c.call, in, out);
@@ -277,11 +278,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> format_quant_backward_cpu(
     const at::Tensor& tensor_scale, c10::string_view format, c10::string_view scaling,
     std::optional<int64_t> channel_axis, c10::string_view mode, double grad_scale,
     std::optional<int64_t> grad_scale_axis, std::optional<int64_t> group_size,
-    int64_t group_axis, bool need_x, bool need_scale) {
+    int64_t group_axis, bool need_x, bool need_scale, std::optional<double> tensor_grad_scale) {
   const char* op = "qi::_format_quant_backward";
   check_grad(grad, x, op);
   const auto args = format_args(format, scaling, channel_axis, mode, grad_scale, grad_scale_axis,
-                                group_size, group_axis, op);
+                                group_size, group_axis, tensor_grad_scale, op);
   const auto c = format_call(x, scale, tensor_scale, args, op);
   trainable::FormatGrads g;
   at::Tensor dx = fused_backward(grad, x, args.mode, need_x, need_scale,

@@ -87,13 +87,15 @@ at::Tensor format_quant(const at::Tensor& x, const at::Tensor& scale,
                         const std::string& scaling, std::optional<int64_t> channel_axis,
                         const std::string& mode, double grad_scale,
                         std::optional<int64_t> grad_scale_axis,
-                        std::optional<int64_t> group_size, int64_t group_axis) {
+                        std::optional<int64_t> group_size, int64_t group_axis,
+                        std::optional<double> tensor_grad_scale) {
   static auto h = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                 c10::string_view, c10::string_view, std::optional<int64_t>,
                                 c10::string_view, double, std::optional<int64_t>,
-                                std::optional<int64_t>, int64_t)>("qi::format_quant");
+                                std::optional<int64_t>, int64_t,
+                                std::optional<double>)>("qi::format_quant");
   return h.call(x, scale, tensor_scale, format, scaling, channel_axis, mode, grad_scale,
-                grad_scale_axis, group_size, group_axis);
+                grad_scale_axis, group_size, group_axis, tensor_grad_scale);
 }
 
 at::Tensor soft_round(const at::Tensor& w, const at::Tensor& alpha,

@@ -41,12 +41,12 @@ TORCH_LIBRARY(qi, m) {
   m.def(
       "format_quant(Tensor x, Tensor scale, Tensor tensor_scale, str format, str scaling, "
       "int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None, "
-      "int? group_size=None, int group_axis=-1) -> Tensor");
+      "int? group_size=None, int group_axis=-1, float? tensor_grad_scale=None) -> Tensor");
   m.def(
       "_format_quant_backward(Tensor grad, Tensor x, Tensor scale, Tensor tensor_scale, "
       "str format, str scaling, int? channel_axis, str mode, float grad_scale, "
-      "int? grad_scale_axis, int? group_size, int group_axis, bool need_x, bool need_scale) "
-      "-> (Tensor, Tensor, Tensor)");
+      "int? grad_scale_axis, int? group_size, int group_axis, bool need_x, bool need_scale, "
+      "float? tensor_grad_scale=None) -> (Tensor, Tensor, Tensor)");
   m.def(
       "soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits, bool power_of_two, "
       "int? channel_axis, bool training, Tensor? max_range=None) -> Tensor");

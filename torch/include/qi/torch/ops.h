@@ -67,7 +67,7 @@ at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
 
 // qi::format_quant(Tensor x, Tensor scale, Tensor tensor_scale, str format, str scaling,
 //     int? channel_axis, str mode, float grad_scale, int? grad_scale_axis=None,
-//     int? group_size=None, int group_axis=-1) -> Tensor
+//     int? group_size=None, int group_axis=-1, float? tensor_grad_scale=None) -> Tensor
 // The formats' trainable op (trainable_math.h FormatQuantArgs): y = E * F(clamp(x / E, -max,
 // max)) with F the rounding of `format` (a FLOAT format, "E2M1" for NVFP4, or an MX element
 // format) and E the element's scale as `scaling` says: "scale" (scale holds it: one value, one
@@ -76,14 +76,16 @@ at::Tensor uniform_quant(const at::Tensor& x, const at::Tensor& min_range,
 // pre-scale, one value in scale) or "nvfp4" (NVFP4 from the data, tensor_scale none or one
 // fixed value). A tensor the scaling does not use is empty (0 elements). Gradients for x, scale
 // and tensor_scale, straight through every rounding; mode "ste" or "lsq" and grad_scale,
-// grad_scale_axis as for symmetric_quant.
+// grad_scale_axis as for symmetric_quant; tensor_grad_scale (fp8_scale only) scales
+// tensor_scale's gradient instead of grad_scale.
 at::Tensor format_quant(const at::Tensor& x, const at::Tensor& scale,
                         const at::Tensor& tensor_scale, const std::string& format,
                         const std::string& scaling, std::optional<int64_t> channel_axis,
                         const std::string& mode, double grad_scale,
                         std::optional<int64_t> grad_scale_axis = std::nullopt,
                         std::optional<int64_t> group_size = std::nullopt,
-                        int64_t group_axis = -1);
+                        int64_t group_axis = -1,
+                        std::optional<double> tensor_grad_scale = std::nullopt);
 
 // qi::soft_round(Tensor w, Tensor alpha, Tensor threshold_or_min, int num_bits,
 //     bool power_of_two, int? channel_axis, bool training, Tensor? max_range=None) -> Tensor
