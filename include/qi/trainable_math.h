@@ -180,9 +180,9 @@ struct FormatCall {
   double tensor_grad_scale = 1.0;
   FormatScaling scaling = FormatScaling::kScale;
   GradMode mode = GradMode::kSte;
-  float tensor_scale = 0.f;        // kFp8Scale, kNvfp4: t (0: none); kMx: p
-  std::vector<float> block_scale;  // kFp8Scale: e4m3(clamp(b)), one per parameter
-  std::vector<bool> block_clamped;  // kFp8Scale: b outside [2^-6, 448] (no gradient)
+  float tensor_scale = 0.f;        // kFp8Scale, kNvfp4: t (0: none); MX's p is in its MxPlan
+  std::vector<float> b;            // kFp8Scale: the block scales as given, in float32
+  std::vector<float> block_scale;  // kFp8Scale: e4m3(clamp(b, 2^-6, 448)), one per parameter
 };
 // Checks the arguments and the parameters (finite; scales > 0 as float32 normals; counts that fit
 // x) with a qi::Error whose message starts with `op`.

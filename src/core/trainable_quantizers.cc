@@ -56,6 +56,14 @@ bool param_bool(const QuantizationParams& params, const char* key, bool fallback
   throw Error(str_cat(cls, ": quantization params: \"", key, "\" must be a boolean"));
 }
 
+// NVFP4 LSQ weights learn their tensor scale only when the config asks ("learn_tensor_scale":
+// true; checked when the config is parsed): a tensor scale is about max|w| / 2688, and optimizers
+// that normalize the step (Adam) would move it by about its own size at each step.
+bool learns_tensor_scale(const TrainableQuantizerWeightsConfig* w) {
+  return w != nullptr &&
+         param_bool(w->weights_quantization_params, "learn_tensor_scale", false, "");
+}
+
 // `v` for `channels` channels: one value broadcasts.
 std::vector<double> per_channel(std::vector<double> v, int64_t channels, const char* cls,
                                 const char* what, const char* unit = "channels") {
@@ -566,7 +574,7 @@ void TrainableQuantizer::parse_format(const QuantizationParams& params) {
       return;
     }
     case QuantizationMethod::NVFP4: {
-      known({"block_axis", "tensor_scale", "block_scale"});
+      known({"block_axis", "tensor_scale", "block_scale", "learn_tensor_scale"});
       QI_CHECK(format_ == "E2M1", cls, ": NVFP4 elements are E2M1 (4 bits, \"ebits\" 2), got ",
                format_);
       QI_CHECK(!(activation && lsq), cls, ": LSQ is not available for NVFP4 activations: their "
@@ -583,6 +591,12 @@ void TrainableQuantizer::parse_format(const QuantizationParams& params) {
         tensor_scale_ = param_values(params, "tensor_scale", cls).at(0);
         positive("tensor_scale", *tensor_scale_);
       }
+      if (param_bool(params, "learn_tensor_scale", false, cls))
+        QI_CHECK(!activation && lsq && tensor_scale_, cls, ": \"learn_tensor_scale\" is for "
+                 "NVFP4 LSQ weights with a \"tensor_scale\" (",
+                 activation ? "activations keep theirs fixed"
+                            : lsq ? "no tensor_scale was given" : "STE keeps its scales",
+                 ")");
       if (params.count("block_scale")) {
         QI_CHECK(!activation && lsq, cls, ": \"block_scale\" is learned by NVFP4 LSQ weights "
                  "only (STE computes the block scales from the data)");
@@ -657,7 +671,7 @@ std::vector<TrainableQuantizer::Variable> TrainableQuantizer::format_variables(
         }
       }
       out.push_back({kBlockScale, {count}, std::move(init), learn, VariableGroup::QPARAMS});
-      tensor_scale(learn);
+      tensor_scale(learn && learns_tensor_scale(wcfg_ ? &*wcfg_ : nullptr));
       return out;
     }
     default:
@@ -715,17 +729,18 @@ TrainableQuantizer::Forward TrainableQuantizer::format_forward(
       a.group_size = kernels::kNvfp4BlockSize;
       a.group_axis = block_axis_;
       if (wcfg_ && info_->training_method == TrainingMethod::LSQ) {
-        // Learned block scales b (in eval too: the converted quantizer holds them) and tensor
-        // scale t. As for FLOAT, each gets the gradient of the range it sets, expressed on
-        // itself: a block's range 6 t b (so dL/db / (6 t)^2, t at its configured value) and the
-        // tensor's largest range 6 * 448 * t (dL/dt / 2688^2); LSQ counts a block's 16
-        // elements for b and the whole weight for t.
+        // Learned block scales b (in eval too: the converted quantizer holds them) and, when
+        // the config asks, tensor scale t. As for FLOAT, each gets the gradient of the range it
+        // sets, expressed on itself: a block's range 6 t b (so dL/db / (6 t)^2, t at its
+        // configured value) and the tensor's largest range 6 * 448 * t (dL/dt / 2688^2); LSQ
+        // counts a block's 16 elements for b and the whole weight for t.
         const double t = tensor_scale_.value_or(1.0);
         const double t_range = 6.0 * kernels::find_float_format("E4M3")->max;
         a.scaling = trainable::FormatScaling::kFp8Scale;
         a.channel_axis = weight_axis();
         a.grad_scale = lsq_scale(channels(weight_shape)) / (36.0 * t * t);
-        if (tensor_scale_) a.tensor_grad_scale = lsq_scale(numel) / (t_range * t_range);
+        if (learns_tensor_scale(wcfg_ ? &*wcfg_ : nullptr))
+          a.tensor_grad_scale = lsq_scale(numel) / (t_range * t_range);
         f.inputs.push_back({"scale", kBlockScale});
       } else {
         a.scaling = trainable::FormatScaling::kNvfp4;

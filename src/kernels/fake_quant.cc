@@ -9,8 +9,10 @@
 #include <hwy/highway.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/row_kernels.h"
 #include "kernels/scalar_ops.h"
@@ -193,18 +195,24 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
       scalar_at);
 }
 
+// scalar::float_format_round lane by lane: v (clamped) rounded by adding and subtracting
+// M = 2^(E - mbits + 23) with E the exponent of |v| (at least the format's emin).
 template <class D, class V>
-HWY_INLINE V FloatVec(D d, V x, V divisor, V multiplier, V max, int32_t mbits,
-                      int32_t emin_biased) {
-  // scalar::float_quant lane by lane: clamp(x / divisor), rounding by adding and subtracting
-  // M = 2^(E - mbits + 23) with E the exponent of |v| (at least the format's emin).
+HWY_INLINE V FormatRoundVec(D d, V v, int32_t mbits, int32_t emin_biased) {
   const hn::RebindToSigned<D> di;
-  const V v = hn::Min(hn::Max(hn::Div(x, divisor), hn::Neg(max)), max);
   const V a = hn::Abs(v);
   const auto e = hn::Max(hn::ShiftRight<23>(hn::BitCast(di, a)), hn::Set(di, emin_biased));
   const V m = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(e, hn::Set(di, 23 - mbits))));
-  const V r = hn::Sub(hn::Add(a, m), m);
-  return hn::IfThenElse(hn::IsNaN(x), x, hn::Mul(hn::CopySign(r, v), multiplier));
+  return hn::CopySign(hn::Sub(hn::Add(a, m), m), v);
+}
+
+// scalar::float_quant lane by lane: clamp(x / divisor), rounded, times the multiplier.
+template <class D, class V>
+HWY_INLINE V FloatVec(D d, V x, V divisor, V multiplier, V max, int32_t mbits,
+                      int32_t emin_biased) {
+  const V v = hn::Min(hn::Max(hn::Div(x, divisor), hn::Neg(max)), max);
+  return hn::IfThenElse(hn::IsNaN(x), x,
+                        hn::Mul(FormatRoundVec(d, v, mbits, emin_biased), multiplier));
 }
 
 void FloatRow(const float* HWY_RESTRICT in, float* out, int64_t n, const FloatPlan& p, int64_t c0,
@@ -256,44 +264,54 @@ float BlockAmax(const float* HWY_RESTRICT in, int64_t n, bool* nan) {
   return m;
 }
 
+// A block-scaled plan's element format (MX: the plan's; NVFP4: E2M1) and MX's pre-scale
+// (0: none).
+struct BlockFormat {
+  int32_t mbits, emin;
+  float max, pre;
+};
+template <typename PlanT>
+BlockFormat BlockFormatOf(const PlanT& p) {
+  if constexpr (std::is_same_v<PlanT, MxPlan>)
+    return {p.mbits, scalar::float_format_emin_biased(p.ebits), p.max, p.tensor_scale};
+  else
+    return {1, scalar::float_format_emin_biased(2), 6.f, 0.f};
+}
+
+// The scales of the k elements at x, one block (MX: divisor and multiplier; NVFP4: the total
+// scale for both) from its largest magnitude; false when the block holds a NaN (or MX's scale
+// is E8M0's NaN). MX's pre-scale p divides each element (float32, so u = x / p is what the
+// block sees: max |u| is amax / p rounded, division being monotone).
+template <typename PlanT>
+HWY_INLINE bool BlockScales(const float* HWY_RESTRICT x, int64_t k, const PlanT& p, float pre,
+                            float* divisor, float* multiplier) {
+  bool nan = false;
+  const float amax = BlockAmax(x, k, &nan);
+  if (nan) return false;
+  if constexpr (std::is_same_v<PlanT, MxPlan>) {
+    return scalar::mx_scales(pre > 0 ? amax / pre : amax, p.emax, divisor, multiplier);
+  } else {
+    *divisor = *multiplier = scalar::nvfp4_total_scale(amax, p.tensor_scale);
+    return true;
+  }
+}
+
 // n contiguous elements (whole blocks of the plan's block size) of a block-scaled plan: per
-// block, its scales from the largest magnitude, then FloatVec with them (MX: divisor and
-// multiplier; NVFP4: the total scale for both). MX's pre-scale p divides each element (float32,
-// so u = x / p is what the blocks see: max |u| is amax / p rounded, division being monotone)
+// block, its scales (BlockScales), then FloatVec with them. MX's pre-scale p divides each element
 // and multiplies the result, two roundings as the reference makes them.
 template <typename PlanT>
 void BlockRow(const float* HWY_RESTRICT in, float* HWY_RESTRICT out, int64_t n, const PlanT& p) {
   const hn::ScalableTag<float> d;
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   const int64_t k = p.groups.group_size;
-  constexpr bool kMx = std::is_same_v<PlanT, MxPlan>;
-  int32_t mbits, emin;
-  float max;
-  if constexpr (kMx) {
-    mbits = p.mbits;
-    emin = scalar::float_format_emin_biased(p.ebits);
-    max = p.max;
-  } else {
-    mbits = 1;
-    emin = scalar::float_format_emin_biased(2);
-    max = 6.f;
-  }
+  const BlockFormat f = BlockFormatOf(p);
+  const int32_t mbits = f.mbits, emin = f.emin;
+  const float max = f.max, pre = f.pre;
   const auto vmax = hn::Set(d, max);
-  float pre = 0.f;  // MX's pre-scale (0: none)
-  if constexpr (kMx) pre = p.tensor_scale;
   const auto vpre = hn::Set(d, pre);
   for (int64_t b = 0; b + k <= n; b += k) {
-    bool nan = false;
-    const float amax = BlockAmax(in + b, k, &nan);
     float divisor = 0.f, multiplier = 0.f;
-    if (!nan) {
-      if constexpr (kMx) {
-        nan = !scalar::mx_scales(pre > 0 ? amax / pre : amax, p.emax, &divisor, &multiplier);
-      } else {
-        divisor = multiplier = scalar::nvfp4_total_scale(amax, p.tensor_scale);
-      }
-    }
-    if (nan) {
+    if (!BlockScales(in + b, k, p, pre, &divisor, &multiplier)) {
       std::fill(out + b, out + b + k, std::numeric_limits<float>::quiet_NaN());
       continue;
     }
@@ -365,6 +383,102 @@ void AffineBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy
   *d_offset += sum_o;
 }
 
+// The formats' backward over n contiguous elements of one scale (trainable_math.cc): with
+// u = (x / pre, when pre > 0) / divisor and q = F(clamp(u, -max, max)), writes dx (unless null)
+// = dy (STE) or dy inside [-max, max] and 0 outside (LSQ), and returns the sum of
+// dy * dq/dE in element units: q - u (STE; LSQ inside) and q (LSQ outside; NaN for a NaN u).
+// Each term is g * (a - b) of float32 a and b, computed in float64 (exactly: float32 operands),
+// and summed in float64 lanes (then across them), as the scalar path does in order.
+HWY_INLINE double FormatBackward(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                                 float* HWY_RESTRICT dx, int64_t n, float pre, float divisor,
+                                 float max, int32_t mbits, int32_t emin, bool lsq) {
+  double sum = 0;
+  int64_t i = 0;
+#if HWY_HAVE_FLOAT64 && HWY_TARGET != HWY_SCALAR  // one-lane targets: the loop below
+  const hn::ScalableTag<float> d;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  const auto vmax = hn::Set(d, max), vdiv = hn::Set(d, divisor), vpre = hn::Set(d, pre);
+  const hn::Repartition<double, decltype(d)> dd;
+  const hn::Half<decltype(d)> dh;
+  auto acc = hn::Zero(dd);
+  const auto add = [&](auto g, auto a, auto b) {  // acc += g * (a - b) in float64, both halves
+    // Mul then Add (no fused multiply-add): the same bits on targets with and without FMA.
+    acc = hn::Add(acc, hn::Mul(hn::PromoteTo(dd, hn::LowerHalf(dh, g)),
+                               hn::Sub(hn::PromoteTo(dd, hn::LowerHalf(dh, a)),
+                                       hn::PromoteTo(dd, hn::LowerHalf(dh, b)))));
+    acc = hn::Add(acc, hn::Mul(hn::PromoteTo(dd, hn::UpperHalf(dh, g)),
+                               hn::Sub(hn::PromoteTo(dd, hn::UpperHalf(dh, a)),
+                                       hn::PromoteTo(dd, hn::UpperHalf(dh, b)))));
+  };
+  for (; i + N <= n; i += N) {
+    auto xv = hn::LoadU(d, x + i);
+    if (pre > 0) xv = hn::Div(xv, vpre);
+    const auto u = hn::Div(xv, vdiv);
+    const auto g = hn::LoadU(d, dy + i);
+    const auto q = FormatRoundVec(d, hn::Min(hn::Max(u, hn::Neg(vmax)), vmax), mbits, emin);
+    if (lsq) {
+      const auto inside = hn::Le(hn::Abs(u), vmax);  // false for NaN
+      add(g, hn::IfThenElse(hn::IsNaN(u), u, q), hn::IfThenElseZero(inside, u));
+      if (dx) hn::StoreU(hn::IfThenElseZero(inside, g), d, dx + i);
+    } else {
+      add(g, q, u);
+      if (dx) hn::StoreU(g, d, dx + i);
+    }
+  }
+  sum = hn::GetLane(hn::SumOfLanes(dd, acc));
+#endif
+  for (; i < n; ++i) {
+    const float u = (pre > 0 ? x[i] / pre : x[i]) / divisor;
+    const float q = scalar::float_format_round(std::fmin(std::fmax(u, -max), max), mbits, emin);
+    const bool inside = std::fabs(u) <= max;
+    const double g = dy[i];
+    sum += !lsq || inside ? g * (static_cast<double>(q) - u) : g * (std::isnan(u) ? u : q);
+    if (dx) dx[i] = !lsq || inside ? dy[i] : 0.f;
+  }
+  return sum;
+}
+
+double FormatBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                         float* HWY_RESTRICT dx, int64_t n, const FloatPlan& p, int64_t c,
+                         bool lsq) {
+  const float s = p.scale[static_cast<size_t>(c)];
+  return FormatBackward(x, dy, dx, n, 0.f, s, p.max, p.mbits,
+                        scalar::float_format_emin_biased(p.ebits), lsq);
+}
+
+// The same over whole blocks of a data-scaled plan, each with its scales as BlockRow computes
+// them; returns the sum of each block's terms times its multiplier (MX's dL/dp in element units).
+template <typename PlanT>
+double BlockBackward(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                     float* HWY_RESTRICT dx, int64_t n, const PlanT& p, bool lsq) {
+  const int64_t k = p.groups.group_size;
+  const BlockFormat f = BlockFormatOf(p);
+  double sum = 0;
+  for (int64_t b = 0; b + k <= n; b += k) {
+    float divisor = 0.f, multiplier = 0.f;
+    if (!BlockScales(x + b, k, p, f.pre, &divisor, &multiplier)) {
+      // Every element NaN: NaN terms; dx passes (STE) or stops (LSQ).
+      sum += std::numeric_limits<double>::quiet_NaN();
+      if (dx)
+        for (int64_t i = b; i < b + k; ++i) dx[i] = lsq ? 0.f : dy[i];
+      continue;
+    }
+    sum += static_cast<double>(multiplier) *
+           FormatBackward(x + b, dy + b, dx ? dx + b : nullptr, k, f.pre, divisor, f.max, f.mbits,
+                          f.emin, lsq);
+  }
+  return sum;
+}
+
+double MxBackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                     float* HWY_RESTRICT dx, int64_t n, const MxPlan& p, bool lsq) {
+  return BlockBackward(x, dy, dx, n, p, lsq);
+}
+double Nvfp4BackwardRow(const float* HWY_RESTRICT x, const float* HWY_RESTRICT dy,
+                        float* HWY_RESTRICT dx, int64_t n, const Nvfp4Plan& p, bool lsq) {
+  return BlockBackward(x, dy, dx, n, p, lsq);
+}
+
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 // NOLINTNEXTLINE(google-readability-namespace-comments)
@@ -383,6 +497,22 @@ HWY_EXPORT(MxRow);
 HWY_EXPORT(Nvfp4Row);
 HWY_EXPORT(TargetName);
 HWY_EXPORT(AffineBackwardRow);
+HWY_EXPORT(FormatBackwardRow);
+HWY_EXPORT(MxBackwardRow);
+HWY_EXPORT(Nvfp4BackwardRow);
+
+double format_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                           const FloatPlan& p, int64_t c, bool lsq) {
+  return HWY_DYNAMIC_DISPATCH(FormatBackwardRow)(x, dy, dx, n, p, c, lsq);
+}
+double mx_backward_row(const float* x, const float* dy, float* dx, int64_t n, const MxPlan& p,
+                       bool lsq) {
+  return HWY_DYNAMIC_DISPATCH(MxBackwardRow)(x, dy, dx, n, p, lsq);
+}
+double nvfp4_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                          const Nvfp4Plan& p, bool lsq) {
+  return HWY_DYNAMIC_DISPATCH(Nvfp4BackwardRow)(x, dy, dx, n, p, lsq);
+}
 
 void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
                          const AffineTorchPlan& p, int64_t c, bool lsq, double* d_scale,

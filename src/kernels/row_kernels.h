@@ -33,6 +33,17 @@ void affine_backward_row(const float* x, const float* dy, float* dx, int64_t n,
                          const AffineTorchPlan& p, int64_t c, bool lsq, double* d_scale,
                          double* d_offset);
 
+// Backward of the formats' op (trainable_math.h FormatQuantArgs) over n contiguous elements:
+// dx (unless null) and the sum of dy * dq/dE in element units, E the element's scale. One
+// FLOAT scale (channel or group c of the plan); mx_/nvfp4_backward_row: whole blocks, each with
+// its scales from the data, the sum weighted by each block's multiplier (MX: the E8M0 scale).
+double format_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                           const FloatPlan& p, int64_t c, bool lsq);
+double mx_backward_row(const float* x, const float* dy, float* dx, int64_t n, const MxPlan& p,
+                       bool lsq);
+double nvfp4_backward_row(const float* x, const float* dy, float* dx, int64_t n,
+                          const Nvfp4Plan& p, bool lsq);
+
 // One element of affine_backward_row (the strided path and the rows' tails):
 // scalar::affine_backward_terms of channel c, dx written unless null.
 inline void affine_backward_one(float xv, float g, float* dx, const AffineTorchPlan& p, int64_t c,

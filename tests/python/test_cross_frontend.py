@@ -110,12 +110,16 @@ def scenarios():
                             "dy": _bits(rng.normal(0, 1, (4, 10)).astype(np.float32)),
                             "lr": LR, "steps": STEPS, "weights": True})
     # NVFP4: a [4, 32] weight in blocks of 16 along axis 1 (LSQ: learned block scales, one per
-    # (row, block), and tensor scale), activations [16, 2, 3, 3] in blocks along axis 0.
-    for name, weights in (("STEFloatWeightQATQuantizer", True),
-                          ("LSQFloatWeightQATQuantizer", True),
-                          ("STEFloatActivationTrainableQuantizer", False)):
+    # (row, block), over the fixed or the learned tensor scale), activations [16, 2, 3, 3] in
+    # blocks along axis 0.
+    for name, weights, learn_t in (("STEFloatWeightQATQuantizer", True, False),
+                                   ("LSQFloatWeightQATQuantizer", True, False),
+                                   ("LSQFloatWeightQATQuantizer", True, True),
+                                   ("STEFloatActivationTrainableQuantizer", False, False)):
         rng = np.random.default_rng(len(out))
         params = {"block_axis": 1 if weights else 0, "tensor_scale": 0.011}
+        if learn_t:
+            params["learn_tensor_scale"] = True
         if weights:
             cfg = qi.TrainableQuantizerWeightsConfig(QM.NVFP4, 4, params, True, 0, True)
             shape = (4, 32)
@@ -123,7 +127,8 @@ def scenarios():
             cfg = qi.TrainableQuantizerActivationConfig(QM.NVFP4, 4, params)
             shape = (16, 2, 3, 3)
         q = qp.TRAINABLE_QUANTIZER_CLASSES[name](cfg)
-        out.append({"id": f"{name}-NVFP4", "quantizer": json.loads(q.to_json()),
+        out.append({"id": f"{name}-NVFP4" + ("-learned-t" if learn_t else ""),
+                    "quantizer": json.loads(q.to_json()),
                     "x": _bits(rng.normal(0, 0.4, shape).astype(np.float32)),
                     "dy": _bits(rng.normal(0, 1, shape).astype(np.float32)),
                     "lr": LR, "steps": STEPS, "weights": weights})

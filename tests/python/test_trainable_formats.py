@@ -207,8 +207,15 @@ def test_mx_lsq_learns_a_pre_scale_and_converts_with_it():
 def test_nvfp4_lsq_starts_at_the_data_scales_and_learns_its_block_and_tensor_scales():
     w = rand((8, 64), 8)
     t = float(np.abs(w).max() / (448 * 6))
-    cfg = qi.TrainableQuantizerWeightsConfig(QM.NVFP4, 4, {"block_axis": 1, "tensor_scale": t},
-                                             True, 0, True)
+    # By default the tensor scale stays at its configured value; "learn_tensor_scale" learns it.
+    fixed = qi.TrainableQuantizerWeightsConfig(QM.NVFP4, 4, {"block_axis": 1, "tensor_scale": t},
+                                               True, 0, True)
+    qf, _ = torch_quantizer("LSQFloatWeightQATQuantizer", fixed, w)
+    assert not variables(qf)["tensor_scale"].requires_grad
+    assert variables(qf)["block_scale"].requires_grad
+    cfg = qi.TrainableQuantizerWeightsConfig(
+        QM.NVFP4, 4, {"block_axis": 1, "tensor_scale": t, "learn_tensor_scale": True}, True, 0,
+        True)
     q, p = torch_quantizer("LSQFloatWeightQATQuantizer", cfg, w)
     assert variables(q)["block_scale"].shape == (8 * 4,)
     # At first: the data-scaled NVFP4 quantizer, bit for bit.
@@ -304,14 +311,26 @@ def test_whole_model_qat_of_the_formats_trains_and_converts(weights, activations
     (QM.MX, 4, {"block_size": 0}, "w", '"block_size" must be in [1, 2147483647], got 0'),
     (QM.NVFP4, 8, {}, "w", 'NVFP4 elements are E2M1 (4 bits, "ebits" 2), got E4M3'),
     (QM.NVFP4, 4, {"tensor_scale": -2.0}, "w", '"tensor_scale" must be finite and > 0, got -2'),
+    (QM.NVFP4, 4, {"learn_tensor_scale": True}, "w",
+     '"learn_tensor_scale" is for NVFP4 LSQ weights with a "tensor_scale" (no tensor_scale was '
+     'given)'),
+    (QM.NVFP4, 4, {"tensor_scale": 0.1, "learn_tensor_scale": True}, "w-ste",
+     '"learn_tensor_scale" is for NVFP4 LSQ weights with a "tensor_scale" (STE keeps its '
+     'scales)'),
+    (QM.NVFP4, 4, {"tensor_scale": 0.1, "learn_tensor_scale": True}, "a-ste",
+     '"learn_tensor_scale" is for NVFP4 LSQ weights with a "tensor_scale" (activations keep '
+     'theirs fixed)'),
+    (QM.NVFP4, 4, {"tensor_scale": 0.1, "learn_tensor_scale": 1.0}, "w",
+     '"learn_tensor_scale" must be a boolean'),
 ])
 def test_bad_format_configs_are_refused(method, bits, params, target, message):
-    if target == "w":
+    if target.startswith("w"):
         cfg = qi.TrainableQuantizerWeightsConfig(method, bits, params, True, 0, True)
-        name = "LSQFloatWeightQATQuantizer"
+        name = "STEFloatWeightQATQuantizer" if target == "w-ste" else "LSQFloatWeightQATQuantizer"
     else:
         cfg = qi.TrainableQuantizerActivationConfig(method, bits, params)
-        name = "LSQFloatActivationTrainableQuantizer"
+        name = ("STEFloatActivationTrainableQuantizer" if target == "a-ste"
+                else "LSQFloatActivationTrainableQuantizer")
     for front in (qp, qk):
         with pytest.raises(ValueError) as e:
             front.TRAINABLE_QUANTIZER_CLASSES[name](cfg)

@@ -319,23 +319,18 @@ TEST(TrainableQuantizers, VariablesByGroupAndRequiresGrad) {
     const auto qparams = in.q->get_trainable_variables(VariableGroup::QPARAMS);
     const auto weights = in.q->get_trainable_variables(VariableGroup::WEIGHTS);
     // The formats: LSQ weights and activations learn one variable (FLOAT's scales, MX's
-    // pre-scale), except NVFP4 activations; NVFP4 LSQ weights learn two, their block scales
-    // (one per channel here) and their tensor scale.
+    // pre-scale, NVFP4 weights' block scales, one per channel here), except NVFP4 activations.
     const bool format = cls.family == qi::TrainableFamily::kFormat;
-    const bool nvfp4 = m == QuantizationMethod::NVFP4;
     const bool learns = (cls.training_method == TrainingMethod::LSQ || !in.weights) &&
-                        !(nvfp4 && !in.weights);
-    const size_t learned = learns ? (nvfp4 ? 2 : 1) : 0;
-    const auto want = format ? std::pair<size_t, size_t>{learned, 0}
+                        !(m == QuantizationMethod::NVFP4 && !in.weights);
+    const auto want = format ? std::pair<size_t, size_t>{learns ? 1 : 0, 0}
                              : expected.at(cls.class_name);
     EXPECT_EQ(qparams.size(), want.first);
     EXPECT_EQ(weights.size(), want.second);
-    for (size_t i = 0; i < qparams.size(); ++i) {
-      const at::Tensor& t = qparams[i];
+    for (const auto& t : qparams) {
       EXPECT_TRUE(t.requires_grad());
-      const bool tensor_scale = nvfp4 && i == 1;  // the block scales come first
-      const bool channels = in.weights && m != QuantizationMethod::MX && !tensor_scale &&
-                            (per_channel || nvfp4);
+      const bool channels = in.weights && m != QuantizationMethod::MX &&
+                            (per_channel || m == QuantizationMethod::NVFP4);
       EXPECT_EQ(t.numel(), channels ? kChannels : 1);
     }
     for (const auto& t : weights) {
@@ -365,10 +360,8 @@ TEST(TrainableQuantizers, FreezeQuantParams) {
       for (const auto& [suffix, v] : in.q->variables()) {
         if (v.group != VariableGroup::QPARAMS) continue;
         any_qparams = true;
-        // NVFP4 activations keep their tensor scale at its calibrated value (their block scales
-        // follow the data); LSQ weights learn it with their block scales.
-        EXPECT_EQ(v.tensor.requires_grad(),
-                  learns && !freeze && (in.weights || suffix != "tensor_scale"))
+        // NVFP4's tensor scale stays at its calibrated value.
+        EXPECT_EQ(v.tensor.requires_grad(), learns && !freeze && suffix != "tensor_scale")
             << suffix;
       }
       EXPECT_TRUE(any_qparams);
