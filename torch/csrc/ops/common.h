@@ -89,7 +89,8 @@ inline void advise_huge_pages(void* data, int64_t bytes) {
 // a kernel that writes every element: large ones on huge pages (advise_huge_pages).
 inline at::Tensor empty_float_like(const at::Tensor& t) {
   at::Tensor y = at::empty_like(t, t.options().dtype(at::kFloat));
-  advise_huge_pages(y.storage().mutable_data(), static_cast<int64_t>(y.storage().nbytes()));
+  if (y.is_cpu())
+    advise_huge_pages(y.storage().mutable_data(), static_cast<int64_t>(y.storage().nbytes()));
   return y;
 }
 
