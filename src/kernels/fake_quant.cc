@@ -185,25 +185,36 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
     return;
   }
   if (!vary && M <= 2 * N) {
-    // Two vectors of values (16 with AVX2, 4-bit LUTs): the scan, then the value through one
-    // in-register lookup per half and a blend instead of a gather (slow on many x86 cores).
-    HWY_ALIGN float t_lo[kMaxLanes], t_hi[kMaxLanes];
+    // Two vectors of values (16 with AVX2, 4-bit LUTs): one compare with the middle boundary
+    // bounds[N-1] picks each lane's half, a scan of that half's N-1 boundaries counts within it
+    // (the lower half's bounds[N-1] > v; the upper half pads with +inf), and the value comes
+    // from an in-register lookup per half and a blend instead of a gather (slow on many x86
+    // cores). Boundaries ascend, so the count is the full scan's.
+    HWY_ALIGN float b_lo[kMaxLanes], b_hi[kMaxLanes], t_lo[kMaxLanes], t_hi[kMaxLanes];
     const float* table = p.table.data() + static_cast<size_t>(c0) * M;
     for (int64_t j = 0; j < N; ++j) {
+      b_lo[j] = bounds[j];  // B >= N here
+      b_hi[j] = N + j < static_cast<int64_t>(B) ? bounds[N + j]
+                                                : std::numeric_limits<float>::infinity();
       t_lo[j] = table[j];
       t_hi[j] = N + j < M ? table[N + j] : 0.f;
     }
     const auto tlo = hn::Load(d, t_lo), thi = hn::Load(d, t_hi);
-    const auto low_bits = hn::Set(di, static_cast<int32_t>(N - 1));
+    const auto middle = hn::Set(d, bounds[N - 1]);
     RowLoop(
         d, out, n, stream,
         [&](int64_t i) {
           const auto x = hn::LoadU(d, in + i);
-          const auto k = count_le(fixed_v(x));
-          const auto in_half = hn::IndicesFromVec(d, hn::And(k, low_bits));
-          const auto y = hn::IfThenElse(hn::RebindMask(d, hn::Gt(k, low_bits)),
-                                        hn::TableLookupLanes(thi, in_half),
-                                        hn::TableLookupLanes(tlo, in_half));
+          const auto v = fixed_v(x);
+          const auto upper = hn::Ge(v, middle);
+          auto k = hn::Zero(di);  // boundaries <= v within the half
+          for (int64_t j = 0; j + 1 < N; ++j) {
+            const auto b = hn::IfThenElse(upper, hn::Set(d, b_hi[j]), hn::Set(d, b_lo[j]));
+            k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, b))));
+          }
+          const auto at = hn::IndicesFromVec(d, k);
+          const auto y =
+              hn::IfThenElse(upper, hn::TableLookupLanes(thi, at), hn::TableLookupLanes(tlo, at));
           return hn::IfThenElse(hn::IsNaN(x), x, y);
         },
         scalar_at);
