@@ -135,9 +135,14 @@ def forward_rows(threads, repeats, max_log2):
     shapes = [(f"2^{k} per-tensor", (1 << k,), None) for k in range(10, max_log2 + 1, 4)]
     if max_log2 >= 24 and (max_log2 - 10) % 4:
         shapes.append((f"2^{max_log2} per-tensor", (1 << max_log2,), None))
-    shapes += [("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
+    # Per channel from 1k to 2^26 elements too (mct-quantizers only up to 2^24: it is slow).
+    shapes += [("32x32 axis 0", (32, 32), 0),
+               ("256x256 axis 0", (256, 256), 0),
+               ("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
                ("4096x4096 axis 0", (4096, 4096), 0),
                ("64x256x28x28 axis 1", (64, 256, 28, 28), 1)]
+    if max_log2 >= 26:
+        shapes.append(("8192x8192 axis 0", (8192, 8192), 0))
     for label, shape, axis in shapes:
         x = torch.empty(shape).uniform_(-1.5, 1.5)
         y = torch.empty_like(x)
@@ -157,7 +162,7 @@ def forward_rows(threads, repeats, max_log2):
             twin = torch_twin(name, q, x, axis)
             t_torch = median_seconds(twin, reps) if twin else None
             t_mct = None
-            if numel == (1 << 24) or axis is not None:
+            if numel == (1 << 24) or (axis is not None and numel <= (1 << 24)):
                 try:
                     m = mcls(**mkw)
                     with torch.no_grad():

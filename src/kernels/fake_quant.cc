@@ -144,24 +144,35 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
     const float v = scalar::lut_value(in[i], p.divisor[c], p.multiplier, p.lo, p.hi);
     return p.table[static_cast<size_t>(c) * M + scalar::lut_step(v, bounds, B)];
   };
+  // The clamped, scaled input (no rounding before the nearest search, docs/numerics.md;
+  // division, not reciprocal).
+  auto clamped = [&](const auto s) { return hn::Min(hn::Max(hn::Mul(s, mult), lo), hi); };
+  const auto div0 = hn::Set(d, vary ? 1.f : p.divisor[c0]);
+  auto fixed_v = [&](const auto x) { return clamped(hn::Div(x, div0)); };
+  // k = number of boundaries <= v, by a scan (a true mask is -1).
+  auto count_le = [&](const auto v) {
+    auto k = hn::Zero(di);
+    for (size_t j = 0; j < B; ++j)
+      k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, hn::Set(d, bounds[j])))));
+    return k;
+  };
+  constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
   if (!vary && M <= N) {
     // All distinct values fit one vector: binary search over the boundaries and the output
     // through in-register table lookups instead of a scan and a gather.
-    constexpr size_t kMaxLanes = HWY_MAX_BYTES / sizeof(float);
     HWY_ALIGN float bt[kMaxLanes], tt[kMaxLanes];
     for (int64_t j = 0; j < N; ++j) {
       bt[j] = j < static_cast<int64_t>(B) ? bounds[j] : std::numeric_limits<float>::infinity();
       tt[j] = j < M ? p.table[static_cast<size_t>(c0) * M + j] : 0.f;
     }
     const auto bvec = hn::Load(d, bt), tvec = hn::Load(d, tt);
-    const auto div = hn::Set(d, p.divisor[c0]);
     int32_t top = 1;
     while (top < M) top *= 2;
     RowLoop(
         d, out, n, stream,
         [&](int64_t i) {
           const auto x = hn::LoadU(d, in + i);
-          const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
+          const auto v = fixed_v(x);
           auto k = hn::Zero(di);  // k = number of boundaries <= v
           for (int32_t step = top / 2; step >= 1; step /= 2) {
             const auto cand = hn::Add(k, hn::Set(di, step));
@@ -175,20 +186,51 @@ void LutRow(const float* HWY_RESTRICT in, float* out, int64_t n, const LutPlan& 
         scalar_at);
     return;
   }
+  if (!vary && M <= 2 * N) {
+    // Two vectors of values (16 with AVX2, 4-bit LUTs): one compare with the middle boundary
+    // bounds[N-1] picks each lane's half, a scan of that half's N-1 boundaries counts within it
+    // (the lower half's bounds[N-1] > v; the upper half pads with +inf), and the value comes
+    // from an in-register lookup per half and a blend instead of a gather (slow on many x86
+    // cores). Boundaries ascend, so the count is the full scan's.
+    HWY_ALIGN float b_lo[kMaxLanes], b_hi[kMaxLanes], t_lo[kMaxLanes], t_hi[kMaxLanes];
+    const float* table = p.table.data() + static_cast<size_t>(c0) * M;
+    for (int64_t j = 0; j < N; ++j) {
+      b_lo[j] = bounds[j];  // B >= N here
+      b_hi[j] = N + j < static_cast<int64_t>(B) ? bounds[N + j]
+                                                : std::numeric_limits<float>::infinity();
+      t_lo[j] = table[j];
+      t_hi[j] = N + j < M ? table[N + j] : 0.f;
+    }
+    const auto tlo = hn::Load(d, t_lo), thi = hn::Load(d, t_hi);
+    const auto middle = hn::Set(d, bounds[N - 1]);
+    RowLoop(
+        d, out, n, stream,
+        [&](int64_t i) {
+          const auto x = hn::LoadU(d, in + i);
+          const auto v = fixed_v(x);
+          const auto upper = hn::Ge(v, middle);
+          auto k = hn::Zero(di);  // boundaries <= v within the half
+          for (int64_t j = 0; j + 1 < N; ++j) {
+            const auto b = hn::IfThenElse(upper, hn::Set(d, b_hi[j]), hn::Set(d, b_lo[j]));
+            k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, b))));
+          }
+          const auto at = hn::IndicesFromVec(d, k);
+          const auto y =
+              hn::IfThenElse(upper, hn::TableLookupLanes(thi, at), hn::TableLookupLanes(tlo, at));
+          return hn::IfThenElse(hn::IsNaN(x), x, y);
+        },
+        scalar_at);
+    return;
+  }
   RowLoop(
       d, out, n, stream,
       [&](int64_t i) {
         const auto x = hn::LoadU(d, in + i);
-        const auto div =
-            vary ? hn::LoadU(d, p.divisor.data() + c0 + i) : hn::Set(d, p.divisor[c0]);
-        // No rounding before the nearest search (docs/numerics.md); division, not reciprocal.
-        const auto v = hn::Min(hn::Max(hn::Mul(hn::Div(x, div), mult), lo), hi);
-        auto k = hn::Zero(di);
-        for (size_t j = 0; j < B; ++j)  // k += (v >= boundary): a true mask is -1
-          k = hn::Sub(k, hn::VecFromMask(di, hn::RebindMask(di, hn::Ge(v, hn::Set(d, bounds[j])))));
+        const auto v = vary ? clamped(hn::Div(x, hn::LoadU(d, p.divisor.data() + c0 + i)))
+                            : fixed_v(x);
         const auto ch = vary ? hn::Iota(di, static_cast<int32_t>(c0 + i))
                              : hn::Set(di, static_cast<int32_t>(c0));
-        const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, M)), k);
+        const auto idx = hn::Add(hn::Mul(ch, hn::Set(di, M)), count_le(v));
         const auto y = hn::GatherIndex(d, p.table.data(), idx);
         return hn::IfThenElse(hn::IsNaN(x), x, y);
       },
