@@ -272,7 +272,7 @@ def format_backward_rows(threads, repeats):
          QM.MX, 4, {"block_axis": 1, "ebits": 2}),
         ("1024x4096 blocks 16", w2, "STEFloatWeightQATQuantizer", "STE NVFP4",
          QM.NVFP4, 4, {"block_axis": 1, "ebits": 2, "tensor_scale": t0}),
-        ("1024x4096 blocks 16", w2, "LSQFloatWeightQATQuantizer", "LSQ NVFP4 block+tensor",
+        ("1024x4096 blocks 16", w2, "LSQFloatWeightQATQuantizer", "LSQ NVFP4 block scales",
          QM.NVFP4, 4, {"block_axis": 1, "ebits": 2, "tensor_scale": t0}),
     ]
     for label, weight, cls, what, method, n_bits, params in cases:
