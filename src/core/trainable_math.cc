@@ -401,17 +401,13 @@ struct ElementFormat {
 // One element of the format op's backward, u = x / E already divided (float32, as the forward):
 // adds dy * dy/dE in element units to *d (times `weight`, MX's multiplier) and returns dx.
 // (The contiguous rows run kernels::format_backward_row, the same terms in SIMD lanes.)
+// (weight is 1 or MX's power-of-two multiplier: scaling the term by it afterwards is exact.)
 inline float format_terms(float u, float g, const ElementFormat& f, bool lsq, double weight,
                           double* d) {
-  const float v = std::fmin(std::fmax(u, -f.max), f.max);
-  const float q = kernels::scalar::float_format_round(v, f.mbits, f.emin);
-  const bool inside = std::fabs(u) <= f.max;  // false for NaN
-  if (lsq) {
-    *d += weight * g * (inside ? static_cast<double>(q) - u : std::isnan(u) ? u : q);
-    return inside ? g : 0.f;
-  }
-  *d += weight * g * (static_cast<double>(q) - u);
-  return g;
+  double term = 0.0;
+  const float r = kernels::format_backward_one(u, g, f.max, f.mbits, f.emin, lsq, &term);
+  *d += weight * term;
+  return r;
 }
 
 // The FLOAT plan's terms (per channel or group): a = dL/dE summed.

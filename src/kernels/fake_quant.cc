@@ -471,11 +471,8 @@ HWY_INLINE double FormatBackward(const float* HWY_RESTRICT x, const float* HWY_R
 #endif
   for (; i < n; ++i) {
     const float u = (pre > 0 ? x[i] / pre : x[i]) / divisor;
-    const float q = scalar::float_format_round(std::fmin(std::fmax(u, -max), max), mbits, emin);
-    const bool inside = std::fabs(u) <= max;
-    const double g = dy[i];
-    sum += !lsq || inside ? g * (static_cast<double>(q) - u) : g * (std::isnan(u) ? u : q);
-    if (dx) dx[i] = !lsq || inside ? dy[i] : 0.f;
+    const float r = format_backward_one(u, dy[i], max, mbits, emin, lsq, &sum);
+    if (dx) dx[i] = r;
   }
   return sum;
 }

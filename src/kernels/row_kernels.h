@@ -44,6 +44,21 @@ double mx_backward_row(const float* x, const float* dy, float* dx, int64_t n, co
 double nvfp4_backward_row(const float* x, const float* dy, float* dx, int64_t n,
                           const Nvfp4Plan& p, bool lsq);
 
+// One element of the formats' backward (the rows' tails and trainable_math.cc's strided path):
+// with u = x / E already divided and q = F(clamp(u, -max, max)), adds dy * dq/dE in element
+// units to *sum (float64: q - u for STE and inside the range with LSQ, q outside, NaN for a NaN
+// u) and returns dx (dy; LSQ: 0 outside the range).
+inline float format_backward_one(float u, float g, float max, int32_t mbits, int32_t emin_biased,
+                                 bool lsq, double* sum) {
+  const float q =
+      scalar::float_format_round(std::fmin(std::fmax(u, -max), max), mbits, emin_biased);
+  const bool inside = std::fabs(u) <= max;  // false for NaN
+  const bool passes = !lsq || inside;
+  const double a = passes ? static_cast<double>(q) - u : std::isnan(u) ? u : q;
+  *sum += static_cast<double>(g) * a;
+  return passes ? g : 0.f;
+}
+
 // One element of affine_backward_row (the strided path and the rows' tails):
 // scalar::affine_backward_terms of channel c, dx written unless null.
 inline void affine_backward_one(float xv, float g, float* dx, const AffineTorchPlan& p, int64_t c,
