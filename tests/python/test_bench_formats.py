@@ -5,27 +5,19 @@ criteria); the torch.compile'd reference runs (with the eager backend, which tra
 inductor's compilation); bad shapes are refused."""
 
 import json
-import os
-import sys
 
 import pytest
 
 pytest.importorskip("torch")
 pytest.importorskip("torchao")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FORMATS = ["INT4 g32", "INT8 g128", "FP8 E4M3", "FP8 E5M2", "FP6 E3M2", "FP6 E2M3", "FP4 E2M1",
            "MXFP8 E4M3", "MXFP8 E5M2", "MXFP6 E3M2", "MXFP6 E2M3", "MXFP4 E2M1", "MXINT8", "NVFP4"]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import bench_formats
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
-    return bench_formats
+def bench(bench_module):
+    return bench_module("bench_formats")
 
 
 def test_every_format_runs_and_equals_its_reference(bench, tmp_path, capsys):
