@@ -12,7 +12,10 @@ What each row measures (the table says which):
   * wrapper / holder: a wrapped Linear's forward against the float Linear's, an activation
     holder's forward against `x.clone()`;
   * fwd+bwd: an STE or LSQ op's forward and backward (autograd, output and gradients allocated)
-    against a clone (one allocating pass) and against `copy_` (preallocated); the formats' rows
+    against a clone (one allocating pass) and against `copy_` (preallocated), once as
+    `q(x).backward(dy)` with dy held by the caller (autograd copies STE's dx into x.grad) and
+    once as `torch.autograd.grad(q(x), (x, t), dy)` (nothing accumulated, as inside a network,
+    where STE's dx is the upstream gradient itself); the formats' rows
     (FLOAT E4M3, MXFP4, NVFP4) call a trainable quantizer object, `q(w, training=True)`, and its
     backward, as a QAT step does, FLOAT E4M3 also against PyTorch's eager STE idiom
     (`(q - u).detach() + u` around a float8 cast, its scale learned by autograd);
@@ -212,7 +215,12 @@ def layer_rows(threads, repeats):
 
 def backward_rows(threads, repeats):
     """STE/LSQ forward+backward (the op under autograd, as the trainable quantizers call it)
-    against a clone and a copy_, and against torch's learnable fake quant."""
+    against a clone and a copy_, and against torch's learnable fake quant, two ways:
+      * `.backward(held dy)`: `q(x).backward(dy)` with dy held by the caller, so autograd cannot
+        steal STE's pass-through dx and copies it into a fresh x.grad (PyTorch's allocation);
+      * `autograd.grad(dy)`: `torch.autograd.grad(q(x), (x, t), dy)`, q's own forward and
+        backward with nothing accumulated: dx is handed on as inside a network, where STE's dx
+        is the upstream gradient itself and x.grad (a weight's) steals a fresh one."""
     rows = []
     for label, shape, axis in [("2^24 per-tensor", (1 << 24,), None),
                                ("512x512x3x3 axis 0", (512, 512, 3, 3), 0),
@@ -226,29 +234,35 @@ def backward_rows(threads, repeats):
         thr = torch.full((c,), 1.0, requires_grad=True)
         scale = torch.full((c,), 1.0 / 128, requires_grad=True)
         zp = torch.zeros(c)
+
+        def torch_out():
+            if axis is None:
+                return torch._fake_quantize_learnable_per_tensor_affine(x, scale, zp, -128, 127,
+                                                                        1.0)
+            return torch._fake_quantize_learnable_per_channel_affine(x, scale, zp, axis, -128,
+                                                                     127, 1.0)
+
         for mode in ("ste", "lsq"):
-            def run_qi():
-                x.grad = None
-                thr.grad = None
-                out = torch.ops.qi.symmetric_quant(x, thr, 8, True, axis, mode, 0.01)
-                out.backward(g)
+            def qi_out():
+                return torch.ops.qi.symmetric_quant(x, thr, 8, True, axis, mode, 0.01)
 
-            def run_torch():
-                x.grad = None
-                scale.grad = None
-                if axis is None:
-                    out = torch._fake_quantize_learnable_per_tensor_affine(
-                        x, scale, zp, -128, 127, 1.0)
-                else:
-                    out = torch._fake_quantize_learnable_per_channel_affine(
-                        x, scale, zp, axis, -128, 127, 1.0)
-                out.backward(g)
+            def held(out_fn, param):
+                def run():
+                    x.grad = None
+                    param.grad = None
+                    out_fn().backward(g)
+                return run
 
-            t_qi, t_clone = paired_medians(run_qi, lambda: xd.clone(), repeats)
-            rows.append(dict(kind="fwd+bwd", case=label, quantizer=f"{mode.upper()} symmetric",
-                             threads=threads, qi_s=t_qi, base_s=t_clone, base="clone",
-                             copy_s=t_copy, torch_s=median_seconds(run_torch, repeats),
-                             mct_s=None))
+            def grad(out_fn, param):
+                return lambda: torch.autograd.grad(out_fn(), (x, param), g)
+
+            for how, wrap in ((".backward(held dy)", held), ("autograd.grad(dy)", grad)):
+                t_qi, t_clone = paired_medians(wrap(qi_out, thr), lambda: xd.clone(), repeats)
+                rows.append(dict(kind="fwd+bwd", case=label,
+                                 quantizer=f"{mode.upper()} sym {how}", threads=threads,
+                                 qi_s=t_qi, base_s=t_clone, base="clone", copy_s=t_copy,
+                                 torch_s=median_seconds(wrap(torch_out, scale), repeats),
+                                 mct_s=None))
     return rows
 
 

@@ -344,3 +344,29 @@ def test_soft_round_rejects_mixed_dtypes():
     alpha = torch.randn(2, 3)
     with pytest.raises(ValueError, match="qi::soft_round: alpha must have dtype Double, got Float"):
         torch.ops.qi.soft_round(w, alpha, torch.tensor([0.8]), 4, False, None, True)
+
+
+@pytest.mark.parametrize("op", ["symmetric", "uniform", "format"])
+def test_ste_hands_on_its_contiguous_copy_of_an_expanded_gradient(op):
+    """q(x).sum().backward() gives q an expanded (stride 0) upstream gradient; STE's backward
+    copies it contiguously for the parameter sums and hands that copy on as dx, so autograd
+    keeps it as x.grad (no second copy): dx has x's strides and the upstream values. Where x is
+    laid out otherwise (a transposed view), dx is the upstream gradient itself."""
+    x = torch.linspace(-1.2, 1.2, 24).reshape(4, 6).requires_grad_()
+    p = torch.full((1,), 1.0, requires_grad=True)
+    lo = torch.full((1,), -1.0, requires_grad=True)
+
+    def q(v):
+        if op == "symmetric":
+            return torch.ops.qi.symmetric_quant(v, p, 8, True, None, "ste", 1.0)
+        if op == "uniform":
+            return torch.ops.qi.uniform_quant(v, lo, p, 8, None, "ste", 1.0, False)
+        return torch.ops.qi.format_quant(v, p, torch.empty(0), "E4M3", "scale", None, "ste", 1.0)
+
+    # The parameter's gradient is asked for too: that is when STE's backward runs its kernel.
+    dx, dp = torch.autograd.grad(q(x).sum(), (x, p))
+    assert dx.stride() == x.stride() and torch.equal(dx, torch.ones_like(x))
+    xt = x.detach().t().requires_grad_()
+    dxt, dpt = torch.autograd.grad(q(xt).sum(), (xt, p))
+    assert dxt.stride() == (0, 0) and torch.equal(dxt, torch.ones_like(xt))
+    assert torch.equal(dp, dpt)  # the same elements summed

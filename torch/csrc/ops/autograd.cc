@@ -38,6 +38,13 @@ auto below_autograd(const c10::TypedOperatorHandle<Sig>& handle, Args&&... args)
   return handle.call(std::forward<Args>(args)...);
 }
 
+// STE's dx: the upstream gradient `grad` itself. When the backward made `dy`, a contiguous copy
+// of a gradient laid out otherwise (the expanded gradient of sum() or mean()), and x has dy's
+// strides, dx is that copy: autograd keeps it as x.grad instead of copying the view once more.
+at::Tensor ste_dx(const at::Tensor& grad, const at::Tensor& dy, const at::Tensor& x) {
+  return dy.defined() && !dy.is_same(grad) && dy.strides() == x.strides() ? dy : grad;
+}
+
 using FakeQuantSig = at::Tensor(const at::Tensor&, c10::string_view);
 const c10::TypedOperatorHandle<FakeQuantSig>& fake_quant_op() {
   static const auto handle = op<FakeQuantSig>("qi::fake_quant");
@@ -113,12 +120,13 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
     auto& d = ctx->saved_data;
     const std::string mode = d["mode"].toStringRef();
     const bool ste = mode == "ste";
-    at::Tensor dx, dt;
+    at::Tensor dx, dt, dy;
+    const auto saved = ctx->get_saved_variables();
     if (ctx->needs_input_grad(1) || (!ste && ctx->needs_input_grad(0))) {
-      const auto saved = ctx->get_saved_variables();
       static auto bwd = op<SymBwdSig>("qi::_symmetric_quant_backward");
+      dy = grads[0].contiguous();
       std::tie(dx, dt) = bwd.call(
-          grads[0].contiguous(), saved[0], saved[1], d["num_bits"].toInt(),
+          dy, saved[0], saved[1], d["num_bits"].toInt(),
           d["is_signed"].toBool(), d["channel_axis"].toOptional<int64_t>(), mode,
           d["grad_scale"].toDouble(), d["grad_scale_axis"].toOptional<int64_t>(),
           d["min_threshold"].toDouble(), d["power_of_two"].toBool(),
@@ -126,7 +134,7 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
           d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
     // STE passes dy through unchanged (ste_round and ste_clip).
-    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dt = at::Tensor();
     return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -172,18 +180,19 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
     const std::string mode = d["mode"].toStringRef();
     const bool ste = mode == "ste";
     const bool need_range = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
-    at::Tensor dx, dmin, dmax;
+    at::Tensor dx, dmin, dmax, dy;
+    const auto saved = ctx->get_saved_variables();
     if (need_range || (!ste && ctx->needs_input_grad(0))) {
-      const auto saved = ctx->get_saved_variables();
       static auto bwd = op<UniBwdSig>("qi::_uniform_quant_backward");
+      dy = grads[0].contiguous();
       std::tie(dx, dmin, dmax) =
-          bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2], d["num_bits"].toInt(),
+          bwd.call(dy, saved[0], saved[1], saved[2], d["num_bits"].toInt(),
                    d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
                    d["activation"].toBool(), d["grad_scale_axis"].toOptional<int64_t>(),
                    !ste && ctx->needs_input_grad(0), need_range,
                    d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
-    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dmin = at::Tensor();
     if (!ctx->needs_input_grad(2)) dmax = at::Tensor();
@@ -234,12 +243,13 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
     const std::string mode = d["mode"].toStringRef();
     const bool ste = mode == "ste";
     const bool need_scale = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
-    at::Tensor dx, ds, dt;
+    at::Tensor dx, ds, dt, dy;
+    const auto saved = ctx->get_saved_variables();
     if (need_scale || (!ste && ctx->needs_input_grad(0))) {
-      const auto saved = ctx->get_saved_variables();
       static auto bwd = op<FormatBwdSig>("qi::_format_quant_backward");
+      dy = grads[0].contiguous();
       std::tie(dx, ds, dt) =
-          bwd.call(grads[0].contiguous(), saved[0], saved[1], saved[2],
+          bwd.call(dy, saved[0], saved[1], saved[2],
                    d["format"].toStringRef(), d["scaling"].toStringRef(),
                    d["channel_axis"].toOptional<int64_t>(), mode, d["grad_scale"].toDouble(),
                    d["grad_scale_axis"].toOptional<int64_t>(),
@@ -248,7 +258,7 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
                    d["tensor_grad_scale"].toOptional<double>());
     }
     // STE passes dy through unchanged (straight through the rounding and the clip).
-    if (ctx->needs_input_grad(0)) dx = ste ? grads[0] : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) ds = at::Tensor();
     if (!ctx->needs_input_grad(2)) dt = at::Tensor();
