@@ -146,11 +146,14 @@ def from_float(layers, float_model, width):
 
 # ---- the libraries' QAT models ------------------------------------------------------------------
 
+QI_WEIGHTS = {}  # --qi-weights: changes to the preset's weights spec for qi's rows
+
+
 def prepare_qi(float_model, w_bits, a_bits, calib, width, act_training="LSQ",
                batch_norm="fold"):
     import quantizers_infrastructure as qi
     import quantizers_infrastructure.pytorch as qp
-    cfg = qi.ModelQuantizationConfig("w4a8_lsq", weights={"n_bits": w_bits},
+    cfg = qi.ModelQuantizationConfig("w4a8_lsq", weights=dict(QI_WEIGHTS, n_bits=w_bits),
                                      activations={"n_bits": a_bits, "training": act_training},
                                      overrides=[{"name": "fc", "activations": None}])
     return qp.prepare_qat(float_model, cfg, calib, progress=False, batch_norm=batch_norm)
@@ -440,8 +443,18 @@ def main():
     ap.add_argument("--rounds", type=int, default=6, help="--timing rounds (default 6)")
     ap.add_argument("--round-steps", type=int, default=8,
                     help="--timing steps per model and round (default 8)")
+    ap.add_argument("--qi-weights", type=json.loads, default={}, metavar="JSON",
+                    help='changes to the weights spec of the qi rows, e.g. '
+                         '\'{"calibration": "minmax"}\' or \'{"training": "STE"}\'')
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
+    QI_WEIGHTS.update(args.qi_weights)
+    if QI_WEIGHTS:  # a bad change stops the run now, not after the float training
+        import quantizers_infrastructure as qi
+        try:
+            qi.ModelQuantizationConfig("w4a8_lsq", weights=QI_WEIGHTS)
+        except ValueError as e:
+            sys.exit(f"--qi-weights: {e}")
     for lib in args.libs:
         try:
             library_version(lib)

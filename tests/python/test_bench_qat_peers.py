@@ -27,7 +27,8 @@ def test_bench_qat_peers_quick_qi(tmp_path):
     out = tmp_path / "peers.json"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
     run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_qat_peers.py"),
-                          "--quick", "--libs", "qi", "--json", str(out)],
+                          "--quick", "--libs", "qi", "--json", str(out), "--qi-weights",
+                          '{"calibration": "minmax"}'],
                          capture_output=True, text=True, timeout=600, env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = run.stdout.splitlines()
@@ -54,6 +55,18 @@ def test_bench_qat_peers_refuses_a_missing_library():
     assert run.returncode != 0
     assert "brevitas is not importable here" in run.stderr
     assert "scripts/qi bench peers" in run.stderr
+
+
+def test_bench_qat_peers_refuses_a_bad_qi_weights_change():
+    """--qi-weights is checked against the config before anything trains."""
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_qat_peers.py"),
+                          "--quick", "--libs", "qi", "--qi-weights",
+                          '{"calibration": "bogus"}'], capture_output=True, text=True,
+                         timeout=120,
+                         env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python")))
+    assert run.returncode != 0
+    assert ('--qi-weights: model config: weights: "calibration": unknown calibration method '
+            '"bogus"') in run.stderr
 
 
 @pytest.mark.skipif(not os.path.exists(DATA), reason="dataset-fashion-mnist is not installed")
