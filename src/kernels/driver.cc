@@ -63,6 +63,17 @@ void run_row(const PlanT& plan, const float* in, int64_t in_stride, float* out,
   }
 }
 
+// Whether a view with these sizes and strides is dense in row-major order (sizes of 1 and empty
+// views take any stride).
+bool row_major_dense(const Shape& sizes, const Shape& strides) {
+  int64_t expected = 1;
+  for (size_t k = sizes.size(); k-- > 0;) {
+    if (sizes[k] != 1 && strides[k] != expected) return false;
+    expected *= sizes[k];
+  }
+  return true;
+}
+
 template <typename PlanT>
 constexpr bool kBlockScaled = std::is_same_v<PlanT, MxPlan> || std::is_same_v<PlanT, Nvfp4Plan>;
 
@@ -129,6 +140,16 @@ void fake_quant_forward(const Plan& plan, ConstTensorView in, TensorView out,
   if (plan_groups(plan).group_size > 0) {
     if (in.numel() > 0)
       std::visit([&](const auto& p) { grouped_forward(p, in, out, channel_axis); }, plan);
+    return;
+  }
+  // A small dense per-tensor call (one parallel chunk) is one row: no iteration plan, no
+  // parallel_for, which would cost more than the kernel at a few thousand elements.
+  if (!channel_axis && in.numel() <= kGrain && row_major_dense(in.sizes, in.strides) &&
+      row_major_dense(out.sizes, out.strides)) {
+    const int64_t n = in.numel();
+    if (n > 0)
+      std::visit([&](const auto& p) { run_row(p, in.data, 1, out.data, 1, n, 0, false, false); },
+                 plan);
     return;
   }
   const auto dims = coalesce_dims<2>(in.sizes, {&in.strides, &out.strides}, channel_axis);

@@ -41,18 +41,87 @@ HWY_INLINE void RowLoop(D d, float* HWY_RESTRICT out, int64_t n, bool stream, Ve
   for (; i < n; ++i) out[i] = sf(i);
 }
 
+// The clamp min(hi, max(lo, v)) that lets a NaN v through. x86's min/max instructions return
+// their second operand when either is NaN, so with v second a NaN passes unchanged at no cost;
+// Highway's Min/Max order their operands per target, so other targets clamp plainly and
+// KeepNaN (below) puts the NaN back with a blend.
+#if HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR
+constexpr bool kClampPassesNaN = true;
+template <size_t N>
+HWY_INLINE hn::Vec128<float, N> ClampPassingNaN(hn::Vec128<float, N> v, hn::Vec128<float, N> lo,
+                                                hn::Vec128<float, N> hi) {
+  return hn::Vec128<float, N>{_mm_min_ps(hi.raw, _mm_max_ps(lo.raw, v.raw))};
+}
+#if HWY_MAX_BYTES >= 32
+HWY_INLINE hn::Vec256<float> ClampPassingNaN(hn::Vec256<float> v, hn::Vec256<float> lo,
+                                             hn::Vec256<float> hi) {
+  return hn::Vec256<float>{_mm256_min_ps(hi.raw, _mm256_max_ps(lo.raw, v.raw))};
+}
+#endif
+#if HWY_MAX_BYTES >= 64
+HWY_INLINE hn::Vec512<float> ClampPassingNaN(hn::Vec512<float> v, hn::Vec512<float> lo,
+                                             hn::Vec512<float> hi) {
+  return hn::Vec512<float>{_mm512_min_ps(hi.raw, _mm512_max_ps(lo.raw, v.raw))};
+}
+#endif
+#else
+constexpr bool kClampPassesNaN = false;
+template <class V>
+HWY_INLINE V ClampPassingNaN(V v, V lo, V hi) {
+  return hn::Min(hn::Max(v, lo), hi);
+}
+#endif
+
+// y, where y was computed from x by arithmetic after ClampPassingNaN: a NaN x comes out of that
+// arithmetic as x made quiet (same sign and payload), as the scalar twins return it; targets
+// whose clamp loses the NaN blend it back.
+template <class D, class V>
+HWY_INLINE V KeepNaN(D d, V x, V y) {
+  if constexpr (kClampPassesNaN) {
+    return y;
+  } else {
+    const hn::RebindToUnsigned<D> du;
+    const V quiet = hn::Or(x, hn::BitCast(d, hn::Set(du, scalar::kQuietNaNBit)));
+    return hn::IfThenElse(hn::IsNaN(x), quiet, y);
+  }
+}
+
+// Rounding to nearest even by adding and subtracting 1.5 * 2^23: exact for |c| <= 2^22.
+constexpr float kRoundMagic = 12582912.0f;
+
+// ATen: q = clamp(zp + nearbyint(x * inv), qmin, qmax), y = (q - zp) * scale. The same bits as
+// y = r * scale with r = nearbyint(clamp(x * inv, qmin - zp, qmax - zp)): the bounds are
+// integers, so clamping before rounding changes nothing, and q - zp is exact. Rounding to
+// nearest even is (c + kRoundMagic) - kRoundMagic (here |c| <= 2^17) and gives +0 for a zero as
+// zp + nearbyint(...) does. Six operations instead of eight, no round instruction; a NaN x
+// passes the clamp and comes out quiet (KeepNaN).
 template <class D, class V>
 HWY_INLINE V AffineTorchVec(D d, V x, V scale, V inv, V lo, V hi) {
-  // ATen: q = clamp(zp + nearbyint(x * inv), qmin, qmax), y = (q - zp) * scale. The same bits as
-  // y = r * scale with r = nearbyint(clamp(x * inv, qmin - zp, qmax - zp)): the bounds are
-  // integers, so clamping before rounding changes nothing, and q - zp is exact. Rounding to
-  // nearest even is (c + 1.5 * 2^23) - 1.5 * 2^23, exact for |c| <= 2^22 (here |c| <= 2^17),
-  // and gives +0 for a zero as zp + nearbyint(...) does. Six operations instead of eight, no
-  // round instruction; NaN stays NaN through the blend.
-  const V magic = hn::Set(d, 12582912.0f);
-  const V c = hn::Min(hn::Max(hn::Mul(x, inv), lo), hi);
-  const V r = hn::Sub(hn::Add(c, magic), magic);
-  return hn::IfThenElse(hn::IsNaN(x), x, hn::Mul(r, scale));
+  const V magic = hn::Set(d, kRoundMagic);
+  const V c = ClampPassingNaN(hn::Mul(x, inv), lo, hi);
+  return KeepNaN(d, x, hn::Mul(hn::Sub(hn::Add(c, magic), magic), scale));
+}
+
+// The same for a power-of-two scale s (inv exactly 1 / s), in x's own units: x * inv and r * s
+// only move the exponent, so y = (clamp(x, lo * s, hi * s) + m) - m with m = kRoundMagic * s,
+// whose float32 spacing is s over the clamped range: the sum rounds to a multiple of s, half to
+// even, as nearbyint does in grid units. Four operations and no multiply, the same bits (an x
+// so small that x * inv underflows gives +0 both ways). lo_s, hi_s, m: PotScaleConstants.
+template <class D, class V>
+HWY_INLINE V AffinePotVec(D d, V x, V lo_s, V hi_s, V m) {
+  return KeepNaN(d, x, hn::Sub(hn::Add(ClampPassingNaN(x, lo_s, hi_s), m), m));
+}
+
+// lo * s, hi * s and kRoundMagic * s (all exact) when s is a power of two with inv == 1 / s and
+// the constants are normal floats; false otherwise.
+HWY_INLINE bool PotScaleConstants(float s, float inv, float lo, float hi, float* lo_s,
+                                  float* hi_s, float* m) {
+  int e = 0;
+  if (!(std::frexp(s, &e) == 0.5f) || inv * s != 1.f) return false;
+  *m = kRoundMagic * s;
+  *lo_s = lo * s;
+  *hi_s = hi * s;
+  return std::isnormal(*m);
 }
 
 void AffineTorchRow(const float* HWY_RESTRICT in, float* out, int64_t n,
@@ -60,16 +129,25 @@ void AffineTorchRow(const float* HWY_RESTRICT in, float* out, int64_t n,
   const hn::ScalableTag<float> d;
   const auto qmin = hn::Set(d, p.qmin), qmax = hn::Set(d, p.qmax);
   if (!vary) {
-    const auto scale = hn::Set(d, p.scale[c0]), inv = hn::Set(d, p.inv_scale[c0]);
-    const auto lo = hn::Set(d, p.qmin - p.zero_point[c0]);
-    const auto hi = hn::Set(d, p.qmax - p.zero_point[c0]);
+    const float s0 = p.scale[c0], inv0 = p.inv_scale[c0];
+    const float lo0 = p.qmin - p.zero_point[c0], hi0 = p.qmax - p.zero_point[c0];
+    auto tail = [&](int64_t i) {
+      return scalar::affine_torch(in[i], s0, inv0, p.zero_point[c0], p.qmin, p.qmax);
+    };
+    float lo_s = 0.f, hi_s = 0.f, m = 0.f;
+    if (PotScaleConstants(s0, inv0, lo0, hi0, &lo_s, &hi_s, &m)) {
+      const auto vlo = hn::Set(d, lo_s), vhi = hn::Set(d, hi_s), vm = hn::Set(d, m);
+      RowLoop(
+          d, out, n, stream,
+          [&](int64_t i) { return AffinePotVec(d, hn::LoadU(d, in + i), vlo, vhi, vm); }, tail);
+      return;
+    }
+    const auto scale = hn::Set(d, s0), inv = hn::Set(d, inv0);
+    const auto lo = hn::Set(d, lo0), hi = hn::Set(d, hi0);
     RowLoop(
         d, out, n, stream,
         [&](int64_t i) { return AffineTorchVec(d, hn::LoadU(d, in + i), scale, inv, lo, hi); },
-        [&](int64_t i) {
-          return scalar::affine_torch(in[i], p.scale[c0], p.inv_scale[c0], p.zero_point[c0],
-                                      p.qmin, p.qmax);
-        });
+        tail);
     return;
   }
   const float* s = p.scale.data() + c0;
@@ -86,12 +164,12 @@ void AffineTorchRow(const float* HWY_RESTRICT in, float* out, int64_t n,
 }
 
 template <class D, class V>
-HWY_INLINE V AffineTfVec(D, V x, V scale, V inv, V nmin, V nmax, V qz, V half, bool use_div) {
+HWY_INLINE V AffineTfVec(D d, V x, V scale, V inv, V nmin, V nmax, V qz, V half, bool use_div) {
   // TF: inputs.cwiseMin(nudged_max).cwiseMax(nudged_min) - nudged_min, then floor(v - qz + 0.5).
-  const V c = hn::Sub(hn::Max(hn::Min(x, nmax), nmin), nmin);
+  // The order of the clamp's min and max does not matter: nudged_min < nudged_max.
+  const V c = hn::Sub(ClampPassingNaN(x, nmin, nmax), nmin);
   const V v = use_div ? hn::Div(c, scale) : hn::Mul(c, inv);
-  const V y = hn::Mul(hn::Floor(hn::Add(hn::Sub(v, qz), half)), scale);
-  return hn::IfThenElse(hn::IsNaN(x), x, y);
+  return KeepNaN(d, x, hn::Mul(hn::Floor(hn::Add(hn::Sub(v, qz), half)), scale));
 }
 
 void AffineTfRow(const float* HWY_RESTRICT in, float* out, int64_t n, const AffineTfPlan& p,

@@ -41,6 +41,11 @@ QI_HOST_DEVICE inline float bits_float(uint32_t u) {
 }
 
 QI_HOST_DEVICE inline bool is_nan(float x) { return x != x; }
+// The quiet bit of a float32 NaN (the mantissa's top bit).
+constexpr uint32_t kQuietNaNBit = 0x00400000u;
+// A NaN x made quiet, its sign and payload kept: what IEEE arithmetic on x returns on the CPUs
+// qi targets (an operation quiets a signalling NaN operand and passes a quiet one through).
+QI_HOST_DEVICE inline float quiet_nan(float x) { return bits_float(float_bits(x) | kQuietNaNBit); }
 QI_HOST_DEVICE inline int32_t max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
 QI_HOST_DEVICE inline int32_t min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
 
@@ -52,7 +57,7 @@ QI_HOST_DEVICE inline float exp2_int(int32_t e) {
 
 QI_HOST_DEVICE inline float affine_torch(float x, float scale, float inv_scale, float zp,
                                          float qmin, float qmax) {
-  if (is_nan(x)) return x;
+  if (is_nan(x)) return quiet_nan(x);  // as the SIMD rows' arithmetic returns it
   float q = nearbyintf(x * inv_scale) + zp;  // round half to even (default FP mode)
   q = fminf(fmaxf(q, qmin), qmax);
   return (q - zp) * scale;
@@ -60,7 +65,7 @@ QI_HOST_DEVICE inline float affine_torch(float x, float scale, float inv_scale, 
 
 QI_HOST_DEVICE inline float affine_tf(float x, float scale, float inv_scale, float nmin,
                                       float nmax, float quant_zero, bool use_division) {
-  if (is_nan(x)) return x;
+  if (is_nan(x)) return quiet_nan(x);
   const float c = fmaxf(fminf(x, nmax), nmin) - nmin;
   const float v = use_division ? c / scale : c * inv_scale;
   return floorf(v - quant_zero + 0.5f) * scale;  // round half up, as TF

@@ -290,6 +290,62 @@ def test_every_simd_target(target):
     assert _core.simd_target_name() == _core.supported_simd_targets()[0]
 
 
+@pytest.mark.parametrize("target", _core.supported_simd_targets())
+def test_nan_keeps_sign_and_payload_on_every_simd_target(target):
+    # A NaN comes out with its sign and payload, in SIMD lanes and scalar tails alike: quiet from
+    # the affine grids (their arithmetic quiets a signalling NaN, as x / scale does), unchanged
+    # from LUTs.
+    quantizers = [make() for make in ALL_QUANTIZERS]
+    nans = np.array([0x7FC00000, 0xFFC00000, 0x7FC12345, 0xFFE00001,  # quiet
+                     0x7F800001, 0xFF812345, 0x7FA00000], np.uint32)  # signalling
+    try:
+        _core.force_simd_target(target)
+        for n in [1, 3, 5, 8, 9, 17, 33]:
+            x = RNG.normal(0, 2, size=(n, 3)).astype(np.float32)
+            flat = x.reshape(-1).view(np.uint32)
+            flat[::2] = np.resize(nans, flat[::2].size)
+            assert np.isnan(x).sum() == (x.size + 1) // 2
+            for q in quantizers:
+                axis = 1 if q.num_channels > 1 else None
+                got = bits(q(x))
+                quiet = 0x00400000 if q.plan["kind"].startswith("affine") else 0
+                want = np.where(np.isnan(x), bits(x) | quiet, bits(reference(q, x, axis)))
+                assert np.array_equal(got, want), (target, n, q)
+    finally:
+        _core.force_simd_target("")
+
+
+@pytest.mark.parametrize("target", _core.supported_simd_targets())
+def test_power_of_two_scales_on_every_simd_target(target):
+    # Power-of-two scales take the kernels' multiply-free path (rounding in x's own units): the
+    # same bits as the reference at exact ties, the clamp ends, +/-0, +/-Inf, subnormals and
+    # inputs whose x / scale underflows or overflows, for tiny and huge scales.
+    tiny = np.float32(1e-40)
+    try:
+        _core.force_simd_target(target)
+        for e in [-110, -20, -7, 0, 5, 60, 100]:
+            t = float(2.0 ** e)
+            quantizers = [
+                qi.WeightsPOTInferableQuantizer(num_bits=8, threshold=[t], per_channel=False),
+                qi.ActivationPOTInferableQuantizer(num_bits=4, threshold=[t], signed=False),
+                qi.WeightsSymmetricInferableQuantizer(num_bits=6, threshold=[t, 2 * t],
+                                                      per_channel=True, channel_axis=0),
+                qi.ActivationUniformInferableQuantizer(num_bits=8, min_range=[0.0],
+                                                       max_range=[255 * t]),
+            ]
+            for q in quantizers:
+                s = np.float32(q.plan["scale"][0])
+                k = np.arange(-140, 140, dtype=np.float32)
+                x = np.concatenate([(k + np.float32(0.5)) * s, k * s, (k + np.float32(0.25)) * s,
+                                    np.array([0.0, -0.0, np.inf, -np.inf, tiny, -tiny, 3e38,
+                                              -3e38, 1e-30, -1e-30], np.float32)])
+                x = np.resize(x, (2, x.size + 3)).astype(np.float32)
+                axis = 0 if q.num_channels > 1 else None
+                assert np.array_equal(bits(q(x)), bits(reference(q, x, axis))), (target, e, q)
+    finally:
+        _core.force_simd_target("")
+
+
 def test_concurrent_callers():
     # The GIL is released around the kernels; concurrent callers share qi's pool safely.
     import threading
