@@ -45,7 +45,9 @@ QI_HOST_DEVICE inline bool is_nan(float x) { return x != x; }
 constexpr uint32_t kQuietNaNBit = 0x00400000u;
 // A NaN x made quiet, its sign and payload kept: what IEEE arithmetic on x returns on the CPUs
 // qi targets (an operation quiets a signalling NaN operand and passes a quiet one through).
-QI_HOST_DEVICE inline float quiet_nan(float x) { return bits_float(float_bits(x) | kQuietNaNBit); }
+QI_HOST_DEVICE inline float quiet_nan(float x) {
+  return bits_float(float_bits(x) | kQuietNaNBit);
+}
 QI_HOST_DEVICE inline int32_t max_i32(int32_t a, int32_t b) { return a > b ? a : b; }
 QI_HOST_DEVICE inline int32_t min_i32(int32_t a, int32_t b) { return a < b ? a : b; }
 
