@@ -60,7 +60,8 @@
   X(LSQFloatWeightQATQuantizer, Weights, LSQ, kFormat,                                          \
     "LSQ weights quantizer of the formats: FLOAT learns its scales, MX a per-tensor pre-scale "  \
     "p (y = p * MX(w / p)), NVFP4 its block scales b (E4M3 in the forward, straight-through "  \
-    "gradient) over the calibrated tensor scale t; hard clip, gradient scale "                 \
+    "gradient) over the calibrated tensor scale t (learned too with \"learn_tensor_scale\": "   \
+    "true); hard clip, gradient scale "                                                         \
     "g = 1 / sqrt(L * C) for L positive values of the element format and C parameters, over "  \
     "M^2 for FLOAT (M the format's max) and (6 t)^2 for NVFP4 (the range's gradient).")         \
   X(STEFloatActivationTrainableQuantizer, Activation, STE, kFormat,                             \
