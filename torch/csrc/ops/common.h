@@ -85,9 +85,23 @@ inline void advise_huge_pages(void* data, int64_t bytes) {
 #endif
 }
 
+// Large CPU outputs (kHugePageAdviceBytes and more) come from a cache of freed ones
+// (output_cache.cc): a block freed by one call is reused by the next output of the same size,
+// already mapped, so a training step's outputs and gradients stop paying the kernel's zeroing
+// of fresh pages at every call. At most QI_OUTPUT_CACHE_MB (default 256) of freed blocks are
+// kept, the least recently freed dropped first; QI_OUTPUT_CACHE_MB=0 turns the cache off.
+bool output_cache_enabled();
+size_t output_cache_held_bytes();  // bytes of freed blocks the cache holds now
+// A float32 CPU tensor with empty_like(t)'s sizes and strides, from the cache (contents
+// undefined: for kernels that write every element).
+at::Tensor large_float_like(const at::Tensor& t);
+
 // A new float32 tensor of t's sizes and memory format (channels_last stays channels_last), for
-// a kernel that writes every element: large ones on huge pages (advise_huge_pages).
+// a kernel that writes every element: large ones on huge pages (advise_huge_pages), from the
+// cache of freed outputs when it is on.
 inline at::Tensor empty_float_like(const at::Tensor& t) {
+  if (t.is_cpu() && t.numel() * int64_t{4} >= kHugePageAdviceBytes && output_cache_enabled())
+    return large_float_like(t);
   at::Tensor y = at::empty_like(t, t.options().dtype(at::kFloat));
   if (y.is_cpu())
     advise_huge_pages(y.storage().mutable_data(), static_cast<int64_t>(y.storage().nbytes()));
