@@ -41,8 +41,10 @@ auto below_autograd(const c10::TypedOperatorHandle<Sig>& handle, Args&&... args)
 // STE's dx: the upstream gradient `grad` itself. When the backward made `dy`, a contiguous copy
 // of a gradient laid out otherwise (the expanded gradient of sum() or mean()), and x has dy's
 // strides, dx is that copy: autograd keeps it as x.grad instead of copying the view once more.
-at::Tensor ste_dx(const at::Tensor& grad, const at::Tensor& dy, const at::Tensor& x) {
-  return dy.defined() && !dy.is_same(grad) && dy.strides() == x.strides() ? dy : grad;
+// `saved` is the backward's saved variables (x first), fetched only when it made dy.
+at::Tensor ste_dx(const at::Tensor& grad, const at::Tensor& dy,
+                  const std::vector<at::Tensor>& saved) {
+  return dy.defined() && !dy.is_same(grad) && dy.strides() == saved[0].strides() ? dy : grad;
 }
 
 using FakeQuantSig = at::Tensor(const at::Tensor&, c10::string_view);
@@ -121,8 +123,9 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
     const std::string mode = d["mode"].toStringRef();
     const bool ste = mode == "ste";
     at::Tensor dx, dt, dy;
-    const auto saved = ctx->get_saved_variables();
+    std::vector<at::Tensor> saved;  // fetched only when the backward kernel runs
     if (ctx->needs_input_grad(1) || (!ste && ctx->needs_input_grad(0))) {
+      saved = ctx->get_saved_variables();
       static auto bwd = op<SymBwdSig>("qi::_symmetric_quant_backward");
       dy = grads[0].contiguous();
       std::tie(dx, dt) = bwd.call(
@@ -134,7 +137,7 @@ class SymmetricQuantFunction : public ::torch::autograd::Function<SymmetricQuant
           d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
     // STE passes dy through unchanged (ste_round and ste_clip).
-    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dt = at::Tensor();
     return {dx,           dt,           at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -181,8 +184,9 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
     const bool ste = mode == "ste";
     const bool need_range = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
     at::Tensor dx, dmin, dmax, dy;
-    const auto saved = ctx->get_saved_variables();
+    std::vector<at::Tensor> saved;  // fetched only when the backward kernel runs
     if (need_range || (!ste && ctx->needs_input_grad(0))) {
+      saved = ctx->get_saved_variables();
       static auto bwd = op<UniBwdSig>("qi::_uniform_quant_backward");
       dy = grads[0].contiguous();
       std::tie(dx, dmin, dmax) =
@@ -192,7 +196,7 @@ class UniformQuantFunction : public ::torch::autograd::Function<UniformQuantFunc
                    !ste && ctx->needs_input_grad(0), need_range,
                    d["group_size"].toOptional<int64_t>(), d["group_axis"].toInt());
     }
-    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) dmin = at::Tensor();
     if (!ctx->needs_input_grad(2)) dmax = at::Tensor();
@@ -244,8 +248,9 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
     const bool ste = mode == "ste";
     const bool need_scale = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
     at::Tensor dx, ds, dt, dy;
-    const auto saved = ctx->get_saved_variables();
+    std::vector<at::Tensor> saved;  // fetched only when the backward kernel runs
     if (need_scale || (!ste && ctx->needs_input_grad(0))) {
+      saved = ctx->get_saved_variables();
       static auto bwd = op<FormatBwdSig>("qi::_format_quant_backward");
       dy = grads[0].contiguous();
       std::tie(dx, ds, dt) =
@@ -258,7 +263,7 @@ class FormatQuantFunction : public ::torch::autograd::Function<FormatQuantFuncti
                    d["tensor_grad_scale"].toOptional<double>());
     }
     // STE passes dy through unchanged (straight through the rounding and the clip).
-    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved[0]) : dx;
+    if (ctx->needs_input_grad(0)) dx = ste ? ste_dx(grads[0], dy, saved) : dx;
     else dx = at::Tensor();
     if (!ctx->needs_input_grad(1)) ds = at::Tensor();
     if (!ctx->needs_input_grad(2)) dt = at::Tensor();
